@@ -1,0 +1,57 @@
+# banger: build, test, benchmark. `make help` lists the targets.
+GO        ?= go
+BIN       := bin
+VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X main.version=$(VERSION)
+FIXTURES  ?= $(or $(BANGER_FIXTURES),/var/cache/banger-fixtures)
+SCENARIO  ?=
+E2E_FLAGS ?=
+
+.PHONY: help build unit e2e e2e-list test bench fixtures vet fmt clean quickstart
+
+help:
+	@echo "make build            build bin/banger, bin/bangerd, bin/banger-agent"
+	@echo "make test             unit tests, then the end-to-end suite (boots real VMs)"
+	@echo "make unit             gofmt/vet + unit tests (never boot VMs)"
+	@echo "make e2e              end-to-end scenarios; SCENARIO=TestName runs one"
+	@echo "make e2e-list         list the end-to-end scenarios"
+	@echo "make bench            banger vs bare QEMU boot, same kernel and image"
+	@echo "make fixtures         fetch the Debian kernel package + debootstrap tree into $(FIXTURES)"
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/banger ./cmd/banger
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/bangerd ./cmd/bangerd
+	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/banger-agent ./cmd/banger-agent
+
+fmt:
+	@out=$$(gofmt -l cmd internal test); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+	$(GO) vet -tags e2e ./test/...
+
+unit: fmt vet
+	$(GO) test -count=1 ./...
+
+fixtures:
+	scripts/fixtures.sh $(FIXTURES)
+
+e2e: build fixtures
+	BANGER_FIXTURES=$(FIXTURES) BANGER_BIN=$(CURDIR)/$(BIN) \
+	  $(GO) test -tags e2e -count=1 -timeout 60m -v $(E2E_FLAGS) \
+	  $(if $(SCENARIO),-run '^($(SCENARIO))$$',) ./test/e2e
+
+e2e-list:
+	@$(GO) test -tags e2e -list '.*' ./test/e2e | grep -v '^ok'
+
+test: unit e2e
+
+bench: build fixtures
+	BANGER_FIXTURES=$(FIXTURES) BANGER_BIN=$(CURDIR)/$(BIN) $(GO) run ./test/bench $(BENCH_FLAGS)
+
+quickstart:
+	scripts/quickstart.sh
+
+clean:
+	rm -rf $(BIN)

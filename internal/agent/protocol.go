@@ -1,0 +1,60 @@
+// Package agent defines the protocol between the host and banger-agent, the
+// program that runs inside every guest, and the host side of it.
+//
+// The transport is one byte stream (a virtio-serial port backed by a host
+// Unix socket) multiplexed with yamux; the host opens streams, the guest
+// accepts them. Every stream starts with one JSON Request line. Simple
+// operations answer with one JSON Response line; "exec" switches the stream
+// to the framed protocol of frame.go, which the daemon also forwards
+// unchanged to the CLI.
+package agent
+
+// PortName is the virtio-serial port name the agent looks for in the guest.
+const PortName = "org.banger.agent"
+
+// Operations understood by the agent.
+const (
+	OpPing     = "ping"
+	OpExec     = "exec"
+	OpSync     = "sync"
+	OpPoweroff = "poweroff"
+)
+
+// Request is the first line of every stream.
+type Request struct {
+	Op   string       `json:"op"`
+	Exec *ExecRequest `json:"exec,omitempty"`
+	// Force, for poweroff, skips the init system's orderly shutdown: the
+	// agent syncs and powers the machine off itself.
+	Force bool `json:"force,omitempty"`
+}
+
+// Response answers a simple operation.
+type Response struct {
+	OK    bool   `json:"ok"`
+	Error string `json:"error,omitempty"`
+	// Ping fields.
+	Version string `json:"version,omitempty"`
+	BootID  string `json:"boot_id,omitempty"`
+	PID1    string `json:"pid1,omitempty"` // comm of the guest's PID 1
+}
+
+// ExecRequest starts a process in the guest.
+type ExecRequest struct {
+	Argv []string `json:"argv"`
+	Env  []string `json:"env,omitempty"` // KEY=VALUE added to the default environment
+	Cwd  string   `json:"cwd,omitempty"` // default /root
+	TTY  bool     `json:"tty,omitempty"`
+	Rows uint16   `json:"rows,omitempty"`
+	Cols uint16   `json:"cols,omitempty"`
+	Term string   `json:"term,omitempty"`
+}
+
+// ExitStatus is the payload of an exit frame.
+type ExitStatus struct {
+	Code   int    `json:"code"`
+	Signal string `json:"signal,omitempty"`
+	// Error is set when the process could not be started at all (the code
+	// is then 127 for a missing command, 126 otherwise, as shells do).
+	Error string `json:"error,omitempty"`
+}

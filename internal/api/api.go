@@ -1,0 +1,146 @@
+// Package api holds the wire types shared by bangerd and its clients: the
+// versioned HTTP+JSON API served on the daemon's Unix socket.
+//
+// Simple calls answer with a JSON body. Long calls (create, start, image
+// build...) answer with newline-delimited JSON Events: progress events,
+// then one result or error event. exec and run upgrade the connection to
+// the framed stream protocol of internal/agent.
+package api
+
+import (
+	"fmt"
+
+	"banger/internal/model"
+)
+
+// Version is the API version prefix.
+const Version = "v1"
+
+// Error codes.
+const (
+	CodeNotFound        = "not_found"
+	CodeAlreadyExists   = "already_exists"
+	CodeBadRequest      = "bad_request"
+	CodeConflict        = "conflict" // e.g. the VM is not in a state that allows the operation
+	CodeNotRunning      = "not_running"
+	CodeOperationFailed = "operation_failed"
+	CodeUnknownMethod   = "unknown_method"
+	CodeBadVersion      = "bad_version"
+)
+
+// Error is every failed call's answer. OpID also appears in the daemon's
+// log line for the failure.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	OpID    string `json:"op_id,omitempty"`
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Errorf makes an Error with a code.
+func Errorf(code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// Event is one line of a streamed answer.
+type Event struct {
+	Progress *Progress `json:"progress,omitempty"`
+	Result   any       `json:"result,omitempty"`
+	Error    *Error    `json:"error,omitempty"`
+}
+
+// Progress reports one named stage of a long operation.
+type Progress struct {
+	Stage      string `json:"stage"`
+	DurationMS int64  `json:"duration_ms"`
+	Detail     string `json:"detail,omitempty"`
+}
+
+// Ping is the daemon's identity.
+type Ping struct {
+	Version string `json:"version"`
+	PID     int    `json:"pid"`
+	Socket  string `json:"socket"`
+}
+
+// VMCreateParams creates (and unless NoStart, boots) a VM.
+type VMCreateParams struct {
+	Name       string `json:"name,omitempty"`
+	Image      string `json:"image,omitempty"`
+	VCPU       int    `json:"vcpu,omitempty"`
+	MemoryMiB  int    `json:"memory_mib,omitempty"`
+	DiskSize   string `json:"disk_size,omitempty"` // e.g. "8G"
+	NoStart    bool   `json:"no_start,omitempty"`
+	AutoRemove bool   `json:"auto_remove,omitempty"`
+}
+
+// VMSetParams changes a stopped VM's resources.
+type VMSetParams struct {
+	VCPU      int `json:"vcpu,omitempty"`
+	MemoryMiB int `json:"memory_mib,omitempty"`
+}
+
+// VMKillParams sends a signal to the VMM.
+type VMKillParams struct {
+	Signal string `json:"signal,omitempty"` // name (KILL, TERM) or number; default KILL
+}
+
+// VMPruneResult lists the VMs a prune deleted.
+type VMPruneResult struct {
+	Deleted []string `json:"deleted"`
+}
+
+// ExecParams starts a command in a running VM (the body of the upgrade
+// request).
+type ExecParams struct {
+	VM   string   `json:"vm"`
+	Argv []string `json:"argv"`
+	Env  []string `json:"env,omitempty"`
+	Cwd  string   `json:"cwd,omitempty"`
+	TTY  bool     `json:"tty,omitempty"`
+	Rows uint16   `json:"rows,omitempty"`
+	Cols uint16   `json:"cols,omitempty"`
+	Term string   `json:"term,omitempty"`
+}
+
+// RunParams creates a VM, boots it and runs a command in it, over one
+// upgraded connection. With Create.AutoRemove the daemon deletes the VM
+// when the command ends or the client goes away, whatever happens.
+type RunParams struct {
+	Create VMCreateParams `json:"create"`
+	Exec   ExecParams     `json:"exec"`
+}
+
+// RunStarted is the payload of the progress frame that tells the client
+// which VM a run created.
+type RunStarted struct {
+	VM *model.VM `json:"vm"`
+}
+
+// KernelImportParams imports a kernel.
+type KernelImportParams struct {
+	Name string `json:"name"`
+	From string `json:"from"`
+}
+
+// ImageBuildParams builds an ext4 image.
+type ImageBuildParams struct {
+	Name        string   `json:"name"`
+	FromDir     string   `json:"from_dir,omitempty"`
+	Debootstrap string   `json:"debootstrap,omitempty"` // suite
+	Mirror      string   `json:"mirror,omitempty"`
+	Packages    []string `json:"packages,omitempty"`
+	Kernel      string   `json:"kernel,omitempty"`
+	Size        string   `json:"size,omitempty"`
+}
+
+// ImageRegisterParams registers an existing ext4 file.
+type ImageRegisterParams struct {
+	Name   string `json:"name"`
+	Rootfs string `json:"rootfs"`
+	Kernel string `json:"kernel"`
+}
+
+// Upgrade is the value of the Upgrade header for exec and run.
+const Upgrade = "banger-stream"

@@ -1,0 +1,104 @@
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"banger/internal/api"
+	"banger/internal/client"
+	"banger/internal/doctor"
+)
+
+func (a *App) daemonCmd() *cobra.Command {
+	c := &cobra.Command{Use: "daemon", Short: "Control the banger daemon"}
+	c.AddCommand(&cobra.Command{
+		Use: "socket", Short: "Print the daemon's API socket path", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			fmt.Fprintln(a.Stdout, a.layout.Socket())
+			return nil
+		},
+	}, &cobra.Command{
+		Use: "start", Short: "Start the daemon in the background (done on demand anyway)", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return a.ensureDaemon(cmd.Context())
+		},
+	}, &cobra.Command{
+		Use: "status", Short: "Say whether the daemon runs", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var p api.Ping
+			if err := a.client.Do(cmd.Context(), "GET", "/ping", nil, &p); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.Stdout, "running\tpid %d\tversion %s\t%s\n", p.PID, p.Version, p.Socket)
+			return nil
+		},
+	}, &cobra.Command{
+		Use: "stop", Short: "Stop the daemon (running VMs keep running)", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			var p api.Ping
+			if err := a.client.Do(ctx, "GET", "/ping", nil, &p); err != nil {
+				if errors.Is(err, client.ErrUnavailable) {
+					fmt.Fprintln(a.Stderr, "daemon not running")
+					return nil
+				}
+				return err
+			}
+			if err := a.client.Do(ctx, "POST", "/daemon/stop", nil, nil); err != nil {
+				return err
+			}
+			deadline := time.Now().Add(15 * time.Second)
+			for time.Now().Before(deadline) {
+				if err := a.client.Do(ctx, "GET", "/ping", nil, nil); err != nil {
+					if pidAlive(p.PID) {
+						time.Sleep(50 * time.Millisecond)
+						continue
+					}
+					return nil
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			return fmt.Errorf("daemon (pid %d) did not stop within 15s", p.PID)
+		},
+	})
+	return c
+}
+
+func pidAlive(pid int) bool {
+	return pid > 0 && syscall.Kill(pid, 0) == nil
+}
+
+func (a *App) doctorCmd() *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "doctor",
+		Short: "Check that this host can run banger VMs",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			checks := doctor.Run(cmd.Context(), a.layout)
+			if asJSON {
+				enc := json.NewEncoder(a.Stdout)
+				enc.SetIndent("", "  ")
+				enc.Encode(checks)
+			} else {
+				for _, c := range checks {
+					fmt.Fprintf(a.Stdout, "%s  %-10s %s\n", c.Status, c.Name, c.Detail)
+					if c.Fix != "" && c.Status != doctor.Pass {
+						fmt.Fprintf(a.Stdout, "      fix: %s\n", c.Fix)
+					}
+				}
+			}
+			if doctor.Failed(checks) {
+				return &ExitError{Code: 1}
+			}
+			return nil
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return c
+}

@@ -1,0 +1,361 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"banger/internal/api"
+	"banger/internal/model"
+)
+
+func (a *App) vmCmd() *cobra.Command {
+	c := &cobra.Command{Use: "vm", Short: "Create, run and manage VMs"}
+	c.AddCommand(a.vmCreateCmd(), a.vmStartCmd(), a.vmStopCmd(), a.vmRestartCmd(), a.vmKillCmd(),
+		a.vmDeleteCmd(), a.vmShowCmd(), a.vmListCmd(), a.vmSetCmd(), a.vmPruneCmd(), a.vmLogsCmd(),
+		a.vmExecCmd(), a.vmRunCmd())
+	return c
+}
+
+func vmPath(name string, suffix string) string {
+	return "/vms/" + url.PathEscape(name) + suffix
+}
+
+// createFlags are shared by vm create and vm run.
+type createFlags struct {
+	name, image, disk string
+	vcpu, memory      int
+}
+
+func (f *createFlags) register(c *cobra.Command) {
+	c.Flags().StringVar(&f.name, "name", "", "VM name (1-63 of a-z 0-9 -); generated when empty")
+	c.Flags().StringVar(&f.image, "image", "", "image to boot (default: config default_image, or the only image)")
+	c.Flags().IntVar(&f.vcpu, "vcpu", 0, "virtual CPUs (default from config)")
+	c.Flags().IntVar(&f.memory, "memory", 0, "memory in MiB (default from config)")
+	c.Flags().StringVar(&f.disk, "disk-size", "", "size of the work disk mounted at /root, e.g. 8G")
+}
+
+// params validates what can be checked without the daemon, so bad input
+// is refused before anything is created.
+func (f *createFlags) params(c *cobra.Command) (api.VMCreateParams, error) {
+	if f.name != "" {
+		if err := model.ValidateName(f.name); err != nil {
+			return api.VMCreateParams{}, fmt.Errorf("invalid vm name: %w", err)
+		}
+	}
+	if c.Flags().Changed("vcpu") && f.vcpu < 1 {
+		return api.VMCreateParams{}, fmt.Errorf("--vcpu must be at least 1, got %d", f.vcpu)
+	}
+	if c.Flags().Changed("memory") && f.memory < 128 {
+		return api.VMCreateParams{}, fmt.Errorf("--memory must be at least 128 (MiB), got %d", f.memory)
+	}
+	return api.VMCreateParams{Name: f.name, Image: f.image, VCPU: f.vcpu, MemoryMiB: f.memory, DiskSize: f.disk}, nil
+}
+
+func (a *App) vmCreateCmd() *cobra.Command {
+	var f createFlags
+	var noStart bool
+	c := &cobra.Command{
+		Use:   "create",
+		Short: "Create a VM and boot it",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			p, err := f.params(cmd)
+			if err != nil {
+				return err
+			}
+			p.NoStart = noStart
+			ctx := cmd.Context()
+			if err := a.ensureDaemon(ctx); err != nil {
+				return err
+			}
+			start := time.Now()
+			var v model.VM
+			if err := a.client.Stream(ctx, "POST", "/vms", p, a.progressPrinter(true), &v); err != nil {
+				return err
+			}
+			fmt.Fprintln(a.Stdout, v.Name)
+			if !noStart {
+				fmt.Fprintf(a.Stderr, "ready in %s\n", time.Since(start).Round(10*time.Millisecond))
+			}
+			return nil
+		},
+	}
+	f.register(c)
+	c.Flags().BoolVar(&noStart, "no-start", false, "only create; boot later with `vm start`")
+	return c
+}
+
+func (a *App) simpleVMStream(use, short, suffix string) *cobra.Command {
+	return &cobra.Command{
+		Use:   use + " NAME",
+		Short: short,
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			if err := a.ensureDaemon(ctx); err != nil {
+				return err
+			}
+			start := time.Now()
+			var v model.VM
+			if err := a.client.Stream(ctx, "POST", vmPath(args[0], suffix), nil, a.progressPrinter(true), &v); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.Stderr, "ready in %s\n", time.Since(start).Round(10*time.Millisecond))
+			return nil
+		},
+	}
+}
+
+func (a *App) vmStartCmd() *cobra.Command {
+	return a.simpleVMStream("start", "Boot a stopped VM", "/start")
+}
+
+func (a *App) vmRestartCmd() *cobra.Command {
+	return a.simpleVMStream("restart", "Stop a VM and boot it again (a fresh kernel boot)", "/restart")
+}
+
+func (a *App) vmStopCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "stop NAME",
+		Short: "Shut a VM down gracefully (disks are synced first)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.call(cmd.Context(), "POST", vmPath(args[0], "/stop"), nil, nil)
+		},
+	}
+}
+
+func (a *App) vmKillCmd() *cobra.Command {
+	var sig string
+	c := &cobra.Command{
+		Use:   "kill NAME",
+		Short: "Stop a VM at once by signalling its VMM",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.call(cmd.Context(), "POST", vmPath(args[0], "/kill"), api.VMKillParams{Signal: sig}, nil)
+		},
+	}
+	c.Flags().StringVar(&sig, "signal", "KILL", "signal to send (name or number)")
+	return c
+}
+
+func (a *App) vmDeleteCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:     "delete NAME...",
+		Aliases: []string{"rm"},
+		Short:   "Delete VMs (running ones are killed first)",
+		Args:    cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			for _, n := range args {
+				if err := a.call(cmd.Context(), "DELETE", vmPath(n, ""), nil, nil); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+	}
+}
+
+func (a *App) call(ctx context.Context, method, path string, in, out any) error {
+	if err := a.ensureDaemon(ctx); err != nil {
+		return err
+	}
+	return a.client.Do(ctx, method, path, in, out)
+}
+
+func (a *App) vmShowCmd() *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "show NAME",
+		Short: "Show a VM",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var v model.VM
+			if err := a.call(cmd.Context(), "GET", vmPath(args[0], ""), nil, &v); err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(a.Stdout, v)
+			}
+			tw := tabwriter.NewWriter(a.Stdout, 0, 8, 2, ' ', 0)
+			row := func(k string, v any) { fmt.Fprintf(tw, "%s\t%v\n", k, v) }
+			row("name", v.Name)
+			row("id", v.ID)
+			row("state", v.State)
+			row("image", v.Image)
+			row("kernel", v.Kernel)
+			row("vcpu", v.VCPU)
+			row("memory", fmt.Sprintf("%d MiB", v.MemoryMiB))
+			row("disk", humanBytes(v.DiskSize))
+			if v.PID != 0 {
+				row("pid", v.PID)
+			}
+			if v.Accel != "" {
+				row("accel", v.Accel)
+			}
+			row("created", v.CreatedAt.Local().Format(time.RFC3339))
+			if !v.StartedAt.IsZero() {
+				row("started", v.StartedAt.Local().Format(time.RFC3339))
+			}
+			if v.LastError != "" {
+				row("last error", v.LastError)
+			}
+			return tw.Flush()
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return c
+}
+
+func (a *App) vmListCmd() *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List VMs",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var vms []model.VM
+			if err := a.call(cmd.Context(), "GET", "/vms", nil, &vms); err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(a.Stdout, vms)
+			}
+			tw := tabwriter.NewWriter(a.Stdout, 0, 8, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tSTATE\tIMAGE\tVCPU\tMEMORY\tCREATED")
+			for _, v := range vms {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d MiB\t%s\n", v.Name, v.State, v.Image, v.VCPU, v.MemoryMiB, ago(v.CreatedAt))
+			}
+			return tw.Flush()
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return c
+}
+
+func (a *App) vmSetCmd() *cobra.Command {
+	var vcpu, mem int
+	c := &cobra.Command{
+		Use:   "set NAME",
+		Short: "Change a stopped VM's vCPUs or memory",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !cmd.Flags().Changed("vcpu") && !cmd.Flags().Changed("memory") {
+				return fmt.Errorf("nothing to change: give --vcpu and/or --memory")
+			}
+			if cmd.Flags().Changed("vcpu") && vcpu < 1 {
+				return fmt.Errorf("--vcpu must be at least 1, got %d", vcpu)
+			}
+			if cmd.Flags().Changed("memory") && mem < 128 {
+				return fmt.Errorf("--memory must be at least 128 (MiB), got %d", mem)
+			}
+			return a.call(cmd.Context(), "PATCH", vmPath(args[0], ""), api.VMSetParams{VCPU: vcpu, MemoryMiB: mem}, nil)
+		},
+	}
+	c.Flags().IntVar(&vcpu, "vcpu", 0, "virtual CPUs")
+	c.Flags().IntVar(&mem, "memory", 0, "memory in MiB")
+	return c
+}
+
+func (a *App) vmPruneCmd() *cobra.Command {
+	var force bool
+	c := &cobra.Command{
+		Use:   "prune",
+		Short: "Delete every VM that is not running",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			var vms []model.VM
+			if err := a.call(ctx, "GET", "/vms", nil, &vms); err != nil {
+				return err
+			}
+			var doomed []model.VM
+			for _, v := range vms {
+				if v.State != model.StateRunning && v.State != model.StateStarting && v.State != model.StateStopping {
+					doomed = append(doomed, v)
+				}
+			}
+			if len(doomed) == 0 {
+				fmt.Fprintln(a.Stderr, "nothing to prune")
+				return nil
+			}
+			if !force {
+				tw := tabwriter.NewWriter(a.Stderr, 0, 8, 2, ' ', 0)
+				fmt.Fprintln(tw, "NAME\tSTATE")
+				for _, v := range doomed {
+					fmt.Fprintf(tw, "%s\t%s\n", v.Name, v.State)
+				}
+				tw.Flush()
+				if !confirm(a, fmt.Sprintf("Delete these %d VM(s)?", len(doomed))) {
+					return fmt.Errorf("not confirmed; nothing deleted (use -f to skip the question)")
+				}
+			}
+			var res api.VMPruneResult
+			if err := a.client.Do(ctx, "POST", "/vms/prune", nil, &res); err != nil {
+				return err
+			}
+			for _, n := range res.Deleted {
+				fmt.Fprintln(a.Stdout, n)
+			}
+			return nil
+		},
+	}
+	c.Flags().BoolVarP(&force, "force", "f", false, "do not ask for confirmation")
+	return c
+}
+
+func (a *App) vmLogsCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "logs NAME",
+		Short: "Print the VM's serial console",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.call(cmd.Context(), "GET", vmPath(args[0], "/logs"), nil, a.Stdout)
+		},
+	}
+}
+
+func printJSON(w interface{ Write([]byte) (int, error) }, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%dG", n>>30)
+	case n >= 1<<20:
+		return fmt.Sprintf("%dM", n>>20)
+	}
+	return fmt.Sprintf("%dB", n)
+}
+
+func ago(t time.Time) string {
+	d := time.Since(t)
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds ago", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm ago", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh ago", int(d.Hours()))
+	}
+	return fmt.Sprintf("%dd ago", int(d.Hours()/24))
+}
+
+func confirm(a *App, q string) bool {
+	fmt.Fprintf(a.Stderr, "%s [y/N] ", q)
+	var ans string
+	fmt.Fscanln(a.Stdin, &ans)
+	ans = strings.ToLower(strings.TrimSpace(ans))
+	return ans == "y" || ans == "yes"
+}

@@ -1,0 +1,157 @@
+// Package config reads banger's config.toml and the environment variables
+// that override it.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Config is the daemon's configuration. Zero values mean "default".
+type Config struct {
+	// Accel is "auto", "kvm" or "tcg"; env BANGER_ACCEL overrides it.
+	Accel string `toml:"accel"`
+	// QEMU is the qemu-system-x86_64 binary (name or path).
+	QEMU string `toml:"qemu_bin"`
+	// DefaultImage is used when vm create/run names no image.
+	DefaultImage string `toml:"default_image"`
+	VCPU         int    `toml:"vcpu"`
+	MemoryMiB    int    `toml:"memory_mib"`
+	DiskSize     string `toml:"disk_size"`
+	// BootTimeout bounds how long a start waits for the guest agent.
+	BootTimeout Duration `toml:"boot_timeout"`
+	// StopTimeout bounds a graceful stop before the VM is killed.
+	StopTimeout Duration `toml:"stop_timeout"`
+}
+
+// Duration is a time.Duration written as "30s" in TOML.
+type Duration struct{ time.Duration }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	d.Duration = v
+	return nil
+}
+
+// Default returns the built-in configuration.
+func Default() Config {
+	return Config{
+		Accel:       "auto",
+		QEMU:        "qemu-system-x86_64",
+		VCPU:        2,
+		MemoryMiB:   1024,
+		DiskSize:    "8G",
+		BootTimeout: Duration{3 * time.Minute},
+		StopTimeout: Duration{30 * time.Second},
+	}
+}
+
+// Load reads path (a missing file is not an error), applies environment
+// overrides and fills defaults.
+func Load(path string) (Config, error) {
+	c := Default()
+	var file Config
+	md, err := toml.DecodeFile(path, &file)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return c, fmt.Errorf("read config %s: %w", path, err)
+	default:
+		if und := md.Undecoded(); len(und) > 0 {
+			return c, fmt.Errorf("config %s: unknown setting %q", path, und[0].String())
+		}
+		merge(&c, file)
+	}
+	if v := os.Getenv("BANGER_ACCEL"); v != "" {
+		c.Accel = v
+	}
+	if v := os.Getenv("BANGER_QEMU"); v != "" {
+		c.QEMU = v
+	}
+	return c, c.Validate()
+}
+
+func merge(c *Config, f Config) {
+	if f.Accel != "" {
+		c.Accel = f.Accel
+	}
+	if f.QEMU != "" {
+		c.QEMU = f.QEMU
+	}
+	if f.DefaultImage != "" {
+		c.DefaultImage = f.DefaultImage
+	}
+	if f.VCPU != 0 {
+		c.VCPU = f.VCPU
+	}
+	if f.MemoryMiB != 0 {
+		c.MemoryMiB = f.MemoryMiB
+	}
+	if f.DiskSize != "" {
+		c.DiskSize = f.DiskSize
+	}
+	if f.BootTimeout.Duration != 0 {
+		c.BootTimeout = f.BootTimeout
+	}
+	if f.StopTimeout.Duration != 0 {
+		c.StopTimeout = f.StopTimeout
+	}
+}
+
+// Validate checks the values.
+func (c Config) Validate() error {
+	switch c.Accel {
+	case "auto", "kvm", "tcg":
+	default:
+		return fmt.Errorf("accel must be auto, kvm or tcg, got %q", c.Accel)
+	}
+	if c.VCPU < 1 {
+		return fmt.Errorf("vcpu must be at least 1, got %d", c.VCPU)
+	}
+	if c.MemoryMiB < 128 {
+		return fmt.Errorf("memory_mib must be at least 128, got %d", c.MemoryMiB)
+	}
+	if _, err := ParseSize(c.DiskSize); err != nil {
+		return fmt.Errorf("disk_size: %w", err)
+	}
+	return nil
+}
+
+// ParseSize parses sizes like "512M", "8G", "1T" or a plain byte count.
+// Suffixes are binary (G = GiB).
+func ParseSize(s string) (int64, error) {
+	t := strings.TrimSpace(strings.ToUpper(s))
+	t = strings.TrimSuffix(strings.TrimSuffix(t, "B"), "I")
+	mult := int64(1)
+	if t != "" {
+		switch t[len(t)-1] {
+		case 'K':
+			mult = 1 << 10
+		case 'M':
+			mult = 1 << 20
+		case 'G':
+			mult = 1 << 30
+		case 'T':
+			mult = 1 << 40
+		}
+		if mult != 1 {
+			t = t[:len(t)-1]
+		}
+	}
+	n, err := strconv.ParseFloat(t, 64)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("invalid size %q (use e.g. 512M, 8G)", s)
+	}
+	return int64(n * float64(mult)), nil
+}

@@ -1,0 +1,50 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func TestParseSize(t *testing.T) {
+	cases := map[string]int64{"1": 1, "512M": 512 << 20, "8G": 8 << 30, "8g": 8 << 30, "1GiB": 1 << 30, "2T": 2 << 40, "1.5G": 3 << 29, "64K": 64 << 10}
+	for in, want := range cases {
+		got, err := ParseSize(in)
+		if err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "G", "-1G", "0", "abc", "1X"} {
+		if _, err := ParseSize(bad); err == nil {
+			t.Errorf("ParseSize(%q) accepted", bad)
+		}
+	}
+}
+
+func TestLoad(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "config.toml")
+	c, err := Load(path)
+	if err != nil || c.Accel != "auto" || c.VCPU != 2 {
+		t.Fatalf("defaults without a file: %+v %v", c, err)
+	}
+	os.WriteFile(path, []byte("accel = \"tcg\"\nvcpu = 4\nstop_timeout = \"7s\"\n"), 0o600)
+	c, err = Load(path)
+	if err != nil || c.Accel != "tcg" || c.VCPU != 4 || c.StopTimeout.Duration != 7*time.Second || c.MemoryMiB != 1024 {
+		t.Fatalf("file values: %+v %v", c, err)
+	}
+	t.Setenv("BANGER_ACCEL", "kvm")
+	if c, _ = Load(path); c.Accel != "kvm" {
+		t.Errorf("BANGER_ACCEL did not override: %s", c.Accel)
+	}
+	t.Setenv("BANGER_ACCEL", "warp")
+	if _, err := Load(path); err == nil {
+		t.Errorf("bad accel accepted")
+	}
+	t.Setenv("BANGER_ACCEL", "")
+	os.WriteFile(path, []byte("acel = \"tcg\"\n"), 0o600)
+	if _, err := Load(path); err == nil {
+		t.Errorf("unknown key accepted")
+	}
+}

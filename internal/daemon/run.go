@@ -1,0 +1,165 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"banger/internal/config"
+	"banger/internal/engine"
+	"banger/internal/engine/qemu"
+	"banger/internal/image"
+	"banger/internal/paths"
+	"banger/internal/store"
+	"banger/internal/vm"
+)
+
+// Options configure Run.
+type Options struct {
+	Layout  paths.Layout
+	Version string
+	Log     *slog.Logger
+}
+
+// Run serves the API until ctx ends, SIGTERM/SIGINT arrives or a client
+// asks the daemon to stop. Running VMs are left running: the next daemon
+// re-adopts them.
+func Run(ctx context.Context, o Options) error {
+	l := o.Layout
+	for _, d := range []string{l.State, l.Runtime} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return fmt.Errorf("create %s: %w", d, err)
+		}
+	}
+	lock, err := os.OpenFile(filepath.Join(l.Runtime, "bangerd.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		return fmt.Errorf("another bangerd is already serving %s", l.Socket())
+	}
+	cfg, err := config.Load(l.ConfigFile())
+	if err != nil {
+		return err
+	}
+	st, err := store.Open(ctx, l.DB())
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	agentPath, err := FindAgent()
+	if err != nil {
+		return err
+	}
+	images := &image.Service{Store: st, Layout: l, Log: o.Log, AgentPath: agentPath}
+	driver := qemu.New(cfg.QEMU)
+	accel := newAccelCache(cfg, cfg.QEMU, o.Log)
+	mgr := vm.New(st, l, cfg, driver, accel.resolve, images.Initrd, o.Log)
+	if err := mgr.Recover(ctx); err != nil {
+		return fmt.Errorf("recover vms: %w", err)
+	}
+
+	sock := l.Socket()
+	os.Remove(sock) // stale: we hold the lock
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", sock, err)
+	}
+	os.Chmod(sock, 0o600)
+	os.WriteFile(l.DaemonPID(), []byte(fmt.Sprintf("%d\n", os.Getpid())), 0o600)
+	defer os.Remove(l.DaemonPID())
+
+	ctx, cancel := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
+	defer cancel()
+	srv := &Server{VMs: mgr, Images: images, Log: o.Log, Version: o.Version, Socket: sock, Stop: cancel}
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	o.Log.Info("bangerd serving", "socket", sock, "pid", os.Getpid(), "version", o.Version, "agent", agentPath)
+
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		if !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+	}
+	o.Log.Info("bangerd stopping; running vms keep running")
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer scancel()
+	hs.Shutdown(sctx)
+	os.Remove(sock)
+	mgr.Shutdown()
+	return nil
+}
+
+// FindAgent locates the banger-agent binary: $BANGER_AGENT, next to this
+// executable, or in the usual install locations.
+func FindAgent() (string, error) {
+	if p := os.Getenv("BANGER_AGENT"); p != "" {
+		return p, nil
+	}
+	var cands []string
+	if exe, err := os.Executable(); err == nil {
+		cands = append(cands, filepath.Join(filepath.Dir(exe), "banger-agent"))
+	}
+	cands = append(cands, "/usr/local/lib/banger/banger-agent", "/usr/lib/banger/banger-agent", "/usr/local/bin/banger-agent")
+	for _, c := range cands {
+		if fi, err := os.Stat(c); err == nil && fi.Mode().IsRegular() {
+			return c, nil
+		}
+	}
+	if p, err := exec.LookPath("banger-agent"); err == nil {
+		return p, nil
+	}
+	return "", fmt.Errorf("banger-agent not found (looked next to bangerd and in %v); set BANGER_AGENT", cands[1:])
+}
+
+// accelCache resolves the accelerator once per kernel: the KVM probe boots
+// a VM, too slow to repeat for every start.
+type accelCache struct {
+	cfg  config.Config
+	qemu string
+	log  *slog.Logger
+
+	mu     sync.Mutex
+	probed map[string]probeResult
+}
+
+type probeResult struct {
+	ok     bool
+	detail string
+}
+
+func newAccelCache(cfg config.Config, qemuBin string, log *slog.Logger) *accelCache {
+	return &accelCache{cfg: cfg, qemu: qemuBin, log: log, probed: map[string]probeResult{}}
+}
+
+func (a *accelCache) resolve(ctx context.Context, kernel string) (string, string, error) {
+	return engine.ResolveAccel(ctx, a.cfg.Accel, func(ctx context.Context) (bool, string, error) {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if r, ok := a.probed[kernel]; ok {
+			return r.ok, r.detail, nil
+		}
+		ok, detail, err := qemu.ProbeKVM(ctx, a.qemu, kernel)
+		if err != nil {
+			return false, "", err
+		}
+		a.log.Info("kvm probe", "usable", ok, "detail", detail)
+		a.probed[kernel] = probeResult{ok, detail}
+		return ok, detail, nil
+	})
+}

@@ -1,0 +1,224 @@
+// Package daemon is bangerd's API server: it routes the versioned
+// HTTP+JSON API on the Unix socket to the VM manager and the image service,
+// gives every request an operation id, and turns failures into coded
+// errors that name that id.
+package daemon
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"banger/internal/api"
+	"banger/internal/image"
+	"banger/internal/store"
+	"banger/internal/vm"
+)
+
+// Server serves the API.
+type Server struct {
+	VMs     *vm.Manager
+	Images  *image.Service
+	Log     *slog.Logger
+	Version string
+	Socket  string
+	// Stop is called by POST /v1/daemon/stop.
+	Stop func()
+
+	wg sync.WaitGroup // long-lived streams (exec, run)
+}
+
+type ctxKey struct{}
+
+// opID returns the request's operation id.
+func opID(ctx context.Context) string {
+	id, _ := ctx.Value(ctxKey{}).(string)
+	return id
+}
+
+func newOpID() string {
+	var b [4]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Handler returns the routed API.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	h := func(pattern string, f func(w http.ResponseWriter, r *http.Request) error) {
+		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+			id := newOpID()
+			r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, id))
+			start := time.Now()
+			err := f(w, r)
+			if err != nil {
+				apiErr := s.toAPIError(err, id)
+				s.Log.Warn("request failed", "op", id, "method", r.Method, "path", r.URL.Path, "code", apiErr.Code, "err", apiErr.Message, "duration", time.Since(start).Round(time.Millisecond))
+				if w != nil {
+					writeJSON(w, httpStatus(apiErr.Code), apiErr)
+				}
+				return
+			}
+			s.Log.Debug("request", "op", id, "method", r.Method, "path", r.URL.Path, "duration", time.Since(start).Round(time.Millisecond))
+		})
+	}
+	p := "/" + api.Version
+	h("GET "+p+"/ping", s.ping)
+	h("POST "+p+"/daemon/stop", s.daemonStop)
+
+	h("GET "+p+"/vms", s.vmList)
+	h("POST "+p+"/vms", s.vmCreate)
+	h("POST "+p+"/vms/prune", s.vmPrune)
+	h("POST "+p+"/run", s.run)
+	h("GET "+p+"/vms/{name}", s.vmShow)
+	h("DELETE "+p+"/vms/{name}", s.vmDelete)
+	h("PATCH "+p+"/vms/{name}", s.vmSet)
+	h("POST "+p+"/vms/{name}/start", s.vmStart)
+	h("POST "+p+"/vms/{name}/stop", s.vmStop)
+	h("POST "+p+"/vms/{name}/restart", s.vmRestart)
+	h("POST "+p+"/vms/{name}/kill", s.vmKill)
+	h("GET "+p+"/vms/{name}/logs", s.vmLogs)
+	h("POST "+p+"/vms/{name}/exec", s.vmExec)
+
+	h("GET "+p+"/kernels", s.kernelList)
+	h("POST "+p+"/kernels", s.kernelImport)
+	h("GET "+p+"/kernels/{name}", s.kernelShow)
+	h("DELETE "+p+"/kernels/{name}", s.kernelDelete)
+
+	h("GET "+p+"/images", s.imageList)
+	h("POST "+p+"/images", s.imageBuild)
+	h("POST "+p+"/images/register", s.imageRegister)
+	h("GET "+p+"/images/{name}", s.imageShow)
+	h("DELETE "+p+"/images/{name}", s.imageDelete)
+
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		code := api.CodeUnknownMethod
+		if !strings.HasPrefix(r.URL.Path, p+"/") {
+			code = api.CodeBadVersion
+		}
+		writeJSON(w, http.StatusNotFound, &api.Error{Code: code, Message: fmt.Sprintf("no such API call: %s %s", r.Method, r.URL.Path), OpID: newOpID()})
+	})
+	return mux
+}
+
+func (s *Server) toAPIError(err error, id string) *api.Error {
+	var ae *api.Error
+	out := &api.Error{Code: api.CodeOperationFailed, Message: err.Error(), OpID: id}
+	switch {
+	case errors.As(err, &ae):
+		out.Code = ae.Code
+		if ae.Message != err.Error() {
+			out.Message = err.Error()
+		}
+	case errors.Is(err, store.ErrNotFound):
+		out.Code = api.CodeNotFound
+	case errors.Is(err, store.ErrExists):
+		out.Code = api.CodeAlreadyExists
+	}
+	return out
+}
+
+func httpStatus(code string) int {
+	switch code {
+	case api.CodeNotFound, api.CodeUnknownMethod, api.CodeBadVersion:
+		return http.StatusNotFound
+	case api.CodeAlreadyExists, api.CodeConflict, api.CodeNotRunning:
+		return http.StatusConflict
+	case api.CodeBadRequest:
+		return http.StatusBadRequest
+	}
+	return http.StatusInternalServerError
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+func decode(r *http.Request, v any) error {
+	if r.Body == nil {
+		return nil
+	}
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
+		return api.Errorf(api.CodeBadRequest, "bad request body: %v", err)
+	}
+	return nil
+}
+
+// stream answers with newline-delimited events: progress while f runs,
+// then its result or error. Errors are written into the stream (the
+// status is already 200), so the wrapper must not write them again.
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, f func(progress vm.Progress) (any, error)) error {
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	fl, _ := w.(http.Flusher)
+	var mu sync.Mutex
+	enc := json.NewEncoder(w)
+	send := func(ev api.Event) {
+		mu.Lock()
+		defer mu.Unlock()
+		enc.Encode(ev)
+		if fl != nil {
+			fl.Flush()
+		}
+	}
+	res, err := f(func(p api.Progress) {
+		pp := p
+		send(api.Event{Progress: &pp})
+	})
+	if err != nil {
+		id := opID(r.Context())
+		ae := s.toAPIError(err, id)
+		s.Log.Warn("request failed", "op", id, "method", r.Method, "path", r.URL.Path, "code", ae.Code, "err", ae.Message)
+		send(api.Event{Error: ae})
+		return nil
+	}
+	send(api.Event{Result: res})
+	return nil
+}
+
+func (s *Server) ping(w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, http.StatusOK, api.Ping{Version: s.Version, PID: os.Getpid(), Socket: s.Socket})
+	return nil
+}
+
+func (s *Server) daemonStop(w http.ResponseWriter, r *http.Request) error {
+	writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
+	if s.Stop != nil {
+		go s.Stop()
+	}
+	return nil
+}
+
+// hijack upgrades an exec or run request to the raw frame stream.
+func hijack(w http.ResponseWriter) (net.Conn, *bufio.ReadWriter, error) {
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("connection cannot be upgraded")
+	}
+	conn, rw, err := hj.Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	fmt.Fprintf(rw, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n", api.Upgrade)
+	if err := rw.Flush(); err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	return conn, rw, nil
+}

@@ -1,0 +1,237 @@
+package daemon
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+
+	"banger/internal/agent"
+	"banger/internal/api"
+	"banger/internal/model"
+	"banger/internal/vm"
+)
+
+func (s *Server) vmList(w http.ResponseWriter, r *http.Request) error {
+	vms, err := s.VMs.List(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, vms)
+	return nil
+}
+
+func (s *Server) vmShow(w http.ResponseWriter, r *http.Request) error {
+	v, err := s.VMs.Get(r.Context(), r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, v)
+	return nil
+}
+
+func (s *Server) vmCreate(w http.ResponseWriter, r *http.Request) error {
+	var p api.VMCreateParams
+	if err := decode(r, &p); err != nil {
+		return err
+	}
+	return s.stream(w, r, func(progress vm.Progress) (any, error) {
+		v, err := s.VMs.Create(r.Context(), p, progress)
+		return v, err
+	})
+}
+
+func (s *Server) vmStart(w http.ResponseWriter, r *http.Request) error {
+	return s.stream(w, r, func(progress vm.Progress) (any, error) {
+		return s.VMs.Start(r.Context(), r.PathValue("name"), progress)
+	})
+}
+
+func (s *Server) vmRestart(w http.ResponseWriter, r *http.Request) error {
+	return s.stream(w, r, func(progress vm.Progress) (any, error) {
+		return s.VMs.Restart(r.Context(), r.PathValue("name"), progress)
+	})
+}
+
+func (s *Server) vmStop(w http.ResponseWriter, r *http.Request) error {
+	v, err := s.VMs.Stop(r.Context(), r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, v)
+	return nil
+}
+
+func (s *Server) vmKill(w http.ResponseWriter, r *http.Request) error {
+	var p api.VMKillParams
+	if err := decode(r, &p); err != nil {
+		return err
+	}
+	sig, err := vm.ParseSignal(p.Signal)
+	if err != nil {
+		return api.Errorf(api.CodeBadRequest, "%v", err)
+	}
+	v, err := s.VMs.Kill(r.Context(), r.PathValue("name"), sig)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, v)
+	return nil
+}
+
+func (s *Server) vmDelete(w http.ResponseWriter, r *http.Request) error {
+	if err := s.VMs.Delete(r.Context(), r.PathValue("name")); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]bool{"ok": true})
+	return nil
+}
+
+func (s *Server) vmSet(w http.ResponseWriter, r *http.Request) error {
+	var p api.VMSetParams
+	if err := decode(r, &p); err != nil {
+		return err
+	}
+	v, err := s.VMs.Set(r.Context(), r.PathValue("name"), p)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, v)
+	return nil
+}
+
+func (s *Server) vmPrune(w http.ResponseWriter, r *http.Request) error {
+	deleted, err := s.VMs.Prune(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, api.VMPruneResult{Deleted: deleted})
+	return nil
+}
+
+func (s *Server) vmLogs(w http.ResponseWriter, r *http.Request) error {
+	b, err := s.VMs.Logs(r.Context(), r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "text/plain")
+	w.Write(b)
+	return nil
+}
+
+// vmExec upgrades the connection and splices it to an exec stream of the
+// guest agent: the CLI and the agent speak the frame protocol end to end.
+func (s *Server) vmExec(w http.ResponseWriter, r *http.Request) error {
+	var p api.ExecParams
+	if err := decode(r, &p); err != nil {
+		return err
+	}
+	st, err := s.VMs.OpenExec(r.Context(), r.PathValue("name"), p)
+	if err != nil {
+		return err
+	}
+	conn, rw, err := hijack(w)
+	if err != nil {
+		st.Close()
+		return err
+	}
+	s.wg.Add(1)
+	defer s.wg.Done()
+	splice(conn, rw.Reader, st)
+	return nil
+}
+
+// splice copies client frames to the agent stream and agent frames back
+// until the agent ends the stream (after the exit frame) or the client
+// goes away (the agent then kills the command).
+func splice(conn net.Conn, client io.Reader, st net.Conn) {
+	done := make(chan struct{})
+	go func() {
+		io.Copy(st, client)
+		st.Close()
+		close(done)
+	}()
+	io.Copy(conn, st)
+	st.Close()
+	conn.Close()
+	<-done
+}
+
+// run creates a VM, boots it, runs one command and (with auto-remove)
+// deletes the VM, all over one upgraded connection. Because the daemon
+// owns the whole sequence, the VM is deleted whatever happens: the
+// command fails, the boot fails, or the client disconnects (Ctrl-C).
+func (s *Server) run(w http.ResponseWriter, r *http.Request) error {
+	var p api.RunParams
+	if err := decode(r, &p); err != nil {
+		return err
+	}
+	if len(p.Exec.Argv) == 0 {
+		return api.Errorf(api.CodeBadRequest, "no command given")
+	}
+	conn, rw, err := hijack(w)
+	if err != nil {
+		return err
+	}
+	s.wg.Add(1)
+	defer s.wg.Done()
+	defer conn.Close()
+	id := opID(r.Context())
+	fw := agent.NewFrameWriter(conn)
+
+	// The client sends nothing but exec frames; while the VM boots, a
+	// read error means it went away, which cancels the boot.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pr, pw := io.Pipe()
+	go func() {
+		_, err := io.Copy(pw, rw.Reader)
+		if err == nil {
+			err = io.EOF
+		}
+		pw.CloseWithError(err)
+		cancel()
+	}()
+
+	fail := func(err error) {
+		ae := s.toAPIError(err, id)
+		s.Log.Warn("run failed", "op", id, "code", ae.Code, "err", ae.Message)
+		fw.WriteJSON(agent.FrameError, ae)
+	}
+	cleanup := func(v *model.VM) {
+		if v == nil || !p.Create.AutoRemove {
+			return
+		}
+		if err := s.VMs.Delete(context.Background(), v.ID); err != nil {
+			fail(err)
+		}
+	}
+
+	p.Create.NoStart = false
+	v, err := s.VMs.Create(ctx, p.Create, func(pg api.Progress) {
+		fw.WriteJSON(agent.FrameProgress, pg)
+	})
+	if v != nil {
+		fw.WriteJSON(agent.FrameProgress, api.Progress{Stage: "vm", Detail: v.Name})
+	}
+	if err != nil {
+		fail(err)
+		cleanup(v)
+		return nil
+	}
+	st, err := s.VMs.OpenExec(ctx, v.ID, p.Exec)
+	if err != nil {
+		fail(err)
+		cleanup(v)
+		return nil
+	}
+	fw.WriteJSON(agent.FrameProgress, api.Progress{Stage: "exec"})
+	go func() {
+		io.Copy(st, pr)
+		st.Close()
+	}()
+	io.Copy(conn, st)
+	st.Close()
+	cleanup(v)
+	return nil
+}

@@ -1,0 +1,236 @@
+package qemu
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"banger/internal/engine"
+)
+
+// MachineTCG and MachineKVM are the -machine values used for each
+// accelerator. Measured on the reference host (QEMU 7.2, Debian 6.1 guest
+// kernel, TCG):
+//
+//   - pit=off hangs a TCG guest at boot, every time: with neither a PIT nor
+//     an HPET the kernel cannot calibrate the TSC ("tsc: Unable to calibrate
+//     against PIT ... No reference (HPET/PMTIMER) available") and never
+//     finishes timer setup. Under KVM the guest has kvmclock and needs no
+//     legacy timer, so the PIT (and the PIC it wires to) are left to the
+//     machine's default there.
+//   - acpi=off plus pic=off hangs the same way ("Failed to register legacy
+//     timer interrupt"); acpi=off alone boots but twice as slowly to the
+//     root-mount point (4.7 s vs 1.5-2 s), and without ACPI a guest
+//     "poweroff" cannot turn the machine off. ACPI stays at its default (on).
+//   - rtc=on keeps the guest's wall clock right at boot.
+//   - isa-serial=on is the ttyS0 the serial log is read from.
+//   - x-option-roms=off skips loading option ROMs that a PVH kernel boot
+//     never uses.
+const (
+	MachineTCG = "microvm,x-option-roms=off,isa-serial=on,rtc=on,pit=on,pic=on"
+	MachineKVM = "microvm,x-option-roms=off,isa-serial=on,rtc=on"
+)
+
+// Disk and chardev ids used in the argv (and visible through QMP).
+const (
+	rootDriveID   = "root"
+	workDriveID   = "work"
+	agentCharID   = "agent"
+	serialCharID  = "serial0"
+	qmpCharID     = "qmp"
+	defaultBinary = "qemu-system-x86_64"
+)
+
+// ArgOptions carries host facts that shape the argv but are not part of a
+// VM's Spec. The zero value is valid.
+type ArgOptions struct {
+	// Daemonize adds -daemonize, as Start needs: QEMU forks, detaches
+	// (setsid) and exits once the VM is set up, leaving the VMM reparented
+	// to init. Without it QEMU runs in the foreground.
+	Daemonize bool
+	// GuestTSCKHz, when non-zero and the accelerator is TCG, is passed to
+	// the guest as tsc_early_khz=. Under TCG the guest's TSC runs at the
+	// host TSC's rate, and the kernel's own calibration against the PIT is
+	// timing-sensitive: on a loaded host it fails and the boot hangs
+	// (measured: 3 of 3 boots hung with two busy host threads, 0 of 3 with
+	// the hint). See HostTSCKHz.
+	GuestTSCKHz int
+}
+
+// KernelCmdline returns the kernel command line QEMU is given for spec: the
+// caller's Cmdline followed by what this driver needs, each only if the
+// caller did not set that parameter itself:
+//
+//   - console=ttyS0: the serial console is what Spec.SerialLog records;
+//   - panic=-1: a kernel panic reboots at once, and since QEMU runs with
+//     -no-reboot the VMM exits, so a panicked guest shows up as Done
+//     instead of a VM that hangs forever;
+//   - tsc_early_khz=N under TCG when opts.GuestTSCKHz is set (see
+//     ArgOptions).
+func KernelCmdline(spec engine.Spec, opts ArgOptions) string {
+	parts := strings.Fields(spec.Cmdline)
+	has := func(key string) bool {
+		for _, p := range parts {
+			if p == key || strings.HasPrefix(p, key+"=") {
+				return true
+			}
+		}
+		return false
+	}
+	var extra []string
+	if !has("console") {
+		extra = append(extra, "console=ttyS0")
+	}
+	if !has("panic") {
+		extra = append(extra, "panic=-1")
+	}
+	if spec.Accel == engine.AccelTCG && opts.GuestTSCKHz > 0 && !has("tsc_early_khz") {
+		extra = append(extra, "tsc_early_khz="+strconv.Itoa(opts.GuestTSCKHz))
+	}
+	return strings.Join(append(parts, extra...), " ")
+}
+
+// maxCmdline is the x86 kernel's COMMAND_LINE_SIZE less the NUL.
+const maxCmdline = 2047
+
+// BuildArgs returns QEMU's argv (without the binary) for spec. It is a pure
+// function of its inputs. The VM it describes:
+//
+//   - a microvm machine (MachineTCG or MachineKVM), -accel kvm with
+//     -cpu host, or -accel tcg,thread=multi with QEMU's default CPU model
+//     (-cpu max hangs the guest under TCG on the reference host);
+//   - -nodefaults -no-user-config -display none: no default devices,
+//     config files or UI, so nothing is attached that the argv does not
+//     name; -no-reboot, so a guest reboot (or panic) ends the VMM;
+//   - disks as virtio-blk-device (virtio-mmio): root (qcow2) first, so it
+//     is /dev/vda, then work (raw) as /dev/vdb; both cache=writeback (the
+//     host page cache holds writes, guest flushes reach the disk; O_DIRECT
+//     is avoided because it fails on tmpfs), aio=threads (works on every
+//     filesystem and QEMU build) and discard=unmap (guest fstrim punches
+//     holes, keeping overlays small);
+//   - the agent's virtio-serial port, backed by a Unix socket on which QEMU
+//     listens without waiting for a client;
+//   - ttyS0 written to Spec.SerialLog (truncated at start), or discarded;
+//   - QMP on a Unix socket, listening without waiting;
+//   - NICs as virtio-net-device: taps attached with script=no and vhost
+//     off, user NICs with optional restrict=on and hostfwd rules.
+func BuildArgs(spec engine.Spec, opts ArgOptions) ([]string, error) {
+	if err := spec.Validate(); err != nil {
+		return nil, err
+	}
+	name := spec.Name
+	if name == "" {
+		name = spec.ID
+	}
+	a := []string{"-name", "guest=" + escape(name) + ",debug-threads=on"}
+
+	switch spec.Accel {
+	case engine.AccelKVM:
+		a = append(a, "-machine", MachineKVM, "-accel", "kvm", "-cpu", "host")
+	default:
+		a = append(a, "-machine", MachineTCG, "-accel", "tcg,thread=multi")
+	}
+	a = append(a,
+		"-smp", strconv.Itoa(spec.VCPU),
+		"-m", strconv.Itoa(spec.MemoryMiB)+"M",
+		"-nodefaults", "-no-user-config", "-display", "none",
+		"-no-reboot",
+	)
+
+	if spec.Kernel != "" {
+		cmdline := KernelCmdline(spec, opts)
+		if len(cmdline) > maxCmdline {
+			return nil, fmt.Errorf("kernel command line is %d bytes long; the limit is %d", len(cmdline), maxCmdline)
+		}
+		a = append(a, "-kernel", spec.Kernel)
+		if spec.Initramfs != "" {
+			a = append(a, "-initrd", spec.Initramfs)
+		}
+		a = append(a, "-append", cmdline)
+	}
+
+	for _, d := range []struct{ id, path, format string }{
+		{rootDriveID, spec.RootDisk, "qcow2"},
+		{workDriveID, spec.WorkDisk, "raw"},
+	} {
+		if d.path == "" {
+			continue
+		}
+		a = append(a,
+			"-drive", "id="+d.id+",file="+escape(d.path)+",format="+d.format+",if=none,cache=writeback,aio=threads,discard=unmap",
+			"-device", "virtio-blk-device,drive="+d.id,
+		)
+	}
+
+	for i, n := range spec.NICs {
+		id := "net" + strconv.Itoa(i)
+		var netdev string
+		if n.Tap != "" {
+			netdev = "tap,id=" + id + ",ifname=" + n.Tap + ",script=no,downscript=no,vhost=off"
+		} else {
+			netdev = "user,id=" + id
+			if n.Restrict {
+				netdev += ",restrict=on"
+			}
+			for _, f := range n.HostFwds {
+				netdev += ",hostfwd=" + hostfwd(f)
+			}
+		}
+		dev := "virtio-net-device,netdev=" + id
+		if n.MAC != "" {
+			dev += ",mac=" + strings.ToLower(n.MAC)
+		}
+		a = append(a, "-netdev", netdev, "-device", dev)
+	}
+
+	if spec.AgentSocket != "" {
+		port := spec.AgentPortName
+		if port == "" {
+			port = engine.DefaultAgentPort
+		}
+		a = append(a,
+			"-device", "virtio-serial-device",
+			"-chardev", "socket,id="+agentCharID+",path="+escape(spec.AgentSocket)+",server=on,wait=off",
+			"-device", "virtserialport,chardev="+agentCharID+",name="+port,
+		)
+	}
+
+	if spec.SerialLog != "" {
+		a = append(a,
+			"-chardev", "file,id="+serialCharID+",path="+escape(spec.SerialLog),
+			"-serial", "chardev:"+serialCharID,
+		)
+	} else {
+		a = append(a, "-serial", "null")
+	}
+
+	a = append(a,
+		"-chardev", "socket,id="+qmpCharID+",path="+escape(spec.QMPSocket)+",server=on,wait=off",
+		"-mon", "chardev="+qmpCharID+",mode=control",
+		"-pidfile", spec.PIDFile,
+	)
+	if spec.VMMLog != "" {
+		a = append(a, "-D", spec.VMMLog)
+	}
+	if opts.Daemonize {
+		a = append(a, "-daemonize")
+	}
+	return a, nil
+}
+
+// hostfwd renders one forward as QEMU's
+// [tcp|udp]:hostaddr:hostport-guestaddr:guestport.
+func hostfwd(f engine.HostFwd) string {
+	proto := f.Proto
+	if proto == "" {
+		proto = "tcp"
+	}
+	host := f.HostAddr
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	return fmt.Sprintf("%s:%s:%d-%s:%d", proto, host, f.HostPort, f.GuestAddr, f.GuestPort)
+}
+
+// escape doubles commas, QEMU's escape inside a key=value option list.
+func escape(s string) string { return strings.ReplaceAll(s, ",", ",,") }

@@ -1,0 +1,308 @@
+package qemu
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"banger/internal/engine"
+)
+
+func testSpec() engine.Spec {
+	return engine.Spec{
+		ID:            "0123abcd",
+		Name:          "dev",
+		VCPU:          2,
+		MemoryMiB:     1024,
+		Kernel:        "/k/vmlinux",
+		Initramfs:     "/k/initramfs.img",
+		Cmdline:       "banger.name=dev quiet",
+		RootDisk:      "/vm/root.qcow2",
+		WorkDisk:      "/vm/work.ext4",
+		AgentSocket:   "/run/vm/agent.sock",
+		AgentPortName: "org.banger.agent",
+		QMPSocket:     "/run/vm/qmp.sock",
+		SerialLog:     "/vm/serial.log",
+		PIDFile:       "/run/vm/qemu.pid",
+		Accel:         engine.AccelTCG,
+	}
+}
+
+func TestBuildArgsTCGFull(t *testing.T) {
+	got, err := BuildArgs(testSpec(), ArgOptions{Daemonize: true, GuestTSCKHz: 2600000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"-name", "guest=dev,debug-threads=on",
+		"-machine", "microvm,x-option-roms=off,isa-serial=on,rtc=on,pit=on,pic=on",
+		"-accel", "tcg,thread=multi",
+		"-smp", "2",
+		"-m", "1024M",
+		"-nodefaults", "-no-user-config", "-display", "none",
+		"-no-reboot",
+		"-kernel", "/k/vmlinux",
+		"-initrd", "/k/initramfs.img",
+		"-append", "banger.name=dev quiet console=ttyS0 panic=-1 tsc_early_khz=2600000",
+		"-drive", "id=root,file=/vm/root.qcow2,format=qcow2,if=none,cache=writeback,aio=threads,discard=unmap",
+		"-device", "virtio-blk-device,drive=root",
+		"-drive", "id=work,file=/vm/work.ext4,format=raw,if=none,cache=writeback,aio=threads,discard=unmap",
+		"-device", "virtio-blk-device,drive=work",
+		"-device", "virtio-serial-device",
+		"-chardev", "socket,id=agent,path=/run/vm/agent.sock,server=on,wait=off",
+		"-device", "virtserialport,chardev=agent,name=org.banger.agent",
+		"-chardev", "file,id=serial0,path=/vm/serial.log",
+		"-serial", "chardev:serial0",
+		"-chardev", "socket,id=qmp,path=/run/vm/qmp.sock,server=on,wait=off",
+		"-mon", "chardev=qmp,mode=control",
+		"-pidfile", "/run/vm/qemu.pid",
+		"-daemonize",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("argv mismatch\n got: %q\nwant: %q", got, want)
+	}
+}
+
+func TestBuildArgsKVM(t *testing.T) {
+	s := testSpec()
+	s.Accel = engine.AccelKVM
+	got, err := BuildArgs(s, ArgOptions{GuestTSCKHz: 2600000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertPair(t, got, "-machine", MachineKVM)
+	assertPair(t, got, "-accel", "kvm")
+	assertPair(t, got, "-cpu", "host")
+	// The TSC hint is a TCG workaround only.
+	assertPair(t, got, "-append", "banger.name=dev quiet console=ttyS0 panic=-1")
+	if slices.Contains(got, "-daemonize") {
+		t.Error("-daemonize without ArgOptions.Daemonize")
+	}
+}
+
+func TestBuildArgsTCGUsesDefaultCPU(t *testing.T) {
+	got, err := BuildArgs(testSpec(), ArgOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(got, "-cpu") {
+		t.Errorf("TCG argv names a CPU model (-cpu max hangs the guest): %q", got)
+	}
+	// No host TSC rate known: no hint.
+	assertPair(t, got, "-append", "banger.name=dev quiet console=ttyS0 panic=-1")
+}
+
+func TestBuildArgsWithoutWorkDisk(t *testing.T) {
+	s := testSpec()
+	s.WorkDisk = ""
+	got, err := BuildArgs(s, ArgOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	drives := values(got, "-drive")
+	if len(drives) != 1 || !strings.HasPrefix(drives[0], "id=root,file=/vm/root.qcow2,format=qcow2,") {
+		t.Errorf("drives = %q, want the root disk only", drives)
+	}
+	if devs := values(got, "-device"); slices.Contains(devs, "virtio-blk-device,drive=work") {
+		t.Errorf("work disk device present: %q", devs)
+	}
+}
+
+func TestBuildArgsDiskOrder(t *testing.T) {
+	got, err := BuildArgs(testSpec(), ArgOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var blk []string
+	for _, d := range values(got, "-device") {
+		if strings.HasPrefix(d, "virtio-blk-device") {
+			blk = append(blk, d)
+		}
+	}
+	want := []string{"virtio-blk-device,drive=root", "virtio-blk-device,drive=work"}
+	if !slices.Equal(blk, want) {
+		t.Errorf("disk devices = %q, want root first (/dev/vda) then work (/dev/vdb)", blk)
+	}
+}
+
+func TestBuildArgsTapNIC(t *testing.T) {
+	s := testSpec()
+	s.NICs = []engine.NIC{{Tap: "bng-dev0", MAC: "52:54:00:AB:CD:EF"}}
+	got, err := BuildArgs(s, ArgOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertPair(t, got, "-netdev", "tap,id=net0,ifname=bng-dev0,script=no,downscript=no,vhost=off")
+	if !slices.Contains(values(got, "-device"), "virtio-net-device,netdev=net0,mac=52:54:00:ab:cd:ef") {
+		t.Errorf("no virtio-net device for the tap: %q", values(got, "-device"))
+	}
+}
+
+func TestBuildArgsUserNIC(t *testing.T) {
+	s := testSpec()
+	s.NICs = []engine.NIC{
+		{User: true, Restrict: true, HostFwds: []engine.HostFwd{
+			{HostPort: 2222, GuestPort: 22},
+			{Proto: "udp", HostAddr: "127.0.0.2", HostPort: 5353, GuestAddr: "10.0.2.15", GuestPort: 53},
+		}},
+		{Tap: "bng-dev1", MAC: "52:54:00:00:00:02"},
+		{User: true},
+	}
+	got, err := BuildArgs(s, ArgOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantNetdevs := []string{
+		"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=udp:127.0.0.2:5353-10.0.2.15:53",
+		"tap,id=net1,ifname=bng-dev1,script=no,downscript=no,vhost=off",
+		"user,id=net2",
+	}
+	if nd := values(got, "-netdev"); !slices.Equal(nd, wantNetdevs) {
+		t.Errorf("netdevs\n got: %q\nwant: %q", nd, wantNetdevs)
+	}
+	var nics []string
+	for _, d := range values(got, "-device") {
+		if strings.HasPrefix(d, "virtio-net-device") {
+			nics = append(nics, d)
+		}
+	}
+	wantNICs := []string{
+		"virtio-net-device,netdev=net0",
+		"virtio-net-device,netdev=net1,mac=52:54:00:00:00:02",
+		"virtio-net-device,netdev=net2",
+	}
+	if !slices.Equal(nics, wantNICs) {
+		t.Errorf("nic devices\n got: %q\nwant: %q", nics, wantNICs)
+	}
+}
+
+func TestBuildArgsNoNICsMeansNoNetwork(t *testing.T) {
+	got, err := BuildArgs(testSpec(), ArgOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(got, "-netdev") || slices.Contains(got, "-nic") || slices.Contains(got, "-net") {
+		t.Errorf("network configured without NICs: %q", got)
+	}
+	// -nodefaults is what keeps QEMU from adding a default NIC.
+	if !slices.Contains(got, "-nodefaults") {
+		t.Error("missing -nodefaults")
+	}
+}
+
+func TestBuildArgsEscapesCommas(t *testing.T) {
+	s := testSpec()
+	s.Name = "a,b"
+	s.RootDisk = "/vm,x/root.qcow2"
+	s.QMPSocket = "/run/v,m/qmp.sock"
+	s.AgentSocket = "/run/v,m/agent.sock"
+	s.SerialLog = "/v,m/serial.log"
+	got, err := BuildArgs(s, ArgOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertPair(t, got, "-name", "guest=a,,b,debug-threads=on")
+	if d := values(got, "-drive")[0]; !strings.HasPrefix(d, "id=root,file=/vm,,x/root.qcow2,format=qcow2") {
+		t.Errorf("drive = %q", d)
+	}
+	ch := values(got, "-chardev")
+	for _, want := range []string{
+		"socket,id=agent,path=/run/v,,m/agent.sock,server=on,wait=off",
+		"file,id=serial0,path=/v,,m/serial.log",
+		"socket,id=qmp,path=/run/v,,m/qmp.sock,server=on,wait=off",
+	} {
+		if !slices.Contains(ch, want) {
+			t.Errorf("chardevs %q lack %q", ch, want)
+		}
+	}
+}
+
+func TestBuildArgsOptionalParts(t *testing.T) {
+	s := engine.Spec{Name: "fw", VCPU: 1, MemoryMiB: 64, QMPSocket: "/r/q.sock", PIDFile: "/r/q.pid", Accel: engine.AccelTCG}
+	got, err := BuildArgs(s, ArgOptions{GuestTSCKHz: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, absent := range []string{"-kernel", "-initrd", "-append", "-drive", "-netdev", "-D", "-daemonize"} {
+		if slices.Contains(got, absent) {
+			t.Errorf("%s present in a minimal argv: %q", absent, got)
+		}
+	}
+	assertPair(t, got, "-serial", "null")
+	for _, d := range values(got, "-device") {
+		if strings.HasPrefix(d, "virtio-serial") || strings.HasPrefix(d, "virtserialport") {
+			t.Errorf("agent port without an agent socket: %q", d)
+		}
+	}
+	s.AgentSocket, s.VMMLog = "/r/a.sock", "/r/qemu.log"
+	got, err = BuildArgs(s, ArgOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The default port name.
+	if !slices.Contains(values(got, "-device"), "virtserialport,chardev=agent,name="+engine.DefaultAgentPort) {
+		t.Errorf("devices %q lack the default agent port", values(got, "-device"))
+	}
+	assertPair(t, got, "-D", "/r/qemu.log")
+}
+
+func TestKernelCmdline(t *testing.T) {
+	cases := []struct {
+		cmdline, accel string
+		tsc            int
+		want           string
+	}{
+		{"", engine.AccelTCG, 0, "console=ttyS0 panic=-1"},
+		{"  root=/dev/vda   rw ", engine.AccelKVM, 0, "root=/dev/vda rw console=ttyS0 panic=-1"},
+		{"console=hvc0", engine.AccelKVM, 0, "console=hvc0 panic=-1"},
+		{"panic=5 quiet", engine.AccelKVM, 0, "panic=5 quiet console=ttyS0"},
+		{"", engine.AccelTCG, 2600000, "console=ttyS0 panic=-1 tsc_early_khz=2600000"},
+		{"tsc_early_khz=1", engine.AccelTCG, 2600000, "tsc_early_khz=1 console=ttyS0 panic=-1"},
+		{"", engine.AccelKVM, 2600000, "console=ttyS0 panic=-1"},
+		// A parameter merely starting with the key is not the key.
+		{"consoleblank=0 panicky", engine.AccelKVM, 0, "consoleblank=0 panicky console=ttyS0 panic=-1"},
+	}
+	for _, c := range cases {
+		s := engine.Spec{Cmdline: c.cmdline, Accel: c.accel}
+		if got := KernelCmdline(s, ArgOptions{GuestTSCKHz: c.tsc}); got != c.want {
+			t.Errorf("KernelCmdline(%q, %s, %d) = %q, want %q", c.cmdline, c.accel, c.tsc, got, c.want)
+		}
+	}
+}
+
+func TestBuildArgsRejects(t *testing.T) {
+	s := testSpec()
+	s.Cmdline = strings.Repeat("x", 2040)
+	if _, err := BuildArgs(s, ArgOptions{}); err == nil || !strings.Contains(err.Error(), "command line is") {
+		t.Errorf("over-long cmdline: err = %v", err)
+	}
+	s = testSpec()
+	s.QMPSocket = "/" + strings.Repeat("q", 120)
+	if _, err := BuildArgs(s, ArgOptions{}); err == nil || !strings.Contains(err.Error(), "unix sockets allow at most 107") {
+		t.Errorf("long socket path: err = %v", err)
+	}
+	s = testSpec()
+	s.Accel = "auto"
+	if _, err := BuildArgs(s, ArgOptions{}); err == nil {
+		t.Error("unresolved accelerator accepted")
+	}
+}
+
+// values returns the arguments following each occurrence of flag.
+func values(argv []string, flag string) []string {
+	var out []string
+	for i := 0; i+1 < len(argv); i++ {
+		if argv[i] == flag {
+			out = append(out, argv[i+1])
+		}
+	}
+	return out
+}
+
+func assertPair(t *testing.T, argv []string, flag, want string) {
+	t.Helper()
+	v := values(argv, flag)
+	if len(v) != 1 || v[0] != want {
+		t.Errorf("%s = %q, want exactly [%q]", flag, v, want)
+	}
+}

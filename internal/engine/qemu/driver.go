@@ -1,0 +1,497 @@
+// Package qemu is banger's engine.Driver for QEMU's microvm machine, under
+// KVM or TCG (software emulation).
+//
+// Every VMM is started with -daemonize: QEMU double-forks, calls setsid and
+// is reparented to init, so it outlives the daemon that started it and a
+// daemon restart never stops a VM. Start and Adopt therefore track a VMM the
+// same way: through its pidfile, a pidfd (exit detection and signals that
+// cannot hit a recycled pid) and a QMP connection on its control socket.
+// Before a pid is trusted, /proc/PID/cmdline must show a QEMU serving the
+// spec's QMP socket.
+//
+// The argv is built by the pure function BuildArgs; KVM usability is checked
+// by ProbeKVM, and Version and SupportsMicrovm serve "doctor".
+package qemu
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"banger/internal/engine"
+)
+
+// Timeouts the driver applies on top of the caller's context.
+const (
+	// startTimeout bounds QEMU's own initialisation (the -daemonize parent
+	// exits when it is done).
+	startTimeout = 60 * time.Second
+	// qmpTimeout bounds the QMP handshake. QEMU serves one QMP client at a
+	// time and never greets a second one, so a stuck handshake means
+	// another client (e.g. an older daemon) still holds the socket.
+	qmpTimeout = 10 * time.Second
+	// killWait bounds waiting for a VMM to die after SIGKILL on cleanup.
+	killWait = 5 * time.Second
+)
+
+// Driver is the QEMU engine.Driver. The zero value runs qemu-system-x86_64
+// from PATH and hints the guest's TSC rate from the host (see ArgOptions).
+type Driver struct {
+	// Binary is the QEMU system emulator; "qemu-system-x86_64" if empty.
+	Binary string
+	// GuestTSCKHz overrides the TSC rate hinted to TCG guests; 0 reads it
+	// from the host (HostTSCKHz) at every start; negative disables the
+	// hint.
+	GuestTSCKHz int
+}
+
+var _ engine.Driver = (*Driver)(nil)
+
+// New returns a Driver running binary ("" for qemu-system-x86_64).
+func New(binary string) *Driver { return &Driver{Binary: binary} }
+
+// Name returns "qemu".
+func (d *Driver) Name() string { return "qemu" }
+
+func (d *Driver) binary() string {
+	if d.Binary == "" {
+		return defaultBinary
+	}
+	return d.Binary
+}
+
+func vmName(spec engine.Spec) string {
+	if spec.Name != "" {
+		return spec.Name
+	}
+	return spec.ID
+}
+
+// Start boots spec as a detached QEMU and returns once QEMU has finished
+// initialising (its -daemonize parent exited with success), the pid in the
+// pidfile is verified to be that QEMU, and QMP answers. The guest itself may
+// still be booting.
+//
+// Start fails without launching anything if the spec is invalid (including
+// socket paths over engine.MaxSocketPath bytes), an input file is missing,
+// or a VMM for spec is already running. On any later failure, or when ctx
+// ends, the VMM is killed and its pidfile and sockets are removed.
+func (d *Driver) Start(ctx context.Context, spec engine.Spec) (engine.Instance, error) {
+	inst, err := d.start(ctx, spec)
+	if err != nil {
+		return nil, fmt.Errorf("start vm %q: %w", vmName(spec), err)
+	}
+	return inst, nil
+}
+
+func (d *Driver) start(ctx context.Context, spec engine.Spec) (*Instance, error) {
+	if err := spec.Validate(); err != nil {
+		return nil, err
+	}
+	if err := checkInputs(spec); err != nil {
+		return nil, err
+	}
+	if pid, err := readPIDFile(spec.PIDFile); err == nil && isVMMFor(procCmdline(pid), spec.QMPSocket) {
+		return nil, fmt.Errorf("already running as pid %d", pid)
+	}
+	if err := removeIfExists(spec.PIDFile); err != nil {
+		return nil, fmt.Errorf("remove stale pidfile: %w", err)
+	}
+	opts := ArgOptions{Daemonize: true, GuestTSCKHz: d.GuestTSCKHz}
+	if opts.GuestTSCKHz == 0 && spec.Accel == engine.AccelTCG {
+		opts.GuestTSCKHz, _ = HostTSCKHz()
+	}
+	args, err := BuildArgs(spec, opts)
+	if err != nil {
+		return nil, err
+	}
+
+	var stderr bytes.Buffer
+	cmd := exec.Command(d.binary(), args...)
+	cmd.Stderr = &stderr
+	// The launcher gets its own session, so a signal to the daemon's
+	// process group (Ctrl-C in a terminal) cannot reach a VMM still in
+	// its first fork.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	// QEMU's daemon child gives up the stderr pipe when it finishes
+	// initialising; never let a stray holder block us.
+	cmd.WaitDelay = 2 * time.Second
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("run %s: %w", d.binary(), err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait() }()
+
+	limit := time.NewTimer(startTimeout)
+	defer limit.Stop()
+	var werr error
+	select {
+	case werr = <-waited:
+	case <-ctx.Done():
+		cmd.Process.Kill()
+		<-waited
+		cleanup(spec)
+		return nil, ctx.Err()
+	case <-limit.C:
+		cmd.Process.Kill()
+		<-waited
+		cleanup(spec)
+		return nil, fmt.Errorf("qemu did not finish initialising within %s", startTimeout)
+	}
+	if werr != nil {
+		cleanup(spec)
+		msg := strings.TrimSpace(stderr.String())
+		if spec.VMMLog != "" {
+			if b, err := os.ReadFile(spec.VMMLog); err == nil && len(b) > 0 {
+				msg = strings.TrimSpace(msg + "\n" + string(b))
+			}
+		}
+		if msg == "" {
+			msg = "no error message"
+		}
+		return nil, fmt.Errorf("qemu failed (%v): %s", werr, lastLines(msg, 5))
+	}
+
+	pid, err := readPIDFile(spec.PIDFile)
+	if err != nil {
+		cleanup(spec)
+		return nil, fmt.Errorf("qemu started but left no usable pidfile: %w", err)
+	}
+	inst, err := attach(ctx, spec, pid)
+	if err != nil {
+		cleanup(spec)
+		return nil, err
+	}
+	return inst, nil
+}
+
+// checkInputs fails early, with the field named, on input files QEMU would
+// otherwise reject with a terser message, and on socket and log
+// directories that do not exist.
+func checkInputs(spec engine.Spec) error {
+	for _, f := range []struct{ field, path string }{
+		{"kernel", spec.Kernel},
+		{"initramfs", spec.Initramfs},
+		{"root disk", spec.RootDisk},
+		{"work disk", spec.WorkDisk},
+	} {
+		if f.path == "" {
+			continue
+		}
+		st, err := os.Stat(f.path)
+		if err != nil {
+			return fmt.Errorf("%s: %w", f.field, err)
+		}
+		if !st.Mode().IsRegular() {
+			return fmt.Errorf("%s %s is not a regular file", f.field, f.path)
+		}
+	}
+	for _, f := range []struct{ field, path string }{
+		{"agent socket", spec.AgentSocket},
+		{"qmp socket", spec.QMPSocket},
+		{"serial log", spec.SerialLog},
+		{"pid file", spec.PIDFile},
+		{"vmm log", spec.VMMLog},
+	} {
+		if f.path == "" {
+			continue
+		}
+		dir := filepath.Dir(f.path)
+		if st, err := os.Stat(dir); err != nil {
+			return fmt.Errorf("%s directory: %w", f.field, err)
+		} else if !st.IsDir() {
+			return fmt.Errorf("%s directory %s is not a directory", f.field, dir)
+		}
+	}
+	return nil
+}
+
+// cleanup kills every VMM serving spec's QMP socket (the pidfile's and any
+// that a cancelled start left half-daemonized), waits for them to die and
+// removes the pidfile and sockets.
+func cleanup(spec engine.Spec) {
+	deadline := time.Now().Add(killWait)
+	// A VMM still forking may appear after a first scan: rescan until one
+	// comes back empty twice in a row.
+	for quiet := 0; quiet < 2 && time.Now().Before(deadline); {
+		pids := findVMMs(spec.QMPSocket)
+		if pid, err := readPIDFile(spec.PIDFile); err == nil && isVMMFor(procCmdline(pid), spec.QMPSocket) {
+			pids = append(pids, pid)
+		}
+		if len(pids) == 0 {
+			quiet++
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		quiet = 0
+		for _, pid := range pids {
+			p, err := openProc(pid)
+			if err != nil {
+				continue
+			}
+			if isVMMFor(procCmdline(pid), spec.QMPSocket) {
+				p.signal(syscall.SIGKILL)
+				for !p.exited() && time.Now().Before(deadline) {
+					time.Sleep(10 * time.Millisecond)
+				}
+			}
+			p.close()
+		}
+	}
+	for _, path := range []string{spec.PIDFile, spec.QMPSocket, spec.AgentSocket} {
+		if path != "" {
+			removeIfExists(path)
+		}
+	}
+}
+
+func removeIfExists(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "; ")
+}
+
+// Adopt re-attaches to the VMM that an earlier Start (possibly in another
+// process) launched for spec, using its pidfile and QMP socket. It fails
+// with an error wrapping engine.ErrNotRunning if there is no pidfile, the
+// process is gone, or the pid now belongs to a process other than a QEMU
+// serving spec.QMPSocket. Only one QMP client is served at a time, so an
+// Instance still open on the same VM makes Adopt fail after a timeout.
+func (d *Driver) Adopt(ctx context.Context, spec engine.Spec) (engine.Instance, error) {
+	inst, err := adopt(ctx, spec)
+	if err != nil {
+		return nil, fmt.Errorf("adopt vm %q: %w", vmName(spec), err)
+	}
+	return inst, nil
+}
+
+func adopt(ctx context.Context, spec engine.Spec) (*Instance, error) {
+	if spec.PIDFile == "" || spec.QMPSocket == "" {
+		return nil, errors.New("spec needs a pid file and a qmp socket")
+	}
+	pid, err := readPIDFile(spec.PIDFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("no pidfile: %w", engine.ErrNotRunning)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return attach(ctx, spec, pid)
+}
+
+// attach verifies that pid is spec's VMM and connects to its QMP socket.
+func attach(ctx context.Context, spec engine.Spec, pid int) (*Instance, error) {
+	p, err := openProc(pid)
+	if err != nil {
+		return nil, err
+	}
+	// Check the identity after opening the handle, then that the handle's
+	// process is still alive: the cmdline read belongs to it.
+	if !isVMMFor(procCmdline(pid), spec.QMPSocket) || p.exited() {
+		p.close()
+		return nil, fmt.Errorf("pid %d is not the vm's qemu (gone, or the pid was reused): %w", pid, engine.ErrNotRunning)
+	}
+	qctx, cancel := context.WithTimeout(ctx, qmpTimeout)
+	defer cancel()
+	q, err := DialQMP(qctx, spec.QMPSocket)
+	if err == nil {
+		var st struct {
+			Status string `json:"status"`
+		}
+		if err = q.Execute(qctx, "query-status", nil, &st); err != nil {
+			q.Close()
+		}
+	}
+	if err != nil {
+		p.close()
+		if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+			err = fmt.Errorf("%w (is another client, such as an older daemon, still connected to %s?)", err, spec.QMPSocket)
+		}
+		return nil, fmt.Errorf("pid %d: %w", pid, err)
+	}
+	return newInstance(spec, p, q), nil
+}
+
+// Instance is a running QEMU; it implements engine.Instance.
+type Instance struct {
+	spec engine.Spec
+	proc *proc
+	qmp  *QMP
+
+	done      chan struct{}
+	watchDone chan struct{}
+	closeOnce sync.Once
+
+	mu             sync.Mutex
+	shutdownReason string
+}
+
+var _ engine.Instance = (*Instance)(nil)
+
+func newInstance(spec engine.Spec, p *proc, q *QMP) *Instance {
+	inst := &Instance{
+		spec:      spec,
+		proc:      p,
+		qmp:       q,
+		done:      make(chan struct{}),
+		watchDone: make(chan struct{}),
+	}
+	go inst.watch()
+	go inst.readEvents()
+	return inst
+}
+
+func (i *Instance) watch() {
+	defer close(i.watchDone)
+	if !i.proc.wait() {
+		return // closed
+	}
+	// QEMU removes its pidfile on a clean exit, not when killed. Remove a
+	// leftover only while it still names our pid, so a newer VMM's
+	// pidfile is never touched.
+	if pid, err := readPIDFile(i.spec.PIDFile); err == nil && pid == i.proc.pid {
+		removeIfExists(i.spec.PIDFile)
+	}
+	close(i.done)
+}
+
+func (i *Instance) readEvents() {
+	for ev := range i.qmp.Events() {
+		if ev.Name != "SHUTDOWN" {
+			continue
+		}
+		var data struct {
+			Reason string `json:"reason"`
+		}
+		if json.Unmarshal(ev.Data, &data) == nil {
+			i.mu.Lock()
+			i.shutdownReason = data.Reason
+			i.mu.Unlock()
+		}
+	}
+}
+
+// PID returns the QEMU process id.
+func (i *Instance) PID() int { return i.proc.pid }
+
+// Done is closed when the QEMU process has exited (see engine.Instance).
+func (i *Instance) Done() <-chan struct{} { return i.done }
+
+// ShutdownReason is the reason from QEMU's last SHUTDOWN event, if one was
+// seen on this handle: "guest-shutdown" (guest poweroff), "guest-reset"
+// (guest reboot, which ends the VMM under -no-reboot), "guest-panic",
+// "host-qmp-quit", "host-signal", ... It is "" if the VMM died without
+// saying why (e.g. SIGKILL) or has not stopped.
+func (i *Instance) ShutdownReason() string {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return i.shutdownReason
+}
+
+// QMP returns the instance's QMP connection, for commands this package has
+// no method for. Closing it is Close's job.
+func (i *Instance) QMP() *QMP { return i.qmp }
+
+// Kill sends sig to QEMU without waiting (see engine.Instance). SIGTERM
+// makes QEMU exit cleanly (it removes its pidfile and sockets); SIGKILL
+// leaves them, and Done's watcher removes the pidfile.
+func (i *Instance) Kill(sig syscall.Signal) error {
+	if err := i.proc.signal(sig); err != nil {
+		return fmt.Errorf("kill vmm: %w", err)
+	}
+	return nil
+}
+
+// Quit sends QMP "quit" and waits for the process to exit or ctx to end.
+// Quitting a VMM that has already exited returns nil.
+func (i *Instance) Quit(ctx context.Context) error {
+	select {
+	case <-i.done:
+		return nil
+	default:
+	}
+	// QEMU may hang up before its reply arrives; the process exit is what
+	// counts.
+	if err := i.qmp.Execute(ctx, "quit", nil, nil); err != nil && !errors.Is(err, ErrQMPClosed) {
+		select {
+		case <-i.done:
+			return nil
+		default:
+		}
+		return fmt.Errorf("quit vmm: %w", err)
+	}
+	select {
+	case <-i.done:
+		return nil
+	case <-i.watchDone:
+		return fmt.Errorf("quit vmm: %w", os.ErrClosed)
+	case <-ctx.Done():
+		return fmt.Errorf("quit vmm: wait for exit: %w", ctx.Err())
+	}
+}
+
+// Close drops the QMP connection and stops watching the process; the VM keeps
+// running. It is idempotent.
+func (i *Instance) Close() error {
+	i.closeOnce.Do(func() {
+		i.qmp.Close()
+		i.proc.close()
+	})
+	<-i.watchDone
+	return nil
+}
+
+// HostTSCKHz returns the host's TSC rate in kHz, which is the rate a TCG
+// guest's TSC runs at, read from /proc/cpuinfo ("cpu MHz" of the first
+// CPU). It is exact where the kernel knows the TSC frequency (flag
+// tsc_known_freq, usual in VMs) and otherwise the current clock, close
+// enough for the boot-time hint it feeds.
+func HostTSCKHz() (int, error) {
+	f, err := os.Open("/proc/cpuinfo")
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	return parseTSCKHz(f)
+}
+
+func parseTSCKHz(r interface{ Read([]byte) (int, error) }) (int, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), 1<<20)
+	for sc.Scan() {
+		key, val, ok := strings.Cut(sc.Text(), ":")
+		if !ok || strings.TrimSpace(key) != "cpu MHz" {
+			continue
+		}
+		mhz, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
+		if err != nil || mhz <= 0 {
+			return 0, fmt.Errorf("cpuinfo: bad cpu MHz %q", val)
+		}
+		return int(mhz*1000 + 0.5), nil
+	}
+	if err := sc.Err(); err != nil {
+		return 0, fmt.Errorf("read cpuinfo: %w", err)
+	}
+	return 0, errors.New("cpuinfo: no cpu MHz line")
+}

@@ -1,0 +1,368 @@
+package guest
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Paths inside banger's initramfs (see internal/kernel.Build).
+const (
+	modulesList = "/etc/banger/modules"
+	newRoot     = "/newroot"
+	// AgentPath is where the agent copies itself in the new root's /run.
+	AgentPath = "/run/banger/banger-agent"
+)
+
+// BootParams are banger's kernel command line parameters.
+type BootParams struct {
+	Root     string // banger.root, default /dev/vda
+	Work     string // banger.work, device mounted at /root (optional)
+	Hostname string // banger.name
+	Init     string // banger.init, overrides the image's init
+	IP       string // banger.ip, ADDR/PREFIX for eth0 (later: network issue)
+	Gateway  string // banger.gw
+	DNS      string // banger.dns
+}
+
+// ParseCmdline extracts banger's parameters from a kernel command line.
+func ParseCmdline(cmdline string) BootParams {
+	p := BootParams{Root: "/dev/vda"}
+	for _, f := range strings.Fields(cmdline) {
+		k, v, ok := strings.Cut(f, "=")
+		if !ok {
+			continue
+		}
+		switch k {
+		case "banger.root":
+			p.Root = v
+		case "banger.work":
+			p.Work = v
+		case "banger.name":
+			p.Hostname = v
+		case "banger.init":
+			p.Init = v
+		case "banger.ip":
+			p.IP = v
+		case "banger.gw":
+			p.Gateway = v
+		case "banger.dns":
+			p.DNS = v
+		}
+	}
+	return p
+}
+
+// IsInitramfs reports whether this process is PID 1 of banger's initramfs.
+func IsInitramfs() bool {
+	if os.Getpid() != 1 {
+		return false
+	}
+	_, err := os.Stat(modulesList)
+	return err == nil
+}
+
+// Init brings the guest up from the initramfs: it mounts the kernel file
+// systems, loads the modules, mounts the root and work disks and hands over
+// to the image's init, leaving itself behind as a systemd unit under /run.
+// When the image has no systemd, it stays PID 1 and serves the host itself.
+// It only returns on failure.
+func Init(lg *log.Logger) error {
+	start := time.Now()
+	if err := mountKernelFS(""); err != nil {
+		return err
+	}
+	cmdline, _ := os.ReadFile("/proc/cmdline")
+	p := ParseCmdline(string(cmdline))
+
+	if err := loadModules(lg); err != nil {
+		return err
+	}
+	lg.Printf("modules loaded in %v", time.Since(start).Round(time.Millisecond))
+
+	if err := waitDevice(p.Root, 10*time.Second); err != nil {
+		return err
+	}
+	os.MkdirAll(newRoot, 0o755)
+	if err := unix.Mount(p.Root, newRoot, "ext4", 0, ""); err != nil {
+		return fmt.Errorf("mount root %s: %w", p.Root, err)
+	}
+	if p.Work != "" {
+		if err := mountWork(p.Work); err != nil {
+			return err
+		}
+	}
+	if p.Hostname != "" {
+		setHostname(lg, p.Hostname)
+	}
+
+	init := p.Init
+	if init == "" {
+		init = findInit()
+	}
+	systemd := init != "" && isSystemd(init)
+	if err := unix.Mount("tmpfs", filepath.Join(newRoot, "run"), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755"); err != nil {
+		return fmt.Errorf("mount /run: %w", err)
+	}
+	if err := installAgent(); err != nil {
+		return err
+	}
+	lg.Printf("root ready in %v; handing over to %s", time.Since(start).Round(time.Millisecond), orDefault(init, "banger-agent (no init in image)"))
+
+	for _, m := range []string{"/dev", "/proc", "/sys"} {
+		if err := unix.Mount(m, filepath.Join(newRoot, m), "", unix.MS_MOVE, ""); err != nil {
+			return fmt.Errorf("move %s into new root: %w", m, err)
+		}
+	}
+	if err := os.Chdir(newRoot); err != nil {
+		return err
+	}
+	if err := unix.Mount(".", "/", "", unix.MS_MOVE, ""); err != nil {
+		return fmt.Errorf("move new root to /: %w", err)
+	}
+	if err := unix.Chroot("."); err != nil {
+		return fmt.Errorf("chroot: %w", err)
+	}
+	os.Chdir("/")
+	if systemd {
+		// Start the agent now, as a child that survives the exec of
+		// init, so the host can reach the guest long before the init
+		// system has finished booting. The leading '@' in argv[0] tells
+		// systemd not to kill it at shutdown before the final sync.
+		agentProc := exec.Command(AgentPath, "serve")
+		agentProc.Args[0] = "@banger-agent"
+		agentProc.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := agentProc.Start(); err != nil {
+			return fmt.Errorf("start agent: %w", err)
+		}
+		return unix.Exec(init, []string{init}, os.Environ())
+	}
+	// No init system: stay PID 1 as the agent in the new root.
+	return unix.Exec(AgentPath, []string{AgentPath, "pid1"}, os.Environ())
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
+
+func mountKernelFS(root string) error {
+	for _, m := range []struct{ src, dir, fs string }{
+		{"proc", "/proc", "proc"},
+		{"sysfs", "/sys", "sysfs"},
+		{"devtmpfs", "/dev", "devtmpfs"},
+	} {
+		dir := filepath.Join(root, m.dir)
+		os.MkdirAll(dir, 0o755)
+		if err := unix.Mount(m.src, dir, m.fs, unix.MS_NOSUID, ""); err != nil && err != unix.EBUSY {
+			return fmt.Errorf("mount %s: %w", dir, err)
+		}
+	}
+	return nil
+}
+
+func loadModules(lg *log.Logger) error {
+	f, err := os.Open(modulesList)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		path := strings.TrimSpace(sc.Text())
+		if path == "" || strings.HasPrefix(path, "#") {
+			continue
+		}
+		if !strings.HasPrefix(path, "/") {
+			path = "/" + path
+		}
+		mf, err := os.Open(path)
+		if err != nil {
+			return fmt.Errorf("load module %s: %w", path, err)
+		}
+		err = unix.FinitModule(int(mf.Fd()), "", 0)
+		mf.Close()
+		if err != nil && err != unix.EEXIST {
+			return fmt.Errorf("load module %s: %w", path, err)
+		}
+	}
+	return sc.Err()
+}
+
+func waitDevice(dev string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		if _, err := os.Stat(dev); err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("device %s did not appear within %v", dev, timeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// mountWork mounts the VM's persistent work disk over /root. On its first
+// boot the disk is seeded with the image's own /root (dotfiles and all).
+func mountWork(dev string) error {
+	if err := waitDevice(dev, 10*time.Second); err != nil {
+		return err
+	}
+	const stage = "/work"
+	os.MkdirAll(stage, 0o755)
+	if err := unix.Mount(dev, stage, "ext4", 0, ""); err != nil {
+		return fmt.Errorf("mount work disk %s: %w", dev, err)
+	}
+	marker := filepath.Join(stage, ".banger-seeded")
+	if _, err := os.Stat(marker); err != nil {
+		imageRoot := filepath.Join(newRoot, "root")
+		if err := copyTree(imageRoot, stage); err != nil {
+			return fmt.Errorf("seed work disk: %w", err)
+		}
+		os.Remove(filepath.Join(stage, "lost+found"))
+		os.Chmod(stage, 0o700)
+		if err := os.WriteFile(marker, nil, 0o600); err != nil {
+			return err
+		}
+	}
+	target := filepath.Join(newRoot, "root")
+	os.MkdirAll(target, 0o700)
+	if err := unix.Mount(stage, target, "", unix.MS_MOVE, ""); err != nil {
+		return fmt.Errorf("move work disk to /root: %w", err)
+	}
+	return nil
+}
+
+// copyTree copies a small directory tree (the image's /root), keeping
+// modes, ownership and symlinks.
+func copyTree(src, dst string) error {
+	return filepath.Walk(src, func(path string, info os.FileInfo, err error) error {
+		if err != nil {
+			if os.IsNotExist(err) && path == src {
+				return filepath.SkipDir
+			}
+			return err
+		}
+		rel, _ := filepath.Rel(src, path)
+		target := filepath.Join(dst, rel)
+		st, _ := info.Sys().(*syscall.Stat_t)
+		switch {
+		case info.IsDir():
+			if rel != "." {
+				if err := os.Mkdir(target, info.Mode().Perm()); err != nil && !os.IsExist(err) {
+					return err
+				}
+			}
+		case info.Mode()&os.ModeSymlink != 0:
+			link, err := os.Readlink(path)
+			if err != nil {
+				return err
+			}
+			if err := os.Symlink(link, target); err != nil {
+				return err
+			}
+		case info.Mode().IsRegular():
+			in, err := os.Open(path)
+			if err != nil {
+				return err
+			}
+			out, err := os.OpenFile(target, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, info.Mode().Perm())
+			if err != nil {
+				in.Close()
+				return err
+			}
+			_, err = io.Copy(out, in)
+			in.Close()
+			if cerr := out.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return err
+			}
+		default:
+			return nil
+		}
+		if st != nil {
+			unix.Lchown(target, int(st.Uid), int(st.Gid))
+		}
+		if !info.IsDir() && info.Mode()&os.ModeSymlink == 0 {
+			os.Chmod(target, info.Mode())
+		}
+		return nil
+	})
+}
+
+func setHostname(lg *log.Logger, name string) {
+	if err := unix.Sethostname([]byte(name)); err != nil {
+		lg.Printf("sethostname: %v", err)
+	}
+	os.WriteFile(filepath.Join(newRoot, "etc/hostname"), []byte(name+"\n"), 0o644)
+	hosts := filepath.Join(newRoot, "etc/hosts")
+	b, _ := os.ReadFile(hosts)
+	line := "127.0.1.1\t" + name
+	if !strings.Contains(string(b), line) {
+		var kept []string
+		for _, l := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
+			if !strings.HasPrefix(l, "127.0.1.1") && l != "" {
+				kept = append(kept, l)
+			}
+		}
+		if len(kept) == 0 {
+			kept = append(kept, "127.0.0.1\tlocalhost")
+		}
+		kept = append(kept, line)
+		os.WriteFile(hosts, []byte(strings.Join(kept, "\n")+"\n"), 0o644)
+	}
+}
+
+// findInit returns the image's init, or "" when it has none.
+func findInit() string {
+	for _, c := range []string{"/sbin/init", "/lib/systemd/systemd", "/usr/lib/systemd/systemd"} {
+		if _, err := os.Stat(filepath.Join(newRoot, c)); err == nil {
+			return c
+		}
+	}
+	return ""
+}
+
+// isSystemd reports whether init (a path in the new root) is systemd.
+func isSystemd(init string) bool {
+	p := filepath.Join(newRoot, init)
+	for i := 0; i < 8; i++ {
+		link, err := os.Readlink(p)
+		if err != nil {
+			break
+		}
+		if !filepath.IsAbs(link) {
+			link = filepath.Join(filepath.Dir(strings.TrimPrefix(p, newRoot)), link)
+		}
+		p = filepath.Join(newRoot, link)
+	}
+	return strings.HasSuffix(p, "/systemd")
+}
+
+// installAgent copies this binary into the new root's /run, a tmpfs that
+// leaves the image untouched and vanishes at shutdown.
+func installAgent() error {
+	self, err := os.ReadFile("/proc/self/exe")
+	if err != nil {
+		return fmt.Errorf("read own binary: %w", err)
+	}
+	dst := filepath.Join(newRoot, AgentPath)
+	os.MkdirAll(filepath.Dir(dst), 0o755)
+	if err := os.WriteFile(dst, self, 0o755); err != nil {
+		return fmt.Errorf("install agent: %w", err)
+	}
+	return nil
+}

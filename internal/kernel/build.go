@@ -1,0 +1,193 @@
+package kernel
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Names of the files Build writes in its destination directory.
+const (
+	VmlinuxName   = "vmlinux"
+	InitramfsName = "initramfs.img"
+)
+
+// BuildResult describes what Build produced.
+type BuildResult struct {
+	Version       string   // kernel release, e.g. 6.1.0-57-amd64
+	VmlinuxSHA256 string   // hex SHA-256 of destDir/vmlinux
+	Modules       []string // module names, in load order
+}
+
+// Build imports a kernel: src is a .deb file or a directory laid out like
+// `dpkg -x` output. It writes destDir/vmlinux (the uncompressed ELF kernel)
+// and destDir/initramfs.img (a gzip-compressed cpio archive) containing:
+//
+//	init                     the agentBinary, mode 0755 (the guest agent is /init)
+//	lib/modules/NAME.ko      each module of DefaultModules and their dependencies, decompressed
+//	etc/banger/modules       the load order, one module path per line ("lib/modules/virtio.ko")
+//	dev proc sys newroot run tmp   empty directories (0755; tmp 01777)
+//
+// Modules built into the kernel are left out, and so are the vsock modules
+// if the kernel lacks them; a tree without a modules directory yields an
+// initramfs without modules. A .deb is unpacked into a temporary directory
+// inside destDir, removed afterwards. Outputs are written to temporary files
+// in destDir and renamed into place, so on error, including cancellation of
+// ctx, no half-written file is left in destDir.
+func Build(ctx context.Context, src, destDir string, agentBinary []byte) (BuildResult, error) {
+	res, err := build(ctx, src, destDir, agentBinary)
+	if err != nil {
+		return BuildResult{}, fmt.Errorf("build kernel from %s: %w", src, err)
+	}
+	return res, nil
+}
+
+func build(ctx context.Context, src, destDir string, agentBinary []byte) (BuildResult, error) {
+	if len(agentBinary) == 0 {
+		return BuildResult{}, errors.New("empty agent binary")
+	}
+	fi, err := os.Stat(src)
+	if err != nil {
+		return BuildResult{}, err
+	}
+	if err := os.MkdirAll(destDir, 0o755); err != nil {
+		return BuildResult{}, err
+	}
+	tree := src
+	if !fi.IsDir() {
+		tmp, err := os.MkdirTemp(destDir, ".import-*")
+		if err != nil {
+			return BuildResult{}, err
+		}
+		defer os.RemoveAll(tmp)
+		if err := extractDeb(ctx, src, tmp, isKernelFile); err != nil {
+			return BuildResult{}, fmt.Errorf("extract package: %w", err)
+		}
+		tree = tmp
+	}
+
+	layout, err := FindLayout(tree)
+	if err != nil {
+		return BuildResult{}, err
+	}
+	image, err := os.ReadFile(layout.KernelPath)
+	if err != nil {
+		return BuildResult{}, err
+	}
+	vmlinux, err := extractVmlinux(ctx, image)
+	if err != nil {
+		return BuildResult{}, fmt.Errorf("extract vmlinux from %s: %w", filepath.Base(layout.KernelPath), err)
+	}
+	image = nil
+
+	var mods []Module
+	if layout.ModulesDir != "" {
+		mods, err = ResolveModules(layout.ModulesDir, DefaultModules, optionalModules())
+		if err != nil {
+			return BuildResult{}, err
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return BuildResult{}, err
+	}
+
+	var initramfs bytes.Buffer
+	if err := WriteInitramfs(&initramfs, initramfsFiles(agentBinary, mods)); err != nil {
+		return BuildResult{}, err
+	}
+
+	// Write both outputs before renaming either into place.
+	vmTmp, err := writeTemp(ctx, destDir, ".vmlinux-*", vmlinux)
+	if err != nil {
+		return BuildResult{}, fmt.Errorf("write vmlinux: %w", err)
+	}
+	defer os.Remove(vmTmp) // a no-op once renamed
+	rdTmp, err := writeTemp(ctx, destDir, ".initramfs-*", initramfs.Bytes())
+	if err != nil {
+		return BuildResult{}, fmt.Errorf("write initramfs: %w", err)
+	}
+	defer os.Remove(rdTmp)
+	if err := ctx.Err(); err != nil {
+		return BuildResult{}, err
+	}
+	if err := os.Rename(vmTmp, filepath.Join(destDir, VmlinuxName)); err != nil {
+		return BuildResult{}, err
+	}
+	if err := os.Rename(rdTmp, filepath.Join(destDir, InitramfsName)); err != nil {
+		return BuildResult{}, err
+	}
+
+	sum := sha256.Sum256(vmlinux)
+	res := BuildResult{Version: layout.Version, VmlinuxSHA256: hex.EncodeToString(sum[:])}
+	for _, m := range mods {
+		res.Modules = append(res.Modules, m.Name)
+	}
+	return res, nil
+}
+
+// initramfsFiles lays out the initramfs described in Build's doc comment.
+func initramfsFiles(agent []byte, mods []Module) []InitramfsFile {
+	files := []InitramfsFile{
+		{Path: "dev", Mode: os.ModeDir | 0o755},
+		{Path: "proc", Mode: os.ModeDir | 0o755},
+		{Path: "sys", Mode: os.ModeDir | 0o755},
+		{Path: "newroot", Mode: os.ModeDir | 0o755},
+		{Path: "run", Mode: os.ModeDir | 0o755},
+		{Path: "tmp", Mode: os.ModeDir | os.ModeSticky | 0o777},
+		{Path: "init", Mode: 0o755, Data: agent},
+	}
+	var order strings.Builder
+	for _, m := range mods {
+		p := "lib/modules/" + m.Name + ".ko"
+		order.WriteString(p + "\n")
+		files = append(files, InitramfsFile{Path: p, Mode: 0o644, Data: m.Data})
+	}
+	files = append(files, InitramfsFile{Path: "etc/banger/modules", Mode: 0o644, Data: []byte(order.String())})
+	return files
+}
+
+// isKernelFile selects what Build needs from a package: the kernel image
+// and the modules tree.
+func isKernelFile(name string) bool {
+	for _, dir := range []string{"boot", "lib/modules", "usr/lib/modules"} {
+		if name == dir || strings.HasPrefix(name, dir+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// writeTemp writes data to a new temporary file in dir (mode 0644) and
+// returns its path; on error nothing is left behind.
+func writeTemp(ctx context.Context, dir, pattern string, data []byte) (string, error) {
+	f, err := os.CreateTemp(dir, pattern)
+	if err != nil {
+		return "", err
+	}
+	name := f.Name()
+	err = func() error {
+		defer f.Close()
+		if _, err := io.Copy(f, ctxReader{ctx, bytes.NewReader(data)}); err != nil {
+			return err
+		}
+		if err := f.Chmod(0o644); err != nil {
+			return err
+		}
+		if err := f.Sync(); err != nil {
+			return err
+		}
+		return f.Close()
+	}()
+	if err != nil {
+		os.Remove(name)
+		return "", err
+	}
+	return name, nil
+}

@@ -1,0 +1,61 @@
+// Package model holds banger's domain types (VMs, images, kernels) and the
+// rules that apply to them regardless of transport or storage.
+package model
+
+import "time"
+
+// VMState is the lifecycle state of a VM as recorded in the store.
+type VMState string
+
+// VM states. A VM is "created" until first started; "stopped" after a clean
+// stop or a kill; "error" only when banger lost track of it unexpectedly
+// (e.g. the VMM died on its own).
+const (
+	StateCreated  VMState = "created"
+	StateStarting VMState = "starting"
+	StateRunning  VMState = "running"
+	StateStopping VMState = "stopping"
+	StateStopped  VMState = "stopped"
+	StateError    VMState = "error"
+)
+
+// VM is one microVM known to banger.
+type VM struct {
+	ID         string    `json:"id"`
+	Name       string    `json:"name"`
+	Image      string    `json:"image"`
+	Kernel     string    `json:"kernel"`
+	VCPU       int       `json:"vcpu"`
+	MemoryMiB  int       `json:"memory_mib"`
+	DiskSize   int64     `json:"disk_size"` // bytes, the work disk mounted at /root
+	State      VMState   `json:"state"`
+	PID        int       `json:"pid,omitempty"` // VMM process while running
+	Accel      string    `json:"accel,omitempty"`
+	AutoRemove bool      `json:"auto_remove,omitempty"`
+	LastError  string    `json:"last_error,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
+	UpdatedAt  time.Time `json:"updated_at"`
+	StartedAt  time.Time `json:"started_at,omitempty"`
+}
+
+// Kernel is an imported guest kernel: an ELF vmlinux plus the initramfs
+// banger generated for it.
+type Kernel struct {
+	Name      string    `json:"name"`
+	Version   string    `json:"version"`
+	Vmlinux   string    `json:"vmlinux"`
+	Initramfs string    `json:"initramfs"`
+	SHA256    string    `json:"sha256"` // of the vmlinux
+	Source    string    `json:"source"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Image is a root filesystem (ext4) paired with a default kernel.
+type Image struct {
+	Name      string    `json:"name"`
+	Rootfs    string    `json:"rootfs"`
+	Kernel    string    `json:"kernel"`
+	SizeBytes int64     `json:"size_bytes"`
+	Source    string    `json:"source"`
+	CreatedAt time.Time `json:"created_at"`
+}

@@ -1,0 +1,85 @@
+// Package paths computes where banger keeps its files, following the XDG base
+// directory variables so that tests (and users) can isolate a whole banger
+// installation by setting XDG_STATE_HOME, XDG_CONFIG_HOME and XDG_RUNTIME_DIR.
+package paths
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// Layout is the set of directories one banger installation uses.
+type Layout struct {
+	State   string // $XDG_STATE_HOME/banger: store, kernels, images, VM disks
+	Config  string // $XDG_CONFIG_HOME/banger: config.toml, ssh keys
+	Runtime string // $XDG_RUNTIME_DIR/banger: sockets, pid files
+}
+
+// FromEnv resolves the layout from the environment, with the XDG defaults
+// when a variable is unset. Without XDG_RUNTIME_DIR it uses
+// /run/user/UID when that exists and /tmp/banger-UID otherwise.
+func FromEnv() (Layout, error) {
+	home, _ := os.UserHomeDir()
+	base := func(env, def string) (string, error) {
+		if v := os.Getenv(env); v != "" {
+			if !filepath.IsAbs(v) {
+				return "", fmt.Errorf("%s must be an absolute path, got %q", env, v)
+			}
+			return v, nil
+		}
+		if home == "" {
+			return "", fmt.Errorf("%s is unset and there is no home directory", env)
+		}
+		return filepath.Join(home, def), nil
+	}
+	state, err := base("XDG_STATE_HOME", ".local/state")
+	if err != nil {
+		return Layout{}, err
+	}
+	config, err := base("XDG_CONFIG_HOME", ".config")
+	if err != nil {
+		return Layout{}, err
+	}
+	runtime := os.Getenv("XDG_RUNTIME_DIR")
+	if runtime == "" {
+		uid := os.Getuid()
+		runtime = fmt.Sprintf("/run/user/%d", uid)
+		if _, err := os.Stat(runtime); err != nil {
+			runtime = fmt.Sprintf("/tmp/banger-%d", uid)
+		}
+	}
+	return Layout{
+		State:   filepath.Join(state, "banger"),
+		Config:  filepath.Join(config, "banger"),
+		Runtime: filepath.Join(runtime, "banger"),
+	}, nil
+}
+
+// Socket is the daemon's API socket.
+func (l Layout) Socket() string { return filepath.Join(l.Runtime, "bangerd.sock") }
+
+// DaemonLog is where a daemon started on demand writes its log.
+func (l Layout) DaemonLog() string { return filepath.Join(l.State, "bangerd.log") }
+
+// DaemonPID is the daemon's pid file.
+func (l Layout) DaemonPID() string { return filepath.Join(l.Runtime, "bangerd.pid") }
+
+// DB is the SQLite store.
+func (l Layout) DB() string { return filepath.Join(l.State, "banger.db") }
+
+// ConfigFile is the user's config.
+func (l Layout) ConfigFile() string { return filepath.Join(l.Config, "config.toml") }
+
+// KernelDir holds one imported kernel.
+func (l Layout) KernelDir(name string) string { return filepath.Join(l.State, "kernels", name) }
+
+// ImageDir holds one image.
+func (l Layout) ImageDir(name string) string { return filepath.Join(l.State, "images", name) }
+
+// VMDir holds one VM's disks and logs.
+func (l Layout) VMDir(id string) string { return filepath.Join(l.State, "vms", id) }
+
+// VMRunDir holds one VM's sockets and pid file (short paths: unix sockets
+// are limited to about 107 bytes).
+func (l Layout) VMRunDir(id string) string { return filepath.Join(l.Runtime, "vms", id) }

@@ -1,0 +1,819 @@
+// Package vm orchestrates the VM lifecycle: create, start, stop, kill,
+// delete, exec. It owns the mapping from store rows to running VMM
+// processes and guest agent connections, and it is the only place that
+// changes a VM's state.
+package vm
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"banger/internal/agent"
+	"banger/internal/api"
+	"banger/internal/config"
+	"banger/internal/engine"
+	"banger/internal/model"
+	"banger/internal/paths"
+	"banger/internal/store"
+)
+
+// Progress receives named stages with their durations.
+type Progress func(p api.Progress)
+
+// AccelResolver turns the configured accelerator into "kvm" or "tcg" for a
+// given kernel, with an optional one-line warning (e.g. a TCG fallback).
+type AccelResolver func(ctx context.Context, kernel string) (accel, warning string, err error)
+
+// InitrdFunc returns the initramfs to boot a kernel with.
+type InitrdFunc func(ctx context.Context, k *model.Kernel) (string, error)
+
+// Manager runs VMs. Create one with New and call Recover once at daemon
+// start.
+type Manager struct {
+	store  *store.Store
+	layout paths.Layout
+	cfg    config.Config
+	driver engine.Driver
+	log    *slog.Logger
+	accel  AccelResolver
+	initrd InitrdFunc
+
+	mu      sync.Mutex
+	locks   map[string]*sync.Mutex // per VM ID, serialises lifecycle operations
+	running map[string]*runtime    // per VM ID
+}
+
+type runtime struct {
+	inst engine.Instance
+	spec engine.Spec
+
+	closed     chan struct{} // closed by forget: stop monitoring
+	closeOnce  sync.Once
+	mu         sync.Mutex
+	agent      *agent.Client
+	expectExit bool // a stop/kill/delete is under way; the monitor leaves the row alone
+}
+
+// New makes a Manager.
+func New(st *store.Store, layout paths.Layout, cfg config.Config, driver engine.Driver, accel AccelResolver, initrd InitrdFunc, log *slog.Logger) *Manager {
+	return &Manager{
+		store: st, layout: layout, cfg: cfg, driver: driver, accel: accel, initrd: initrd, log: log,
+		locks:   map[string]*sync.Mutex{},
+		running: map[string]*runtime{},
+	}
+}
+
+func (m *Manager) lock(id string) func() {
+	m.mu.Lock()
+	l, ok := m.locks[id]
+	if !ok {
+		l = &sync.Mutex{}
+		m.locks[id] = l
+	}
+	m.mu.Unlock()
+	l.Lock()
+	return l.Unlock
+}
+
+func (m *Manager) runtimeOf(id string) *runtime {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.running[id]
+}
+
+// Get returns a VM by name or ID.
+func (m *Manager) Get(ctx context.Context, ref string) (*model.VM, error) {
+	vm, err := m.store.GetVM(ctx, ref)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, api.Errorf(api.CodeNotFound, "vm %q not found", ref)
+	}
+	return vm, err
+}
+
+// List returns every VM.
+func (m *Manager) List(ctx context.Context) ([]*model.VM, error) { return m.store.ListVMs(ctx) }
+
+func step(p Progress, stage string, f func() error) error {
+	start := time.Now()
+	err := f()
+	if err == nil && p != nil {
+		p(api.Progress{Stage: stage, DurationMS: time.Since(start).Milliseconds()})
+	}
+	return err
+}
+
+// Create validates params, records the VM and makes its disks; unless
+// params.NoStart it then boots it. Bad input is refused before anything is
+// recorded; a failure after that removes what was made.
+func (m *Manager) Create(ctx context.Context, params api.VMCreateParams, progress Progress) (*model.VM, error) {
+	vm, img, err := m.validateCreate(ctx, params)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.store.CreateVM(ctx, vm); err != nil {
+		if errors.Is(err, store.ErrExists) {
+			return nil, api.Errorf(api.CodeAlreadyExists, "vm %q already exists", vm.Name)
+		}
+		return nil, err
+	}
+	unlock := m.lock(vm.ID)
+	err = step(progress, "prepare_disks", func() error { return m.makeDisks(ctx, vm, img) })
+	if err != nil {
+		m.removeFiles(vm)
+		m.store.DeleteVM(context.WithoutCancel(ctx), vm.ID)
+		unlock()
+		return nil, fmt.Errorf("create vm %q: %w", vm.Name, err)
+	}
+	if params.NoStart {
+		unlock()
+		return vm, nil
+	}
+	err = m.startLocked(ctx, vm, progress)
+	unlock()
+	return vm, err
+}
+
+func (m *Manager) validateCreate(ctx context.Context, p api.VMCreateParams) (*model.VM, *model.Image, error) {
+	name := p.Name
+	if name == "" {
+		name = generateName()
+	}
+	if err := model.ValidateName(name); err != nil {
+		return nil, nil, api.Errorf(api.CodeBadRequest, "invalid vm name: %v", err)
+	}
+	vcpu, mem := p.VCPU, p.MemoryMiB
+	if vcpu == 0 {
+		vcpu = m.cfg.VCPU
+	}
+	if mem == 0 {
+		mem = m.cfg.MemoryMiB
+	}
+	if err := validateResources(vcpu, mem); err != nil {
+		return nil, nil, err
+	}
+	diskStr := p.DiskSize
+	if diskStr == "" {
+		diskStr = m.cfg.DiskSize
+	}
+	disk, err := config.ParseSize(diskStr)
+	if err != nil {
+		return nil, nil, api.Errorf(api.CodeBadRequest, "disk size: %v", err)
+	}
+	if disk < 64<<20 {
+		return nil, nil, api.Errorf(api.CodeBadRequest, "disk size %s is too small (minimum 64M)", diskStr)
+	}
+	img, err := m.resolveImage(ctx, p.Image)
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, err := m.store.GetKernel(ctx, img.Kernel); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, nil, api.Errorf(api.CodeNotFound, "image %q uses kernel %q, which is not imported", img.Name, img.Kernel)
+		}
+		return nil, nil, err
+	}
+	return &model.VM{
+		ID: newID(), Name: name, Image: img.Name, Kernel: img.Kernel,
+		VCPU: vcpu, MemoryMiB: mem, DiskSize: disk,
+		State: model.StateCreated, AutoRemove: p.AutoRemove,
+	}, img, nil
+}
+
+func validateResources(vcpu, mem int) error {
+	if vcpu < 1 || vcpu > 64 {
+		return api.Errorf(api.CodeBadRequest, "vcpu must be between 1 and 64, got %d", vcpu)
+	}
+	if mem < 128 {
+		return api.Errorf(api.CodeBadRequest, "memory must be at least 128 MiB, got %d", mem)
+	}
+	return nil
+}
+
+func (m *Manager) resolveImage(ctx context.Context, name string) (*model.Image, error) {
+	if name == "" {
+		name = m.cfg.DefaultImage
+	}
+	if name == "" {
+		imgs, err := m.store.ListImages(ctx)
+		if err != nil {
+			return nil, err
+		}
+		switch len(imgs) {
+		case 0:
+			return nil, api.Errorf(api.CodeNotFound, "no image available: build one with `banger image build` or register one")
+		case 1:
+			return imgs[0], nil
+		default:
+			return nil, api.Errorf(api.CodeBadRequest, "several images exist; choose one with --image or set default_image in the config")
+		}
+	}
+	img, err := m.store.GetImage(ctx, name)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, api.Errorf(api.CodeNotFound, "image %q not found", name)
+	}
+	return img, err
+}
+
+// makeDisks creates the copy-on-write root disk over the image and the
+// VM's own work disk.
+func (m *Manager) makeDisks(ctx context.Context, vm *model.VM, img *model.Image) error {
+	dir := m.layout.VMDir(vm.ID)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	root := filepath.Join(dir, "root.qcow2")
+	if out, err := exec.CommandContext(ctx, "qemu-img", "create", "-q", "-f", "qcow2",
+		"-b", img.Rootfs, "-F", "raw", root).CombinedOutput(); err != nil {
+		return fmt.Errorf("create root overlay: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	work := filepath.Join(dir, "work.ext4")
+	f, err := os.OpenFile(work, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	err = f.Truncate(vm.DiskSize)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("size work disk: %w", err)
+	}
+	if out, err := exec.CommandContext(ctx, "mkfs.ext4", "-q", "-F", "-L", "work",
+		"-E", "lazy_itable_init=1,lazy_journal_init=1", work).CombinedOutput(); err != nil {
+		return fmt.Errorf("format work disk: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+func (m *Manager) removeFiles(vm *model.VM) {
+	os.RemoveAll(m.layout.VMDir(vm.ID))
+	os.RemoveAll(m.layout.VMRunDir(vm.ID))
+}
+
+// Start boots a created or stopped VM and waits for its guest agent.
+func (m *Manager) Start(ctx context.Context, ref string, progress Progress) (*model.VM, error) {
+	vm, err := m.Get(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	defer m.lock(vm.ID)()
+	if vm, err = m.Get(ctx, vm.ID); err != nil {
+		return nil, err
+	}
+	return vm, m.startLocked(ctx, vm, progress)
+}
+
+func (m *Manager) spec(vm *model.VM, k *model.Kernel, initrd, accel string) engine.Spec {
+	dir, run := m.layout.VMDir(vm.ID), m.layout.VMRunDir(vm.ID)
+	return engine.Spec{
+		ID: vm.ID, Name: vm.Name, VCPU: vm.VCPU, MemoryMiB: vm.MemoryMiB,
+		Kernel: k.Vmlinux, Initramfs: initrd,
+		Cmdline:       bootCmdline(vm, accel),
+		RootDisk:      filepath.Join(dir, "root.qcow2"),
+		WorkDisk:      filepath.Join(dir, "work.ext4"),
+		SerialLog:     filepath.Join(dir, "serial.log"),
+		AgentSocket:   filepath.Join(run, "agent.sock"),
+		AgentPortName: agent.PortName,
+		QMPSocket:     filepath.Join(run, "qmp.sock"),
+		PIDFile:       filepath.Join(run, "qemu.pid"),
+		Accel:         accel,
+	}
+}
+
+// bootCmdline is banger's part of the kernel command line: parameters for
+// the agent's init stage. The driver adds console, panic and timekeeping
+// parameters itself.
+func bootCmdline(vm *model.VM, accel string) string {
+	return strings.Join([]string{"quiet", "banger.name=" + vm.Name, "banger.root=/dev/vda", "banger.work=/dev/vdb"}, " ")
+}
+
+func (m *Manager) startLocked(ctx context.Context, vm *model.VM, progress Progress) (err error) {
+	switch vm.State {
+	case model.StateCreated, model.StateStopped, model.StateError:
+	case model.StateRunning, model.StateStarting:
+		return api.Errorf(api.CodeConflict, "vm %q is already running", vm.Name)
+	default:
+		return api.Errorf(api.CodeConflict, "vm %q cannot start while %s", vm.Name, vm.State)
+	}
+	k, err := m.store.GetKernel(ctx, vm.Kernel)
+	if err != nil {
+		return fmt.Errorf("start vm %q: kernel %q: %w", vm.Name, vm.Kernel, err)
+	}
+	var accel, warning string
+	if err := step(progress, "resolve_accel", func() error {
+		accel, warning, err = m.accel(ctx, k.Vmlinux)
+		return err
+	}); err != nil {
+		return fmt.Errorf("start vm %q: %w", vm.Name, err)
+	}
+	if warning != "" && progress != nil {
+		progress(api.Progress{Stage: "warning", Detail: warning})
+	}
+	vm.State, vm.Accel, vm.LastError = model.StateStarting, accel, ""
+	if err := m.store.UpdateVM(ctx, vm); err != nil {
+		return err
+	}
+	initrd, err := m.initrd(ctx, k)
+	if err != nil {
+		return fmt.Errorf("start vm %q: %w", vm.Name, err)
+	}
+	spec := m.spec(vm, k, initrd, accel)
+	if err := os.MkdirAll(filepath.Dir(spec.AgentSocket), 0o700); err != nil {
+		return err
+	}
+	os.Remove(spec.SerialLog)
+
+	defer func() {
+		if err != nil {
+			m.failStart(vm, err)
+			err = fmt.Errorf("start vm %q: %w", vm.Name, err)
+		}
+	}()
+	var inst engine.Instance
+	if err := step(progress, "launch_vmm", func() error {
+		inst, err = m.driver.Start(ctx, spec)
+		return err
+	}); err != nil {
+		return err
+	}
+	rt := &runtime{inst: inst, spec: spec, closed: make(chan struct{})}
+	m.mu.Lock()
+	m.running[vm.ID] = rt
+	m.mu.Unlock()
+	vm.PID = inst.PID()
+
+	var resp agent.Response
+	if err := step(progress, "wait_agent", func() error {
+		bctx, cancel := context.WithTimeout(ctx, m.cfg.BootTimeout.Duration)
+		defer cancel()
+		go func() {
+			select {
+			case <-inst.Done():
+				cancel()
+			case <-bctx.Done():
+			}
+		}()
+		var c *agent.Client
+		c, resp, err = agent.WaitReady(bctx, spec.AgentSocket)
+		if err != nil {
+			select {
+			case <-inst.Done():
+				return fmt.Errorf("the VM exited during boot; see `banger vm logs %s`", vm.Name)
+			default:
+			}
+			return err
+		}
+		rt.agent = c
+		return nil
+	}); err != nil {
+		return err
+	}
+	vm.State, vm.StartedAt = model.StateRunning, time.Now().UTC()
+	if err := m.store.UpdateVM(context.WithoutCancel(ctx), vm); err != nil {
+		return err
+	}
+	m.log.Info("vm running", "vm", vm.Name, "id", vm.ID, "pid", vm.PID, "accel", accel, "boot_id", resp.BootID)
+	go m.monitor(vm.ID, rt)
+	return nil
+}
+
+// failStart kills whatever a failed start left running and records why.
+func (m *Manager) failStart(vm *model.VM, cause error) {
+	if rt := m.runtimeOf(vm.ID); rt != nil {
+		rt.mu.Lock()
+		rt.expectExit = true
+		rt.mu.Unlock()
+		m.killAndWait(rt, syscall.SIGKILL, 10*time.Second)
+		m.forget(vm.ID, rt)
+	}
+	os.RemoveAll(m.layout.VMRunDir(vm.ID))
+	vm.State, vm.PID, vm.LastError = model.StateError, 0, cause.Error()
+	if err := m.store.UpdateVM(context.Background(), vm); err != nil {
+		m.log.Error("record failed start", "vm", vm.Name, "err", err)
+	}
+}
+
+func (m *Manager) killAndWait(rt *runtime, sig syscall.Signal, timeout time.Duration) bool {
+	rt.inst.Kill(sig)
+	select {
+	case <-rt.inst.Done():
+		return true
+	case <-time.After(timeout):
+		return false
+	}
+}
+
+func (m *Manager) forget(id string, rt *runtime) {
+	m.mu.Lock()
+	if m.running[id] == rt {
+		delete(m.running, id)
+	}
+	m.mu.Unlock()
+	rt.mu.Lock()
+	if rt.agent != nil {
+		rt.agent.Close()
+		rt.agent = nil
+	}
+	rt.mu.Unlock()
+	rt.closeOnce.Do(func() { close(rt.closed) })
+	rt.inst.Close()
+}
+
+// monitor waits for the VMM to exit. An exit nobody asked for (the guest
+// powered itself off, or the VMM died) is recorded as stopped.
+func (m *Manager) monitor(id string, rt *runtime) {
+	select {
+	case <-rt.inst.Done():
+	case <-rt.closed:
+		return
+	}
+	rt.mu.Lock()
+	expected := rt.expectExit
+	rt.mu.Unlock()
+	if expected {
+		return
+	}
+	unlock := m.lock(id)
+	defer unlock()
+	rt.mu.Lock()
+	expected = rt.expectExit
+	rt.mu.Unlock()
+	if expected || m.runtimeOf(id) != rt {
+		return
+	}
+	m.forget(id, rt)
+	os.RemoveAll(m.layout.VMRunDir(id))
+	ctx := context.Background()
+	vm, err := m.store.GetVM(ctx, id)
+	if err != nil {
+		return
+	}
+	m.log.Info("vm exited on its own", "vm", vm.Name, "id", id)
+	vm.State, vm.PID = model.StateStopped, 0
+	m.store.UpdateVM(ctx, vm)
+}
+
+func (m *Manager) requireRunning(vm *model.VM) (*runtime, error) {
+	rt := m.runtimeOf(vm.ID)
+	if rt == nil || vm.State != model.StateRunning {
+		return nil, api.Errorf(api.CodeNotRunning, "vm %q is not running (state %s)", vm.Name, vm.State)
+	}
+	return rt, nil
+}
+
+// Stop shuts a running VM down gracefully: the agent syncs the disks and
+// asks the guest's init to power off. A guest that does not go within the
+// stop timeout is powered off by the agent directly, then killed.
+func (m *Manager) Stop(ctx context.Context, ref string) (*model.VM, error) {
+	vm, err := m.Get(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	defer m.lock(vm.ID)()
+	if vm, err = m.Get(ctx, vm.ID); err != nil {
+		return nil, err
+	}
+	rt, err := m.requireRunning(vm)
+	if err != nil {
+		return nil, err
+	}
+	return vm, m.stopLocked(ctx, vm, rt)
+}
+
+func (m *Manager) stopLocked(ctx context.Context, vm *model.VM, rt *runtime) error {
+	rt.mu.Lock()
+	rt.expectExit = true
+	rt.mu.Unlock()
+	vm.State = model.StateStopping
+	m.store.UpdateVM(ctx, vm)
+
+	graceful := func(force bool, wait time.Duration) bool {
+		c, err := m.agentClient(ctx, rt, 5*time.Second)
+		if err == nil {
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err = c.Call(cctx, agent.Request{Op: agent.OpPoweroff, Force: force})
+			cancel()
+		}
+		if err != nil {
+			m.log.Warn("agent poweroff failed", "vm", vm.Name, "force", force, "err", err)
+		}
+		select {
+		case <-rt.inst.Done():
+			return true
+		case <-time.After(wait):
+			return false
+		}
+	}
+	if !graceful(false, m.cfg.StopTimeout.Duration) && !graceful(true, 5*time.Second) {
+		m.log.Warn("guest did not power off; killing the VMM", "vm", vm.Name)
+		if !m.killAndWait(rt, syscall.SIGKILL, 10*time.Second) {
+			return fmt.Errorf("stop vm %q: the VMM (pid %d) did not exit", vm.Name, rt.inst.PID())
+		}
+	}
+	m.forget(vm.ID, rt)
+	os.RemoveAll(m.layout.VMRunDir(vm.ID))
+	vm.State, vm.PID = model.StateStopped, 0
+	return m.store.UpdateVM(context.WithoutCancel(ctx), vm)
+}
+
+// Kill sends sig to the VMM. The VM ends up stopped, not in error.
+func (m *Manager) Kill(ctx context.Context, ref string, sig syscall.Signal) (*model.VM, error) {
+	vm, err := m.Get(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	defer m.lock(vm.ID)()
+	if vm, err = m.Get(ctx, vm.ID); err != nil {
+		return nil, err
+	}
+	rt, err := m.requireRunning(vm)
+	if err != nil {
+		return nil, err
+	}
+	return vm, m.killLocked(ctx, vm, rt, sig)
+}
+
+func (m *Manager) killLocked(ctx context.Context, vm *model.VM, rt *runtime, sig syscall.Signal) error {
+	rt.mu.Lock()
+	rt.expectExit = true
+	rt.mu.Unlock()
+	if !m.killAndWait(rt, sig, 10*time.Second) {
+		rt.mu.Lock()
+		rt.expectExit = false
+		rt.mu.Unlock()
+		return api.Errorf(api.CodeOperationFailed, "vm %q is still running 10s after SIG%s", vm.Name, strings.ToUpper(unixSignalName(sig)))
+	}
+	m.forget(vm.ID, rt)
+	os.RemoveAll(m.layout.VMRunDir(vm.ID))
+	vm.State, vm.PID = model.StateStopped, 0
+	return m.store.UpdateVM(context.WithoutCancel(ctx), vm)
+}
+
+// Restart stops the VM and boots it again: a fresh kernel boot.
+func (m *Manager) Restart(ctx context.Context, ref string, progress Progress) (*model.VM, error) {
+	vm, err := m.Get(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	defer m.lock(vm.ID)()
+	if vm, err = m.Get(ctx, vm.ID); err != nil {
+		return nil, err
+	}
+	if rt := m.runtimeOf(vm.ID); rt != nil && vm.State == model.StateRunning {
+		if err := step(progress, "stop", func() error { return m.stopLocked(ctx, vm, rt) }); err != nil {
+			return nil, err
+		}
+	}
+	return vm, m.startLocked(ctx, vm, progress)
+}
+
+// Delete removes a VM, killing it first if it runs.
+func (m *Manager) Delete(ctx context.Context, ref string) error {
+	vm, err := m.Get(ctx, ref)
+	if err != nil {
+		return err
+	}
+	defer m.lock(vm.ID)()
+	return m.deleteLocked(ctx, vm)
+}
+
+func (m *Manager) deleteLocked(ctx context.Context, vm *model.VM) error {
+	ctx = context.WithoutCancel(ctx)
+	if rt := m.runtimeOf(vm.ID); rt != nil {
+		if err := m.killLocked(ctx, vm, rt, syscall.SIGKILL); err != nil {
+			return fmt.Errorf("delete vm %q: %w", vm.Name, err)
+		}
+	}
+	m.removeFiles(vm)
+	if err := m.store.DeleteVM(ctx, vm.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("delete vm %q: %w", vm.Name, err)
+	}
+	m.mu.Lock()
+	delete(m.locks, vm.ID)
+	m.mu.Unlock()
+	m.log.Info("vm deleted", "vm", vm.Name, "id", vm.ID)
+	return nil
+}
+
+// Prune deletes every VM that is not running.
+func (m *Manager) Prune(ctx context.Context) ([]string, error) {
+	vms, err := m.store.ListVMs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	deleted := []string{}
+	for _, v := range vms {
+		unlock := m.lock(v.ID)
+		cur, err := m.store.GetVM(ctx, v.ID)
+		if err == nil && !isActive(cur.State) && m.runtimeOf(v.ID) == nil {
+			if err := m.deleteLocked(ctx, cur); err != nil {
+				unlock()
+				return deleted, err
+			}
+			deleted = append(deleted, cur.Name)
+		}
+		unlock()
+	}
+	return deleted, nil
+}
+
+func isActive(s model.VMState) bool {
+	return s == model.StateRunning || s == model.StateStarting || s == model.StateStopping
+}
+
+// Set changes the resources of a stopped VM.
+func (m *Manager) Set(ctx context.Context, ref string, p api.VMSetParams) (*model.VM, error) {
+	vm, err := m.Get(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	defer m.lock(vm.ID)()
+	if vm, err = m.Get(ctx, vm.ID); err != nil {
+		return nil, err
+	}
+	if isActive(vm.State) || m.runtimeOf(vm.ID) != nil {
+		return nil, api.Errorf(api.CodeConflict, "vm %q is %s; stop it before changing its resources", vm.Name, vm.State)
+	}
+	if p.VCPU == 0 && p.MemoryMiB == 0 {
+		return nil, api.Errorf(api.CodeBadRequest, "nothing to change: give --vcpu and/or --memory")
+	}
+	vcpu, mem := vm.VCPU, vm.MemoryMiB
+	if p.VCPU != 0 {
+		vcpu = p.VCPU
+	}
+	if p.MemoryMiB != 0 {
+		mem = p.MemoryMiB
+	}
+	if err := validateResources(vcpu, mem); err != nil {
+		return nil, err
+	}
+	vm.VCPU, vm.MemoryMiB = vcpu, mem
+	return vm, m.store.UpdateVM(ctx, vm)
+}
+
+// agentClient returns the runtime's agent connection, dialing a new one
+// when there is none (e.g. after a daemon restart).
+func (m *Manager) agentClient(ctx context.Context, rt *runtime, timeout time.Duration) (*agent.Client, error) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if rt.agent != nil && !rt.agent.Closed() {
+		return rt.agent, nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	c, _, err := agent.WaitReady(wctx, rt.spec.AgentSocket)
+	if err != nil {
+		return nil, err
+	}
+	rt.agent = c
+	return c, nil
+}
+
+// OpenExec starts a command in a running VM and returns the stream that
+// speaks the exec frame protocol.
+func (m *Manager) OpenExec(ctx context.Context, ref string, p api.ExecParams) (net.Conn, error) {
+	if len(p.Argv) == 0 {
+		return nil, api.Errorf(api.CodeBadRequest, "no command given")
+	}
+	vm, err := m.Get(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	rt, err := m.requireRunning(vm)
+	if err != nil {
+		return nil, err
+	}
+	c, err := m.agentClient(ctx, rt, 30*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("vm %q: guest agent unreachable: %w", vm.Name, err)
+	}
+	st, err := c.Open(ctx, agent.Request{Op: agent.OpExec, Exec: &agent.ExecRequest{
+		Argv: p.Argv, Env: p.Env, Cwd: p.Cwd, TTY: p.TTY, Rows: p.Rows, Cols: p.Cols, Term: p.Term,
+	}})
+	if err != nil {
+		rt.mu.Lock()
+		if rt.agent == c {
+			c.Close()
+			rt.agent = nil
+		}
+		rt.mu.Unlock()
+		return nil, fmt.Errorf("vm %q: %w", vm.Name, err)
+	}
+	return st, nil
+}
+
+// Logs returns the VM's serial console output.
+func (m *Manager) Logs(ctx context.Context, ref string) ([]byte, error) {
+	vm, err := m.Get(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(filepath.Join(m.layout.VMDir(vm.ID), "serial.log"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	return b, err
+}
+
+// Recover re-adopts the VMMs a previous daemon left running, marks the
+// ones that are gone as stopped, and deletes auto-remove VMs whose client
+// went away with the old daemon.
+func (m *Manager) Recover(ctx context.Context) error {
+	vms, err := m.store.ListVMs(ctx)
+	if err != nil {
+		return err
+	}
+	for _, vm := range vms {
+		if vm.AutoRemove {
+			m.log.Info("deleting auto-remove vm left by a previous daemon", "vm", vm.Name)
+			if err := m.deleteAfterRecover(ctx, vm); err != nil {
+				m.log.Error("delete", "vm", vm.Name, "err", err)
+			}
+			continue
+		}
+		if !isActive(vm.State) {
+			continue
+		}
+		k, err := m.store.GetKernel(ctx, vm.Kernel)
+		if err != nil {
+			m.markGone(ctx, vm, "kernel missing")
+			continue
+		}
+		spec := m.spec(vm, k, k.Initramfs, vm.Accel)
+		inst, err := m.driver.Adopt(ctx, spec)
+		if err != nil {
+			m.markGone(ctx, vm, err.Error())
+			continue
+		}
+		rt := &runtime{inst: inst, spec: spec, closed: make(chan struct{})}
+		m.mu.Lock()
+		m.running[vm.ID] = rt
+		m.mu.Unlock()
+		if vm.State != model.StateRunning {
+			vm.State = model.StateRunning
+			m.store.UpdateVM(ctx, vm)
+		}
+		m.log.Info("re-adopted running vm", "vm", vm.Name, "pid", inst.PID())
+		go m.monitor(vm.ID, rt)
+	}
+	return nil
+}
+
+func (m *Manager) deleteAfterRecover(ctx context.Context, vm *model.VM) error {
+	if isActive(vm.State) {
+		if k, err := m.store.GetKernel(ctx, vm.Kernel); err == nil {
+			if inst, err := m.driver.Adopt(ctx, m.spec(vm, k, k.Initramfs, vm.Accel)); err == nil {
+				inst.Kill(syscall.SIGKILL)
+				select {
+				case <-inst.Done():
+				case <-time.After(10 * time.Second):
+				}
+				inst.Close()
+			}
+		}
+	}
+	m.removeFiles(vm)
+	return m.store.DeleteVM(ctx, vm.ID)
+}
+
+func (m *Manager) markGone(ctx context.Context, vm *model.VM, why string) {
+	m.log.Warn("vm's VMM is gone", "vm", vm.Name, "why", why)
+	os.RemoveAll(m.layout.VMRunDir(vm.ID))
+	vm.State, vm.PID = model.StateStopped, 0
+	m.store.UpdateVM(ctx, vm)
+}
+
+// Shutdown drops agent and QMP connections without touching the VMs,
+// which keep running for the next daemon.
+func (m *Manager) Shutdown() {
+	m.mu.Lock()
+	rts := m.running
+	m.running = map[string]*runtime{}
+	m.mu.Unlock()
+	for _, rt := range rts {
+		rt.mu.Lock()
+		rt.expectExit = true
+		if rt.agent != nil {
+			rt.agent.Close()
+		}
+		rt.mu.Unlock()
+		rt.closeOnce.Do(func() { close(rt.closed) })
+		rt.inst.Close()
+	}
+}
+
+func newID() string {
+	var b [6]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

@@ -1,0 +1,330 @@
+//go:build e2e
+
+// Package e2e boots real VMs through the real banger binaries. Each
+// top-level test is one named scenario (list them with `make e2e-list`, run
+// one with `make e2e SCENARIO=TestExitCode`). All scenarios share one
+// isolated banger installation (its own XDG dirs, daemon, kernel and image)
+// set up in TestMain and torn down afterwards, even when scenarios fail.
+//
+// Environment: BANGER_BIN (dir with banger, bangerd, banger-agent) and
+// BANGER_FIXTURES (the cache made by scripts/fixtures.sh).
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// env is the shared installation.
+type env struct {
+	bin     string // dir of the binaries
+	root    string // temp dir holding the XDG dirs
+	environ []string
+	netns   bool
+}
+
+var e *env
+
+func TestMain(m *testing.M) {
+	code := func() int {
+		var err error
+		e, err = setup()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "e2e setup:", err)
+			if e != nil {
+				e.teardown()
+			}
+			return 1
+		}
+		defer e.teardown()
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+		go func() {
+			<-sig
+			e.teardown()
+			os.Exit(130)
+		}()
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+func setup() (*env, error) {
+	bin := os.Getenv("BANGER_BIN")
+	if bin == "" {
+		return nil, fmt.Errorf("BANGER_BIN is not set (run through `make e2e`)")
+	}
+	fixtures := os.Getenv("BANGER_FIXTURES")
+	if fixtures == "" {
+		fixtures = "/var/cache/banger-fixtures"
+	}
+	deb := filepath.Join(fixtures, "kernel/linux-image.deb")
+	rootfs := filepath.Join(fixtures, "rootfs")
+	for _, p := range []string{deb, rootfs} {
+		if _, err := os.Stat(p); err != nil {
+			return nil, fmt.Errorf("fixture missing: %v (run scripts/fixtures.sh)", err)
+		}
+	}
+	root, err := os.MkdirTemp("", "banger-e2e-")
+	if err != nil {
+		return nil, err
+	}
+	ev := &env{bin: bin, root: root}
+	ev.environ = append(os.Environ(),
+		"XDG_STATE_HOME="+filepath.Join(root, "state"),
+		"XDG_CONFIG_HOME="+filepath.Join(root, "config"),
+		"XDG_RUNTIME_DIR="+filepath.Join(root, "run"),
+		"NO_COLOR=1",
+	)
+	for _, d := range []string{"state", "config/banger", "run"} {
+		os.MkdirAll(filepath.Join(root, d), 0o700)
+	}
+	// Small VMs: scenarios assert behaviour, not capacity.
+	os.WriteFile(filepath.Join(root, "config/banger/config.toml"),
+		[]byte("vcpu = 2\nmemory_mib = 512\ndisk_size = \"1G\"\nstop_timeout = \"20s\"\n"), 0o600)
+
+	// Every guest network lives in a namespace made for this run: the
+	// daemon (and so every VMM) runs inside it.
+	if os.Geteuid() == 0 {
+		ev.netns = true
+	}
+	if err := ev.startDaemon(); err != nil {
+		return ev, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if out, err := ev.run(ctx, "kernel", "import", "debian", "--from", deb); err != nil {
+		return ev, fmt.Errorf("kernel import: %v\n%s", err, out)
+	}
+	if out, err := ev.run(ctx, "image", "build", "debian", "--from-dir", rootfs, "--size", "2G"); err != nil {
+		return ev, fmt.Errorf("image build: %v\n%s", err, out)
+	}
+	return ev, nil
+}
+
+// startDaemon starts bangerd explicitly (inside a fresh network namespace
+// when root) so that the CLI's on-demand start is not what runs it.
+func (ev *env) startDaemon() error {
+	logf, err := os.OpenFile(filepath.Join(ev.root, "bangerd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	var cmd *exec.Cmd
+	if ev.netns {
+		cmd = exec.Command("unshare", "--net", "--", "sh", "-c", "ip link set lo up 2>/dev/null; exec \"$0\"", filepath.Join(ev.bin, "bangerd"))
+	} else {
+		cmd = exec.Command(filepath.Join(ev.bin, "bangerd"))
+	}
+	cmd.Env = ev.environ
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	go cmd.Wait()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := ev.run(context.Background(), "daemon", "status"); err == nil {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("bangerd did not come up; log:\n%s", ev.daemonLog())
+}
+
+func (ev *env) daemonLog() string {
+	b, _ := os.ReadFile(filepath.Join(ev.root, "bangerd.log"))
+	return string(b)
+}
+
+var teardownOnce sync.Once
+
+// teardown deletes every VM, stops the daemon, kills any VMM still
+// running from this run's directories and removes them.
+func (ev *env) teardown() {
+	teardownOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if vms, err := ev.listVMs(ctx); err == nil {
+			for _, v := range vms {
+				ev.run(ctx, "vm", "delete", v.Name)
+			}
+		}
+		ev.run(ctx, "daemon", "stop")
+		// Belt and braces: no QEMU of this run may outlive it.
+		out, _ := exec.Command("pgrep", "-f", ev.root).Output()
+		for _, f := range strings.Fields(string(out)) {
+			var pid int
+			fmt.Sscan(f, &pid)
+			if pid > 0 && pid != os.Getpid() {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+		if os.Getenv("BANGER_E2E_KEEP") == "" {
+			os.RemoveAll(ev.root)
+		} else {
+			fmt.Fprintln(os.Stderr, "e2e: kept", ev.root)
+		}
+	})
+}
+
+// result of one CLI invocation.
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+func (r result) String() string {
+	return fmt.Sprintf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+}
+
+// cli runs banger with args and returns what it printed and its exit code.
+func (ev *env) cli(ctx context.Context, stdin string, args ...string) result {
+	cmd := exec.CommandContext(ctx, filepath.Join(ev.bin, "banger"), args...)
+	cmd.Env = ev.environ
+	var so, se bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &so, &se
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
+	err := cmd.Run()
+	code := 0
+	if err != nil {
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else {
+			code = -1
+			se.WriteString(err.Error())
+		}
+	}
+	return result{so.String(), se.String(), code}
+}
+
+func (ev *env) run(ctx context.Context, args ...string) (string, error) {
+	r := ev.cli(ctx, "", args...)
+	if r.code != 0 {
+		return r.stdout + r.stderr, fmt.Errorf("banger %s: exit %d", strings.Join(args, " "), r.code)
+	}
+	return r.stdout, nil
+}
+
+type vmInfo struct {
+	ID        string `json:"id"`
+	Name      string `json:"name"`
+	State     string `json:"state"`
+	PID       int    `json:"pid"`
+	VCPU      int    `json:"vcpu"`
+	LastError string `json:"last_error"`
+}
+
+func (ev *env) listVMs(ctx context.Context) ([]vmInfo, error) {
+	out, err := ev.run(ctx, "vm", "list", "--json")
+	if err != nil {
+		return nil, err
+	}
+	var vms []vmInfo
+	return vms, json.Unmarshal([]byte(out), &vms)
+}
+
+// helpers for scenarios
+
+func ctxFor(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func must(t *testing.T, r result) result {
+	t.Helper()
+	if r.code != 0 {
+		t.Fatalf("command failed: %s\ndaemon log tail:\n%s", r, tail(e.daemonLog(), 30))
+	}
+	return r
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// newVM creates a running VM for one scenario and deletes it afterwards.
+func newVM(t *testing.T, ctx context.Context, name string, extra ...string) string {
+	t.Helper()
+	args := append([]string{"vm", "create", "--name", name}, extra...)
+	must(t, e.cli(ctx, "", args...))
+	t.Cleanup(func() {
+		c, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		e.cli(c, "", "vm", "delete", name)
+	})
+	return name
+}
+
+func showVM(t *testing.T, ctx context.Context, name string) vmInfo {
+	t.Helper()
+	r := must(t, e.cli(ctx, "", "vm", "show", "--json", name))
+	var v vmInfo
+	if err := json.Unmarshal([]byte(r.stdout), &v); err != nil {
+		t.Fatalf("vm show: %v", err)
+	}
+	return v
+}
+
+func bootID(t *testing.T, ctx context.Context, name string) string {
+	t.Helper()
+	r := must(t, e.cli(ctx, "", "vm", "exec", name, "--", "cat", "/proc/sys/kernel/random/boot_id"))
+	return strings.TrimSpace(r.stdout)
+}
+
+func vmNames(t *testing.T, ctx context.Context) map[string]vmInfo {
+	t.Helper()
+	vms, err := e.listVMs(ctx)
+	if err != nil {
+		t.Fatalf("vm list: %v", err)
+	}
+	m := map[string]vmInfo{}
+	for _, v := range vms {
+		m[v.Name] = v
+	}
+	return m
+}
+
+// shared is one long-lived VM for the scenarios that only need a running
+// guest (exec semantics), booted once.
+var shared struct {
+	once sync.Once
+	name string
+	err  error
+}
+
+func sharedVM(t *testing.T) string {
+	t.Helper()
+	shared.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		r := e.cli(ctx, "", "vm", "create", "--name", "shared")
+		if r.code != 0 {
+			shared.err = fmt.Errorf("create shared vm: %s", r)
+		}
+		shared.name = "shared"
+	})
+	if shared.err != nil {
+		t.Fatal(shared.err)
+	}
+	return shared.name
+}
