@@ -149,7 +149,7 @@ func isTTY(w any) bool {
 // progressPrinter prints stages with their durations to stderr: always
 // when verbose, otherwise only on a terminal.
 func (a *App) progressPrinter(verbose bool) func(api.Progress) {
-	tty := verbose || isTTY(a.Stderr)
+	tty := verbose || isTTY(a.Stderr) || os.Getenv("BANGER_PROGRESS") == "1"
 	return func(p api.Progress) {
 		switch {
 		case p.Stage == "warning":

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -65,7 +66,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	images := &image.Service{Store: st, Layout: l, Log: o.Log, AgentPath: agentPath}
 	driver := qemu.New(cfg.QEMU)
-	accel := newAccelCache(cfg, cfg.QEMU, o.Log)
+	accel := newAccelCache(cfg, cfg.QEMU, filepath.Join(l.State, "kvm-probe.json"), o.Log)
 	mgr := vm.New(st, l, cfg, driver, accel.resolve, images.Initrd, o.Log)
 	if err := mgr.Recover(ctx); err != nil {
 		return fmt.Errorf("recover vms: %w", err)
@@ -128,38 +129,63 @@ func FindAgent() (string, error) {
 }
 
 // accelCache resolves the accelerator once per kernel: the KVM probe boots
-// a VM, too slow to repeat for every start.
+// a VM, too slow to repeat for every start. Results are kept in memory and
+// in a file under the state dir, keyed by kernel file and QEMU binary, so a
+// restarted daemon does not probe again.
 type accelCache struct {
 	cfg  config.Config
 	qemu string
 	log  *slog.Logger
+	file string
 
 	mu     sync.Mutex
 	probed map[string]probeResult
 }
 
 type probeResult struct {
-	ok     bool
-	detail string
+	OK     bool   `json:"ok"`
+	Detail string `json:"detail"`
 }
 
-func newAccelCache(cfg config.Config, qemuBin string, log *slog.Logger) *accelCache {
-	return &accelCache{cfg: cfg, qemu: qemuBin, log: log, probed: map[string]probeResult{}}
+func newAccelCache(cfg config.Config, qemuBin, file string, log *slog.Logger) *accelCache {
+	a := &accelCache{cfg: cfg, qemu: qemuBin, file: file, log: log, probed: map[string]probeResult{}}
+	if b, err := os.ReadFile(file); err == nil {
+		json.Unmarshal(b, &a.probed)
+	}
+	return a
+}
+
+func (a *accelCache) key(kernel string) string {
+	k := kernel
+	if fi, err := os.Stat(kernel); err == nil {
+		k += fmt.Sprintf("|%d|%d", fi.Size(), fi.ModTime().UnixNano())
+	}
+	q := a.qemu
+	if p, err := exec.LookPath(a.qemu); err == nil {
+		if fi, err := os.Stat(p); err == nil {
+			q = fmt.Sprintf("%s|%d", p, fi.ModTime().UnixNano())
+		}
+	}
+	return k + "|" + q
 }
 
 func (a *accelCache) resolve(ctx context.Context, kernel string) (string, string, error) {
 	return engine.ResolveAccel(ctx, a.cfg.Accel, func(ctx context.Context) (bool, string, error) {
 		a.mu.Lock()
 		defer a.mu.Unlock()
-		if r, ok := a.probed[kernel]; ok {
-			return r.ok, r.detail, nil
+		key := a.key(kernel)
+		if r, ok := a.probed[key]; ok {
+			return r.OK, r.Detail, nil
 		}
 		ok, detail, err := qemu.ProbeKVM(ctx, a.qemu, kernel)
 		if err != nil {
 			return false, "", err
 		}
 		a.log.Info("kvm probe", "usable", ok, "detail", detail)
-		a.probed[kernel] = probeResult{ok, detail}
+		a.probed[key] = probeResult{ok, detail}
+		if b, err := json.Marshal(a.probed); err == nil {
+			os.WriteFile(a.file, b, 0o600)
+		}
 		return ok, detail, nil
 	})
 }

@@ -30,9 +30,10 @@ type Spec struct {
 	// then be empty too. That is only useful for tests.
 	Kernel    string
 	Initramfs string // optional
-	// Cmdline is the kernel command line. The driver appends what the
-	// machine needs (for QEMU: console=ttyS0 and panic=-1 unless the
-	// caller set console= or panic= itself); see the driver's docs.
+	// Cmdline is the kernel command line. The driver appends what its
+	// machine needs unless the caller set that parameter already; for QEMU
+	// that is console=ttyS0, panic=-1 and, under TCG, tsc_early_khz= (see
+	// qemu.KernelCmdline).
 	Cmdline string
 
 	RootDisk string // qcow2 overlay, first virtio disk (/dev/vda); optional

@@ -76,10 +76,14 @@ func TestValidateRejects(t *testing.T) {
 			s.NICs = []NIC{{Tap: "t0", MAC: "52:54:00:00:00:01", HostFwds: []HostFwd{{HostPort: 1, GuestPort: 1}}}}
 		}, "only apply to user"},
 		{"user without mac", func(s *Spec) { s.NICs = []NIC{{User: true}} }, ""},
-		{"hostfwd bad proto", func(s *Spec) { s.NICs = []NIC{{User: true, HostFwds: []HostFwd{{Proto: "sctp", HostPort: 1, GuestPort: 1}}}} }, "protocol"},
+		{"hostfwd bad proto", func(s *Spec) {
+			s.NICs = []NIC{{User: true, HostFwds: []HostFwd{{Proto: "sctp", HostPort: 1, GuestPort: 1}}}}
+		}, "protocol"},
 		{"hostfwd port 0", func(s *Spec) { s.NICs = []NIC{{User: true, HostFwds: []HostFwd{{HostPort: 0, GuestPort: 22}}}} }, "host port 0"},
 		{"hostfwd bad guest port", func(s *Spec) { s.NICs = []NIC{{User: true, HostFwds: []HostFwd{{HostPort: 2, GuestPort: 70000}}}} }, "guest port 70000"},
-		{"hostfwd ipv6", func(s *Spec) { s.NICs = []NIC{{User: true, HostFwds: []HostFwd{{HostAddr: "::1", HostPort: 2, GuestPort: 2}}}} }, "not an IPv4"},
+		{"hostfwd ipv6", func(s *Spec) {
+			s.NICs = []NIC{{User: true, HostFwds: []HostFwd{{HostAddr: "::1", HostPort: 2, GuestPort: 2}}}}
+		}, "not an IPv4"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

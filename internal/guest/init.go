@@ -146,6 +146,11 @@ func Init(lg *log.Logger) error {
 		}
 		return unix.Exec(init, []string{init}, os.Environ())
 	}
+	if p.Init != "" {
+		// An init chosen on the command line that is not systemd runs
+		// as PID 1 as it is (used by benchmarks and debugging).
+		return unix.Exec(init, []string{init}, os.Environ())
+	}
 	// No init system: stay PID 1 as the agent in the new root.
 	return unix.Exec(AgentPath, []string{AgentPath, "pid1"}, os.Environ())
 }

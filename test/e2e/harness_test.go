@@ -328,3 +328,15 @@ func sharedVM(t *testing.T) string {
 	}
 	return shared.name
 }
+
+// alive reports whether pid is a live process (zombies, which only wait
+// for their parent to reap them, count as gone).
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i > 0 && i+2 < len(s) && s[i+2] != 'Z'
+}

@@ -49,7 +49,9 @@ const (
 // Driver is the QEMU engine.Driver. The zero value runs qemu-system-x86_64
 // from PATH and hints the guest's TSC rate from the host (see ArgOptions).
 type Driver struct {
-	// Binary is the QEMU system emulator; "qemu-system-x86_64" if empty.
+	// Binary is the QEMU system emulator; "qemu-system-x86_64" (from
+	// PATH) if empty. Its file name must contain "qemu": that is part of
+	// how the driver recognises its VMM processes in /proc.
 	Binary string
 	// GuestTSCKHz overrides the TSC rate hinted to TCG guests; 0 reads it
 	// from the host (HostTSCKHz) at every start; negative disables the
@@ -103,8 +105,13 @@ func (d *Driver) start(ctx context.Context, spec engine.Spec) (*Instance, error)
 	if err := checkInputs(spec); err != nil {
 		return nil, err
 	}
+	// A live QEMU on the same QMP socket, pidfile or not, would lose its
+	// sockets to the new one.
 	if pid, err := readPIDFile(spec.PIDFile); err == nil && isVMMFor(procCmdline(pid), spec.QMPSocket) {
 		return nil, fmt.Errorf("already running as pid %d", pid)
+	}
+	if pids := findVMMs(spec.QMPSocket); len(pids) > 0 {
+		return nil, fmt.Errorf("already running as pid %d (its pidfile is missing)", pids[0])
 	}
 	if err := removeIfExists(spec.PIDFile); err != nil {
 		return nil, fmt.Errorf("remove stale pidfile: %w", err)
@@ -129,7 +136,7 @@ func (d *Driver) start(ctx context.Context, spec engine.Spec) (*Instance, error)
 	// initialising; never let a stray holder block us.
 	cmd.WaitDelay = 2 * time.Second
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("run %s: %w", d.binary(), err)
+		return nil, fmt.Errorf("run qemu: %w", err)
 	}
 	waited := make(chan error, 1)
 	go func() { waited <- cmd.Wait() }()
@@ -150,12 +157,17 @@ func (d *Driver) start(ctx context.Context, spec engine.Spec) (*Instance, error)
 		cleanup(spec)
 		return nil, fmt.Errorf("qemu did not finish initialising within %s", startTimeout)
 	}
+	if errors.Is(werr, exec.ErrWaitDelay) && cmd.ProcessState.Success() {
+		werr = nil // exited fine; only a stray stderr holder was cut off
+	}
 	if werr != nil {
 		cleanup(spec)
+		// QEMU writes start-up errors to stderr, or to the -D log once
+		// it has opened it.
 		msg := strings.TrimSpace(stderr.String())
-		if spec.VMMLog != "" {
-			if b, err := os.ReadFile(spec.VMMLog); err == nil && len(b) > 0 {
-				msg = strings.TrimSpace(msg + "\n" + string(b))
+		if msg == "" && spec.VMMLog != "" {
+			if b, err := os.ReadFile(spec.VMMLog); err == nil {
+				msg = strings.TrimSpace(string(b))
 			}
 		}
 		if msg == "" {
@@ -339,9 +351,10 @@ type Instance struct {
 	proc *proc
 	qmp  *QMP
 
-	done      chan struct{}
-	watchDone chan struct{}
-	closeOnce sync.Once
+	done       chan struct{}
+	watchDone  chan struct{}
+	eventsDone chan struct{}
+	closeOnce  sync.Once
 
 	mu             sync.Mutex
 	shutdownReason string
@@ -354,8 +367,9 @@ func newInstance(spec engine.Spec, p *proc, q *QMP) *Instance {
 		spec:      spec,
 		proc:      p,
 		qmp:       q,
-		done:      make(chan struct{}),
-		watchDone: make(chan struct{}),
+		done:       make(chan struct{}),
+		watchDone:  make(chan struct{}),
+		eventsDone: make(chan struct{}),
 	}
 	go inst.watch()
 	go inst.readEvents()
@@ -373,10 +387,17 @@ func (i *Instance) watch() {
 	if pid, err := readPIDFile(i.spec.PIDFile); err == nil && pid == i.proc.pid {
 		removeIfExists(i.spec.PIDFile)
 	}
+	// The exiting QEMU hangs up its QMP socket; let the last events (the
+	// SHUTDOWN reason) be read before reporting the exit.
+	select {
+	case <-i.eventsDone:
+	case <-time.After(time.Second):
+	}
 	close(i.done)
 }
 
 func (i *Instance) readEvents() {
+	defer close(i.eventsDone)
 	for ev := range i.qmp.Events() {
 		if ev.Name != "SHUTDOWN" {
 			continue
@@ -424,7 +445,9 @@ func (i *Instance) Kill(sig syscall.Signal) error {
 }
 
 // Quit sends QMP "quit" and waits for the process to exit or ctx to end.
-// Quitting a VMM that has already exited returns nil.
+// If the QMP connection is gone, SIGTERM (which QEMU also treats as a
+// request to quit) stands in. Quitting a VMM that has already exited
+// returns nil.
 func (i *Instance) Quit(ctx context.Context) error {
 	select {
 	case <-i.done:
@@ -433,7 +456,20 @@ func (i *Instance) Quit(ctx context.Context) error {
 	}
 	// QEMU may hang up before its reply arrives; the process exit is what
 	// counts.
-	if err := i.qmp.Execute(ctx, "quit", nil, nil); err != nil && !errors.Is(err, ErrQMPClosed) {
+	err := i.qmp.Execute(ctx, "quit", nil, nil)
+	switch {
+	case errors.Is(err, ErrQMPClosed):
+		select {
+		case <-i.done:
+			return nil
+		case <-time.After(time.Second):
+			if err := i.proc.signal(syscall.SIGTERM); err != nil {
+				return fmt.Errorf("quit vmm: %w", err)
+			}
+		case <-ctx.Done():
+			return fmt.Errorf("quit vmm: %w", ctx.Err())
+		}
+	case err != nil:
 		select {
 		case <-i.done:
 			return nil

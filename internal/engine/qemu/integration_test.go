@@ -256,6 +256,7 @@ func TestIntegrationStartFailuresLeaveNothing(t *testing.T) {
 		spec := firmwareSpec(t)
 		spec.Kernel = filepath.Join(t.TempDir(), "no-such-vmlinux")
 		_, err := d.Start(ctx, spec)
+		t.Logf("error: %v", err)
 		if err == nil || !strings.Contains(err.Error(), "kernel") || !errors.Is(err, os.ErrNotExist) {
 			t.Fatalf("err = %v", err)
 		}
@@ -267,6 +268,7 @@ func TestIntegrationStartFailuresLeaveNothing(t *testing.T) {
 		os.MkdirAll(dir, 0o755)
 		spec.QMPSocket = filepath.Join(dir, "qmp.sock")
 		_, err := d.Start(ctx, spec)
+		t.Logf("error: %v", err)
 		if err == nil || !strings.Contains(err.Error(), "unix sockets allow at most 107") {
 			t.Fatalf("err = %v", err)
 		}
@@ -278,6 +280,7 @@ func TestIntegrationStartFailuresLeaveNothing(t *testing.T) {
 		os.WriteFile(spec.RootDisk, []byte("this is not a qcow2 image"), 0o644)
 		_, err := d.Start(ctx, spec)
 		// QEMU's own message reaches the caller.
+		t.Logf("error: %v", err)
 		if err == nil || !strings.Contains(err.Error(), "qcow2") || !strings.Contains(err.Error(), "qemu failed") {
 			t.Fatalf("err = %v", err)
 		}
@@ -286,6 +289,7 @@ func TestIntegrationStartFailuresLeaveNothing(t *testing.T) {
 	t.Run("bad binary", func(t *testing.T) {
 		spec := firmwareSpec(t)
 		_, err := New(filepath.Join(t.TempDir(), "no-qemu")).Start(ctx, spec)
+		t.Logf("error: %v", err)
 		if err == nil {
 			t.Fatal("started a missing binary")
 		}
@@ -299,6 +303,7 @@ func TestIntegrationStartFailuresLeaveNothing(t *testing.T) {
 			cctx, cancel := context.WithTimeout(ctx, delay)
 			inst, err := d.Start(cctx, spec)
 			cancel()
+			t.Logf("deadline %s: %v", delay, err)
 			if err == nil {
 				// Start won the race; that is fine, but clean up.
 				inst.Quit(ctx)
@@ -432,4 +437,41 @@ func findProbe(vmlinux string) []int {
 		}
 	}
 	return pids
+}
+
+// TestKernelPanicEndsVMMManual boots a real kernel under TCG with no root
+// disk: the kernel panics, panic=-1 makes it reset, and -no-reboot turns the
+// reset into a VMM exit. Needs BANGER_TEST_VMLINUX, like TestProbeKVMManual.
+func TestKernelPanicEndsVMMManual(t *testing.T) {
+	vmlinux := os.Getenv("BANGER_TEST_VMLINUX")
+	if vmlinux == "" {
+		t.Skip("skipping: set BANGER_TEST_VMLINUX to an ELF vmlinux to boot it")
+	}
+	bin := requireQEMU(t)
+	spec := firmwareSpec(t)
+	spec.Kernel = vmlinux
+	spec.VCPU, spec.MemoryMiB = 2, 256
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	start := time.Now()
+	inst, err := New(bin).Start(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inst.Close()
+	select {
+	case <-inst.Done():
+	case <-ctx.Done():
+		inst.Kill(syscall.SIGKILL)
+		t.Fatal("guest did not panic and exit in time")
+	}
+	t.Logf("panic to VMM exit after %s, shutdown reason %q", time.Since(start).Round(time.Millisecond), inst.(*Instance).ShutdownReason())
+	serial, _ := os.ReadFile(spec.SerialLog)
+	if !strings.Contains(string(serial), "Kernel panic") {
+		t.Errorf("serial log has no panic:\n%s", lastLines(string(serial), 5))
+	}
+	if !strings.Contains(string(serial), "tsc_early_khz=") {
+		t.Log("no TSC hint on the command line")
+	}
+	assertGone(t, spec, inst.PID())
 }

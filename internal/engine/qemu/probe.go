@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"strings"
@@ -51,19 +52,27 @@ var probeFailed = []string{
 // err is non-nil only when the probe could not be run (no kernel, no QEMU,
 // ctx ended). The probe VMM is always killed before ProbeKVM returns.
 func ProbeKVM(ctx context.Context, qemuBinary, vmlinux string) (ok bool, detail string, err error) {
+	return probeKVM(ctx, qemuBinary, vmlinux, "/dev/kvm", ProbeTimeout)
+}
+
+func probeKVM(ctx context.Context, qemuBinary, vmlinux, kvmDevice string, timeout time.Duration) (ok bool, detail string, err error) {
 	if qemuBinary == "" {
 		qemuBinary = defaultBinary
 	}
 	if _, err := os.Stat(vmlinux); err != nil {
 		return false, "", fmt.Errorf("probe kvm: kernel: %w", err)
 	}
-	if f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0); err != nil {
-		return false, fmt.Sprintf("cannot open /dev/kvm: %v", errors.Unwrap(err)), nil
-	} else {
-		f.Close()
+	f, err := os.OpenFile(kvmDevice, os.O_RDWR, 0)
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return false, fmt.Sprintf("cannot open %s: %v", kvmDevice, err), nil
 	}
+	f.Close()
 
-	pctx, cancel := context.WithTimeout(ctx, ProbeTimeout)
+	pctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	// Own pipes rather than exec's: QEMU's last words (the panic line)
 	// arrive right before it exits and must not be lost to Wait closing
@@ -151,7 +160,7 @@ func ProbeKVM(ctx context.Context, qemuBinary, vmlinux string) (ok bool, detail 
 			if err := ctx.Err(); err != nil {
 				return false, "", fmt.Errorf("probe kvm: %w", err)
 			}
-			return false, fmt.Sprintf("no sign of the guest kernel booting under kvm within %s (%d bytes of console output)", ProbeTimeout, consoleBytes), nil
+			return false, fmt.Sprintf("no sign of the guest kernel booting under kvm within %s (%d bytes of console output)", timeout, consoleBytes), nil
 		}
 	}
 }

@@ -265,6 +265,9 @@ func (q *QMP) write(ctx context.Context, b []byte) error {
 			return ErrQMPClosed
 		default:
 		}
+		if cerr := ctx.Err(); cerr != nil {
+			return cerr
+		}
 		return fmt.Errorf("write: %w", err)
 	}
 	return nil
