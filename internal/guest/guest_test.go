@@ -168,3 +168,18 @@ func TestPingAndUnknownOp(t *testing.T) {
 		t.Errorf("unknown op: %+v", r)
 	}
 }
+
+func TestParseNet(t *testing.T) {
+	c, err := ParseNet(BootParams{IP: "172.16.0.2/24", Gateway: "172.16.0.1", DNS: "172.16.0.1,1.1.1.1"})
+	if err != nil || c.Addr.IPNet.String() != "172.16.0.2/24" || !c.Gateway.Equal([]byte{172, 16, 0, 1}) || len(c.DNS) != 2 {
+		t.Errorf("got %+v, %v", c, err)
+	}
+	if c, err := ParseNet(BootParams{}); err != nil || c.Addr != nil {
+		t.Errorf("no ip: %+v %v", c, err)
+	}
+	for _, bad := range []BootParams{{IP: "nope"}, {IP: "10.0.0.2/24", Gateway: "x"}, {IP: "10.0.0.2/24", DNS: "1.2.3"}} {
+		if _, err := ParseNet(bad); err == nil {
+			t.Errorf("%+v accepted", bad)
+		}
+	}
+}

@@ -104,6 +104,13 @@ func Init(lg *log.Logger) error {
 	if p.Hostname != "" {
 		setHostname(lg, p.Hostname)
 	}
+	netCfg, err := ParseNet(p)
+	if err != nil {
+		return err
+	}
+	if err := ConfigureNet(netCfg, newRoot); err != nil {
+		return err
+	}
 
 	init := p.Init
 	if init == "" {

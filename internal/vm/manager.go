@@ -282,6 +282,7 @@ func (m *Manager) spec(vm *model.VM, k *model.Kernel, initrd, accel string) engi
 		RootDisk:      filepath.Join(dir, "root.qcow2"),
 		WorkDisk:      filepath.Join(dir, "work.ext4"),
 		SerialLog:     filepath.Join(dir, "serial.log"),
+		VMMLog:        filepath.Join(dir, "vmm.log"),
 		AgentSocket:   filepath.Join(run, "agent.sock"),
 		AgentPortName: agent.PortName,
 		QMPSocket:     filepath.Join(run, "qmp.sock"),

@@ -285,11 +285,13 @@ func lastLines(s string, n int) string {
 }
 
 // Adopt re-attaches to the VMM that an earlier Start (possibly in another
-// process) launched for spec, using its pidfile and QMP socket. It fails
-// with an error wrapping engine.ErrNotRunning if there is no pidfile, the
-// process is gone, or the pid now belongs to a process other than a QEMU
-// serving spec.QMPSocket. Only one QMP client is served at a time, so an
-// Instance still open on the same VM makes Adopt fail after a timeout.
+// process) launched for spec, using its pidfile and QMP socket. If the
+// pidfile is missing or unreadable, the VMM is looked for in /proc by its
+// command line instead. Adopt fails with an error wrapping
+// engine.ErrNotRunning if the process is gone, or the pid now belongs to a
+// process other than a QEMU serving spec.QMPSocket. Only one QMP client is
+// served at a time, so an Instance still open on the same VM makes Adopt
+// fail after a timeout (10 s, or ctx's deadline if sooner).
 func (d *Driver) Adopt(ctx context.Context, spec engine.Spec) (engine.Instance, error) {
 	inst, err := adopt(ctx, spec)
 	if err != nil {
@@ -303,11 +305,14 @@ func adopt(ctx context.Context, spec engine.Spec) (*Instance, error) {
 		return nil, errors.New("spec needs a pid file and a qmp socket")
 	}
 	pid, err := readPIDFile(spec.PIDFile)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("no pidfile: %w", engine.ErrNotRunning)
-	}
 	if err != nil {
-		return nil, err
+		// A lost or mangled pidfile does not orphan a live VM: look
+		// for its QEMU by command line.
+		pids := findVMMs(spec.QMPSocket)
+		if len(pids) != 1 {
+			return nil, fmt.Errorf("read pidfile: %w (%w)", err, engine.ErrNotRunning)
+		}
+		pid = pids[0]
 	}
 	return attach(ctx, spec, pid)
 }
@@ -364,9 +369,9 @@ var _ engine.Instance = (*Instance)(nil)
 
 func newInstance(spec engine.Spec, p *proc, q *QMP) *Instance {
 	inst := &Instance{
-		spec:      spec,
-		proc:      p,
-		qmp:       q,
+		spec:       spec,
+		proc:       p,
+		qmp:        q,
 		done:       make(chan struct{}),
 		watchDone:  make(chan struct{}),
 		eventsDone: make(chan struct{}),

@@ -155,7 +155,10 @@ func TestIntegrationStartAdoptQuit(t *testing.T) {
 		t.Error("Kill through a closed handle succeeded")
 	}
 
-	// A second driver value (a restarted daemon) re-attaches.
+	// A second driver value (a restarted daemon) re-attaches, even
+	// without the pidfile.
+	pidfile, _ := os.ReadFile(spec.PIDFile)
+	os.Remove(spec.PIDFile)
 	adopted, err := d2.Adopt(ctx, spec)
 	if err != nil {
 		t.Fatal(err)
@@ -164,6 +167,7 @@ func TestIntegrationStartAdoptQuit(t *testing.T) {
 	if adopted.PID() != pid {
 		t.Errorf("adopted PID = %d, want %d", adopted.PID(), pid)
 	}
+	os.WriteFile(spec.PIDFile, pidfile, 0o644)
 	if err := adopted.Quit(ctx); err != nil {
 		t.Fatalf("Quit: %v", err)
 	}

@@ -1,0 +1,360 @@
+package vm
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"banger/internal/agent"
+	"banger/internal/api"
+	"banger/internal/config"
+	"banger/internal/engine"
+	"banger/internal/guest"
+	"banger/internal/model"
+	"banger/internal/paths"
+	"banger/internal/store"
+)
+
+// fakeDriver "boots" a VM by serving the real guest agent protocol on the
+// spec's agent socket in-process; commands run on the test host. No VM is
+// booted. Instances survive a Manager being replaced, like detached VMMs
+// survive a daemon restart.
+type fakeDriver struct {
+	mu        sync.Mutex
+	instances map[string]*fakeInstance
+	failBoot  bool
+}
+
+type fakeInstance struct {
+	ln       net.Listener
+	done     chan struct{}
+	once     sync.Once
+	poweroff bool
+}
+
+func (i *fakeInstance) PID() int              { return os.Getpid() }
+func (i *fakeInstance) Done() <-chan struct{} { return i.done }
+func (i *fakeInstance) Kill(syscall.Signal) error {
+	i.exit()
+	return nil
+}
+func (i *fakeInstance) Quit(context.Context) error { i.exit(); return nil }
+func (i *fakeInstance) Close() error               { return nil }
+func (i *fakeInstance) exit() {
+	i.once.Do(func() {
+		i.ln.Close()
+		close(i.done)
+	})
+}
+
+func (d *fakeDriver) Name() string { return "fake" }
+
+func (d *fakeDriver) Start(ctx context.Context, spec engine.Spec) (engine.Instance, error) {
+	ln, err := net.Listen("unix", spec.AgentSocket)
+	if err != nil {
+		return nil, err
+	}
+	inst := &fakeInstance{ln: ln, done: make(chan struct{})}
+	if d.failBoot {
+		inst.exit()
+		return inst, nil
+	}
+	srv := &guest.Server{Log: log.New(io.Discard, "", 0), Poweroff: func(bool) error {
+		inst.poweroff = true
+		go inst.exit()
+		return nil
+	}}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go srv.ServeConn(context.Background(), c)
+		}
+	}()
+	d.mu.Lock()
+	d.instances[spec.ID] = inst
+	d.mu.Unlock()
+	return inst, nil
+}
+
+func (d *fakeDriver) Adopt(ctx context.Context, spec engine.Spec) (engine.Instance, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	inst, ok := d.instances[spec.ID]
+	if !ok {
+		return nil, engine.ErrNotRunning
+	}
+	select {
+	case <-inst.done:
+		return nil, engine.ErrNotRunning
+	default:
+	}
+	return inst, nil
+}
+
+type fixture struct {
+	t      *testing.T
+	st     *store.Store
+	layout paths.Layout
+	driver *fakeDriver
+	m      *Manager
+}
+
+func newFixture(t *testing.T) *fixture {
+	for _, tool := range []string{"qemu-img", "mkfs.ext4"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed (scripts/quickstart.sh installs it)", tool)
+		}
+	}
+	dir := t.TempDir()
+	ctx := context.Background()
+	l := paths.Layout{State: filepath.Join(dir, "state"), Config: filepath.Join(dir, "config"), Runtime: filepath.Join(dir, "run")}
+	st, err := store.Open(ctx, l.DB())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	rootfs := filepath.Join(dir, "rootfs.ext4")
+	if out, err := exec.Command("sh", "-c", "truncate -s 64M "+rootfs+" && mkfs.ext4 -q -F "+rootfs).CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	st.CreateKernel(ctx, &model.Kernel{Name: "k", Vmlinux: "/nonexistent/vmlinux", Initramfs: "/nonexistent/initrd"})
+	st.CreateImage(ctx, &model.Image{Name: "img", Rootfs: rootfs, Kernel: "k"})
+	f := &fixture{t: t, st: st, layout: l, driver: &fakeDriver{instances: map[string]*fakeInstance{}}}
+	f.m = f.newManager()
+	t.Cleanup(func() {
+		for _, inst := range f.driver.instances {
+			inst.exit()
+		}
+	})
+	return f
+}
+
+func (f *fixture) newManager() *Manager {
+	cfg := config.Default()
+	cfg.DiskSize = "64M"
+	cfg.BootTimeout = config.Duration{Duration: 10 * time.Second}
+	cfg.StopTimeout = config.Duration{Duration: 2 * time.Second}
+	accel := func(context.Context, string) (string, string, error) { return "tcg", "", nil }
+	initrd := func(context.Context, *model.Kernel) (string, error) { return "/nonexistent/initrd", nil }
+	return New(f.st, f.layout, cfg, f.driver, accel, initrd, slog.New(slog.NewTextHandler(io.Discard, nil)))
+}
+
+func apiCode(err error) string {
+	var ae *api.Error
+	if errors.As(err, &ae) {
+		return ae.Code
+	}
+	return ""
+}
+
+// execIn runs argv in the VM through the manager and returns the exit code.
+func execIn(t *testing.T, m *Manager, vm string, argv ...string) (int, string) {
+	t.Helper()
+	st, err := m.OpenExec(context.Background(), vm, api.ExecParams{Argv: argv, Cwd: "/"})
+	if err != nil {
+		t.Fatalf("exec: %v", err)
+	}
+	defer st.Close()
+	agent.NewFrameWriter(st).Write(agent.FrameStdin, nil)
+	out := ""
+	for {
+		typ, p, err := agent.ReadFrame(st)
+		if err != nil {
+			t.Fatalf("exec stream: %v", err)
+		}
+		switch typ {
+		case agent.FrameStdout:
+			out += string(p)
+		case agent.FrameExit:
+			var es agent.ExitStatus
+			json.Unmarshal(p, &es)
+			return es.Code, out
+		}
+	}
+}
+
+func TestCreateRejectsBadInputAndLeavesNothing(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	cases := []api.VMCreateParams{
+		{Name: "Bad"}, {Name: "box/../evil"}, {Name: "ok", VCPU: -1}, {Name: "ok", MemoryMiB: 64},
+		{Name: "ok", DiskSize: "lots"}, {Name: "ok", Image: "missing"},
+	}
+	for _, p := range cases {
+		_, err := f.m.Create(ctx, p, nil)
+		if err == nil {
+			t.Errorf("%+v accepted", p)
+			continue
+		}
+		if c := apiCode(err); c != api.CodeBadRequest && c != api.CodeNotFound {
+			t.Errorf("%+v: code %q (%v)", p, c, err)
+		}
+	}
+	vms, _ := f.st.ListVMs(ctx)
+	if len(vms) != 0 {
+		t.Errorf("rows left behind: %v", vms)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(f.layout.State, "vms")); len(entries) != 0 {
+		t.Errorf("files left behind: %v", entries)
+	}
+}
+
+func TestLifecycleWithFakeDriver(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	var stages []string
+	vm, err := f.m.Create(ctx, api.VMCreateParams{Name: "box"}, func(p api.Progress) { stages = append(stages, p.Stage) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vm.State != model.StateRunning || len(stages) < 3 {
+		t.Fatalf("after create: %s, stages %v", vm.State, stages)
+	}
+	if _, err := f.m.Create(ctx, api.VMCreateParams{Name: "box"}, nil); apiCode(err) != api.CodeAlreadyExists {
+		t.Errorf("duplicate name: %v", err)
+	}
+	if code, out := execIn(t, f.m, "box", "sh", "-c", "echo hi; exit 42"); code != 42 || out != "hi\n" {
+		t.Errorf("exec: %d %q", code, out)
+	}
+	if _, err := f.m.Set(ctx, "box", api.VMSetParams{VCPU: 4}); apiCode(err) != api.CodeConflict {
+		t.Errorf("set while running: %v", err)
+	}
+	if _, err := f.m.Stop(ctx, "box"); err != nil {
+		t.Fatal(err)
+	}
+	if !f.driver.instances[vm.ID].poweroff {
+		t.Errorf("stop did not go through the agent's poweroff")
+	}
+	got, _ := f.m.Get(ctx, "box")
+	if got.State != model.StateStopped || got.PID != 0 {
+		t.Errorf("after stop: %+v", got)
+	}
+	if _, err := f.m.OpenExec(ctx, "box", api.ExecParams{Argv: []string{"true"}}); apiCode(err) != api.CodeNotRunning {
+		t.Errorf("exec on stopped vm: %v", err)
+	}
+	if _, err := f.m.Stop(ctx, "box"); apiCode(err) != api.CodeNotRunning {
+		t.Errorf("stop of stopped vm: %v", err)
+	}
+	if _, err := f.m.Set(ctx, "box", api.VMSetParams{VCPU: 3, MemoryMiB: 256}); err != nil {
+		t.Errorf("set while stopped: %v", err)
+	}
+	if _, err := f.m.Start(ctx, "box", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.m.Kill(ctx, "box", syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := f.m.Get(ctx, "box"); got.State != model.StateStopped || got.VCPU != 3 {
+		t.Errorf("after kill: %+v", got)
+	}
+	if err := f.m.Delete(ctx, "box"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.m.Get(ctx, "box"); apiCode(err) != api.CodeNotFound {
+		t.Errorf("after delete: %v", err)
+	}
+	if _, err := os.Stat(f.layout.VMDir(vm.ID)); !os.IsNotExist(err) {
+		t.Errorf("vm dir left: %v", err)
+	}
+}
+
+func TestPruneKeepsRunning(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.m.Create(ctx, api.VMCreateParams{Name: "running"}, nil)
+	f.m.Create(ctx, api.VMCreateParams{Name: "created", NoStart: true}, nil)
+	deleted, err := f.m.Prune(ctx)
+	if err != nil || len(deleted) != 1 || deleted[0] != "created" {
+		t.Fatalf("prune: %v %v", deleted, err)
+	}
+	if v, err := f.m.Get(ctx, "running"); err != nil || v.State != model.StateRunning {
+		t.Errorf("running vm: %+v %v", v, err)
+	}
+}
+
+func TestGuestPoweroffIsRecordedAsStopped(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	vm, _ := f.m.Create(ctx, api.VMCreateParams{Name: "selfstop"}, nil)
+	f.driver.instances[vm.ID].exit() // the guest powers itself off
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if v, _ := f.m.Get(ctx, "selfstop"); v.State == model.StateStopped {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Errorf("state never became stopped")
+}
+
+func TestRecoverAdoptsRunningAndDropsAutoRemove(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.m.Create(ctx, api.VMCreateParams{Name: "keeper"}, nil)
+	f.m.Create(ctx, api.VMCreateParams{Name: "ephemeral", AutoRemove: true}, nil)
+	gone, _ := f.m.Create(ctx, api.VMCreateParams{Name: "gone"}, nil)
+	f.m.Shutdown() // the daemon goes away; VMs keep running
+	f.driver.mu.Lock()
+	inst := f.driver.instances[gone.ID]
+	delete(f.driver.instances, gone.ID) // this VMM died meanwhile
+	f.driver.mu.Unlock()
+	inst.exit()
+
+	m2 := f.newManager()
+	if err := m2.Recover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := execIn(t, m2, "keeper", "true"); code != 0 {
+		t.Errorf("exec after recover: %d", code)
+	}
+	if _, err := m2.Get(ctx, "ephemeral"); apiCode(err) != api.CodeNotFound {
+		t.Errorf("auto-remove vm survived a daemon restart: %v", err)
+	}
+	if v, _ := m2.Get(ctx, "gone"); v.State != model.StateStopped {
+		t.Errorf("dead vmm: state %s", v.State)
+	}
+}
+
+func TestBootFailureRecordsError(t *testing.T) {
+	f := newFixture(t)
+	f.driver.failBoot = true
+	ctx := context.Background()
+	_, err := f.m.Create(ctx, api.VMCreateParams{Name: "doomed"}, nil)
+	if err == nil {
+		t.Fatal("boot failure not reported")
+	}
+	v, gerr := f.m.Get(ctx, "doomed")
+	if gerr != nil || v.State != model.StateError || v.LastError == "" {
+		t.Errorf("after failed boot: %+v %v", v, gerr)
+	}
+	if err := f.m.Delete(ctx, "doomed"); err != nil {
+		t.Errorf("delete after failed boot: %v", err)
+	}
+}
+
+func TestParseSignal(t *testing.T) {
+	for in, want := range map[string]syscall.Signal{"": syscall.SIGKILL, "KILL": syscall.SIGKILL, "sigterm": syscall.SIGTERM, "term": syscall.SIGTERM, "15": syscall.SIGTERM} {
+		if got, err := ParseSignal(in); err != nil || got != want {
+			t.Errorf("%q: %v %v", in, got, err)
+		}
+	}
+	for _, bad := range []string{"NOPE", "0", "99", "-1"} {
+		if _, err := ParseSignal(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}

@@ -1,0 +1,97 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestNoInitImage: an image without an init system boots with the agent
+// as PID 1, and exec works in it.
+func TestNoInitImage(t *testing.T) {
+	ctx := ctxFor(t, 5*time.Minute)
+	tree := filepath.Join(t.TempDir(), "tree")
+	// A hardlinked copy of the fixture tree is instant; dropping names
+	// from it leaves the fixture untouched.
+	if out, err := exec.CommandContext(ctx, "cp", "-al", filepath.Join(os.Getenv("BANGER_FIXTURES"), "rootfs"), tree).CombinedOutput(); err != nil {
+		t.Fatalf("copy tree: %v %s", err, out)
+	}
+	for _, p := range []string{"sbin/init", "usr/sbin/init", "lib/systemd/systemd", "usr/lib/systemd/systemd"} {
+		os.Remove(filepath.Join(tree, p))
+	}
+	must(t, e.cli(ctx, "", "image", "build", "noinit", "--from-dir", tree, "--size", "2G"))
+	t.Cleanup(func() { e.cli(ctxFor(t, time.Minute), "", "image", "rm", "noinit") })
+	r := must(t, e.cli(ctx, "", "vm", "run", "--rm", "--image", "noinit", "--", "sh", "-c", "cat /proc/1/comm; sleep 0.2 & wait; echo done"))
+	if r.stdout != "banger-agent\ndone\n" {
+		t.Errorf("PID 1 should be the agent: %q", r.stdout)
+	}
+}
+
+// TestImageInUse: image and kernel removal is refused while something uses
+// them; an unknown image is a clear error that creates nothing.
+func TestImageInUse(t *testing.T) {
+	ctx := ctxFor(t, 5*time.Minute)
+	must(t, e.cli(ctx, "", "vm", "create", "--no-start", "--name", "holds-image"))
+	t.Cleanup(func() { e.cli(ctxFor(t, time.Minute), "", "vm", "delete", "holds-image") })
+	r := e.cli(ctx, "", "image", "rm", "debian")
+	if r.code == 0 || !strings.Contains(r.stderr, "used by") {
+		t.Errorf("image rm of a used image: %s", r)
+	}
+	r = e.cli(ctx, "", "kernel", "rm", "debian")
+	if r.code == 0 || !strings.Contains(r.stderr, "used by") {
+		t.Errorf("kernel rm of a used kernel: %s", r)
+	}
+	before := len(vmNames(t, ctx))
+	r = e.cli(ctx, "", "vm", "create", "--image", "no-such-image", "--name", "orphan")
+	if r.code == 0 || !strings.Contains(r.stderr, "not found") || !strings.Contains(r.stderr, "(op ") {
+		t.Errorf("unknown image: want not found with an op id, got %s", r)
+	}
+	if len(vmNames(t, ctx)) != before {
+		t.Errorf("a failed create left a row")
+	}
+	r = must(t, e.cli(ctx, "", "image", "list"))
+	if !strings.Contains(r.stdout, "debian") {
+		t.Errorf("image list: %s", r.stdout)
+	}
+	r = must(t, e.cli(ctx, "", "kernel", "list"))
+	if !strings.Contains(r.stdout, "6.1") {
+		t.Errorf("kernel list: %s", r.stdout)
+	}
+}
+
+// TestRunRmBootFailure: a VM whose boot fails is deleted by --rm, and the
+// error says where to look.
+func TestRunRmBootFailure(t *testing.T) {
+	ctx := ctxFor(t, 5*time.Minute)
+	// An ext4 image whose group descriptors are destroyed: the magic is
+	// fine (register accepts it) but the guest cannot mount it.
+	img := filepath.Join(t.TempDir(), "broken.ext4")
+	if out, err := exec.Command("sh", "-c", "truncate -s 64M "+img+" && mkfs.ext4 -q -F "+img+" && dd if=/dev/urandom of="+img+" bs=4096 seek=1 count=8 conv=notrunc status=none").CombinedOutput(); err != nil {
+		t.Fatalf("make broken image: %v %s", err, out)
+	}
+	must(t, e.cli(ctx, "", "image", "register", "broken", "--rootfs", img, "--kernel", "debian"))
+	t.Cleanup(func() { e.cli(ctxFor(t, time.Minute), "", "image", "rm", "broken") })
+	r := e.cli(ctx, "", "vm", "run", "--rm", "--image", "broken", "--name", "bootfail", "--", "true")
+	if r.code == 0 || !strings.Contains(r.stderr, "vm logs") {
+		t.Errorf("boot failure: want an error pointing at the logs, got %s", r)
+	}
+	if _, ok := vmNames(t, ctx)["bootfail"]; ok {
+		t.Errorf("--rm left the VM whose boot failed")
+	}
+}
+
+// TestCheckMigrations: bangerd --check-migrations verifies the store and exits.
+func TestCheckMigrations(t *testing.T) {
+	ctx := ctxFor(t, time.Minute)
+	cmd := exec.CommandContext(ctx, filepath.Join(e.bin, "bangerd"), "--check-migrations")
+	cmd.Env = e.environ
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "migrations ok") {
+		t.Errorf("check-migrations: %v %s", err, out)
+	}
+}
