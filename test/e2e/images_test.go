@@ -51,6 +51,12 @@ func TestImageInUse(t *testing.T) {
 	if r.code == 0 || !strings.Contains(r.stderr, "not found") || !strings.Contains(r.stderr, "(op ") {
 		t.Errorf("unknown image: want not found with an op id, got %s", r)
 	}
+	if i := strings.Index(r.stderr, "(op "); i >= 0 {
+		id := strings.TrimSuffix(strings.Fields(r.stderr[i+4:])[0], ")")
+		if !strings.Contains(e.daemonLog(), "op="+id) {
+			t.Errorf("op id %s is not in the daemon log", id)
+		}
+	}
 	if len(vmNames(t, ctx)) != before {
 		t.Errorf("a failed create left a row")
 	}
