@@ -14,6 +14,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -37,6 +38,11 @@ type env struct {
 var e *env
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if f := flag.Lookup("test.list"); f != nil && f.Value.String() != "" {
+		// Listing scenarios needs no installation.
+		os.Exit(m.Run())
+	}
 	code := func() int {
 		var err error
 		e, err = setup()
