@@ -50,11 +50,11 @@ fi
 if ! $banger image show debian >/dev/null 2>&1; then
   say "building image 'debian' with debootstrap $SUITE (a minute or two)"
   if [ -z "$sudo" ]; then
-    $banger image build debian --debootstrap "$SUITE" --kernel debian
+    $banger image build debian --debootstrap "$SUITE" --packages git --kernel debian
   else
     # debootstrap needs root; the image itself belongs to the user.
     tmp=$(mktemp -d)
-    $sudo debootstrap --variant=minbase --include=systemd-sysv,ca-certificates "$SUITE" "$tmp/tree" >/dev/null
+    $sudo debootstrap --variant=minbase --include=systemd-sysv,ca-certificates,git "$SUITE" "$tmp/tree" >/dev/null
     state=${XDG_STATE_HOME:-$HOME/.local/state}/banger/user-images
     mkdir -p "$state"
     truncate -s 4G "$state/debian.ext4"

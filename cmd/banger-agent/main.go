@@ -48,7 +48,7 @@ func main() {
 	lg := log.New(os.Stderr, "banger-agent: ", 0)
 	switch mode {
 	case "serve":
-		srv := &guest.Server{Log: lg, Poweroff: guest.PoweroffSystemd}
+		srv := &guest.Server{Log: lg, Poweroff: guest.PoweroffSystemd, Sessions: guest.NewSessionManager(guest.SessionDir, lg)}
 		if err := srv.ServePort(context.Background(), agent.PortName); err != nil {
 			lg.Fatal(err)
 		}

@@ -18,12 +18,26 @@ const (
 	OpExec     = "exec"
 	OpSync     = "sync"
 	OpPoweroff = "poweroff"
+	// OpUntar extracts a tar stream (sent as stdin frames) under a
+	// directory; the result comes back as an exit frame.
+	OpUntar = "untar"
+	// Session operations: see session.go.
+	OpSessionStart  = "session_start"
+	OpSessionList   = "session_list"
+	OpSessionShow   = "session_show"
+	OpSessionLogs   = "session_logs"
+	OpSessionAttach = "session_attach"
+	OpSessionStop   = "session_stop"
 )
 
 // Request is the first line of every stream.
 type Request struct {
 	Op   string       `json:"op"`
 	Exec *ExecRequest `json:"exec,omitempty"`
+	// Untar, for OpUntar.
+	Untar *UntarRequest `json:"untar,omitempty"`
+	// Session, for the session operations.
+	Session *SessionRequest `json:"session,omitempty"`
 	// Force, for poweroff, skips the init system's orderly shutdown: the
 	// agent syncs and powers the machine off itself.
 	Force bool `json:"force,omitempty"`
@@ -37,6 +51,17 @@ type Response struct {
 	Version string `json:"version,omitempty"`
 	BootID  string `json:"boot_id,omitempty"`
 	PID1    string `json:"pid1,omitempty"` // comm of the guest's PID 1
+	// Session operations.
+	Session  *SessionInfo  `json:"session_info,omitempty"`
+	Sessions []SessionInfo `json:"sessions,omitempty"`
+}
+
+// UntarRequest extracts a tar stream into Dir.
+type UntarRequest struct {
+	Dir string `json:"dir"`
+	// Clean removes Dir's previous contents first, so files deleted on
+	// the host do not linger in the guest.
+	Clean bool `json:"clean,omitempty"`
 }
 
 // ExecRequest starts a process in the guest.

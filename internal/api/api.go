@@ -104,13 +104,36 @@ type ExecParams struct {
 	Term string   `json:"term,omitempty"`
 }
 
+// WorkspaceParams describes a workspace the client is about to send (as a
+// tar stream of stdin frames) to /root/repo in the guest.
+type WorkspaceParams struct {
+	Path  string `json:"path"` // host repository root
+	Mode  string `json:"mode"` // copy or full_copy
+	Head  string `json:"head,omitempty"`
+	Files int    `json:"files"`
+	Bytes int64  `json:"bytes"`
+}
+
+// ExportParams asks for the guest's changes as a patch.
+type ExportParams struct {
+	BaseCommit string `json:"base_commit,omitempty"`
+}
+
 // RunParams creates a VM, boots it and runs a command in it, over one
 // upgraded connection. With Create.AutoRemove the daemon deletes the VM
 // when the command ends or the client goes away, whatever happens.
 type RunParams struct {
 	Create VMCreateParams `json:"create"`
 	Exec   ExecParams     `json:"exec"`
+	// Workspace, when set, is uploaded after boot and before the command,
+	// which then starts in /root/repo: the daemon sends a progress frame
+	// with stage StageSendWorkspace, the client answers with the tar
+	// stream as stdin frames ended by an empty one.
+	Workspace *WorkspaceParams `json:"workspace,omitempty"`
 }
+
+// StageSendWorkspace asks a run's client to send the workspace now.
+const StageSendWorkspace = "send_workspace"
 
 // RunStarted is the payload of the progress frame that tells the client
 // which VM a run created.

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -17,6 +18,7 @@ import (
 
 	"banger/internal/agent"
 	"banger/internal/api"
+	"banger/internal/workspace"
 )
 
 // commandAfterDash returns the arguments after "--" (or all positional
@@ -29,11 +31,11 @@ func commandAfterDash(cmd *cobra.Command, args []string) (before, after []string
 }
 
 func (a *App) vmExecCmd() *cobra.Command {
-	var tty bool
+	var tty, autoPrepare bool
 	var env []string
 	var cwd string
 	c := &cobra.Command{
-		Use:   "exec NAME [-t] -- CMD [ARGS...]",
+		Use:   "exec NAME [-t] [--auto-prepare] -- CMD [ARGS...]",
 		Short: "Run a command in a running VM; its exit code becomes banger's",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -51,17 +53,23 @@ func (a *App) vmExecCmd() *cobra.Command {
 			if err := a.ensureDaemon(ctx); err != nil {
 				return err
 			}
+			if autoPrepare {
+				if err := a.autoPrepare(ctx, before[0]); err != nil {
+					return err
+				}
+			}
 			p := a.execParams(before[0], argv, env, cwd, tty)
 			conn, r, err := a.client.Upgrade(ctx, vmPath(before[0], "/exec"), p)
 			if err != nil {
 				return err
 			}
-			return a.pump(conn, r, tty, nil)
+			return a.pump(conn, r, tty, nil, nil)
 		},
 	}
 	c.Flags().BoolVarP(&tty, "tty", "t", false, "allocate a terminal (interactive programs)")
 	c.Flags().StringArrayVarP(&env, "env", "e", nil, "set KEY=VALUE in the command's environment")
-	c.Flags().StringVar(&cwd, "cwd", "", "working directory in the guest (default /root)")
+	c.Flags().StringVar(&cwd, "cwd", "", "working directory in the guest (default /root/repo with a workspace, else /root)")
+	c.Flags().BoolVar(&autoPrepare, "auto-prepare", false, "re-sync the VM's workspace from the host first")
 	return c
 }
 
@@ -81,14 +89,15 @@ func (a *App) execParams(vm string, argv, env []string, cwd string, tty bool) ap
 func (a *App) vmRunCmd() *cobra.Command {
 	var f createFlags
 	var rm, detach, tty bool
+	var wsOpts workspace.Options
 	var env []string
 	c := &cobra.Command{
-		Use:   "run [flags] [-- CMD [ARGS...]]",
-		Short: "Create a VM, boot it and run a command in it (--rm: delete it afterwards)",
+		Use:   "run [flags] [PATH] [-- CMD [ARGS...]]",
+		Short: "Create a VM, boot it, ship PATH's repository in and run a command (--rm: delete it afterwards)",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			before, argv := commandAfterDash(cmd, args)
-			if len(before) > 0 {
-				return fmt.Errorf("unexpected argument %q: put the command after --", before[0])
+			if len(before) > 1 {
+				return fmt.Errorf("unexpected argument %q: put the command after --", before[1])
 			}
 			// Refuse contradictory flags before anything is created.
 			if detach && rm {
@@ -102,7 +111,16 @@ func (a *App) vmRunCmd() *cobra.Command {
 				return err
 			}
 			if !detach && len(argv) == 0 {
-				return fmt.Errorf("no command given: banger vm run [--rm] -- CMD [ARGS...] (or -d to leave a VM running)")
+				return fmt.Errorf("no command given: banger vm run [--rm] [PATH] -- CMD [ARGS...] (or -d to leave a VM running)")
+			}
+			var plan *workspace.Plan
+			if len(before) == 1 {
+				if detach {
+					return fmt.Errorf("-d takes no workspace; use `banger vm workspace prepare NAME PATH` afterwards")
+				}
+				if plan, err = a.inspect(cmd.Context(), before[0], wsOpts); err != nil {
+					return err
+				}
 			}
 			ctx := cmd.Context()
 			if err := a.ensureDaemon(ctx); err != nil {
@@ -120,6 +138,11 @@ func (a *App) vmRunCmd() *cobra.Command {
 			}
 			p.AutoRemove = rm
 			rp := api.RunParams{Create: p, Exec: a.execParams("", argv, env, "", tty)}
+			var upload func(*agent.FrameWriter) error
+			if plan != nil {
+				rp.Workspace = plan.Params()
+				upload = func(fw *agent.FrameWriter) error { return sendTar(ctx, plan, fw) }
+			}
 			conn, r, err := a.client.Upgrade(ctx, "/run", rp)
 			if err != nil {
 				return err
@@ -130,7 +153,7 @@ func (a *App) vmRunCmd() *cobra.Command {
 					fmt.Fprintf(a.Stderr, "ready in %s\n", time.Since(start).Round(10*time.Millisecond))
 				}
 				progress(pg)
-			})
+			}, upload)
 		},
 	}
 	f.register(c)
@@ -138,13 +161,15 @@ func (a *App) vmRunCmd() *cobra.Command {
 	c.Flags().BoolVarP(&detach, "detach", "d", false, "leave the VM running and print its name (no command)")
 	c.Flags().BoolVarP(&tty, "tty", "t", false, "allocate a terminal")
 	c.Flags().StringArrayVarP(&env, "env", "e", nil, "set KEY=VALUE in the command's environment")
+	c.Flags().BoolVar(&wsOpts.IncludeUntracked, "include-untracked", false, "also ship untracked files (never ignored ones)")
+	c.Flags().StringVar(&wsOpts.Mode, "mode", "copy", "workspace mode: copy, or full_copy to include submodules")
 	return c
 }
 
 // pump runs the client side of the frame protocol: stdin and signals go
 // to the guest; stdout, stderr, progress and the exit status come back.
 // It returns an ExitError carrying the command's exit code.
-func (a *App) pump(conn net.Conn, r io.Reader, tty bool, onProgress func(api.Progress)) error {
+func (a *App) pump(conn net.Conn, r io.Reader, tty bool, onProgress func(api.Progress), upload func(*agent.FrameWriter) error) error {
 	defer conn.Close()
 	fw := agent.NewFrameWriter(conn)
 
@@ -166,22 +191,31 @@ func (a *App) pump(conn net.Conn, r io.Reader, tty bool, onProgress func(api.Pro
 		}
 	}
 
-	// Stdin to the guest.
-	go func() {
-		buf := make([]byte, 32<<10)
-		for {
-			n, err := a.Stdin.Read(buf)
-			if n > 0 {
-				if fw.Write(agent.FrameStdin, buf[:n]) != nil {
-					return
+	// Stdin goes to the guest once the command runs (for run, after the
+	// boot and the workspace upload, which share the stream).
+	var stdinOnce sync.Once
+	startStdin := func() {
+		stdinOnce.Do(func() {
+			go func() {
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := a.Stdin.Read(buf)
+					if n > 0 {
+						if fw.Write(agent.FrameStdin, buf[:n]) != nil {
+							return
+						}
+					}
+					if err != nil {
+						fw.Write(agent.FrameStdin, nil)
+						return
+					}
 				}
-			}
-			if err != nil {
-				fw.Write(agent.FrameStdin, nil)
-				return
-			}
-		}
-	}()
+			}()
+		})
+	}
+	if onProgress == nil {
+		startStdin()
+	}
 
 	// Ctrl-C: the first is passed to the command; the second gives up on
 	// it. Giving up half-closes the connection, so the daemon kills the
@@ -229,6 +263,15 @@ func (a *App) pump(conn net.Conn, r io.Reader, tty bool, onProgress func(api.Pro
 			json.Unmarshal(p, &pg)
 			if pg.Stage == "exec" {
 				execStarted.Store(true)
+				startStdin()
+			}
+			if pg.Stage == api.StageSendWorkspace && upload != nil {
+				go func() {
+					if err := upload(fw); err != nil {
+						fmt.Fprintf(a.Stderr, "banger: send workspace: %v\n", err)
+						conn.Close()
+					}
+				}()
 			}
 			if onProgress != nil {
 				onProgress(pg)

@@ -21,6 +21,7 @@ import (
 	"sync"
 	"time"
 
+	"banger/internal/agent"
 	"banger/internal/api"
 	"banger/internal/image"
 	"banger/internal/store"
@@ -91,6 +92,14 @@ func (s *Server) Handler() http.Handler {
 	h("POST "+p+"/vms/{name}/kill", s.vmKill)
 	h("GET "+p+"/vms/{name}/logs", s.vmLogs)
 	h("POST "+p+"/vms/{name}/exec", s.vmExec)
+	h("POST "+p+"/vms/{name}/workspace", s.workspacePrepare)
+	h("POST "+p+"/vms/{name}/workspace/export", s.workspaceExport)
+	h("GET "+p+"/vms/{name}/sessions", s.sessionList)
+	h("POST "+p+"/vms/{name}/sessions", s.sessionStart)
+	h("GET "+p+"/vms/{name}/sessions/{session}", s.sessionShow)
+	h("POST "+p+"/vms/{name}/sessions/{session}/stop", s.sessionStop)
+	h("POST "+p+"/vms/{name}/sessions/{session}/logs", s.sessionStream(agent.OpSessionLogs))
+	h("POST "+p+"/vms/{name}/sessions/{session}/attach", s.sessionStream(agent.OpSessionAttach))
 
 	h("GET "+p+"/kernels", s.kernelList)
 	h("POST "+p+"/kernels", s.kernelImport)

@@ -2,14 +2,17 @@ package daemon
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"time"
 
 	"banger/internal/agent"
 	"banger/internal/api"
 	"banger/internal/model"
 	"banger/internal/vm"
+	"banger/internal/workspace"
 )
 
 func (s *Server) vmList(w http.ResponseWriter, r *http.Request) error {
@@ -219,6 +222,15 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request) error {
 		cleanup(v)
 		return nil
 	}
+	if p.Workspace != nil {
+		start := time.Now()
+		if err := s.runUpload(ctx, v.ID, *p.Workspace, pr, fw); err != nil {
+			fail(err)
+			cleanup(v)
+			return nil
+		}
+		fw.WriteJSON(agent.FrameProgress, api.Progress{Stage: "prepare_workspace", DurationMS: time.Since(start).Milliseconds()})
+	}
 	st, err := s.VMs.OpenExec(ctx, v.ID, p.Exec)
 	if err != nil {
 		fail(err)
@@ -234,4 +246,22 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request) error {
 	st.Close()
 	cleanup(v)
 	return nil
+}
+
+// runUpload asks the client for the workspace and relays it into the VM.
+func (s *Server) runUpload(ctx context.Context, vmID string, p api.WorkspaceParams, client io.Reader, fw *agent.FrameWriter) error {
+	st, err := s.VMs.OpenUntar(ctx, vmID, workspace.GuestDir, true)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	fw.WriteJSON(agent.FrameProgress, api.Progress{Stage: api.StageSendWorkspace})
+	es, err := relayUpload(client, st)
+	if err != nil {
+		return err
+	}
+	if es.Code != 0 {
+		return fmt.Errorf("extract workspace in the guest: %s", es.Error)
+	}
+	return s.VMs.RecordWorkspace(ctx, vmID, p)
 }

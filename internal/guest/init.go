@@ -21,6 +21,9 @@ const (
 	newRoot     = "/newroot"
 	// AgentPath is where the agent copies itself in the new root's /run.
 	AgentPath = "/run/banger/banger-agent"
+	// SessionDir keeps guest sessions' metadata and output: a tmpfs that
+	// outlives host daemon restarts and client disconnects.
+	SessionDir = "/run/banger/sessions"
 )
 
 // BootParams are banger's kernel command line parameters.

@@ -18,7 +18,7 @@ import (
 // PID 1, reaps orphaned processes, and serves the host.
 func RunPID1(lg *log.Logger) error {
 	go reap()
-	srv := &Server{Log: lg, Poweroff: func(bool) error { return PoweroffNow() }}
+	srv := &Server{Log: lg, Poweroff: func(bool) error { return PoweroffNow() }, Sessions: NewSessionManager(SessionDir, lg)}
 	// SIGTERM/SIGINT to PID 1 (e.g. ctrl-alt-del) mean power off.
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, unix.SIGTERM, unix.SIGINT)

@@ -32,6 +32,9 @@ type Server struct {
 	// Poweroff turns the machine off. It is a field so that tests (and the
 	// PID-1 mode, which has no init system to ask) can replace it.
 	Poweroff func(force bool) error
+	// Sessions runs long-lived guest sessions; nil refuses session
+	// operations.
+	Sessions *SessionManager
 }
 
 // FindPort returns the device node of the virtio-serial port called name.
@@ -184,6 +187,15 @@ func (s *Server) handle(ctx context.Context, st net.Conn) {
 			return
 		}
 		runExec(ctx, s.Log, *req.Exec, &readerConn{Reader: br, Conn: st})
+	case agent.OpUntar:
+		runUntar(req.Untar, &readerConn{Reader: br, Conn: st})
+	case agent.OpSessionStart, agent.OpSessionList, agent.OpSessionShow,
+		agent.OpSessionLogs, agent.OpSessionAttach, agent.OpSessionStop:
+		if s.Sessions == nil {
+			reply(st, agent.Response{Error: "sessions are not available in this agent"})
+			return
+		}
+		s.Sessions.Handle(ctx, req, &readerConn{Reader: br, Conn: st})
 	default:
 		reply(st, agent.Response{Error: fmt.Sprintf("unknown operation %q", req.Op)})
 	}

@@ -36,6 +36,11 @@ type VM struct {
 	CreatedAt  time.Time `json:"created_at"`
 	UpdatedAt  time.Time `json:"updated_at"`
 	StartedAt  time.Time `json:"started_at,omitempty"`
+	// The workspace last prepared in the guest: host path, mode, and the
+	// host HEAD it was prepared from. Empty when none was.
+	WorkspacePath string `json:"workspace_path,omitempty"`
+	WorkspaceMode string `json:"workspace_mode,omitempty"`
+	WorkspaceHead string `json:"workspace_head,omitempty"`
 }
 
 // Kernel is an imported guest kernel: an ELF vmlinux plus the initramfs

@@ -620,3 +620,20 @@ func TestConcurrentCreateSameName(t *testing.T) {
 		t.Errorf("ListVMs has %d VMs, want 1", len(list))
 	}
 }
+
+func TestVMWorkspaceFields(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	vm := &model.VM{ID: "ws1", Name: "ws", State: model.StateCreated}
+	if err := s.CreateVM(ctx, vm); err != nil {
+		t.Fatal(err)
+	}
+	vm.WorkspacePath, vm.WorkspaceMode, vm.WorkspaceHead = "/home/u/repo", "full_copy", "abc123"
+	if err := s.UpdateVM(ctx, vm); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetVM(ctx, "ws")
+	if err != nil || got.WorkspacePath != "/home/u/repo" || got.WorkspaceMode != "full_copy" || got.WorkspaceHead != "abc123" {
+		t.Errorf("workspace fields: %+v %v", got, err)
+	}
+}

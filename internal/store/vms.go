@@ -11,7 +11,8 @@ import (
 )
 
 const vmColumns = `id, name, image, kernel, vcpu, memory_mib, disk_size, state, pid,
-	accel, auto_remove, last_error, created_at, updated_at, started_at`
+	accel, auto_remove, last_error, created_at, updated_at, started_at,
+	workspace_path, workspace_mode, workspace_head`
 
 // CreateVM inserts vm. A zero CreatedAt or UpdatedAt is set to the current
 // time (and written back to vm). It returns an error wrapping ErrExists if a
@@ -44,10 +45,10 @@ func (s *Store) CreateVM(ctx context.Context, vm *model.VM) error {
 		return fmt.Errorf("create vm %q: started_at: %w", vm.Name, err)
 	}
 	_, err = s.db.ExecContext(ctx, `INSERT INTO vms (`+vmColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		vm.ID, vm.Name, vm.Image, vm.Kernel, vm.VCPU, vm.MemoryMiB, vm.DiskSize,
 		string(vm.State), vm.PID, vm.Accel, vm.AutoRemove, vm.LastError,
-		created, updated, started)
+		created, updated, started, vm.WorkspacePath, vm.WorkspaceMode, vm.WorkspaceHead)
 	if err != nil {
 		if isUniqueViolation(err) {
 			return vmExistsError(vm, err)
@@ -135,12 +136,13 @@ func (s *Store) UpdateVM(ctx context.Context, vm *model.VM) error {
 	err = s.db.QueryRowContext(ctx, `UPDATE vms SET
 			name = ?, image = ?, kernel = ?, vcpu = ?, memory_mib = ?, disk_size = ?,
 			state = ?, pid = ?, accel = ?, auto_remove = ?, last_error = ?,
-			updated_at = ?, started_at = ?
+			updated_at = ?, started_at = ?,
+			workspace_path = ?, workspace_mode = ?, workspace_head = ?
 		WHERE id = ?
 		RETURNING created_at`,
 		vm.Name, vm.Image, vm.Kernel, vm.VCPU, vm.MemoryMiB, vm.DiskSize,
 		string(vm.State), vm.PID, vm.Accel, vm.AutoRemove, vm.LastError,
-		updated, started, vm.ID).Scan(&created)
+		updated, started, vm.WorkspacePath, vm.WorkspaceMode, vm.WorkspaceHead, vm.ID).Scan(&created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return fmt.Errorf("vm id %q: %w", vm.ID, ErrNotFound)
 	}
@@ -195,7 +197,7 @@ func scanVM(sc scanner) (*model.VM, error) {
 	)
 	if err := sc.Scan(&vm.ID, &vm.Name, &vm.Image, &vm.Kernel, &vm.VCPU, &vm.MemoryMiB,
 		&vm.DiskSize, &state, &vm.PID, &vm.Accel, &vm.AutoRemove, &vm.LastError,
-		&created, &updated, &started); err != nil {
+		&created, &updated, &started, &vm.WorkspacePath, &vm.WorkspaceMode, &vm.WorkspaceHead); err != nil {
 		return nil, err
 	}
 	vm.State = model.VMState(state)

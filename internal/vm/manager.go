@@ -27,6 +27,7 @@ import (
 	"banger/internal/model"
 	"banger/internal/paths"
 	"banger/internal/store"
+	"banger/internal/workspace"
 )
 
 // Progress receives named stages with their durations.
@@ -693,6 +694,9 @@ func (m *Manager) OpenExec(ctx context.Context, ref string, p api.ExecParams) (n
 	rt, err := m.requireRunning(vm)
 	if err != nil {
 		return nil, err
+	}
+	if p.Cwd == "" && vm.WorkspacePath != "" {
+		p.Cwd = workspace.GuestDir
 	}
 	c, err := m.agentClient(ctx, rt, 30*time.Second)
 	if err != nil {

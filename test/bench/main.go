@@ -10,6 +10,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -24,8 +25,9 @@ import (
 
 func main() {
 	n := flag.Int("n", 5, "boots per side")
+	ws := flag.Bool("workspace", true, "also measure workspace prepare against git archive | tar x")
 	flag.Parse()
-	if err := run(*n); err != nil {
+	if err := run(*n, *ws); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -49,7 +51,7 @@ func (e *env) banger(ctx context.Context, args ...string) (string, string, error
 	return so.String(), se.String(), err
 }
 
-func run(n int) error {
+func run(n int, ws bool) error {
 	bin, fixtures := os.Getenv("BANGER_BIN"), os.Getenv("BANGER_FIXTURES")
 	if bin == "" || fixtures == "" {
 		return fmt.Errorf("set BANGER_BIN and BANGER_FIXTURES (use `make bench`)")
@@ -149,6 +151,65 @@ func run(n int) error {
 		return err
 	}
 	fmt.Printf("qemu resident memory per VM: banger %d MiB (idle guest after boot), bare %d MiB (peak during boot); guest memory 512 MiB\n", rssBanger/1024, rssBare/1024)
+	if ws {
+		return benchWorkspace(ctx, e)
+	}
+	return nil
+}
+
+// benchWorkspace times a workspace prepare of a generated repository
+// (10,000 files, 100 MiB) against `git archive HEAD | banger vm exec NAME
+// -- tar x` on the same repository and VM.
+func benchWorkspace(ctx context.Context, e *env) error {
+	const files, size = 10000, 10 << 10
+	repo := filepath.Join(e.root, "wsrepo")
+	for i := 0; i < files; i++ {
+		p := filepath.Join(repo, fmt.Sprintf("d%02d/f%05d.dat", i%100, i))
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		b := make([]byte, size)
+		rand.Read(b)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			return err
+		}
+	}
+	git := func(args ...string) error {
+		cmd := exec.Command("git", append([]string{"-C", repo}, args...)...)
+		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=b", "GIT_AUTHOR_EMAIL=b@b", "GIT_COMMITTER_NAME=b", "GIT_COMMITTER_EMAIL=b@b")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("git %v: %v %s", args, err, out)
+		}
+		return nil
+	}
+	if err := git("init", "-q"); err != nil {
+		return err
+	}
+	if err := git("add", "."); err != nil {
+		return err
+	}
+	if err := git("commit", "-qm", "bench"); err != nil {
+		return err
+	}
+	if _, _, err := e.banger(ctx, "vm", "create", "--name", "wsbench", "--disk-size", "2G"); err != nil {
+		return err
+	}
+	defer e.banger(ctx, "vm", "delete", "wsbench")
+	mib := float64(files*size) / (1 << 20)
+	t0 := time.Now()
+	if _, _, err := e.banger(ctx, "vm", "workspace", "prepare", "wsbench", repo); err != nil {
+		return err
+	}
+	dPrep := time.Since(t0)
+	e.banger(ctx, "vm", "exec", "wsbench", "--", "mkdir", "-p", "/root/archive")
+	t0 = time.Now()
+	cmd := exec.CommandContext(ctx, "sh", "-c", fmt.Sprintf("git -C %s archive HEAD | %s vm exec wsbench -- tar x -C /root/archive", repo, filepath.Join(e.bin, "banger")))
+	cmd.Env = e.environ
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("git archive | tar x: %v %s", err, out)
+	}
+	dTar := time.Since(t0)
+	fmt.Printf("workspace prepare (10000 files, %.0f MiB): %v = %.0f files/s, %.1f MiB/s\n", mib, dPrep.Round(time.Millisecond), files/dPrep.Seconds(), mib/dPrep.Seconds())
+	fmt.Printf("git archive | vm exec tar x (same repo):  %v = %.0f files/s, %.1f MiB/s\n", dTar.Round(time.Millisecond), files/dTar.Seconds(), mib/dTar.Seconds())
 	return nil
 }
 

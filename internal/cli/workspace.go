@@ -1,0 +1,209 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"banger/internal/agent"
+	"banger/internal/api"
+	"banger/internal/model"
+	"banger/internal/workspace"
+)
+
+// inspect plans a workspace and warns about a dirty tree.
+func (a *App) inspect(ctx context.Context, path string, o workspace.Options) (*workspace.Plan, error) {
+	plan, err := workspace.Inspect(ctx, path, o)
+	if err != nil {
+		if errors.Is(err, workspace.ErrNotRepo) {
+			return nil, fmt.Errorf("%s is not inside a git repository: a workspace is a git work tree", path)
+		}
+		return nil, err
+	}
+	if plan.Dirty {
+		fmt.Fprintf(a.Stderr, "banger: warning: %s has uncommitted changes; they are sent as they are\n", plan.Root)
+	}
+	return plan, nil
+}
+
+// sendTar streams the plan as stdin frames, ended by an empty frame.
+func sendTar(ctx context.Context, plan *workspace.Plan, fw *agent.FrameWriter) error {
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(workspace.WriteTar(ctx, plan, pw)) }()
+	buf := make([]byte, 256<<10)
+	for {
+		n, err := io.ReadFull(pr, buf)
+		if n > 0 {
+			if werr := fw.Write(agent.FrameStdin, buf[:n]); werr != nil {
+				pr.CloseWithError(werr)
+				return werr
+			}
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return fw.Write(agent.FrameStdin, nil)
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// prepare sends a workspace to a running VM.
+func (a *App) prepare(ctx context.Context, vm string, plan *workspace.Plan) error {
+	conn, r, err := a.client.Upgrade(ctx, vmPath(vm, "/workspace"), plan.Params())
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	fw := agent.NewFrameWriter(conn)
+	go sendTar(ctx, plan, fw)
+	for {
+		t, p, err := agent.ReadFrame(r)
+		if err != nil {
+			return fmt.Errorf("workspace upload ended early: %w", err)
+		}
+		switch t {
+		case agent.FrameError:
+			var ae api.Error
+			if err := json.Unmarshal(p, &ae); err != nil {
+				return fmt.Errorf("bad error from daemon: %w", err)
+			}
+			return &ae
+		case agent.FrameExit:
+			return nil
+		}
+	}
+}
+
+// autoPrepare re-syncs the workspace recorded for vm.
+func (a *App) autoPrepare(ctx context.Context, vm string) error {
+	var v model.VM
+	if err := a.client.Do(ctx, "GET", vmPath(vm, ""), nil, &v); err != nil {
+		return err
+	}
+	if v.WorkspacePath == "" {
+		return fmt.Errorf("vm %q has no workspace to re-sync; prepare one with `banger vm workspace prepare %s PATH`", v.Name, v.Name)
+	}
+	plan, err := a.inspect(ctx, v.WorkspacePath, workspace.Options{Mode: v.WorkspaceMode})
+	if err != nil {
+		return err
+	}
+	return a.prepare(ctx, v.Name, plan)
+}
+
+func (a *App) workspaceCmd() *cobra.Command {
+	c := &cobra.Command{Use: "workspace", Short: "Ship a git repository into a VM and take the guest's edits back"}
+	var o workspace.Options
+	var dryRun bool
+	prep := &cobra.Command{
+		Use:   "prepare NAME [PATH]",
+		Short: "Put the repository at PATH (default .) at /root/repo in the VM",
+		Args:  cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			path := "."
+			if len(args) == 2 {
+				path = args[1]
+			}
+			ctx := cmd.Context()
+			plan, err := a.inspect(ctx, path, o)
+			if err != nil {
+				return err
+			}
+			if dryRun {
+				// Touches no VM, not even to check that it exists.
+				tw := tabwriter.NewWriter(a.Stdout, 0, 8, 2, ' ', 0)
+				for _, f := range plan.Files {
+					fmt.Fprintf(tw, "%d\t%s\n", f.Size, f.Path)
+				}
+				tw.Flush()
+				fmt.Fprintf(a.Stdout, "%d files, %s (plus .git at %s)\n", len(plan.Files), humanSize(plan.TotalBytes), shortHead(plan.Head))
+				return nil
+			}
+			if err := a.ensureDaemon(ctx); err != nil {
+				return err
+			}
+			if err := a.prepare(ctx, args[0], plan); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.Stderr, "prepared %s: %d files, %s at %s\n", workspace.GuestDir, len(plan.Files), humanSize(plan.TotalBytes), shortHead(plan.Head))
+			return nil
+		},
+	}
+	prep.Flags().BoolVar(&o.IncludeUntracked, "include-untracked", false, "also send untracked files (never ignored ones)")
+	prep.Flags().BoolVar(&dryRun, "dry-run", false, "list what would be sent, touching no VM")
+	prep.Flags().StringVar(&o.Mode, "mode", "copy", "copy, or full_copy to include submodules")
+
+	var base, output string
+	export := &cobra.Command{
+		Use:   "export NAME",
+		Short: "Write the guest's changes to /root/repo as a patch for `git apply`",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			var out io.Writer = a.Stdout
+			var f *os.File
+			if output != "" && output != "-" {
+				var err error
+				if f, err = os.CreateTemp(dirOf(output), ".banger-export-*"); err != nil {
+					return err
+				}
+				defer os.Remove(f.Name())
+				out = f
+			}
+			if err := a.call(ctx, "POST", vmPath(args[0], "/workspace/export"), api.ExportParams{BaseCommit: base}, out); err != nil {
+				if f != nil {
+					f.Close()
+				}
+				return err
+			}
+			if f != nil {
+				if err := f.Close(); err != nil {
+					return err
+				}
+				return os.Rename(f.Name(), output)
+			}
+			return nil
+		},
+	}
+	export.Flags().StringVar(&base, "base-commit", "", "include the guest's commits since this commit")
+	export.Flags().StringVarP(&output, "output", "o", "", "write the patch to FILE instead of stdout")
+	c.AddCommand(prep, export)
+	return c
+}
+
+func dirOf(p string) string {
+	for i := len(p) - 1; i >= 0; i-- {
+		if p[i] == '/' {
+			return p[:i+1]
+		}
+	}
+	return "."
+}
+
+func shortHead(h string) string {
+	if h == "" {
+		return "no commit"
+	}
+	if len(h) > 12 {
+		return h[:12]
+	}
+	return h
+}
+
+func humanSize(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}

@@ -1,0 +1,110 @@
+package daemon
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+
+	"banger/internal/agent"
+	"banger/internal/api"
+	"banger/internal/workspace"
+)
+
+// relayUpload forwards a tar stream (stdin frames from the client, ended
+// by an empty one) to an agent untar stream and returns the agent's
+// verdict.
+func relayUpload(client io.Reader, st net.Conn) (agent.ExitStatus, error) {
+	fw := agent.NewFrameWriter(st)
+	errc := make(chan error, 1)
+	go func() {
+		for {
+			t, p, err := agent.ReadFrame(client)
+			if err != nil {
+				errc <- fmt.Errorf("client stream: %w", err)
+				st.Close()
+				return
+			}
+			if t != agent.FrameStdin {
+				continue
+			}
+			if err := fw.Write(t, p); err != nil {
+				errc <- fmt.Errorf("guest stream: %w", err)
+				return
+			}
+			if len(p) == 0 {
+				errc <- nil
+				return
+			}
+		}
+	}()
+	for {
+		t, p, err := agent.ReadFrame(st)
+		if err != nil {
+			if cerr := <-errc; cerr != nil {
+				return agent.ExitStatus{}, cerr
+			}
+			return agent.ExitStatus{}, fmt.Errorf("guest stream: %w", err)
+		}
+		if t == agent.FrameExit {
+			var es agent.ExitStatus
+			json.Unmarshal(p, &es)
+			return es, nil
+		}
+	}
+}
+
+// workspacePrepare receives a workspace tar stream over an upgraded
+// connection and extracts it at /root/repo in the guest.
+func (s *Server) workspacePrepare(w http.ResponseWriter, r *http.Request) error {
+	var p api.WorkspaceParams
+	if err := decode(r, &p); err != nil {
+		return err
+	}
+	if p.Path == "" {
+		return api.Errorf(api.CodeBadRequest, "workspace path is required")
+	}
+	name := r.PathValue("name")
+	st, err := s.VMs.OpenUntar(r.Context(), name, workspace.GuestDir, true)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	conn, rw, err := hijack(w)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	fw := agent.NewFrameWriter(conn)
+	es, err := relayUpload(rw.Reader, st)
+	if err == nil && es.Code != 0 {
+		err = fmt.Errorf("extract workspace in the guest: %s", es.Error)
+	}
+	if err == nil {
+		err = s.VMs.RecordWorkspace(r.Context(), name, p)
+	}
+	if err != nil {
+		ae := s.toAPIError(err, opID(r.Context()))
+		s.Log.Warn("workspace prepare failed", "op", ae.OpID, "vm", name, "err", ae.Message)
+		fw.WriteJSON(agent.FrameError, ae)
+		return nil
+	}
+	s.Log.Info("workspace prepared", "vm", name, "path", p.Path, "files", p.Files, "bytes", p.Bytes)
+	fw.WriteJSON(agent.FrameExit, agent.ExitStatus{})
+	return nil
+}
+
+func (s *Server) workspaceExport(w http.ResponseWriter, r *http.Request) error {
+	var p api.ExportParams
+	if err := decode(r, &p); err != nil {
+		return err
+	}
+	patch, err := s.VMs.Export(r.Context(), r.PathValue("name"), p.BaseCommit)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "text/x-diff")
+	w.Write(patch)
+	return nil
+}

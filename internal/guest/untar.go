@@ -1,0 +1,159 @@
+package guest
+
+import (
+	"archive/tar"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"banger/internal/agent"
+)
+
+// runUntar extracts the tar stream the host sends as stdin frames into
+// req.Dir and answers with an exit frame: code 0, or 1 with the error. The
+// stream is consumed to its end (the empty stdin frame) either way, so the
+// host never blocks on a half-read stream.
+func runUntar(req *agent.UntarRequest, conn io.ReadWriter) {
+	fw := agent.NewFrameWriter(conn)
+	fail := func(err error) {
+		fw.WriteJSON(agent.FrameExit, agent.ExitStatus{Code: 1, Error: err.Error()})
+	}
+	if req == nil || req.Dir == "" || !filepath.IsAbs(req.Dir) {
+		drainStdin(conn)
+		fail(errors.New("untar: an absolute target directory is required"))
+		return
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		for {
+			t, p, err := agent.ReadFrame(conn)
+			if err != nil {
+				pw.CloseWithError(fmt.Errorf("stream ended early: %w", err))
+				return
+			}
+			if t != agent.FrameStdin {
+				continue
+			}
+			if len(p) == 0 {
+				pw.Close()
+				return
+			}
+			if _, err := pw.Write(p); err != nil {
+				// Extraction failed; keep draining to the end.
+				continue
+			}
+		}
+	}()
+	_, err := Untar(pr, req.Dir, req.Clean)
+	pr.CloseWithError(io.ErrClosedPipe)
+	if err != nil {
+		fail(err)
+		return
+	}
+	fw.WriteJSON(agent.FrameExit, agent.ExitStatus{Code: 0})
+}
+
+func drainStdin(r io.Reader) {
+	for {
+		t, p, err := agent.ReadFrame(r)
+		if err != nil || (t == agent.FrameStdin && len(p) == 0) {
+			return
+		}
+	}
+}
+
+// Untar extracts a tar stream under dir (created if needed; emptied first
+// when clean). Entries may not escape dir: absolute names, ".." and
+// writes through symlinks are refused. It returns the number of entries.
+func Untar(r io.Reader, dir string, clean bool) (int, error) {
+	if clean {
+		if err := emptyDir(dir); err != nil {
+			return 0, err
+		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return 0, err
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return 0, err
+	}
+	defer root.Close()
+	tr := tar.NewReader(r)
+	n := 0
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, fmt.Errorf("read tar: %w", err)
+		}
+		name := filepath.Clean(h.Name)
+		if filepath.IsAbs(name) || name == ".." || strings.HasPrefix(name, "../") {
+			return n, fmt.Errorf("tar entry %q escapes the target", h.Name)
+		}
+		if name == "." {
+			continue
+		}
+		if d := filepath.Dir(name); d != "." {
+			if err := root.MkdirAll(d, 0o755); err != nil {
+				return n, fmt.Errorf("create %s: %w", d, err)
+			}
+		}
+		mode := os.FileMode(h.Mode).Perm() | os.FileMode(h.Mode)&(os.ModeSetuid|os.ModeSetgid|os.ModeSticky)
+		switch h.Typeflag {
+		case tar.TypeDir:
+			if err := root.Mkdir(name, mode); err != nil && !errors.Is(err, os.ErrExist) {
+				return n, fmt.Errorf("create %s: %w", name, err)
+			}
+			root.Chmod(name, mode)
+		case tar.TypeReg:
+			root.Remove(name)
+			f, err := root.OpenFile(name, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
+			if err != nil {
+				return n, fmt.Errorf("create %s: %w", name, err)
+			}
+			_, err = io.Copy(f, tr)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return n, fmt.Errorf("write %s: %w", name, err)
+			}
+			root.Chmod(name, mode)
+		case tar.TypeSymlink:
+			root.Remove(name)
+			if err := root.Symlink(h.Linkname, name); err != nil {
+				return n, fmt.Errorf("symlink %s: %w", name, err)
+			}
+		default:
+			// Workspaces carry files, dirs and symlinks only.
+			continue
+		}
+		if !h.ModTime.IsZero() && h.Typeflag != tar.TypeSymlink {
+			root.Chtimes(name, h.ModTime, h.ModTime)
+		}
+		n++
+	}
+}
+
+// emptyDir removes everything inside dir, keeping dir itself.
+func emptyDir(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,170 @@
+package workspace
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func sh(t *testing.T, dir, script string) string {
+	t.Helper()
+	cmd := exec.Command("sh", "-c", script)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@t", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@t", "GIT_CONFIG_NOSYSTEM=1", "HOME="+dir)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", script, err, out)
+	}
+	return string(out)
+}
+
+// testRepo makes a repository with tracked, untracked, ignored, binary and
+// executable files, a symlink and a submodule.
+func testRepo(t *testing.T) string {
+	if _, err := exec.LookPath("git"); err != nil {
+		t.Skip("git not installed")
+	}
+	dir := t.TempDir()
+	sub := filepath.Join(dir, "sub")
+	repo := filepath.Join(dir, "repo")
+	os.MkdirAll(sub, 0o755)
+	sh(t, sub, "git init -q -b main && echo subfile > s.txt && git add . && git commit -qm sub")
+	os.MkdirAll(repo, 0o755)
+	sh(t, repo, `git init -q -b main
+echo hello > a.txt
+mkdir -p dir && printf '\000\001\002' > dir/bin.dat
+echo '#!/bin/sh' > run.sh && chmod +x run.sh
+ln -s a.txt link
+echo 'ignored.log' > .gitignore
+git add . && git commit -qm one
+git -c protocol.file.allow=always submodule --quiet add ../sub sub
+git commit -qm sub
+echo untracked > new.txt
+echo ignored > ignored.log
+echo changed >> a.txt`)
+	return repo
+}
+
+func paths(p *Plan) []string {
+	var out []string
+	for _, f := range p.Files {
+		out = append(out, f.Path)
+	}
+	return out
+}
+
+func TestInspect(t *testing.T) {
+	repo := testRepo(t)
+	ctx := context.Background()
+	p, err := Inspect(ctx, filepath.Join(repo, "dir"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(paths(p), " ")
+	if got != ".gitignore .gitmodules a.txt dir/bin.dat link run.sh" {
+		t.Errorf("copy mode files: %s", got)
+	}
+	if !p.Dirty || p.Head == "" || p.Branch != "main" || p.Root != repo {
+		t.Errorf("plan: %+v", p)
+	}
+	p, _ = Inspect(ctx, repo, Options{IncludeUntracked: true, Mode: ModeFullCopy})
+	got = strings.Join(paths(p), " ")
+	if !strings.Contains(got, "new.txt") || !strings.Contains(got, "sub/s.txt") || strings.Contains(got, "ignored.log") {
+		t.Errorf("untracked+full_copy files: %s", got)
+	}
+	if p.Untracked != 1 {
+		t.Errorf("untracked count %d", p.Untracked)
+	}
+	if _, err := Inspect(ctx, t.TempDir(), Options{}); !errors.Is(err, ErrNotRepo) {
+		t.Errorf("non-repo: %v", err)
+	}
+	if _, err := Inspect(ctx, repo, Options{Mode: "zip"}); err == nil {
+		t.Errorf("bad mode accepted")
+	}
+}
+
+// TestTarRoundTrip unpacks the stream the way the guest does (with tar
+// here) and checks the result is a repository at the same HEAD whose
+// status shows the host's uncommitted change.
+func TestTarRoundTrip(t *testing.T) {
+	repo := testRepo(t)
+	ctx := context.Background()
+	p, err := Inspect(ctx, repo, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := WriteTar(ctx, p, &buf); err != nil {
+		t.Fatal(err)
+	}
+	out := t.TempDir()
+	tr := tar.NewReader(bytes.NewReader(buf.Bytes()))
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		target := filepath.Join(out, h.Name)
+		switch h.Typeflag {
+		case tar.TypeDir:
+			os.MkdirAll(target, 0o755)
+		case tar.TypeSymlink:
+			os.MkdirAll(filepath.Dir(target), 0o755)
+			os.Symlink(h.Linkname, target)
+		case tar.TypeReg:
+			os.MkdirAll(filepath.Dir(target), 0o755)
+			b, _ := io.ReadAll(tr)
+			os.WriteFile(target, b, os.FileMode(h.Mode))
+		}
+	}
+	if head := strings.TrimSpace(sh(t, out, "git rev-parse HEAD")); head != p.Head {
+		t.Errorf("guest HEAD %s, host %s", head, p.Head)
+	}
+	if br := strings.TrimSpace(sh(t, out, "git symbolic-ref --short HEAD")); br != "main" {
+		t.Errorf("branch %q", br)
+	}
+	status := sh(t, out, "git status --porcelain --untracked-files=no")
+	if strings.TrimSpace(status) != "M a.txt" {
+		t.Errorf("guest status should show exactly the host's edit, got %q", status)
+	}
+	if fi, err := os.Stat(filepath.Join(out, "run.sh")); err != nil || fi.Mode().Perm()&0o100 == 0 {
+		t.Errorf("executable bit lost: %v", fi)
+	}
+	// Export in the "guest": edits, a new file, a deletion, a mode change
+	// and a binary file come back as a patch that applies to the host.
+	sh(t, out, `echo more >> a.txt; echo fresh > fresh.txt; rm link; chmod -x run.sh; printf '\003\004' > dir/bin.dat`)
+	before := sh(t, out, "git status --porcelain; ls .git")
+	patch := sh(t, out, "sh -c '"+strings.ReplaceAll(strings.ReplaceAll(ExportScript, GuestDir, out), "'", `'\''`)+"'")
+	if after := sh(t, out, "git status --porcelain; ls .git"); after != before {
+		t.Errorf("export changed the guest repository:\n%s\nvs\n%s", before, after)
+	}
+	os.WriteFile(filepath.Join(t.TempDir(), "p"), []byte(patch), 0o644)
+	pf := filepath.Join(t.TempDir(), "export.patch")
+	os.WriteFile(pf, []byte(patch), 0o644)
+	sh(t, repo, "git stash -q && git apply --check "+pf+" && git apply "+pf)
+	if b, _ := os.ReadFile(filepath.Join(repo, "fresh.txt")); string(b) != "fresh\n" {
+		t.Errorf("new file not applied")
+	}
+	if b, _ := os.ReadFile(filepath.Join(repo, "a.txt")); string(b) != "hello\nchanged\nmore\n" {
+		t.Errorf("edit not applied: %q", b)
+	}
+	if _, err := os.Lstat(filepath.Join(repo, "link")); !os.IsNotExist(err) {
+		t.Errorf("deletion not applied")
+	}
+	if b, _ := os.ReadFile(filepath.Join(repo, "dir/bin.dat")); string(b) != "\x03\x04" {
+		t.Errorf("binary change not applied: %q", b)
+	}
+	if fi, _ := os.Stat(filepath.Join(repo, "run.sh")); fi.Mode().Perm()&0o100 != 0 {
+		t.Errorf("mode change not applied")
+	}
+}
