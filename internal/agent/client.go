@@ -27,6 +27,12 @@ func Dial(ctx context.Context, socketPath string) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dial agent socket: %w", err)
 	}
+	return NewClient(conn)
+}
+
+// NewClient starts an agent session over an established connection (e.g.
+// a Firecracker hybrid-vsock stream after its CONNECT handshake).
+func NewClient(conn net.Conn) (*Client, error) {
 	sess, err := yamux.Client(conn, muxConfig())
 	if err != nil {
 		conn.Close()
