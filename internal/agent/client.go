@@ -50,8 +50,14 @@ func muxConfig() *yamux.Config {
 	c.LogOutput = io.Discard
 	c.ConnectionWriteTimeout = 30 * time.Second
 	c.StreamOpenTimeout = 0
+	c.MaxStreamWindowSize = StreamWindow
 	return c
 }
+
+// StreamWindow is the per-stream flow-control window on both ends: large
+// enough that bulk transfers (workspaces, piped stdin) are not throttled by
+// round trips over the slow (emulated) channel.
+const StreamWindow = 8 << 20
 
 // Close ends the session; the guest notices and waits for the next host.
 func (c *Client) Close() error {

@@ -197,7 +197,7 @@ func (a *App) pump(conn net.Conn, r io.Reader, tty bool, onProgress func(api.Pro
 	startStdin := func() {
 		stdinOnce.Do(func() {
 			go func() {
-				buf := make([]byte, 32<<10)
+				buf := make([]byte, 256<<10)
 				for {
 					n, err := a.Stdin.Read(buf)
 					if n > 0 {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -29,6 +30,18 @@ type Config struct {
 	BootTimeout Duration `toml:"boot_timeout"`
 	// StopTimeout bounds a graceful stop before the VM is killed.
 	StopTimeout Duration `toml:"stop_timeout"`
+
+	// Network is the default network mode of new VMs: "auto" (bridge when
+	// banger may manage the host network, i.e. as root; user otherwise),
+	// "bridge", "user" or "none".
+	Network     string `toml:"network"`
+	BridgeName  string `toml:"bridge_name"`
+	BridgeCIDR  string `toml:"bridge_cidr"`
+	TapPoolSize int    `toml:"tap_pool_size"`
+	// DNSListen is the host loopback address where <name>.vm resolves.
+	DNSListen string `toml:"dns_listen"`
+	// SSHKey is banger's private key (default under the config dir).
+	SSHKey string `toml:"ssh_key"`
 }
 
 // Duration is a time.Duration written as "30s" in TOML.
@@ -54,6 +67,11 @@ func Default() Config {
 		DiskSize:    "8G",
 		BootTimeout: Duration{3 * time.Minute},
 		StopTimeout: Duration{30 * time.Second},
+		Network:     "auto",
+		BridgeName:  "banger0",
+		BridgeCIDR:  "172.16.0.1/24",
+		TapPoolSize: 2,
+		DNSListen:   "127.0.0.1:42069",
 	}
 }
 
@@ -75,6 +93,9 @@ func Load(path string) (Config, error) {
 	}
 	if v := os.Getenv("BANGER_ACCEL"); v != "" {
 		c.Accel = v
+	}
+	if v := os.Getenv("BANGER_NETWORK"); v != "" {
+		c.Network = v
 	}
 	if v := os.Getenv("BANGER_QEMU"); v != "" {
 		c.QEMU = v
@@ -107,6 +128,24 @@ func merge(c *Config, f Config) {
 	if f.StopTimeout.Duration != 0 {
 		c.StopTimeout = f.StopTimeout
 	}
+	if f.Network != "" {
+		c.Network = f.Network
+	}
+	if f.BridgeName != "" {
+		c.BridgeName = f.BridgeName
+	}
+	if f.BridgeCIDR != "" {
+		c.BridgeCIDR = f.BridgeCIDR
+	}
+	if f.TapPoolSize != 0 {
+		c.TapPoolSize = f.TapPoolSize
+	}
+	if f.DNSListen != "" {
+		c.DNSListen = f.DNSListen
+	}
+	if f.SSHKey != "" {
+		c.SSHKey = f.SSHKey
+	}
 }
 
 // Validate checks the values.
@@ -124,6 +163,20 @@ func (c Config) Validate() error {
 	}
 	if _, err := ParseSize(c.DiskSize); err != nil {
 		return fmt.Errorf("disk_size: %w", err)
+	}
+	switch c.Network {
+	case "auto", "bridge", "user", "none":
+	default:
+		return fmt.Errorf("network must be auto, bridge, user or none, got %q", c.Network)
+	}
+	if p, err := netip.ParsePrefix(c.BridgeCIDR); err != nil || !p.Addr().Is4() || p.Bits() > 30 {
+		return fmt.Errorf("bridge_cidr must be an IPv4 address/prefix of at most /30 such as 172.16.0.1/24, got %q", c.BridgeCIDR)
+	}
+	if c.TapPoolSize < 0 {
+		return fmt.Errorf("tap_pool_size must not be negative")
+	}
+	if _, err := netip.ParseAddrPort(c.DNSListen); err != nil {
+		return fmt.Errorf("dns_listen must be ADDR:PORT, got %q", c.DNSListen)
 	}
 	return nil
 }

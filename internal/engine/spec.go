@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"path/filepath"
 	"strings"
@@ -15,6 +16,11 @@ const MaxSocketPath = 107
 // DefaultAgentPort is the virtio-serial port name used when
 // Spec.AgentPortName is empty.
 const DefaultAgentPort = "org.banger.agent"
+
+// DefaultVsockCID is the guest vsock context id used when Spec.VsockCID is
+// 0: the lowest guest CID (0-2 are reserved for the hypervisor, local
+// loopback and the host).
+const DefaultVsockCID = 3
 
 // Spec is everything needed to boot one VM. Every path must be absolute: the
 // VMM runs detached, with "/" as its working directory.
@@ -43,6 +49,17 @@ type Spec struct {
 	// virtio-serial port; the VMM listens on it. Optional.
 	AgentSocket   string
 	AgentPortName string // DefaultAgentPort when empty
+
+	// VsockSocket is the host Unix socket of a hybrid vsock device (the
+	// Firecracker model): the VMM listens on it and forwards a connection
+	// that starts with "CONNECT <port>\n" to that vsock port in the guest
+	// (see agent.DialHybridVsock). Optional; drivers without vsock
+	// support (QEMU) ignore it.
+	VsockSocket string
+	// VsockCID is the guest's vsock context id; 0 means DefaultVsockCID.
+	// A hybrid vsock device is private to its VMM, so every VM may use
+	// the same CID. Only meaningful with VsockSocket.
+	VsockCID uint32
 
 	QMPSocket string // VMM control socket; the VMM listens on it. Required.
 	SerialLog string // guest serial console (ttyS0) is written here; optional
@@ -123,6 +140,7 @@ func (s Spec) Validate() error {
 		{"root disk", s.RootDisk, false},
 		{"work disk", s.WorkDisk, false},
 		{"agent socket", s.AgentSocket, false},
+		{"vsock socket", s.VsockSocket, false},
 		{"qmp socket", s.QMPSocket, true},
 		{"serial log", s.SerialLog, false},
 		{"pid file", s.PIDFile, true},
@@ -140,10 +158,17 @@ func (s Spec) Validate() error {
 			add("%s path %q contains control characters", p.field, p.val)
 		}
 	}
-	for _, p := range []struct{ field, val string }{{"agent socket", s.AgentSocket}, {"qmp socket", s.QMPSocket}} {
+	for _, p := range []struct{ field, val string }{{"agent socket", s.AgentSocket}, {"vsock socket", s.VsockSocket}, {"qmp socket", s.QMPSocket}} {
 		if len(p.val) > MaxSocketPath {
 			add("%s path %q is %d bytes long; unix sockets allow at most %d", p.field, p.val, len(p.val), MaxSocketPath)
 		}
+	}
+	switch {
+	case s.VsockCID == 0:
+	case s.VsockSocket == "":
+		add("vsock cid %d needs a vsock socket", s.VsockCID)
+	case s.VsockCID < DefaultVsockCID || s.VsockCID == math.MaxUint32:
+		add("vsock cid %d out of range %d..%d", s.VsockCID, DefaultVsockCID, uint32(math.MaxUint32-1))
 	}
 	if s.AgentPortName != "" && !validPortName(s.AgentPortName) {
 		add("agent port name %q: use letters, digits, '.', '-' and '_'", s.AgentPortName)

@@ -133,6 +133,7 @@ func (s *Server) ServeConn(ctx context.Context, conn io.ReadWriteCloser) error {
 	cfg := yamux.DefaultConfig()
 	cfg.EnableKeepAlive = false
 	cfg.LogOutput = io.Discard
+	cfg.MaxStreamWindowSize = agent.StreamWindow
 	sess, err := yamux.Server(conn, cfg)
 	if err != nil {
 		return err

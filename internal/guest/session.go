@@ -216,7 +216,7 @@ func (m *SessionManager) handleSession(ctx context.Context, op string, sr agent.
 // get returns the session called name.
 func (m *SessionManager) get(name string) (*session, error) {
 	if name == "" {
-		return nil, errors.New("no session name given")
+		return nil, errors.New("a session name is required")
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -426,6 +426,7 @@ func (s *session) finish(st agent.ExitStatus) {
 	close(s.done)
 }
 
+// notify signals c without waiting.
 func notify(c chan struct{}) {
 	select {
 	case c <- struct{}{}:
@@ -440,6 +441,7 @@ func (s *session) info() agent.SessionInfo {
 	return s.infoLocked()
 }
 
+// infoLocked is info for a caller holding s.mu.
 func (s *session) infoLocked() agent.SessionInfo {
 	info := agent.SessionInfo{
 		Name:        s.name,
@@ -478,7 +480,7 @@ func (s *session) meta() sessionMeta {
 	}
 }
 
-// endStatus is what the exit frame of an ended session says.
+// endStatusLocked is what the exit frame of an ended session says.
 func (s *session) endStatusLocked() agent.ExitStatus {
 	if s.exit != nil {
 		return *s.exit
@@ -779,6 +781,7 @@ func (m *SessionManager) load() {
 	}
 }
 
+// writeSessionMeta replaces dir's session.json with meta.
 func writeSessionMeta(dir string, meta sessionMeta) error {
 	b, err := json.MarshalIndent(meta, "", "  ")
 	if err != nil {
@@ -794,6 +797,7 @@ func writeSessionMeta(dir string, meta sessionMeta) error {
 	return nil
 }
 
+// readSessionMeta reads dir's session.json.
 func readSessionMeta(dir string) (sessionMeta, error) {
 	var meta sessionMeta
 	b, err := os.ReadFile(filepath.Join(dir, sessionMetaFile))

@@ -97,7 +97,7 @@ func lookPathEnv(file, path, cwd string) (string, error) {
 			return p, nil
 		}
 	}
-	return "", fmt.Errorf("command %q not found in PATH %s", file, path)
+	return "", fmt.Errorf("command %q is not in PATH (%s)", file, path)
 }
 
 // checkExecutable reports whether p is a file someone may execute (the

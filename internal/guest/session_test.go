@@ -276,8 +276,12 @@ func TestSessionStartListShow(t *testing.T) {
 
 func TestSessionLaunchErrors(t *testing.T) {
 	h := newSessionHarness(t, "", nil)
-	file := filepath.Join(t.TempDir(), "file")
+	tmp := t.TempDir()
+	file := filepath.Join(tmp, "file")
 	os.WriteFile(file, nil, 0o644)
+	// Executable, but not something the kernel can run.
+	garbage := filepath.Join(tmp, "garbage")
+	os.WriteFile(garbage, []byte{0, 1, 2, 3}, 0o755)
 	long := strings.Repeat("a", 64)
 	for _, tc := range []struct {
 		req  agent.SessionRequest
@@ -287,9 +291,11 @@ func TestSessionLaunchErrors(t *testing.T) {
 		{agent.SessionRequest{Argv: []string{"true"}, Cwd: "/nonexistent-dir-xyz"}, "/nonexistent-dir-xyz does not exist"},
 		{agent.SessionRequest{Argv: []string{"true"}, Cwd: file}, "not a directory"},
 		{agent.SessionRequest{Argv: []string{"true"}, Cwd: "relative"}, "not an absolute path"},
-		{agent.SessionRequest{Argv: []string{"definitely-not-a-command-xyz"}}, `"definitely-not-a-command-xyz" not found`},
-		{agent.SessionRequest{Argv: []string{"sh"}, Env: []string{"PATH=/nonexistent-dir-xyz"}}, `"sh" not found`},
+		{agent.SessionRequest{Argv: []string{"definitely-not-a-command-xyz"}}, `command "definitely-not-a-command-xyz" is not in PATH`},
+		{agent.SessionRequest{Argv: []string{"sh"}, Env: []string{"PATH=/nonexistent-dir-xyz"}}, `command "sh" is not in PATH`},
 		{agent.SessionRequest{Argv: []string{"./nope"}, Cwd: "/"}, "./nope"},
+		{agent.SessionRequest{Argv: []string{"./file"}, Cwd: tmp}, "not executable"},
+		{agent.SessionRequest{Argv: []string{garbage}}, "exec format error"},
 		{agent.SessionRequest{Argv: []string{"true"}, Env: []string{"NOEQUALS"}}, "NOEQUALS"},
 		{agent.SessionRequest{Argv: []string{"true"}, Name: "-a"}, "invalid session name"},
 		{agent.SessionRequest{Argv: []string{"true"}, Name: "a-"}, "invalid session name"},

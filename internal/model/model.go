@@ -41,6 +41,26 @@ type VM struct {
 	WorkspacePath string `json:"workspace_path,omitempty"`
 	WorkspaceMode string `json:"workspace_mode,omitempty"`
 	WorkspaceHead string `json:"workspace_head,omitempty"`
+
+	// Network is "bridge", "user" or "none".
+	Network string `json:"network,omitempty"`
+	// IP is the guest's address on the bridge (bridge mode).
+	IP string `json:"ip,omitempty"`
+	// NAT lets the guest reach beyond the host (bridge: masquerade for
+	// its /32; user: outbound not restricted).
+	NAT bool `json:"nat,omitempty"`
+	// Publish lists host ports forwarded to guest ports.
+	Publish []PortMap `json:"publish,omitempty"`
+	// SSHPort is the host loopback port forwarded to the guest's sshd
+	// (user mode).
+	SSHPort int `json:"ssh_port,omitempty"`
+}
+
+// PortMap forwards HostIP:HostPort on the host to GuestPort in the guest.
+type PortMap struct {
+	HostIP    string `json:"host_ip"`
+	HostPort  int    `json:"host_port"`
+	GuestPort int    `json:"guest_port"`
 }
 
 // Kernel is an imported guest kernel: an ELF vmlinux plus the initramfs

@@ -76,7 +76,7 @@ func equalVM(a, b *model.VM) bool {
 	}
 	x.CreatedAt, x.UpdatedAt, x.StartedAt = time.Time{}, time.Time{}, time.Time{}
 	y.CreatedAt, y.UpdatedAt, y.StartedAt = time.Time{}, time.Time{}, time.Time{}
-	return x == y
+	return reflect.DeepEqual(x, y)
 }
 
 func TestVMRoundTrip(t *testing.T) {
@@ -220,7 +220,7 @@ func TestVMDuplicates(t *testing.T) {
 		if !errors.Is(err, ErrExists) {
 			t.Errorf("CreateVM(%s/%s): err = %v, want ErrExists", vm.ID, vm.Name, err)
 		}
-		if *vm != orig {
+		if !reflect.DeepEqual(*vm, orig) {
 			t.Errorf("failed CreateVM modified its argument")
 		}
 	}
@@ -635,5 +635,32 @@ func TestVMWorkspaceFields(t *testing.T) {
 	got, err := s.GetVM(ctx, "ws")
 	if err != nil || got.WorkspacePath != "/home/u/repo" || got.WorkspaceMode != "full_copy" || got.WorkspaceHead != "abc123" {
 		t.Errorf("workspace fields: %+v %v", got, err)
+	}
+}
+
+func TestVMNetworkFields(t *testing.T) {
+	s := openTest(t)
+	ctx := context.Background()
+	a := &model.VM{ID: "n1", Name: "a", State: model.StateCreated, Network: "bridge", IP: "172.16.0.2", NAT: true,
+		Publish: []model.PortMap{{HostIP: "127.0.0.1", HostPort: 8080, GuestPort: 80}}, SSHPort: 0}
+	if err := s.CreateVM(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetVM(ctx, "a")
+	if err != nil || got.Network != "bridge" || got.IP != "172.16.0.2" || !got.NAT || len(got.Publish) != 1 || got.Publish[0].GuestPort != 80 {
+		t.Fatalf("network fields: %+v %v", got, err)
+	}
+	// One address, one VM.
+	b := &model.VM{ID: "n2", Name: "b", State: model.StateCreated, Network: "bridge", IP: "172.16.0.2"}
+	if err := s.CreateVM(ctx, b); !errors.Is(err, ErrExists) {
+		t.Errorf("duplicate address: %v", err)
+	}
+	b.IP = ""
+	c := &model.VM{ID: "n3", Name: "c", State: model.StateCreated}
+	if err := s.CreateVM(ctx, b); err != nil {
+		t.Errorf("empty address is not unique-constrained: %v", err)
+	}
+	if err := s.CreateVM(ctx, c); err != nil {
+		t.Errorf("second empty address: %v", err)
 	}
 }

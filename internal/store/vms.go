@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -12,7 +13,8 @@ import (
 
 const vmColumns = `id, name, image, kernel, vcpu, memory_mib, disk_size, state, pid,
 	accel, auto_remove, last_error, created_at, updated_at, started_at,
-	workspace_path, workspace_mode, workspace_head`
+	workspace_path, workspace_mode, workspace_head,
+	network, ip, nat, publish, ssh_port`
 
 // CreateVM inserts vm. A zero CreatedAt or UpdatedAt is set to the current
 // time (and written back to vm). It returns an error wrapping ErrExists if a
@@ -45,10 +47,11 @@ func (s *Store) CreateVM(ctx context.Context, vm *model.VM) error {
 		return fmt.Errorf("create vm %q: started_at: %w", vm.Name, err)
 	}
 	_, err = s.db.ExecContext(ctx, `INSERT INTO vms (`+vmColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		vm.ID, vm.Name, vm.Image, vm.Kernel, vm.VCPU, vm.MemoryMiB, vm.DiskSize,
 		string(vm.State), vm.PID, vm.Accel, vm.AutoRemove, vm.LastError,
-		created, updated, started, vm.WorkspacePath, vm.WorkspaceMode, vm.WorkspaceHead)
+		created, updated, started, vm.WorkspacePath, vm.WorkspaceMode, vm.WorkspaceHead,
+		vm.Network, vm.IP, vm.NAT, publishJSON(vm.Publish), vm.SSHPort)
 	if err != nil {
 		if isUniqueViolation(err) {
 			return vmExistsError(vm, err)
@@ -137,12 +140,14 @@ func (s *Store) UpdateVM(ctx context.Context, vm *model.VM) error {
 			name = ?, image = ?, kernel = ?, vcpu = ?, memory_mib = ?, disk_size = ?,
 			state = ?, pid = ?, accel = ?, auto_remove = ?, last_error = ?,
 			updated_at = ?, started_at = ?,
-			workspace_path = ?, workspace_mode = ?, workspace_head = ?
+			workspace_path = ?, workspace_mode = ?, workspace_head = ?,
+			network = ?, ip = ?, nat = ?, publish = ?, ssh_port = ?
 		WHERE id = ?
 		RETURNING created_at`,
 		vm.Name, vm.Image, vm.Kernel, vm.VCPU, vm.MemoryMiB, vm.DiskSize,
 		string(vm.State), vm.PID, vm.Accel, vm.AutoRemove, vm.LastError,
-		updated, started, vm.WorkspacePath, vm.WorkspaceMode, vm.WorkspaceHead, vm.ID).Scan(&created)
+		updated, started, vm.WorkspacePath, vm.WorkspaceMode, vm.WorkspaceHead,
+		vm.Network, vm.IP, vm.NAT, publishJSON(vm.Publish), vm.SSHPort, vm.ID).Scan(&created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return fmt.Errorf("vm id %q: %w", vm.ID, ErrNotFound)
 	}
@@ -194,10 +199,12 @@ func scanVM(sc scanner) (*model.VM, error) {
 		state            string
 		created, updated string
 		started          sql.NullString
+		publish          string
 	)
 	if err := sc.Scan(&vm.ID, &vm.Name, &vm.Image, &vm.Kernel, &vm.VCPU, &vm.MemoryMiB,
 		&vm.DiskSize, &state, &vm.PID, &vm.Accel, &vm.AutoRemove, &vm.LastError,
-		&created, &updated, &started, &vm.WorkspacePath, &vm.WorkspaceMode, &vm.WorkspaceHead); err != nil {
+		&created, &updated, &started, &vm.WorkspacePath, &vm.WorkspaceMode, &vm.WorkspaceHead,
+		&vm.Network, &vm.IP, &vm.NAT, &publish, &vm.SSHPort); err != nil {
 		return nil, err
 	}
 	vm.State = model.VMState(state)
@@ -210,6 +217,11 @@ func scanVM(sc scanner) (*model.VM, error) {
 	}
 	if vm.StartedAt, err = parseOptionalTime(started); err != nil {
 		return nil, fmt.Errorf("vm %q: started_at: %w", vm.Name, err)
+	}
+	if publish != "" && publish != "[]" {
+		if err := json.Unmarshal([]byte(publish), &vm.Publish); err != nil {
+			return nil, fmt.Errorf("vm %q: publish: %w", vm.Name, err)
+		}
 	}
 	return &vm, nil
 }
@@ -224,4 +236,12 @@ func checkAffected(res sql.Result, what string) error {
 		return fmt.Errorf("%s: %w", what, ErrNotFound)
 	}
 	return nil
+}
+
+func publishJSON(p []model.PortMap) string {
+	if len(p) == 0 {
+		return "[]"
+	}
+	b, _ := json.Marshal(p)
+	return string(b)
 }

@@ -249,41 +249,60 @@ func addFile(tw *tar.Writer, path, name string) error {
 	return nil
 }
 
-// minimalGitDir makes a throwaway repository whose .git the guest gets.
+// minimalGitDir makes a throwaway repository whose .git the guest gets:
+// HEAD's commit with every tree and blob it references, in one pack
+// written without compression or delta search (the bytes go straight to a
+// local VM; host CPU is the cost that matters), marked shallow so git does
+// not look for the parents; HEAD naming the host's branch; an index of
+// HEAD's tree with no stat data, which git refreshes on first use.
 func minimalGitDir(ctx context.Context, p *Plan) (string, func(), error) {
 	tmp, err := os.MkdirTemp("", "banger-ws-")
 	if err != nil {
 		return "", nil, err
 	}
 	cleanup := func() { os.RemoveAll(tmp) }
-	repo := filepath.Join(tmp, "repo")
-	if p.Head == "" {
-		_, err = git(ctx, tmp, "init", "--quiet", repo)
-	} else {
-		_, err = git(ctx, tmp, "clone", "--quiet", "--no-checkout", "--depth", "1", "--no-tags", "file://"+p.Root, repo)
-		if err == nil {
-			// The clone follows the host's HEAD (branch or detached). Should
-			// it differ anyway, fetch and point HEAD at the host's commit.
-			out, _ := git(ctx, repo, "rev-parse", "--verify", "--quiet", "HEAD")
-			if strings.TrimSpace(string(out)) != p.Head {
-				if _, err = git(ctx, repo, "fetch", "--quiet", "--depth", "1", "origin", p.Head); err == nil {
-					_, err = git(ctx, repo, "update-ref", "HEAD", p.Head)
-				}
-			}
-		}
-		if err == nil {
-			_, err = git(ctx, repo, "read-tree", "HEAD")
-		}
-		if err == nil {
-			// The clone's origin is a path on the host; meaningless in the guest.
-			git(ctx, repo, "remote", "remove", "origin")
-		}
-	}
-	if err != nil {
+	fail := func(err error) (string, func(), error) {
 		cleanup()
 		return "", nil, fmt.Errorf("make the guest's .git: %w", err)
 	}
-	return filepath.Join(repo, ".git"), cleanup, nil
+	repo := filepath.Join(tmp, "repo")
+	branch := p.Branch
+	if branch == "" {
+		branch = "main"
+	}
+	if _, err := git(ctx, tmp, "init", "--quiet", "--initial-branch="+branch, repo); err != nil {
+		return fail(err)
+	}
+	gitDir := filepath.Join(repo, ".git")
+	os.RemoveAll(filepath.Join(gitDir, "hooks"))
+	if p.Head == "" {
+		return gitDir, cleanup, nil
+	}
+	objects, err := git(ctx, p.Root, "rev-list", "--objects", "--no-walk", p.Head)
+	if err != nil {
+		return fail(err)
+	}
+	cmd := exec.CommandContext(ctx, "git", "-C", p.Root, "-c", "pack.compression=0", "pack-objects",
+		"--quiet", "--window=0", "--depth=0", filepath.Join(gitDir, "objects/pack/pack"))
+	cmd.Stdin = bytes.NewReader(objects)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fail(fmt.Errorf("git pack-objects: %v: %s", err, bytes.TrimSpace(out)))
+	}
+	if err := os.WriteFile(filepath.Join(gitDir, "shallow"), []byte(p.Head+"\n"), 0o644); err != nil {
+		return fail(err)
+	}
+	if p.Branch != "" {
+		_, err = git(ctx, repo, "update-ref", "refs/heads/"+p.Branch, p.Head)
+	} else {
+		_, err = git(ctx, repo, "update-ref", "--no-deref", "HEAD", p.Head)
+	}
+	if err != nil {
+		return fail(err)
+	}
+	if _, err := git(ctx, repo, "read-tree", "HEAD"); err != nil {
+		return fail(err)
+	}
+	return gitDir, cleanup, nil
 }
 
 // ExportScript writes the guest's changes as a binary-safe patch on
