@@ -6,7 +6,7 @@
 # Produces, idempotently (a second run is a no-op):
 #   CACHE_DIR/kernel/linux-image.deb   Debian's current stock kernel package
 #   CACHE_DIR/rootfs/                  a debootstrap'd bookworm minbase tree
-#                                      (systemd, no sshd needed for the core)
+#                                      (systemd, sshd, git, busybox for test servers)
 # Default CACHE_DIR: $BANGER_FIXTURES or /var/cache/banger-fixtures.
 set -euo pipefail
 
@@ -31,15 +31,18 @@ if [ ! -s "$cache/kernel/linux-image.deb" ]; then
   rm -rf "$tmp"
 fi
 
-if ! $kernel_only && [ ! -e "$cache/rootfs.complete" ]; then
+# Bump when the package list changes: a cached tree of another version is
+# rebuilt.
+version=2
+if ! $kernel_only && [ "$(cat "$cache/rootfs.complete" 2>/dev/null)" != "$version" ]; then
   echo "fixtures: debootstrap $suite (about a minute)" >&2
   rm -rf "$cache/rootfs.tmp"
   debootstrap --variant=minbase \
-    --include=systemd-sysv,openssh-server,iproute2,ca-certificates,git,udev \
+    --include=systemd-sysv,openssh-server,iproute2,ca-certificates,git,udev,busybox \
     "$suite" "$cache/rootfs.tmp" "${BANGER_MIRROR:-http://deb.debian.org/debian}" >"$cache/debootstrap.log" 2>&1 || {
       tail -20 "$cache/debootstrap.log" >&2; exit 1; }
   rm -rf "$cache/rootfs"
   mv "$cache/rootfs.tmp" "$cache/rootfs"
-  touch "$cache/rootfs.complete"
+  echo "$version" > "$cache/rootfs.complete"
 fi
 echo "$cache"

@@ -14,7 +14,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"banger/internal/agent"
 	"banger/internal/guest"
 )
 
@@ -49,7 +48,7 @@ func main() {
 	switch mode {
 	case "serve":
 		srv := &guest.Server{Log: lg, Poweroff: guest.PoweroffSystemd, Sessions: guest.NewSessionManager(guest.SessionDir, lg)}
-		if err := srv.ServePort(context.Background(), agent.PortName); err != nil {
+		if err := srv.Serve(context.Background()); err != nil {
 			lg.Fatal(err)
 		}
 	case "pid1":

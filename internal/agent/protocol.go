@@ -28,6 +28,10 @@ const (
 	OpSessionLogs   = "session_logs"
 	OpSessionAttach = "session_attach"
 	OpSessionStop   = "session_stop"
+	// OpSSHSetup authorizes AuthorizedKey for root and answers HostKeys.
+	OpSSHSetup = "ssh_setup"
+	// OpPorts answers the guest's listening sockets in Ports.
+	OpPorts = "ports"
 )
 
 // Request is the first line of every stream.
@@ -38,6 +42,8 @@ type Request struct {
 	Untar *UntarRequest `json:"untar,omitempty"`
 	// Session, for the session operations.
 	Session *SessionRequest `json:"session,omitempty"`
+	// AuthorizedKey, for OpSSHSetup: an authorized_keys line.
+	AuthorizedKey string `json:"authorized_key,omitempty"`
 	// Force, for poweroff, skips the init system's orderly shutdown: the
 	// agent syncs and powers the machine off itself.
 	Force bool `json:"force,omitempty"`
@@ -54,6 +60,21 @@ type Response struct {
 	// Session operations.
 	Session  *SessionInfo  `json:"session_info,omitempty"`
 	Sessions []SessionInfo `json:"sessions,omitempty"`
+	// OpSSHSetup: the guest's SSH host public keys (none without sshd).
+	HostKeys []string `json:"host_keys,omitempty"`
+	// OpPorts.
+	Ports []PortInfo `json:"ports,omitempty"`
+}
+
+// PortInfo is one listening socket in the guest.
+type PortInfo struct {
+	Proto   string `json:"proto"` // tcp or udp (Addr shows the family)
+	Addr    string `json:"addr"`
+	Port    int    `json:"port"`
+	PID     int    `json:"pid,omitempty"`
+	Process string `json:"process,omitempty"`
+	// Endpoint is filled in by the daemon: where the host reaches it.
+	Endpoint string `json:"endpoint,omitempty"`
 }
 
 // UntarRequest extracts a tar stream into Dir.

@@ -73,6 +73,12 @@ type VMCreateParams struct {
 	DiskSize   string `json:"disk_size,omitempty"` // e.g. "8G"
 	NoStart    bool   `json:"no_start,omitempty"`
 	AutoRemove bool   `json:"auto_remove,omitempty"`
+	// Network is bridge, user or none (default: the config's network).
+	Network string `json:"network,omitempty"`
+	// NAT lets the guest reach beyond the host.
+	NAT bool `json:"nat,omitempty"`
+	// Publish forwards host ports: "[HOSTIP:]HOSTPORT:GUESTPORT".
+	Publish []string `json:"publish,omitempty"`
 }
 
 // VMSetParams changes a stopped VM's resources.

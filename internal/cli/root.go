@@ -81,7 +81,7 @@ func (a *App) rootCmd() *cobra.Command {
 			return nil
 		},
 	}
-	root.AddCommand(a.vmCmd(), a.kernelCmd(), a.imageCmd(), a.daemonCmd(), a.doctorCmd())
+	root.AddCommand(a.vmCmd(), a.kernelCmd(), a.imageCmd(), a.daemonCmd(), a.doctorCmd(), a.sshConfigCmd())
 	return root
 }
 

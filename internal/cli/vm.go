@@ -13,13 +13,14 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/model"
+	"banger/internal/portfwd"
 )
 
 func (a *App) vmCmd() *cobra.Command {
 	c := &cobra.Command{Use: "vm", Short: "Create, run and manage VMs"}
 	c.AddCommand(a.vmCreateCmd(), a.vmStartCmd(), a.vmStopCmd(), a.vmRestartCmd(), a.vmKillCmd(),
 		a.vmDeleteCmd(), a.vmShowCmd(), a.vmListCmd(), a.vmSetCmd(), a.vmPruneCmd(), a.vmLogsCmd(),
-		a.vmExecCmd(), a.vmRunCmd(), a.workspaceCmd(), a.sessionCmd())
+		a.vmExecCmd(), a.vmRunCmd(), a.workspaceCmd(), a.sessionCmd(), a.vmSSHCmd(), a.vmPortsCmd())
 	return c
 }
 
@@ -29,8 +30,10 @@ func vmPath(name string, suffix string) string {
 
 // createFlags are shared by vm create and vm run.
 type createFlags struct {
-	name, image, disk string
-	vcpu, memory      int
+	name, image, disk, network string
+	vcpu, memory               int
+	nat                        bool
+	publish                    []string
 }
 
 func (f *createFlags) register(c *cobra.Command) {
@@ -39,6 +42,9 @@ func (f *createFlags) register(c *cobra.Command) {
 	c.Flags().IntVar(&f.vcpu, "vcpu", 0, "virtual CPUs (default from config)")
 	c.Flags().IntVar(&f.memory, "memory", 0, "memory in MiB (default from config)")
 	c.Flags().StringVar(&f.disk, "disk-size", "", "size of the work disk mounted at /root, e.g. 8G")
+	c.Flags().StringVar(&f.network, "network", "", "bridge, user or none (default from config: bridge as root, user otherwise)")
+	c.Flags().BoolVar(&f.nat, "nat", false, "let the guest reach beyond this host")
+	c.Flags().StringArrayVarP(&f.publish, "publish", "p", nil, "publish a guest port: [HOSTIP:]HOSTPORT:GUESTPORT (repeatable)")
 }
 
 // params validates what can be checked without the daemon, so bad input
@@ -55,7 +61,18 @@ func (f *createFlags) params(c *cobra.Command) (api.VMCreateParams, error) {
 	if c.Flags().Changed("memory") && f.memory < 128 {
 		return api.VMCreateParams{}, fmt.Errorf("--memory must be at least 128 (MiB), got %d", f.memory)
 	}
-	return api.VMCreateParams{Name: f.name, Image: f.image, VCPU: f.vcpu, MemoryMiB: f.memory, DiskSize: f.disk}, nil
+	switch f.network {
+	case "", "bridge", "user", "none":
+	default:
+		return api.VMCreateParams{}, fmt.Errorf("--network must be bridge, user or none, got %q", f.network)
+	}
+	for _, p := range f.publish {
+		if _, err := portfwd.Parse(p); err != nil {
+			return api.VMCreateParams{}, err
+		}
+	}
+	return api.VMCreateParams{Name: f.name, Image: f.image, VCPU: f.vcpu, MemoryMiB: f.memory, DiskSize: f.disk,
+		Network: f.network, NAT: f.nat, Publish: f.publish}, nil
 }
 
 func (a *App) vmCreateCmd() *cobra.Command {
@@ -199,6 +216,22 @@ func (a *App) vmShowCmd() *cobra.Command {
 			}
 			if v.Accel != "" {
 				row("accel", v.Accel)
+			}
+			if v.Network != "" {
+				net := v.Network
+				if v.IP != "" {
+					net += " " + v.IP
+				}
+				if v.NAT {
+					net += " nat"
+				}
+				row("network", net)
+			}
+			for _, p := range v.Publish {
+				row("publish", fmt.Sprintf("%s:%d -> %d", p.HostIP, p.HostPort, p.GuestPort))
+			}
+			if v.WorkspacePath != "" {
+				row("workspace", fmt.Sprintf("%s (%s)", v.WorkspacePath, v.WorkspaceMode))
 			}
 			row("created", v.CreatedAt.Local().Format(time.RFC3339))
 			if !v.StartedAt.IsZero() {

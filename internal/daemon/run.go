@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"banger/internal/config"
+	"banger/internal/dns"
 	"banger/internal/engine"
 	"banger/internal/engine/qemu"
 	"banger/internal/image"
@@ -68,6 +69,27 @@ func Run(ctx context.Context, o Options) error {
 	driver := qemu.New(cfg.QEMU)
 	accel := newAccelCache(cfg, cfg.QEMU, filepath.Join(l.State, "kvm-probe.json"), o.Log)
 	mgr := vm.New(st, l, cfg, driver, accel.resolve, images.Initrd, o.Log)
+
+	// Networking: DNS for <name>.vm on loopback always; the bridge (and its
+	// DNS listener) only where banger may manage the host network.
+	svcCtx, stopServices := context.WithCancel(context.Background())
+	defer stopServices()
+	resolver := dns.New(dns.Options{Log: o.Log})
+	if err := resolver.ListenAndServe(svcCtx, cfg.DNSListen); err != nil {
+		return fmt.Errorf("%w (set dns_listen in %s)", err, l.ConfigFile())
+	}
+	netw, err := newNetworking(cfg, resolver, svcCtx, o.Log)
+	if err != nil {
+		return err
+	}
+	ssh, err := newSSH(l, cfg, st, o.Log)
+	if err != nil {
+		return err
+	}
+	netw.AfterBoot = ssh.afterBoot
+	netw.Deleted = ssh.deleted
+	netw.Changed = ssh.refresh
+	mgr.SetNetworking(netw)
 	if err := mgr.Recover(ctx); err != nil {
 		return fmt.Errorf("recover vms: %w", err)
 	}

@@ -94,6 +94,7 @@ func (s *Server) Handler() http.Handler {
 	h("POST "+p+"/vms/{name}/exec", s.vmExec)
 	h("POST "+p+"/vms/{name}/workspace", s.workspacePrepare)
 	h("POST "+p+"/vms/{name}/workspace/export", s.workspaceExport)
+	h("GET "+p+"/vms/{name}/ports", s.vmPorts)
 	h("GET "+p+"/vms/{name}/sessions", s.sessionList)
 	h("POST "+p+"/vms/{name}/sessions", s.sessionStart)
 	h("GET "+p+"/vms/{name}/sessions/{session}", s.sessionShow)

@@ -265,3 +265,15 @@ func (s *Server) runUpload(ctx context.Context, vmID string, p api.WorkspacePara
 	}
 	return s.VMs.RecordWorkspace(ctx, vmID, p)
 }
+
+func (s *Server) vmPorts(w http.ResponseWriter, r *http.Request) error {
+	ports, err := s.VMs.Ports(r.Context(), r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	if ports == nil {
+		ports = []agent.PortInfo{}
+	}
+	writeJSON(w, http.StatusOK, ports)
+	return nil
+}

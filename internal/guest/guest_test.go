@@ -183,3 +183,13 @@ func TestParseNet(t *testing.T) {
 		}
 	}
 }
+
+func TestModuleParams(t *testing.T) {
+	cl := "console=ttyS0 virtio_mmio.device=4K@0xd0000000:5 virtio-mmio.device=4K@0xd0001000:6 ext4.x=1 banger.name=a"
+	if got := moduleParams(cl, "virtio_mmio"); got != "device=4K@0xd0000000:5 device=4K@0xd0001000:6" {
+		t.Errorf("got %q", got)
+	}
+	if got := moduleParams(cl, "virtio_blk"); got != "" {
+		t.Errorf("got %q", got)
+	}
+}

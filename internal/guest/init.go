@@ -2,6 +2,7 @@ package guest
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"log"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"banger/internal/agent"
 )
 
 // Paths inside banger's initramfs (see internal/kernel.Build).
@@ -87,7 +90,7 @@ func Init(lg *log.Logger) error {
 	cmdline, _ := os.ReadFile("/proc/cmdline")
 	p := ParseCmdline(string(cmdline))
 
-	if err := loadModules(lg); err != nil {
+	if err := loadModules(lg, string(cmdline)); err != nil {
 		return err
 	}
 	lg.Printf("modules loaded in %v", time.Since(start).Round(time.Millisecond))
@@ -106,6 +109,10 @@ func Init(lg *log.Logger) error {
 	}
 	if p.Hostname != "" {
 		setHostname(lg, p.Hostname)
+	}
+	// Per-VM SSH host keys, made before the image's sshd ever starts.
+	if _, err := EnsureHostKeys(newRoot); err != nil {
+		lg.Printf("ssh host keys: %v", err)
 	}
 	netCfg, err := ParseNet(p)
 	if err != nil {
@@ -187,7 +194,11 @@ func mountKernelFS(root string) error {
 	return nil
 }
 
-func loadModules(lg *log.Logger) error {
+// loadModules loads the initramfs's modules in order, each with the
+// parameters the kernel command line gives it (module.param=value), as
+// modprobe would: e.g. virtio_mmio.device= from a VMM that describes its
+// devices on the command line.
+func loadModules(lg *log.Logger, cmdline string) error {
 	f, err := os.Open(modulesList)
 	if err != nil {
 		return err
@@ -206,7 +217,8 @@ func loadModules(lg *log.Logger) error {
 		if err != nil {
 			return fmt.Errorf("load module %s: %w", path, err)
 		}
-		err = unix.FinitModule(int(mf.Fd()), "", 0)
+		name, _, _ := strings.Cut(filepath.Base(path), ".ko")
+		err = unix.FinitModule(int(mf.Fd()), moduleParams(cmdline, strings.ReplaceAll(name, "-", "_")), 0)
 		mf.Close()
 		if err != nil && err != unix.EEXIST {
 			return fmt.Errorf("load module %s: %w", path, err)
@@ -380,4 +392,38 @@ func installAgent() error {
 		return fmt.Errorf("install agent: %w", err)
 	}
 	return nil
+}
+
+// moduleParams collects "module.param=value" words of cmdline for module.
+func moduleParams(cmdline, module string) string {
+	var out []string
+	for _, f := range strings.Fields(cmdline) {
+		mod, p, ok := strings.Cut(f, ".")
+		if ok && p != "" && !strings.HasPrefix(p, "=") && strings.ReplaceAll(mod, "-", "_") == module {
+			out = append(out, p)
+		}
+	}
+	return strings.Join(out, " ")
+}
+
+// AgentTransport is where the agent serves the host: "vsock" when the
+// kernel command line says banger.agent=vsock (Firecracker VMs), else the
+// virtio-serial port. Explicit rather than probed: a vsock device node
+// exists in every guest that loaded the vsock modules.
+func AgentTransport() string {
+	b, _ := os.ReadFile("/proc/cmdline")
+	for _, f := range strings.Fields(string(b)) {
+		if f == "banger.agent=vsock" {
+			return "vsock"
+		}
+	}
+	return "port"
+}
+
+// Serve serves the host on the transport AgentTransport picks.
+func (s *Server) Serve(ctx context.Context) error {
+	if AgentTransport() == "vsock" {
+		return s.ServeVsock(ctx, agent.VsockPort)
+	}
+	return s.ServePort(ctx, agent.PortName)
 }

@@ -10,8 +10,6 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
-
-	"banger/internal/agent"
 )
 
 // RunPID1 is the agent's mode for images without an init system: it stays
@@ -26,7 +24,7 @@ func RunPID1(lg *log.Logger) error {
 		<-sig
 		PoweroffNow()
 	}()
-	return srv.ServePort(context.Background(), agent.PortName)
+	return srv.Serve(context.Background())
 }
 
 // reap collects every exited process that no agent exec is waiting for,

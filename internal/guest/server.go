@@ -188,6 +188,24 @@ func (s *Server) handle(ctx context.Context, st net.Conn) {
 			return
 		}
 		runExec(ctx, s.Log, *req.Exec, &readerConn{Reader: br, Conn: st})
+	case agent.OpSSHSetup:
+		keys, err := authorizeKey(req.AuthorizedKey)
+		if err != nil {
+			reply(st, agent.Response{Error: "ssh setup: " + err.Error()})
+			return
+		}
+		reply(st, agent.Response{OK: true, HostKeys: keys})
+	case agent.OpPorts:
+		ports, err := ListeningPorts()
+		if err != nil {
+			reply(st, agent.Response{Error: "list ports: " + err.Error()})
+			return
+		}
+		out := make([]agent.PortInfo, 0, len(ports))
+		for _, p := range ports {
+			out = append(out, agent.PortInfo{Proto: p.Proto, Addr: p.Addr, Port: p.Port, PID: p.PID, Process: p.Process})
+		}
+		reply(st, agent.Response{OK: true, Ports: out})
 	case agent.OpUntar:
 		runUntar(req.Untar, &readerConn{Reader: br, Conn: st})
 	case agent.OpSessionStart, agent.OpSessionList, agent.OpSessionShow,

@@ -83,3 +83,12 @@ func (l Layout) VMDir(id string) string { return filepath.Join(l.State, "vms", i
 // VMRunDir holds one VM's sockets and pid file (short paths: unix sockets
 // are limited to about 107 bytes).
 func (l Layout) VMRunDir(id string) string { return filepath.Join(l.Runtime, "vms", id) }
+
+// SSHKey is banger's default private key (config ssh_key overrides it).
+func (l Layout) SSHKey() string { return filepath.Join(l.Config, "ssh", "id_ed25519") }
+
+// SSHConfig is the generated ssh config that ~/.ssh/config includes.
+func (l Layout) SSHConfig() string { return filepath.Join(l.Config, "ssh", "config") }
+
+// KnownHosts is banger's own known_hosts, filled from the guests' host keys.
+func (l Layout) KnownHosts() string { return filepath.Join(l.State, "ssh", "known_hosts") }

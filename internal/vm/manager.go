@@ -51,6 +51,9 @@ type Manager struct {
 	accel  AccelResolver
 	initrd InitrdFunc
 
+	net   *Networking
+	netst netState
+
 	mu      sync.Mutex
 	locks   map[string]*sync.Mutex // per VM ID, serialises lifecycle operations
 	running map[string]*runtime    // per VM ID
@@ -73,6 +76,15 @@ func New(st *store.Store, layout paths.Layout, cfg config.Config, driver engine.
 		store: st, layout: layout, cfg: cfg, driver: driver, accel: accel, initrd: initrd, log: log,
 		locks:   map[string]*sync.Mutex{},
 		running: map[string]*runtime{},
+	}
+}
+
+// SetNetworking enables VM networking (call before Recover).
+func (m *Manager) SetNetworking(n *Networking) { m.net = n }
+
+func (m *Manager) changed() {
+	if m.net != nil && m.net.Changed != nil {
+		m.net.Changed()
 	}
 }
 
@@ -123,10 +135,10 @@ func (m *Manager) Create(ctx context.Context, params api.VMCreateParams, progres
 	if err != nil {
 		return nil, err
 	}
-	if err := m.store.CreateVM(ctx, vm); err != nil {
-		if errors.Is(err, store.ErrExists) {
-			return nil, api.Errorf(api.CodeAlreadyExists, "vm %q already exists", vm.Name)
-		}
+	if err := m.prepareNetwork(ctx, vm, params); err != nil {
+		return nil, err
+	}
+	if err := m.insert(ctx, vm); err != nil {
 		return nil, err
 	}
 	unlock := m.lock(vm.ID)
@@ -144,6 +156,31 @@ func (m *Manager) Create(ctx context.Context, params api.VMCreateParams, progres
 	err = m.startLocked(ctx, vm, progress)
 	unlock()
 	return vm, err
+}
+
+// insert records a new VM; a bridge-mode VM gets its address here, retried
+// when a concurrent create took the same one.
+func (m *Manager) insert(ctx context.Context, vm *model.VM) error {
+	for attempt := 0; ; attempt++ {
+		if vm.Network == NetBridge {
+			if err := m.allocateIP(ctx, vm); err != nil {
+				return err
+			}
+		}
+		err := m.store.CreateVM(ctx, vm)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, store.ErrExists) {
+			return err
+		}
+		if _, gerr := m.store.GetVM(ctx, vm.Name); gerr == nil {
+			return api.Errorf(api.CodeAlreadyExists, "vm %q already exists", vm.Name)
+		}
+		if vm.Network != NetBridge || attempt >= 10 {
+			return err
+		}
+	}
 }
 
 func (m *Manager) validateCreate(ctx context.Context, p api.VMCreateParams) (*model.VM, *model.Image, error) {
@@ -341,6 +378,15 @@ func (m *Manager) startLocked(ctx context.Context, vm *model.VM, progress Progre
 			err = fmt.Errorf("start vm %q: %w", vm.Name, err)
 		}
 	}()
+	if err := step(progress, "network", func() error {
+		args, err := m.netSpec(ctx, vm, &spec)
+		if args != "" {
+			spec.Cmdline += " " + args
+		}
+		return err
+	}); err != nil {
+		return err
+	}
 	var inst engine.Instance
 	if err := step(progress, "launch_vmm", func() error {
 		inst, err = m.driver.Start(ctx, spec)
@@ -384,6 +430,18 @@ func (m *Manager) startLocked(ctx context.Context, vm *model.VM, progress Progre
 	if err := m.store.UpdateVM(context.WithoutCancel(ctx), vm); err != nil {
 		return err
 	}
+	if err := step(progress, "connect", func() error {
+		if err := m.netUp(ctx, vm); err != nil {
+			return err
+		}
+		if m.net != nil && m.net.AfterBoot != nil {
+			return m.net.AfterBoot(ctx, vm, rt.agent)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	m.changed()
 	m.log.Info("vm running", "vm", vm.Name, "id", vm.ID, "pid", vm.PID, "accel", accel, "boot_id", resp.BootID)
 	go m.monitor(vm.ID, rt)
 	return nil
@@ -398,6 +456,7 @@ func (m *Manager) failStart(vm *model.VM, cause error) {
 		m.killAndWait(rt, syscall.SIGKILL, 10*time.Second)
 		m.forget(vm.ID, rt)
 	}
+	m.netDown(context.Background(), vm)
 	os.RemoveAll(m.layout.VMRunDir(vm.ID))
 	vm.State, vm.PID, vm.LastError = model.StateError, 0, cause.Error()
 	if err := m.store.UpdateVM(context.Background(), vm); err != nil {
@@ -454,12 +513,15 @@ func (m *Manager) monitor(id string, rt *runtime) {
 		return
 	}
 	m.forget(id, rt)
-	os.RemoveAll(m.layout.VMRunDir(id))
 	ctx := context.Background()
 	vm, err := m.store.GetVM(ctx, id)
 	if err != nil {
+		os.RemoveAll(m.layout.VMRunDir(id))
 		return
 	}
+	m.netDown(ctx, vm)
+	os.RemoveAll(m.layout.VMRunDir(id))
+	defer m.changed()
 	m.log.Info("vm exited on its own", "vm", vm.Name, "id", id)
 	vm.State, vm.PID = model.StateStopped, 0
 	m.store.UpdateVM(ctx, vm)
@@ -523,8 +585,10 @@ func (m *Manager) stopLocked(ctx context.Context, vm *model.VM, rt *runtime) err
 		}
 	}
 	m.forget(vm.ID, rt)
+	m.netDown(ctx, vm)
 	os.RemoveAll(m.layout.VMRunDir(vm.ID))
 	vm.State, vm.PID = model.StateStopped, 0
+	defer m.changed()
 	return m.store.UpdateVM(context.WithoutCancel(ctx), vm)
 }
 
@@ -556,8 +620,10 @@ func (m *Manager) killLocked(ctx context.Context, vm *model.VM, rt *runtime, sig
 		return api.Errorf(api.CodeOperationFailed, "vm %q is still running 10s after SIG%s", vm.Name, strings.ToUpper(unixSignalName(sig)))
 	}
 	m.forget(vm.ID, rt)
+	m.netDown(ctx, vm)
 	os.RemoveAll(m.layout.VMRunDir(vm.ID))
 	vm.State, vm.PID = model.StateStopped, 0
+	defer m.changed()
 	return m.store.UpdateVM(context.WithoutCancel(ctx), vm)
 }
 
@@ -603,6 +669,10 @@ func (m *Manager) deleteLocked(ctx context.Context, vm *model.VM) error {
 	m.mu.Lock()
 	delete(m.locks, vm.ID)
 	m.mu.Unlock()
+	if m.net != nil && m.net.Deleted != nil {
+		m.net.Deleted(vm)
+	}
+	m.changed()
 	m.log.Info("vm deleted", "vm", vm.Name, "id", vm.ID)
 	return nil
 }
@@ -738,6 +808,11 @@ func (m *Manager) Recover(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var adopted []*model.VM
+	defer func() {
+		m.recoverNetwork(ctx, adopted)
+		m.changed()
+	}()
 	for _, vm := range vms {
 		if vm.AutoRemove {
 			m.log.Info("deleting auto-remove vm left by a previous daemon", "vm", vm.Name)
@@ -769,6 +844,7 @@ func (m *Manager) Recover(ctx context.Context) error {
 			m.store.UpdateVM(ctx, vm)
 		}
 		m.log.Info("re-adopted running vm", "vm", vm.Name, "pid", inst.PID())
+		adopted = append(adopted, vm)
 		go m.monitor(vm.ID, rt)
 	}
 	return nil
@@ -787,12 +863,14 @@ func (m *Manager) deleteAfterRecover(ctx context.Context, vm *model.VM) error {
 			}
 		}
 	}
+	m.netDown(ctx, vm)
 	m.removeFiles(vm)
 	return m.store.DeleteVM(ctx, vm.ID)
 }
 
 func (m *Manager) markGone(ctx context.Context, vm *model.VM, why string) {
 	m.log.Warn("vm's VMM is gone", "vm", vm.Name, "why", why)
+	m.netDown(ctx, vm)
 	os.RemoveAll(m.layout.VMRunDir(vm.ID))
 	vm.State, vm.PID = model.StateStopped, 0
 	m.store.UpdateVM(ctx, vm)
@@ -801,6 +879,12 @@ func (m *Manager) markGone(ctx context.Context, vm *model.VM, why string) {
 // Shutdown drops agent and QMP connections without touching the VMs,
 // which keep running for the next daemon.
 func (m *Manager) Shutdown() {
+	m.netst.mu.Lock()
+	for id, f := range m.netst.forwarders {
+		f.Close()
+		delete(m.netst.forwarders, id)
+	}
+	m.netst.mu.Unlock()
 	m.mu.Lock()
 	rts := m.running
 	m.running = map[string]*runtime{}

@@ -33,6 +33,9 @@ type env struct {
 	root    string // temp dir holding the XDG dirs
 	environ []string
 	netns   bool
+	// daemonPID is the daemon's pid: its network namespace is where every
+	// guest network of this run lives.
+	daemonPID int
 }
 
 var e *env
@@ -139,6 +142,7 @@ func (ev *env) startDaemon() error {
 	if err := cmd.Start(); err != nil {
 		return err
 	}
+	ev.daemonPID = cmd.Process.Pid
 	go cmd.Wait()
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
@@ -345,4 +349,49 @@ func alive(pid int) bool {
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	return i > 0 && i+2 < len(s) && s[i+2] != 'Z'
+}
+
+// cliNS runs banger inside the daemon's network namespace, where the VMs'
+// bridge is (for commands that talk to guests over the network: ssh).
+func (ev *env) cliNS(ctx context.Context, stdin string, args ...string) result {
+	if !ev.netns {
+		return ev.cli(ctx, stdin, args...)
+	}
+	return ev.command(ctx, stdin, "nsenter", append([]string{"-t", fmt.Sprint(ev.daemonPID), "-n", filepath.Join(ev.bin, "banger")}, args...)...)
+}
+
+// inNS runs name with args inside the daemon's network namespace.
+func (ev *env) inNS(ctx context.Context, name string, args ...string) result {
+	if !ev.netns {
+		return ev.command(ctx, "", name, args...)
+	}
+	return ev.command(ctx, "", "nsenter", append([]string{"-t", fmt.Sprint(ev.daemonPID), "-n", name}, args...)...)
+}
+
+func (ev *env) command(ctx context.Context, stdin, name string, args ...string) result {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = ev.environ
+	var so, se bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &so, &se
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
+	err := cmd.Run()
+	code := 0
+	if err != nil {
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else {
+			code = -1
+			se.WriteString(err.Error())
+		}
+	}
+	return result{so.String(), se.String(), code}
+}
+
+func jsonUnmarshal(t *testing.T, s string, v any) {
+	t.Helper()
+	if err := json.Unmarshal([]byte(s), v); err != nil {
+		t.Fatalf("decode %q: %v", s, err)
+	}
 }

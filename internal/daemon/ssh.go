@@ -1,0 +1,118 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+
+	"banger/internal/agent"
+	"banger/internal/config"
+	"banger/internal/model"
+	"banger/internal/paths"
+	"banger/internal/sshkeys"
+	"banger/internal/store"
+	"banger/internal/vm"
+)
+
+// sshService owns banger's SSH material: the key put into every guest,
+// the known_hosts filled from the guests' own host keys (no trust on first
+// use, no stale keys when an address is reused), and the generated ssh
+// config that `banger ssh-config --install` includes.
+type sshService struct {
+	key, pub, knownHosts, config string
+	store                        *store.Store
+	log                          *slog.Logger
+	mu                           sync.Mutex
+}
+
+// KeyPath is banger's private key for cfg.
+func KeyPath(l paths.Layout, cfg config.Config) string {
+	if cfg.SSHKey != "" {
+		return cfg.SSHKey
+	}
+	return l.SSHKey()
+}
+
+func newSSH(l paths.Layout, cfg config.Config, st *store.Store, log *slog.Logger) (*sshService, error) {
+	s := &sshService{key: KeyPath(l, cfg), knownHosts: l.KnownHosts(), config: l.SSHConfig(), store: st, log: log}
+	for _, d := range []string{filepath.Dir(s.key), filepath.Dir(s.knownHosts), filepath.Dir(s.config)} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, err
+		}
+	}
+	pub, err := sshkeys.EnsureKey(s.key)
+	if err != nil {
+		return nil, fmt.Errorf("ssh key %s: %w", s.key, err)
+	}
+	s.pub = pub
+	return s, nil
+}
+
+// hostPatterns are the names a VM's host keys are known under.
+func hostPatterns(v *model.VM) []string {
+	switch v.Network {
+	case vm.NetBridge:
+		return []string{v.Name + ".vm", v.IP}
+	case vm.NetUser:
+		return []string{"[127.0.0.1]:" + strconv.Itoa(v.SSHPort)}
+	}
+	return nil
+}
+
+func (s *sshService) afterBoot(ctx context.Context, v *model.VM, c *agent.Client) error {
+	if c == nil {
+		return nil
+	}
+	resp, err := c.Call(ctx, agent.Request{Op: agent.OpSSHSetup, AuthorizedKey: s.pub})
+	if err != nil {
+		return fmt.Errorf("set up ssh in the guest: %w", err)
+	}
+	if pats := hostPatterns(v); len(pats) > 0 && len(resp.HostKeys) > 0 {
+		s.mu.Lock()
+		err = sshkeys.KnownHosts{Path: s.knownHosts}.Set(pats, resp.HostKeys)
+		s.mu.Unlock()
+		if err != nil {
+			return fmt.Errorf("record host keys: %w", err)
+		}
+	}
+	return nil
+}
+
+func (s *sshService) deleted(v *model.VM) {
+	if pats := hostPatterns(v); len(pats) > 0 {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if err := (sshkeys.KnownHosts{Path: s.knownHosts}).Remove(pats); err != nil {
+			s.log.Warn("forget host keys", "vm", v.Name, "err", err)
+		}
+	}
+}
+
+// refresh rewrites the generated ssh config from the VMs that exist.
+func (s *sshService) refresh() {
+	vms, err := s.store.ListVMs(context.Background())
+	if err != nil {
+		s.log.Warn("ssh config", "err", err)
+		return
+	}
+	var hosts []sshkeys.Host
+	for _, v := range vms {
+		switch v.Network {
+		case vm.NetBridge:
+			hosts = append(hosts, sshkeys.Host{Name: v.Name, Alias: v.Name + ".vm", Addr: v.IP, Port: 22, User: "root"})
+		case vm.NetUser:
+			hosts = append(hosts, sshkeys.Host{Name: v.Name, Alias: v.Name + ".vm", Addr: "127.0.0.1", Port: v.SSHPort, User: "root"})
+		}
+	}
+	b := sshkeys.RenderConfig(hosts, s.key, s.knownHosts)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tmp := s.config + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err == nil {
+		os.Rename(tmp, s.config)
+	}
+}

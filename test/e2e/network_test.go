@@ -1,0 +1,377 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/miekg/dns"
+	"github.com/vishvananda/netns"
+)
+
+func needNetns(t *testing.T) {
+	t.Helper()
+	if !e.netns {
+		t.Skip("needs root: the daemon and its guest networks run in a namespace this run creates")
+	}
+}
+
+// inDaemonNS runs f on a thread switched into the daemon's network
+// namespace; sockets made there stay in it.
+func inDaemonNS(t *testing.T, f func()) {
+	t.Helper()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer orig.Close()
+	target, err := netns.GetFromPid(e.daemonPID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer target.Close()
+	if err := netns.Set(target); err != nil {
+		t.Fatal(err)
+	}
+	defer netns.Set(orig)
+	f()
+}
+
+func vmIP(t *testing.T, ctx context.Context, name string) string {
+	t.Helper()
+	r := must(t, e.cli(ctx, "", "vm", "show", "--json", name))
+	var v struct{ IP string }
+	jsonUnmarshal(t, r.stdout, &v)
+	return v.IP
+}
+
+// TestBridgeDNS: two VMs reach each other by <name>.vm; the host resolves
+// both through the daemon's DNS; a deleted VM's name stops resolving.
+func TestBridgeDNS(t *testing.T) {
+	needNetns(t)
+	ctx := ctxFor(t, 8*time.Minute)
+	a := newVM(t, ctx, "neta")
+	b := newVM(t, ctx, "netb")
+	ipA, ipB := vmIP(t, ctx, a), vmIP(t, ctx, b)
+	if ipA == "" || ipB == "" || ipA == ipB {
+		t.Fatalf("addresses %q %q", ipA, ipB)
+	}
+	// sshd in netb may still be starting: retry the connection.
+	out := guest(t, ctx, a, `getent hosts netb.vm
+for i in $(seq 60); do timeout 3 bash -c 'echo > /dev/tcp/netb.vm/22' 2>/dev/null && { echo reached; break; }; sleep 1; done; true`)
+	if !strings.Contains(out, ipB) || !strings.Contains(out, "reached") {
+		t.Errorf("neta -> netb.vm: %q (netb is %s)", out, ipB)
+	}
+	query := func(name string) (string, int) {
+		var ans string
+		rcode := -1
+		inDaemonNS(t, func() {
+			m := new(dns.Msg)
+			m.SetQuestion(dns.Fqdn(name), dns.TypeA)
+			r, _, err := (&dns.Client{Timeout: 3 * time.Second}).Exchange(m, "127.0.0.1:42069")
+			if err != nil {
+				t.Errorf("dns query %s: %v", name, err)
+				return
+			}
+			rcode = r.Rcode
+			for _, rr := range r.Answer {
+				if a, ok := rr.(*dns.A); ok {
+					ans = a.A.String()
+				}
+			}
+		})
+		return ans, rcode
+	}
+	if got, _ := query("neta.vm"); got != ipA {
+		t.Errorf("host lookup neta.vm = %q, want %s", got, ipA)
+	}
+	if got, _ := query("NETB.vm"); got != ipB {
+		t.Errorf("host lookup NETB.vm = %q, want %s", got, ipB)
+	}
+	must(t, e.cli(ctx, "", "vm", "stop", b))
+	if got, rc := query("netb.vm"); got != "" || rc != dns.RcodeNameError {
+		t.Errorf("stopped vm still resolves: %q rcode %d", got, rc)
+	}
+}
+
+// TestSSH: vm ssh propagates exit codes and arguments; stock OpenSSH
+// reaches NAME.vm after ssh-config --install, whose install/uninstall keep
+// the user's own config byte for byte.
+func TestSSH(t *testing.T) {
+	needNetns(t)
+	ctx := ctxFor(t, 5*time.Minute)
+	vm := newVM(t, ctx, "sshbox")
+	// sshd may still be starting right after boot.
+	deadline := time.Now().Add(60 * time.Second)
+	var r result
+	for time.Now().Before(deadline) {
+		if r = e.cliNS(ctx, "", "vm", "ssh", vm, "--", "true"); r.code == 0 {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	if r.code != 0 {
+		t.Fatalf("vm ssh: %s", r)
+	}
+	if r = e.cliNS(ctx, "", "vm", "ssh", vm, "--", "sh", "-c", "exit 42"); r.code != 42 {
+		t.Errorf("vm ssh exit code: %s", r)
+	}
+	if r = e.cliNS(ctx, "", "vm", "ssh", vm, "--", "printf", "[%s]", "a b", "it's", ""); r.stdout != "[a b][it's][]" {
+		t.Errorf("vm ssh quoting: %q", r.stdout)
+	}
+
+	home := t.TempDir()
+	userCfg := filepath.Join(home, ".ssh", "config")
+	os.MkdirAll(filepath.Dir(userCfg), 0o700)
+	original := "# mine\nHost example\n  User bob\n  Port 2222" // no trailing newline on purpose
+	os.WriteFile(userCfg, []byte(original), 0o600)
+	env := append(append([]string{}, e.environ...), "HOME="+home)
+	run := func(args ...string) result {
+		ev := *e
+		ev.environ = env
+		return ev.cli(ctx, "", args...)
+	}
+	must(t, run("ssh-config", "--install"))
+	must(t, run("ssh-config", "--install"))
+	b, _ := os.ReadFile(userCfg)
+	if strings.Count(string(b), "Include") != 1 || !strings.Contains(string(b), original) {
+		t.Errorf("install not idempotent or clobbered the user's config:\n%s", b)
+	}
+	// Stock OpenSSH reads the user's config through -F here: it takes ~
+	// from the password database, not from $HOME.
+	r = e.inNS(ctx, "ssh", "-F", userCfg, "-o", "BatchMode=yes", vm+".vm", "echo", "via-openssh")
+	if r.code != 0 || strings.TrimSpace(r.stdout) != "via-openssh" {
+		t.Errorf("ssh %s.vm with the installed config: %s", vm, r)
+	}
+	must(t, run("ssh-config", "--uninstall"))
+	if b, _ := os.ReadFile(userCfg); string(b) != original {
+		t.Errorf("uninstall did not restore the file:\n%q\nwant\n%q", b, original)
+	}
+}
+
+// TestNAT: with --nat a guest reaches a server in a second namespace acting
+// as the uplink; without it, it cannot; the rule is gone after delete.
+func TestNAT(t *testing.T) {
+	needNetns(t)
+	ctx := ctxFor(t, 8*time.Minute)
+	// Uplink namespace joined to the daemon's by a veth pair.
+	uplink := fmt.Sprintf("banger-e2e-up-%d", os.Getpid())
+	if r := e.command(ctx, "", "ip", "netns", "add", uplink); r.code != 0 {
+		t.Fatalf("ip netns add: %s", r)
+	}
+	t.Cleanup(func() { e.command(context.Background(), "", "ip", "netns", "del", uplink) })
+	for _, args := range [][]string{
+		{"ip", "link", "add", "e2eup0", "type", "veth", "peer", "name", "e2eup1", "netns", uplink},
+		{"ip", "addr", "add", "10.250.0.1/30", "dev", "e2eup0"},
+		{"ip", "link", "set", "e2eup0", "up"},
+	} {
+		if r := e.inNS(ctx, args[0], args[1:]...); r.code != 0 {
+			t.Fatalf("%v: %s", args, r)
+		}
+	}
+	for _, args := range [][]string{
+		{"addr", "add", "10.250.0.2/30", "dev", "e2eup1"},
+		{"link", "set", "e2eup1", "up"},
+		{"link", "set", "lo", "up"},
+	} {
+		if r := e.command(ctx, "", "ip", append([]string{"-n", uplink}, args...)...); r.code != 0 {
+			t.Fatalf("%v: %s", args, r)
+		}
+	}
+	// An HTTP server inside the uplink namespace.
+	var ln net.Listener
+	func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		orig, _ := netns.Get()
+		defer orig.Close()
+		h, err := netns.GetFromName(uplink)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer h.Close()
+		netns.Set(h)
+		ln, err = net.Listen("tcp", "10.250.0.2:8080")
+		netns.Set(orig)
+		if err != nil {
+			t.Fatal(err)
+		}
+	}()
+	seen := make(chan string, 4)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.RemoteAddr
+		io.WriteString(w, "uplink-ok\n")
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+
+	natVM := newVM(t, ctx, "natbox", "--nat")
+	plain := newVM(t, ctx, "nonat")
+	fetch := `timeout 5 bash -c 'exec 3<>/dev/tcp/10.250.0.2/8080; printf "GET / HTTP/1.0\r\n\r\n" >&3; cat <&3'`
+	if out := e.cli(ctx, "", "vm", "exec", natVM, "--", "sh", "-c", fetch); !strings.Contains(out.stdout, "uplink-ok") {
+		t.Errorf("--nat guest could not reach the uplink: %s", out)
+	} else if from := <-seen; !strings.HasPrefix(from, "10.250.0.1:") {
+		t.Errorf("uplink saw %s, want the masqueraded 10.250.0.1", from)
+	}
+	if out := e.cli(ctx, "", "vm", "exec", plain, "--", "sh", "-c", fetch); strings.Contains(out.stdout, "uplink-ok") {
+		t.Errorf("guest without --nat reached the uplink")
+	}
+	natIP := vmIP(t, ctx, natVM)
+	// NAT survives stop/start without duplicating its rule.
+	must(t, e.cli(ctx, "", "vm", "stop", natVM))
+	must(t, e.cli(ctx, "", "vm", "start", natVM))
+	if n := masqueradeRules(t, natIP); n != 1 {
+		t.Errorf("%d masquerade rules for %s after stop/start, want 1", n, natIP)
+	}
+	must(t, e.cli(ctx, "", "vm", "delete", natVM))
+	if n := masqueradeRules(t, natIP); n != 0 {
+		t.Errorf("%d masquerade rules for %s after delete", n, natIP)
+	}
+}
+
+// masqueradeRules counts banger's NAT rules mentioning ip (by their
+// comments, which name the rule).
+func masqueradeRules(t *testing.T, ip string) int {
+	t.Helper()
+	n := 0
+	inDaemonNS(t, func() {
+		c, err := nftables.New()
+		if err != nil {
+			t.Fatal(err)
+		}
+		tables, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tb := range tables {
+			if tb.Name != "banger" {
+				continue
+			}
+			chains, _ := c.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
+			for _, ch := range chains {
+				if ch.Table.Name != tb.Name || ch.Name != "postrouting" {
+					continue
+				}
+				rules, _ := c.GetRules(tb, ch)
+				for _, r := range rules {
+					if strings.Contains(string(r.UserData), ip) {
+						n++
+					}
+				}
+			}
+		}
+	})
+	return n
+}
+
+// TestPortsAndPublish: vm ports lists sshd on 22 with its NAME.vm endpoint;
+// --publish makes a guest HTTP server answer on the host; a taken host
+// port is refused at create.
+func TestPortsAndPublish(t *testing.T) {
+	needNetns(t)
+	ctx := ctxFor(t, 5*time.Minute)
+	vm := newVM(t, ctx, "webbox", "--publish", "127.0.0.1:18080:8080")
+	var ports []struct {
+		Proto, Process, Endpoint string
+		Port                     int
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	found := false
+	for time.Now().Before(deadline) && !found {
+		r := must(t, e.cli(ctx, "", "vm", "ports", "--json", vm))
+		jsonUnmarshal(t, r.stdout, &ports)
+		for _, p := range ports {
+			if p.Port == 22 && strings.HasPrefix(p.Proto, "tcp") && p.Endpoint == "webbox.vm:22" && strings.Contains(p.Process, "sshd") {
+				found = true
+			}
+		}
+		if !found {
+			time.Sleep(time.Second)
+		}
+	}
+	if !found {
+		t.Errorf("vm ports lacks sshd on 22 with endpoint webbox.vm:22: %+v", ports)
+	}
+	must(t, e.cli(ctx, "", "vm", "session", "start", vm, "--name", "web", "--",
+		"sh", "-c", "mkdir -p /root/www && echo published-ok > /root/www/index.html && exec busybox httpd -f -p 8080 -h /root/www"))
+	var body string
+	for i := 0; i < 30; i++ {
+		r := e.inNS(ctx, "curl", "-s", "--max-time", "3", "http://127.0.0.1:18080/")
+		if body = r.stdout; strings.Contains(body, "published-ok") {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if !strings.Contains(body, "published-ok") {
+		t.Errorf("published port did not answer: %q", body)
+	}
+	r := e.cli(ctx, "", "vm", "create", "--name", "clash", "--publish", "127.0.0.1:18080:80")
+	if r.code == 0 || !strings.Contains(r.stderr, "18080") {
+		t.Errorf("a taken host port must be refused at create: %s", r)
+	}
+	if _, ok := vmNames(t, ctx)["clash"]; ok {
+		t.Errorf("refused create left a row")
+	}
+}
+
+// TestUserMode: a VM on user networking (no bridge, no root needed) is
+// reachable by vm exec and vm ssh.
+func TestUserMode(t *testing.T) {
+	ctx := ctxFor(t, 5*time.Minute)
+	vm := newVM(t, ctx, "userbox", "--network", "user")
+	if out := guest(t, ctx, vm, "ip -4 addr show | grep -o '10.0.2.15'"); !strings.Contains(out, "10.0.2.15") {
+		t.Errorf("user-mode guest address: %q", out)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	var r result
+	for time.Now().Before(deadline) {
+		if r = e.cliNS(ctx, "", "vm", "ssh", vm, "--", "echo", "user-ssh-ok"); r.code == 0 {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	if strings.TrimSpace(r.stdout) != "user-ssh-ok" {
+		t.Errorf("vm ssh in user mode: %s", r)
+	}
+}
+
+// TestNoNetworkLeaks runs last among the network scenarios: with every VM
+// deleted, no tap beyond the pool, no NAT rule and no address remain.
+func TestNoNetworkLeaks(t *testing.T) {
+	needNetns(t)
+	ctx := ctxFor(t, 3*time.Minute)
+	for name := range vmNames(t, ctx) {
+		must(t, e.cli(ctx, "", "vm", "delete", name))
+	}
+	// Shared VMs are gone: later scenarios create them afresh.
+	shared.once, shared.err = sync.Once{}, nil
+	wsVM.once, wsVM.err = sync.Once{}, nil
+	time.Sleep(time.Second)
+	r := e.inNS(ctx, "ip", "-o", "link", "show")
+	taps := 0
+	for _, l := range strings.Split(r.stdout, "\n") {
+		if strings.Contains(l, "bgtap") {
+			taps++
+		}
+	}
+	if taps > 2 {
+		t.Errorf("%d banger taps left (pool is 2):\n%s", taps, r.stdout)
+	}
+	if n := masqueradeRules(t, "172.16."); n != 0 {
+		t.Errorf("%d NAT rules left", n)
+	}
+}
