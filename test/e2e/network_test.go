@@ -70,11 +70,15 @@ func TestBridgeDNS(t *testing.T) {
 	if ipA == "" || ipB == "" || ipA == ipB {
 		t.Fatalf("addresses %q %q", ipA, ipB)
 	}
-	// sshd in netb may still be starting: retry the connection.
-	out := guest(t, ctx, a, `getent hosts netb.vm
-for i in $(seq 60); do timeout 3 bash -c 'echo > /dev/tcp/netb.vm/22' 2>/dev/null && { echo reached; break; }; sleep 1; done; true`)
-	if !strings.Contains(out, ipB) || !strings.Contains(out, "reached") {
-		t.Errorf("neta -> netb.vm: %q (netb is %s)", out, ipB)
+	// Name resolution through the guest's resolver (the bridge address).
+	if out := guest(t, ctx, a, "getent hosts netb.vm"); !strings.Contains(out, ipB) {
+		t.Errorf("neta resolves netb.vm to %q, want %s", out, ipB)
+	}
+	// Reachability: sshd in netb may still be starting, so retry.
+	out := guest(t, ctx, a, `for i in $(seq 90); do timeout 2 bash -c 'echo > /dev/tcp/`+ipB+`/22' 2>/dev/null && { echo reached; break; }; sleep 1; done
+echo; ip neigh; ip route`)
+	if !strings.Contains(out, "reached") {
+		t.Errorf("neta could not reach netb (%s) on port 22:\n%s", ipB, out)
 	}
 	query := func(name string) (string, int) {
 		var ans string
