@@ -79,6 +79,8 @@ type VMCreateParams struct {
 	NAT bool `json:"nat,omitempty"`
 	// Publish forwards host ports: "[HOSTIP:]HOSTPORT:GUESTPORT".
 	Publish []string `json:"publish,omitempty"`
+	// Engine is auto, qemu or firecracker (default: the config's engine).
+	Engine string `json:"engine,omitempty"`
 }
 
 // VMSetParams changes a stopped VM's resources.

@@ -30,10 +30,10 @@ func vmPath(name string, suffix string) string {
 
 // createFlags are shared by vm create and vm run.
 type createFlags struct {
-	name, image, disk, network string
-	vcpu, memory               int
-	nat                        bool
-	publish                    []string
+	name, image, disk, network, engine string
+	vcpu, memory                       int
+	nat                                bool
+	publish                            []string
 }
 
 func (f *createFlags) register(c *cobra.Command) {
@@ -45,6 +45,7 @@ func (f *createFlags) register(c *cobra.Command) {
 	c.Flags().StringVar(&f.network, "network", "", "bridge, user or none (default from config: bridge as root, user otherwise)")
 	c.Flags().BoolVar(&f.nat, "nat", false, "let the guest reach beyond this host")
 	c.Flags().StringArrayVarP(&f.publish, "publish", "p", nil, "publish a guest port: [HOSTIP:]HOSTPORT:GUESTPORT (repeatable)")
+	c.Flags().StringVar(&f.engine, "engine", "", "VMM: auto (QEMU), qemu or firecracker (default from config)")
 }
 
 // params validates what can be checked without the daemon, so bad input
@@ -61,6 +62,11 @@ func (f *createFlags) params(c *cobra.Command) (api.VMCreateParams, error) {
 	if c.Flags().Changed("memory") && f.memory < 128 {
 		return api.VMCreateParams{}, fmt.Errorf("--memory must be at least 128 (MiB), got %d", f.memory)
 	}
+	switch f.engine {
+	case "", "auto", "qemu", "firecracker":
+	default:
+		return api.VMCreateParams{}, fmt.Errorf("--engine must be auto, qemu or firecracker, got %q", f.engine)
+	}
 	switch f.network {
 	case "", "bridge", "user", "none":
 	default:
@@ -72,7 +78,7 @@ func (f *createFlags) params(c *cobra.Command) (api.VMCreateParams, error) {
 		}
 	}
 	return api.VMCreateParams{Name: f.name, Image: f.image, VCPU: f.vcpu, MemoryMiB: f.memory, DiskSize: f.disk,
-		Network: f.network, NAT: f.nat, Publish: f.publish}, nil
+		Network: f.network, NAT: f.nat, Publish: f.publish, Engine: f.engine}, nil
 }
 
 func (a *App) vmCreateCmd() *cobra.Command {
@@ -216,6 +222,12 @@ func (a *App) vmShowCmd() *cobra.Command {
 			}
 			if v.Accel != "" {
 				row("accel", v.Accel)
+			}
+			if v.Engine != "" {
+				row("engine", v.Engine)
+			}
+			if v.DiskClone != "" {
+				row("root disk", v.DiskClone)
 			}
 			if v.Network != "" {
 				net := v.Network

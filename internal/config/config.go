@@ -42,6 +42,12 @@ type Config struct {
 	DNSListen string `toml:"dns_listen"`
 	// SSHKey is banger's private key (default under the config dir).
 	SSHKey string `toml:"ssh_key"`
+
+	// Engine is the default VMM of new VMs: "auto" (QEMU), "qemu" or
+	// "firecracker"; env BANGER_ENGINE overrides it.
+	Engine         string `toml:"engine"`
+	FirecrackerBin string `toml:"firecracker_bin"`
+	JailerBin      string `toml:"jailer_bin"`
 }
 
 // Duration is a time.Duration written as "30s" in TOML.
@@ -60,18 +66,20 @@ func (d *Duration) UnmarshalText(b []byte) error {
 // Default returns the built-in configuration.
 func Default() Config {
 	return Config{
-		Accel:       "auto",
-		QEMU:        "qemu-system-x86_64",
-		VCPU:        2,
-		MemoryMiB:   1024,
-		DiskSize:    "8G",
-		BootTimeout: Duration{3 * time.Minute},
-		StopTimeout: Duration{30 * time.Second},
-		Network:     "auto",
-		BridgeName:  "banger0",
-		BridgeCIDR:  "172.16.0.1/24",
-		TapPoolSize: 2,
-		DNSListen:   "127.0.0.1:42069",
+		Accel:          "auto",
+		QEMU:           "qemu-system-x86_64",
+		VCPU:           2,
+		MemoryMiB:      1024,
+		DiskSize:       "8G",
+		BootTimeout:    Duration{3 * time.Minute},
+		StopTimeout:    Duration{30 * time.Second},
+		Network:        "auto",
+		BridgeName:     "banger0",
+		BridgeCIDR:     "172.16.0.1/24",
+		TapPoolSize:    2,
+		DNSListen:      "127.0.0.1:42069",
+		Engine:         "auto",
+		FirecrackerBin: "firecracker",
 	}
 }
 
@@ -93,6 +101,9 @@ func Load(path string) (Config, error) {
 	}
 	if v := os.Getenv("BANGER_ACCEL"); v != "" {
 		c.Accel = v
+	}
+	if v := os.Getenv("BANGER_ENGINE"); v != "" {
+		c.Engine = v
 	}
 	if v := os.Getenv("BANGER_NETWORK"); v != "" {
 		c.Network = v
@@ -146,6 +157,15 @@ func merge(c *Config, f Config) {
 	if f.SSHKey != "" {
 		c.SSHKey = f.SSHKey
 	}
+	if f.Engine != "" {
+		c.Engine = f.Engine
+	}
+	if f.FirecrackerBin != "" {
+		c.FirecrackerBin = f.FirecrackerBin
+	}
+	if f.JailerBin != "" {
+		c.JailerBin = f.JailerBin
+	}
 }
 
 // Validate checks the values.
@@ -171,6 +191,11 @@ func (c Config) Validate() error {
 	}
 	if p, err := netip.ParsePrefix(c.BridgeCIDR); err != nil || !p.Addr().Is4() || p.Bits() > 30 {
 		return fmt.Errorf("bridge_cidr must be an IPv4 address/prefix of at most /30 such as 172.16.0.1/24, got %q", c.BridgeCIDR)
+	}
+	switch c.Engine {
+	case "auto", "qemu", "firecracker":
+	default:
+		return fmt.Errorf("engine must be auto, qemu or firecracker, got %q", c.Engine)
 	}
 	if c.TapPoolSize < 0 {
 		return fmt.Errorf("tap_pool_size must not be negative")

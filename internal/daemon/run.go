@@ -19,6 +19,7 @@ import (
 	"banger/internal/config"
 	"banger/internal/dns"
 	"banger/internal/engine"
+	"banger/internal/engine/firecracker"
 	"banger/internal/engine/qemu"
 	"banger/internal/image"
 	"banger/internal/paths"
@@ -69,6 +70,7 @@ func Run(ctx context.Context, o Options) error {
 	driver := qemu.New(cfg.QEMU)
 	accel := newAccelCache(cfg, cfg.QEMU, filepath.Join(l.State, "kvm-probe.json"), o.Log)
 	mgr := vm.New(st, l, cfg, driver, accel.resolve, images.Initrd, o.Log)
+	mgr.SetEngine(firecracker.New(cfg.FirecrackerBin, cfg.JailerBin), firecracker.CloneDisk)
 
 	// Networking: DNS for <name>.vm on loopback always; the bridge (and its
 	// DNS listener) only where banger may manage the host network.

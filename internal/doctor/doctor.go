@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"banger/internal/config"
+	"banger/internal/engine/firecracker"
 	"banger/internal/engine/qemu"
 	"banger/internal/paths"
 	"banger/internal/store"
@@ -138,6 +139,18 @@ func Run(ctx context.Context, l paths.Layout) []Check {
 		default:
 			add("accel", Warn, "KVM cannot boot a guest here ("+detail+"); falling back to TCG", "")
 		}
+	}
+
+	// Firecracker is optional: a FAIL only when it is the configured engine.
+	fc := firecracker.New(cfg.FirecrackerBin, cfg.JailerBin)
+	if path, ver, err := fc.Check(ctx); err != nil {
+		st := Warn
+		if cfg.Engine == "firecracker" {
+			st = Fail
+		}
+		add("firecracker", st, "not usable: "+err.Error(), "install firecracker (and a KVM that boots guests) to use --engine firecracker; QEMU is used otherwise")
+	} else {
+		add("firecracker", Pass, fmt.Sprintf("%s, version %s (use --engine firecracker; needs a KVM that boots guests)", path, ver), "")
 	}
 
 	if nKernels == 0 {

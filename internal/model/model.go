@@ -54,6 +54,12 @@ type VM struct {
 	// SSHPort is the host loopback port forwarded to the guest's sshd
 	// (user mode).
 	SSHPort int `json:"ssh_port,omitempty"`
+	// Engine is the VMM ("qemu" or "firecracker"), fixed at create: the
+	// root disk's format depends on it.
+	Engine string `json:"engine,omitempty"`
+	// DiskClone says how the root disk was made from the image:
+	// "qcow2-overlay", "reflink" or "sparse-copy".
+	DiskClone string `json:"disk_clone,omitempty"`
 }
 
 // PortMap forwards HostIP:HostPort on the host to GuestPort in the guest.

@@ -46,10 +46,14 @@ type Manager struct {
 	store  *store.Store
 	layout paths.Layout
 	cfg    config.Config
-	driver engine.Driver
-	log    *slog.Logger
-	accel  AccelResolver
-	initrd InitrdFunc
+	driver engine.Driver // QEMU, the default engine
+	// drivers holds further engines by name; cloneDisk makes their raw
+	// root disks.
+	drivers   map[string]engine.Driver
+	cloneDisk diskCloner
+	log       *slog.Logger
+	accel     AccelResolver
+	initrd    InitrdFunc
 
 	net   *Networking
 	netst netState
@@ -138,6 +142,9 @@ func (m *Manager) Create(ctx context.Context, params api.VMCreateParams, progres
 	if err := m.prepareNetwork(ctx, vm, params); err != nil {
 		return nil, err
 	}
+	if vm.Engine, err = m.resolveEngine(params.Engine, vm.Network); err != nil {
+		return nil, err
+	}
 	if err := m.insert(ctx, vm); err != nil {
 		return nil, err
 	}
@@ -149,6 +156,7 @@ func (m *Manager) Create(ctx context.Context, params api.VMCreateParams, progres
 		unlock()
 		return nil, fmt.Errorf("create vm %q: %w", vm.Name, err)
 	}
+	m.store.UpdateVM(ctx, vm) // records how the root disk was made
 	if params.NoStart {
 		unlock()
 		return vm, nil
@@ -271,10 +279,19 @@ func (m *Manager) makeDisks(ctx context.Context, vm *model.VM, img *model.Image)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	root := filepath.Join(dir, "root.qcow2")
-	if out, err := exec.CommandContext(ctx, "qemu-img", "create", "-q", "-f", "qcow2",
-		"-b", img.Rootfs, "-F", "raw", root).CombinedOutput(); err != nil {
-		return fmt.Errorf("create root overlay: %v: %s", err, strings.TrimSpace(string(out)))
+	root := m.rootDiskPath(vm)
+	if engineOf(vm) == EngineFirecracker {
+		method, err := m.cloneDisk(img.Rootfs, root)
+		if err != nil {
+			return fmt.Errorf("clone root disk: %w", err)
+		}
+		vm.DiskClone = method
+	} else {
+		if out, err := exec.CommandContext(ctx, "qemu-img", "create", "-q", "-f", "qcow2",
+			"-b", img.Rootfs, "-F", "raw", root).CombinedOutput(); err != nil {
+			return fmt.Errorf("create root overlay: %v: %s", err, strings.TrimSpace(string(out)))
+		}
+		vm.DiskClone = "qcow2-overlay"
 	}
 	work := filepath.Join(dir, "work.ext4")
 	f, err := os.OpenFile(work, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
@@ -317,7 +334,7 @@ func (m *Manager) spec(vm *model.VM, k *model.Kernel, initrd, accel string) engi
 		ID: vm.ID, Name: vm.Name, VCPU: vm.VCPU, MemoryMiB: vm.MemoryMiB,
 		Kernel: k.Vmlinux, Initramfs: initrd,
 		Cmdline:       bootCmdline(vm, accel),
-		RootDisk:      filepath.Join(dir, "root.qcow2"),
+		RootDisk:      m.rootDiskPath(vm),
 		WorkDisk:      filepath.Join(dir, "work.ext4"),
 		SerialLog:     filepath.Join(dir, "serial.log"),
 		VMMLog:        filepath.Join(dir, "vmm.log"),
@@ -327,6 +344,13 @@ func (m *Manager) spec(vm *model.VM, k *model.Kernel, initrd, accel string) engi
 		PIDFile:       filepath.Join(run, "qemu.pid"),
 		Accel:         accel,
 	}
+}
+
+// specFor is spec adjusted for the VM's engine.
+func (m *Manager) specFor(vm *model.VM, k *model.Kernel, initrd, accel string) engine.Spec {
+	s := m.spec(vm, k, initrd, accel)
+	m.adjustSpec(vm, &s)
+	return s
 }
 
 // bootCmdline is banger's part of the kernel command line: parameters for
@@ -366,8 +390,11 @@ func (m *Manager) startLocked(ctx context.Context, vm *model.VM, progress Progre
 	if err != nil {
 		return fmt.Errorf("start vm %q: %w", vm.Name, err)
 	}
-	spec := m.spec(vm, k, initrd, accel)
-	if err := os.MkdirAll(filepath.Dir(spec.AgentSocket), 0o700); err != nil {
+	spec := m.specFor(vm, k, initrd, accel)
+	if engineOf(vm) == EngineFirecracker && accel != "kvm" {
+		return fmt.Errorf("start vm %q: firecracker needs a usable KVM (this host runs guests under %s); recreate it with --engine qemu", vm.Name, accel)
+	}
+	if err := os.MkdirAll(m.layout.VMRunDir(vm.ID), 0o700); err != nil {
 		return err
 	}
 	os.Remove(spec.SerialLog)
@@ -389,7 +416,11 @@ func (m *Manager) startLocked(ctx context.Context, vm *model.VM, progress Progre
 	}
 	var inst engine.Instance
 	if err := step(progress, "launch_vmm", func() error {
-		inst, err = m.driver.Start(ctx, spec)
+		d, err := m.driverFor(vm)
+		if err != nil {
+			return err
+		}
+		inst, err = d.Start(ctx, spec)
 		return err
 	}); err != nil {
 		return err
@@ -412,7 +443,11 @@ func (m *Manager) startLocked(ctx context.Context, vm *model.VM, progress Progre
 			}
 		}()
 		var c *agent.Client
-		c, resp, err = agent.WaitReady(bctx, spec.AgentSocket)
+		if spec.VsockSocket != "" {
+			c, resp, err = agent.WaitReadyVsock(bctx, spec.VsockSocket, agent.VsockPort)
+		} else {
+			c, resp, err = agent.WaitReady(bctx, spec.AgentSocket)
+		}
 		if err != nil {
 			select {
 			case <-inst.Done():
@@ -461,6 +496,15 @@ func (m *Manager) failStart(vm *model.VM, cause error) {
 	vm.State, vm.PID, vm.LastError = model.StateError, 0, cause.Error()
 	if err := m.store.UpdateVM(context.Background(), vm); err != nil {
 		m.log.Error("record failed start", "vm", vm.Name, "err", err)
+	}
+}
+
+func isDone(inst engine.Instance) bool {
+	select {
+	case <-inst.Done():
+		return true
+	default:
+		return false
 	}
 }
 
@@ -579,6 +623,13 @@ func (m *Manager) stopLocked(ctx context.Context, vm *model.VM, rt *runtime) err
 		}
 	}
 	if !graceful(false, m.cfg.StopTimeout.Duration) && !graceful(true, 5*time.Second) {
+		ctrlAltDel(ctx, rt.inst)
+		select {
+		case <-rt.inst.Done():
+		case <-time.After(5 * time.Second):
+		}
+	}
+	if !isDone(rt.inst) {
 		m.log.Warn("guest did not power off; killing the VMM", "vm", vm.Name)
 		if !m.killAndWait(rt, syscall.SIGKILL, 10*time.Second) {
 			return fmt.Errorf("stop vm %q: the VMM (pid %d) did not exit", vm.Name, rt.inst.PID())
@@ -743,7 +794,13 @@ func (m *Manager) agentClient(ctx context.Context, rt *runtime, timeout time.Dur
 	}
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	c, _, err := agent.WaitReady(wctx, rt.spec.AgentSocket)
+	var c *agent.Client
+	var err error
+	if rt.spec.VsockSocket != "" {
+		c, _, err = agent.WaitReadyVsock(wctx, rt.spec.VsockSocket, agent.VsockPort)
+	} else {
+		c, _, err = agent.WaitReady(wctx, rt.spec.AgentSocket)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -829,8 +886,13 @@ func (m *Manager) Recover(ctx context.Context) error {
 			m.markGone(ctx, vm, "kernel missing")
 			continue
 		}
-		spec := m.spec(vm, k, k.Initramfs, vm.Accel)
-		inst, err := m.driver.Adopt(ctx, spec)
+		spec := m.specFor(vm, k, k.Initramfs, vm.Accel)
+		d, err := m.driverFor(vm)
+		if err != nil {
+			m.markGone(ctx, vm, err.Error())
+			continue
+		}
+		inst, err := d.Adopt(ctx, spec)
 		if err != nil {
 			m.markGone(ctx, vm, err.Error())
 			continue
@@ -853,7 +915,11 @@ func (m *Manager) Recover(ctx context.Context) error {
 func (m *Manager) deleteAfterRecover(ctx context.Context, vm *model.VM) error {
 	if isActive(vm.State) {
 		if k, err := m.store.GetKernel(ctx, vm.Kernel); err == nil {
-			if inst, err := m.driver.Adopt(ctx, m.spec(vm, k, k.Initramfs, vm.Accel)); err == nil {
+			d, derr := m.driverFor(vm)
+			if derr != nil {
+				d = m.driver
+			}
+			if inst, err := d.Adopt(ctx, m.specFor(vm, k, k.Initramfs, vm.Accel)); err == nil {
 				inst.Kill(syscall.SIGKILL)
 				select {
 				case <-inst.Done():

@@ -358,3 +358,44 @@ func TestParseSignal(t *testing.T) {
 		}
 	}
 }
+
+func TestFirecrackerEngineCreate(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	var cloned []string
+	fc := &namedDriver{fakeDriver: f.driver, name: EngineFirecracker}
+	f.m.SetEngine(fc, func(src, dst string) (string, error) {
+		cloned = append(cloned, dst)
+		return "sparse-copy", os.WriteFile(dst, nil, 0o600)
+	})
+	f.m.cfg.FirecrackerBin = "sh" // anything on PATH
+	if _, err := f.m.Create(ctx, api.VMCreateParams{Name: "fc-user", Engine: "firecracker", Network: "user"}, nil); apiCode(err) != api.CodeBadRequest {
+		t.Errorf("firecracker with user networking: %v", err)
+	}
+	v, err := f.m.Create(ctx, api.VMCreateParams{Name: "fc", Engine: "firecracker", Network: "none", NoStart: true}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := f.m.Get(ctx, "fc")
+	if got.Engine != EngineFirecracker || got.DiskClone != "sparse-copy" || len(cloned) != 1 || filepath.Base(cloned[0]) != "root.raw" {
+		t.Errorf("firecracker vm: %+v, cloned %v", got, cloned)
+	}
+	// This host runs guests under TCG: firecracker refuses to start.
+	if _, err := f.m.Start(ctx, "fc", nil); err == nil {
+		t.Errorf("firecracker start under tcg accepted")
+	}
+	if _, err := f.m.Create(ctx, api.VMCreateParams{Name: "q", NoStart: true}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if q, _ := f.m.Get(ctx, "q"); q.Engine != EngineQEMU || q.DiskClone != "qcow2-overlay" {
+		t.Errorf("default engine: %+v", q)
+	}
+	_ = v
+}
+
+type namedDriver struct {
+	*fakeDriver
+	name string
+}
+
+func (n *namedDriver) Name() string { return n.name }

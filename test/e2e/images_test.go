@@ -101,3 +101,24 @@ func TestCheckMigrations(t *testing.T) {
 		t.Errorf("check-migrations: %v %s", err, out)
 	}
 }
+
+// TestFirecrackerUnavailable: on a host without Firecracker (these), asking
+// for it is a clear error that creates nothing, and doctor says why.
+func TestFirecrackerUnavailable(t *testing.T) {
+	ctx := ctxFor(t, 2*time.Minute)
+	if _, err := exec.LookPath("firecracker"); err == nil {
+		t.Skip("firecracker is installed here")
+	}
+	before := len(vmNames(t, ctx))
+	r := e.cli(ctx, "", "vm", "create", "--name", "fcvm", "--engine", "firecracker", "--network", "none")
+	if r.code == 0 || !strings.Contains(r.stderr, "firecracker") {
+		t.Errorf("firecracker create: %s", r)
+	}
+	if len(vmNames(t, ctx)) != before {
+		t.Errorf("refused create left a row")
+	}
+	d := e.cli(ctx, "", "doctor")
+	if !strings.Contains(d.stdout, "WARN  firecracker") {
+		t.Errorf("doctor should warn that firecracker is not usable:\n%s", d.stdout)
+	}
+}
