@@ -66,4 +66,6 @@ if ! $banger image show debian >/dev/null 2>&1; then
 fi
 
 say "running a command in a fresh VM"
-$banger vm run --rm --image debian -- sh -c 'echo "hello from $(hostname): $(uname -sr), $(nproc) vCPUs"'
+# No network for the demo: nothing here needs one, and a first run should
+# not change the host network (bridge, forwarding) before the user asks.
+$banger vm run --rm --image debian --network none -- sh -c 'echo "hello from $(hostname): $(uname -sr), $(nproc) vCPUs"'

@@ -91,7 +91,20 @@ func (a *App) ensureDaemon(ctx context.Context) error {
 	var p api.Ping
 	err := a.client.Do(ctx, "GET", "/ping", nil, &p)
 	if err == nil {
-		return nil
+		if p.Version == a.Version || a.Version == "dev" || os.Getenv("BANGER_NO_DAEMON_RESTART") != "" {
+			return nil
+		}
+		// A daemon from another build (e.g. before an upgrade) speaks an
+		// older API: replace it. VMs survive a daemon restart.
+		fmt.Fprintf(a.Stderr, "banger: restarting bangerd (%s -> %s)\n", p.Version, a.Version)
+		if err := a.client.Do(ctx, "POST", "/daemon/stop", nil, nil); err != nil {
+			return err
+		}
+		deadline := time.Now().Add(15 * time.Second)
+		for pidAlive(p.PID) && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		err = client.ErrUnavailable
 	}
 	if !errors.Is(err, client.ErrUnavailable) {
 		return err
