@@ -6,6 +6,8 @@ import (
 	"io"
 	"log"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -191,5 +193,21 @@ func TestModuleParams(t *testing.T) {
 	}
 	if got := moduleParams(cl, "virtio_blk"); got != "" {
 		t.Errorf("got %q", got)
+	}
+}
+
+func TestHasVirtioDevice(t *testing.T) {
+	dir := t.TempDir()
+	for name, id := range map[string]string{"virtio0": "0x0002", "virtio1": "0x0003"} {
+		os.MkdirAll(filepath.Join(dir, name), 0o755)
+		os.WriteFile(filepath.Join(dir, name, "device"), []byte(id+"\n"), 0o644)
+	}
+	if hasVirtioDevice(dir, 19) {
+		t.Errorf("no vsock device, but found one")
+	}
+	os.MkdirAll(filepath.Join(dir, "virtio2"), 0o755)
+	os.WriteFile(filepath.Join(dir, "virtio2", "device"), []byte("0x0013\n"), 0o644)
+	if !hasVirtioDevice(dir, 19) {
+		t.Errorf("vsock device not found")
 	}
 }

@@ -406,18 +406,38 @@ func moduleParams(cmdline, module string) string {
 	return strings.Join(out, " ")
 }
 
-// AgentTransport is where the agent serves the host: "vsock" when the
-// kernel command line says banger.agent=vsock (Firecracker VMs), else the
-// virtio-serial port. Explicit rather than probed: a vsock device node
-// exists in every guest that loaded the vsock modules.
+// AgentTransport is where the agent serves the host: "vsock" when the VM
+// has a virtio vsock device (Firecracker VMs; or the kernel command line
+// says banger.agent=vsock), else the virtio-serial port. It looks for the
+// device itself (virtio device id 19) rather than /dev/vsock, which exists
+// in every guest that loaded the vsock modules.
 func AgentTransport() string {
 	b, _ := os.ReadFile("/proc/cmdline")
 	for _, f := range strings.Fields(string(b)) {
-		if f == "banger.agent=vsock" {
+		switch f {
+		case "banger.agent=vsock":
 			return "vsock"
+		case "banger.agent=port":
+			return "port"
 		}
 	}
+	if hasVirtioDevice("/sys/bus/virtio/devices", 19) {
+		return "vsock"
+	}
 	return "port"
+}
+
+// hasVirtioDevice reports whether a virtio device with the given device id
+// is present under dir.
+func hasVirtioDevice(dir string, id int) bool {
+	matches, _ := filepath.Glob(filepath.Join(dir, "*", "device"))
+	want := fmt.Sprintf("0x%04x", id)
+	for _, m := range matches {
+		if b, err := os.ReadFile(m); err == nil && strings.TrimSpace(string(b)) == want {
+			return true
+		}
+	}
+	return false
 }
 
 // Serve serves the host on the transport AgentTransport picks.
