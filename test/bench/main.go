@@ -65,7 +65,7 @@ func run(n int, ws bool) error {
 		"XDG_STATE_HOME="+root+"/state", "XDG_CONFIG_HOME="+root+"/config", "XDG_RUNTIME_DIR="+root+"/run",
 		"BANGER_PROGRESS=1")}
 	os.MkdirAll(root+"/config/banger", 0o700)
-	os.WriteFile(root+"/config/banger/config.toml", []byte("vcpu = 2\nmemory_mib = 512\ndisk_size = \"1G\"\nnetwork = \"none\"\n"), 0o600)
+	os.WriteFile(root+"/config/banger/config.toml", []byte("vcpu = 2\nmemory_mib = 512\ndisk_size = \"1G\"\nnetwork = \"none\"\ndns_listen = \"127.0.0.1:0\"\n"), 0o600)
 	ctx := context.Background()
 	defer e.banger(ctx, "daemon", "stop")
 
