@@ -336,7 +336,7 @@ func TestPortsAndPublish(t *testing.T) {
 // reachable by vm exec and vm ssh.
 func TestUserMode(t *testing.T) {
 	ctx := ctxFor(t, 5*time.Minute)
-	vm := newVM(t, ctx, "userbox", "--network", "user")
+	vm := newVM(t, ctx, "userbox", "--network", "user", "--publish", "127.0.0.1:18081:8080")
 	if out := guest(t, ctx, vm, "ip -4 addr show | grep -o '10.0.2.15'"); !strings.Contains(out, "10.0.2.15") {
 		t.Errorf("user-mode guest address: %q", out)
 	}
@@ -350,6 +350,29 @@ func TestUserMode(t *testing.T) {
 	}
 	if strings.TrimSpace(r.stdout) != "user-ssh-ok" {
 		t.Errorf("vm ssh in user mode: %s", r)
+	}
+	// --publish in user mode goes through the VMM's own forwarding.
+	must(t, e.cli(ctx, "", "vm", "session", "start", vm, "--name", "web", "--",
+		"sh", "-c", "mkdir -p /root/www && echo user-published > /root/www/index.html && exec busybox httpd -f -p 8080 -h /root/www"))
+	var body string
+	for i := 0; i < 30; i++ {
+		if body = e.inNS(ctx, "curl", "-s", "--max-time", "3", "http://127.0.0.1:18081/").stdout; strings.Contains(body, "user-published") {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if !strings.Contains(body, "user-published") {
+		t.Errorf("user-mode published port did not answer: %q", body)
+	}
+	var ports []struct {
+		Port     int
+		Endpoint string
+	}
+	jsonUnmarshal(t, must(t, e.cli(ctx, "", "vm", "ports", "--json", vm)).stdout, &ports)
+	for _, p := range ports {
+		if p.Port == 8080 && p.Endpoint != "127.0.0.1:18081" {
+			t.Errorf("user-mode endpoint for 8080: %q", p.Endpoint)
+		}
 	}
 }
 

@@ -216,19 +216,56 @@ func procCmdline(pid int) []string {
 	return strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")
 }
 
-// isVMMFor reports whether argv is a Firecracker serving apiSocket: the
-// binary's file name contains "firecracker" and the arguments include
-// "--api-sock apiSocket" (or "--api-sock=apiSocket"). A pid recycled by an
-// unrelated process, or by another VM's Firecracker, does not match.
-func isVMMFor(argv []string, apiSocket string) bool {
+// vmmID identifies a spec's Firecracker among processes, by its command
+// line.
+type vmmID struct {
+	// apiSock is the --api-sock value as the VMM was given it: the host
+	// path, or under the jailer the path inside the jail.
+	apiSock string
+	// id, when set, is the --id value that must be present too. Under the
+	// jailer every VMM serves the same in-jail socket path, so the jail
+	// id is what tells them apart.
+	id string
+}
+
+// isVMMFor reports whether argv is the Firecracker that m identifies: the
+// binary's file name contains "firecracker" (the jailer runs it as
+// /<exec-file name>), the arguments include "--api-sock m.apiSock" (or
+// "--api-sock=m.apiSock") and, if m.id is set, "--id m.id". A jailer
+// whose own file name contains "firecracker" is told apart by its
+// --exec-file. A pid recycled by an unrelated process, or by another VM's
+// Firecracker, does not match.
+func isVMMFor(argv []string, m vmmID) bool {
 	if len(argv) == 0 || !strings.Contains(filepath.Base(argv[0]), "firecracker") {
 		return false
 	}
-	for i, a := range argv[1:] {
-		if a == "--api-sock="+apiSocket {
+	if hasArg(argv, "--exec-file") {
+		return false
+	}
+	if !hasArgValue(argv, "--api-sock", m.apiSock) {
+		return false
+	}
+	return m.id == "" || hasArgValue(argv, "--id", m.id)
+}
+
+// hasArg reports whether argv[1:] has the flag name, alone or as
+// "name=value".
+func hasArg(argv []string, name string) bool {
+	for _, a := range argv[1:] {
+		if a == name || strings.HasPrefix(a, name+"=") {
 			return true
 		}
-		if a == "--api-sock" && i+2 < len(argv) && argv[i+2] == apiSocket {
+	}
+	return false
+}
+
+// hasArgValue reports whether argv[1:] has "name value" or "name=value".
+func hasArgValue(argv []string, name, value string) bool {
+	for i, a := range argv[1:] {
+		if a == name+"="+value {
+			return true
+		}
+		if a == name && i+2 < len(argv) && argv[i+2] == value {
 			return true
 		}
 	}
@@ -263,9 +300,9 @@ func writePIDFile(path string, pid int) error {
 	return nil
 }
 
-// findVMMs lists live processes whose argv is a Firecracker serving
-// apiSocket.
-func findVMMs(apiSocket string) []int {
+// findVMMs lists live processes whose argv is the Firecracker that m
+// identifies.
+func findVMMs(m vmmID) []int {
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil
@@ -276,7 +313,7 @@ func findVMMs(apiSocket string) []int {
 		if err != nil || pid == os.Getpid() {
 			continue
 		}
-		if isVMMFor(procCmdline(pid), apiSocket) {
+		if isVMMFor(procCmdline(pid), m) {
 			pids = append(pids, pid)
 		}
 	}
