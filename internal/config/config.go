@@ -48,6 +48,12 @@ type Config struct {
 	Engine         string `toml:"engine"`
 	FirecrackerBin string `toml:"firecracker_bin"`
 	JailerBin      string `toml:"jailer_bin"`
+	// JailerChrootBase is the jailer's --chroot-base-dir (default: under
+	// the state dir, on the disks' filesystem so they can be hard-linked).
+	JailerChrootBase string `toml:"jailer_chroot_base"`
+	// JailerUID/JailerGID: 0 gives every jailed VM a dedicated uid/gid.
+	JailerUID int `toml:"jailer_uid"`
+	JailerGID int `toml:"jailer_gid"`
 }
 
 // Duration is a time.Duration written as "30s" in TOML.
@@ -165,6 +171,15 @@ func merge(c *Config, f Config) {
 	}
 	if f.JailerBin != "" {
 		c.JailerBin = f.JailerBin
+	}
+	if f.JailerChrootBase != "" {
+		c.JailerChrootBase = f.JailerChrootBase
+	}
+	if f.JailerUID != 0 {
+		c.JailerUID = f.JailerUID
+	}
+	if f.JailerGID != 0 {
+		c.JailerGID = f.JailerGID
 	}
 }
 

@@ -70,7 +70,7 @@ func Run(ctx context.Context, o Options) error {
 	driver := qemu.New(cfg.QEMU)
 	accel := newAccelCache(cfg, cfg.QEMU, filepath.Join(l.State, "kvm-probe.json"), o.Log)
 	mgr := vm.New(st, l, cfg, driver, accel.resolve, images.Initrd, o.Log)
-	mgr.SetEngine(firecracker.New(cfg.FirecrackerBin, cfg.JailerBin), firecracker.CloneDisk)
+	mgr.SetEngine(newFirecracker(cfg, l), firecracker.CloneDisk)
 
 	// Networking: DNS for <name>.vm on loopback always; the bridge (and its
 	// DNS listener) only where banger may manage the host network.
@@ -212,4 +212,18 @@ func (a *accelCache) resolve(ctx context.Context, kernel string) (string, string
 		}
 		return ok, detail, nil
 	})
+}
+
+// newFirecracker configures the Firecracker driver, jailed when jailer_bin
+// is set.
+func newFirecracker(cfg config.Config, l paths.Layout) *firecracker.Driver {
+	d := firecracker.New(cfg.FirecrackerBin, cfg.JailerBin)
+	if cfg.JailerBin != "" {
+		d.ChrootBase = cfg.JailerChrootBase
+		if d.ChrootBase == "" {
+			d.ChrootBase = filepath.Join(l.State, "jailer")
+		}
+		d.JailUID, d.JailGID = cfg.JailerUID, cfg.JailerGID
+	}
+	return d
 }

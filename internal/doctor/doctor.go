@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"time"
 
 	"banger/internal/config"
@@ -143,6 +144,13 @@ func Run(ctx context.Context, l paths.Layout) []Check {
 
 	// Firecracker is optional: a FAIL only when it is the configured engine.
 	fc := firecracker.New(cfg.FirecrackerBin, cfg.JailerBin)
+	if cfg.JailerBin != "" {
+		fc.ChrootBase = cfg.JailerChrootBase
+		if fc.ChrootBase == "" {
+			fc.ChrootBase = filepath.Join(l.State, "jailer")
+		}
+		fc.JailUID, fc.JailGID = cfg.JailerUID, cfg.JailerGID
+	}
 	if path, ver, err := fc.Check(ctx); err != nil {
 		st := Warn
 		if cfg.Engine == "firecracker" {

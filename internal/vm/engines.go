@@ -110,6 +110,30 @@ func (m *Manager) adjustSpec(vm *model.VM, spec *engine.Spec) {
 	if !strings.Contains(spec.Cmdline, "banger.agent=") {
 		spec.Cmdline += " banger.agent=vsock"
 	}
+	// A jailed Firecracker has its sockets inside its chroot.
+	if d, err := m.driverFor(vm); err == nil {
+		if j, ok := d.(interface{ JailSpec(engine.Spec) engine.Spec }); ok {
+			*spec = j.JailSpec(*spec)
+		}
+	}
+}
+
+// cleanupEngine removes what the engine keeps per VM outside the VM's own
+// directories (a Firecracker jail).
+func (m *Manager) cleanupEngine(vm *model.VM) {
+	if engineOf(vm) != EngineFirecracker {
+		return
+	}
+	d, err := m.driverFor(vm)
+	if err != nil {
+		return
+	}
+	if c, ok := d.(interface{ Cleanup(engine.Spec) error }); ok {
+		k := &model.Kernel{Vmlinux: "/nonexistent"}
+		if err := c.Cleanup(m.specFor(vm, k, "", "kvm")); err != nil {
+			m.log.Warn("engine cleanup", "vm", vm.Name, "err", err)
+		}
+	}
 }
 
 // ctrlAltDel is the Firecracker fallback for a guest the agent cannot

@@ -311,6 +311,7 @@ func (m *Manager) makeDisks(ctx context.Context, vm *model.VM, img *model.Image)
 }
 
 func (m *Manager) removeFiles(vm *model.VM) {
+	m.cleanupEngine(vm)
 	os.RemoveAll(m.layout.VMDir(vm.ID))
 	os.RemoveAll(m.layout.VMRunDir(vm.ID))
 }

@@ -30,6 +30,12 @@
 //   - SerialLog receives ttyS0 (PUT /serial); without it the guest console
 //     goes to Firecracker's stdout, the VMM log;
 //   - Accel must be kvm.
+//
+// With Driver.Jailer set, Firecracker runs under Firecracker's jailer:
+// chrooted in <ChrootBase>/<firecracker file name>/<id>/root, as a
+// dedicated uid and gid, with the spec's files linked into the chroot and
+// its sockets inside it (see jail.go for the layout and the rules, and
+// Driver.JailSpec for the socket paths the caller must use).
 package firecracker
 
 import (
@@ -73,23 +79,48 @@ const (
 	defaultBinary = "firecracker"
 )
 
-// Driver is the Firecracker engine.Driver.
+// Driver is the Firecracker engine.Driver. Its fields are configuration,
+// set before the first call and not changed afterwards.
 type Driver struct {
 	// Binary is the firecracker executable; "firecracker" (from PATH) if
-	// empty. Its file name must contain "firecracker": that is part of
-	// how the driver recognises its VMM processes in /proc.
+	// empty. The file name it resolves to must contain "firecracker":
+	// that is part of how the driver recognises its VMM processes in
+	// /proc, and the jailer insists on it. Under the jailer that file name
+	// also names the jail directory (see JailSpec), so point Binary at a
+	// path whose resolved name does not change with upgrades while VMs
+	// run.
 	Binary string
-	// Jailer is the jailer executable. Running under the jailer is not
-	// supported yet (inputs would have to be linked into its chroot and
-	// the sockets would move under it); Start refuses a non-empty Jailer
-	// rather than silently running unjailed.
+	// Jailer is the jailer executable. Empty: Firecracker runs unjailed,
+	// as the daemon's user. Set: every VMM runs under the jailer,
+	// chrooted and as JailUID/JailGID; the daemon must be root, and specs
+	// must go through JailSpec.
 	Jailer string
+	// ChrootBase is the jailer's --chroot-base-dir; DefaultChrootBase
+	// (/srv/jailer) when empty. It must be absolute and on the filesystem
+	// that holds the VMs' disks and serial logs, which are hard-linked
+	// into the jails.
+	ChrootBase string
+	// JailUID and JailGID are the uid and gid Firecracker runs as under
+	// the jailer. JailUID 0 (the default) gives every VM a dedicated uid,
+	// JailIDBase plus a hash of its id (see DefaultJailIDBase), so that
+	// one jailed VMM cannot touch another VM's files or processes. A
+	// non-zero JailUID runs every VM as that uid. JailGID 0 means a gid
+	// of the uid's number.
+	JailUID, JailGID int
+	// JailIDBase is the first id of the per-VM range (JailIDCount ids);
+	// DefaultJailIDBase when 0.
+	JailIDBase int
+	// NetNS, if set, is a network namespace handle (e.g.
+	// /var/run/netns/NAME) the jailer joins (--netns): the VMs' tap
+	// devices must then exist in that namespace. Empty: the host's.
+	NetNS string
 }
 
 var _ engine.Driver = (*Driver)(nil)
 
 // New returns a Driver running binary ("" for firecracker from PATH),
-// optionally under jailer (see Driver.Jailer).
+// under jailer if that is not empty; set the Driver's other fields for
+// the jail's layout and ids.
 func New(binary, jailer string) *Driver { return &Driver{Binary: binary, Jailer: jailer} }
 
 // Name returns "firecracker".
@@ -141,11 +172,17 @@ func instanceID(spec engine.Spec) string {
 // /vsock (with a VsockSocket), PUT /actions InstanceStart. An API error
 // carries Firecracker's fault_message verbatim (see APIError).
 //
+// Under the jailer (Driver.Jailer), spec must have been through
+// JailSpec; Start builds the VM's jail (replacing a stale one), runs the
+// jailer in place of firecracker and sends paths inside the jail over the
+// API (see jail.go).
+//
 // Start fails without launching anything if the spec is invalid or asks
 // for what Firecracker cannot do (TCG, user-mode NICs, a virtio-serial
-// agent port, qcow2 disks, more than MaxVCPU vCPUs, a jailer), an input is
-// missing, or a VMM for spec is already running. On any later failure, or
-// when ctx ends, the VMM is killed and its pidfile and sockets are removed.
+// agent port, qcow2 disks, more than MaxVCPU vCPUs), an input is missing
+// or cannot be put in the jail, or a VMM for spec is already running. On
+// any later failure, or when ctx ends, the VMM is killed and its pidfile,
+// sockets and jail are removed.
 func (d *Driver) Start(ctx context.Context, spec engine.Spec) (engine.Instance, error) {
 	inst, err := d.start(ctx, spec)
 	if err != nil {
@@ -158,30 +195,65 @@ func (d *Driver) start(ctx context.Context, spec engine.Spec) (*Instance, error)
 	if err := d.checkSpec(spec); err != nil {
 		return nil, err
 	}
+	j, id, err := d.layout(spec)
+	if err != nil {
+		return nil, err
+	}
+	if j != nil {
+		if err := d.checkJail(j); err != nil {
+			return nil, err
+		}
+	}
 	args := BootArgs(spec)
 	if err := checkBootArgs(args, spec); err != nil {
 		return nil, err
 	}
-	if err := checkInputs(spec); err != nil {
+	if err := checkInputs(spec, j != nil); err != nil {
 		return nil, err
 	}
 	// A live Firecracker on the same API socket, pidfile or not, would
-	// lose its sockets to the new one.
-	if pid, err := readPIDFile(spec.PIDFile); err == nil && isVMMFor(procCmdline(pid), spec.QMPSocket) {
+	// lose its sockets (or its jail) to the new one.
+	if pid, err := readPIDFile(spec.PIDFile); err == nil && isVMMFor(procCmdline(pid), id) {
 		return nil, fmt.Errorf("already running as pid %d", pid)
 	}
-	if pids := findVMMs(spec.QMPSocket); len(pids) > 0 {
+	if pids := findVMMs(id); len(pids) > 0 {
 		return nil, fmt.Errorf("already running as pid %d (its pidfile is missing)", pids[0])
 	}
-	// Firecracker refuses to bind an existing socket path.
+	// Firecracker refuses to bind an existing socket path; the jailer
+	// refuses an existing pid file or device node in the jail.
 	for _, p := range []string{spec.PIDFile, spec.QMPSocket, spec.VsockSocket} {
 		if err := removeIfExists(p); err != nil {
 			return nil, fmt.Errorf("remove stale %s: %w", p, err)
 		}
 	}
+	if spec.SerialLog != "" {
+		// Truncated on every start, like QEMU's file chardev: whether
+		// Firecracker creates, truncates or appends is not specified.
+		f, err := os.OpenFile(spec.SerialLog, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("create serial log: %w", err)
+		}
+		f.Close()
+	}
+	paths := hostPaths(spec)
+	if j != nil {
+		if err := j.remove(); err != nil {
+			return nil, fmt.Errorf("stale jail: %w", err)
+		}
+		if j.uid, j.gid, err = d.jailIDs(j); err != nil {
+			return nil, err
+		}
+		if paths, err = j.prepare(spec); err != nil {
+			j.remove()
+			return nil, err
+		}
+	}
 
-	p, waited, err := d.launch(spec)
+	p, waited, err := d.launch(spec, j)
 	if err != nil {
+		if j != nil {
+			j.remove()
+		}
 		return nil, err
 	}
 	fail := func(err error) (*Instance, error) {
@@ -191,25 +263,46 @@ func (d *Driver) start(ctx context.Context, spec engine.Spec) (*Instance, error)
 		case <-time.After(killWait):
 		}
 		p.close()
-		cleanup(spec)
+		cleanup(spec, id, j)
 		return nil, err
 	}
 	if err := writePIDFile(spec.PIDFile, p.pid); err != nil {
 		return fail(fmt.Errorf("write pidfile: %w", err))
 	}
 	api := NewClient(spec.QMPSocket)
-	if err := waitAPI(ctx, api, spec, waited); err != nil {
+	if err := waitAPI(ctx, api, spec, j != nil, waited); err != nil {
 		api.Close()
 		return fail(err)
 	}
-	if err := configure(ctx, api, spec, args); err != nil {
+	if j != nil {
+		// The jailer execs firecracker in place; one that forked would
+		// leave the driver tracking the wrong process.
+		if pid, err := readPIDFile(j.pidFile()); err == nil && pid != p.pid {
+			api.Close()
+			return fail(fmt.Errorf("the jailer reports firecracker as pid %d, not the started pid %d: a jailer that forks is not supported", pid, p.pid))
+		}
+	}
+	if err := configure(ctx, api, spec, paths, args); err != nil {
 		api.Close()
-		if werr := exitError(waited, spec); werr != nil {
+		if werr := exitError(waited, spec, j != nil); werr != nil {
 			err = fmt.Errorf("%w (%w)", err, werr)
 		}
 		return fail(err)
 	}
-	return newInstance(spec, p, api), nil
+	return newInstance(spec, p, api, j), nil
+}
+
+// layout returns spec's jail (nil without a jailer) and how its VMM is
+// recognised among processes.
+func (d *Driver) layout(spec engine.Spec) (*jail, vmmID, error) {
+	if d.Jailer == "" {
+		return nil, vmmID{apiSock: spec.QMPSocket}, nil
+	}
+	j, err := d.jailFor(spec)
+	if err != nil {
+		return nil, vmmID{}, err
+	}
+	return j, vmmID{apiSock: j.api, id: j.id}, nil
 }
 
 // checkSpec validates spec and refuses what Firecracker cannot run.
@@ -219,9 +312,6 @@ func (d *Driver) checkSpec(spec engine.Spec) error {
 	}
 	var errs []error
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	if d.Jailer != "" {
-		add("running firecracker under the jailer (%s) is not supported yet", d.Jailer)
-	}
 	if spec.Accel != engine.AccelKVM {
 		add("firecracker needs kvm; accelerator %q is not supported", spec.Accel)
 	}
@@ -251,8 +341,9 @@ const qcow2Magic = "QFI\xfb"
 // checkInputs fails early, with the field named, on input files
 // Firecracker would otherwise reject with a terser message (or, for a
 // qcow2 disk, accept and hand the guest as raw bytes), and on socket and
-// log directories that do not exist.
-func checkInputs(spec engine.Spec) error {
+// log directories that do not exist (under the jailer the sockets'
+// directory is the jail's, made later).
+func checkInputs(spec engine.Spec, jailed bool) error {
 	for _, f := range []struct {
 		field, path string
 		disk        bool
@@ -285,7 +376,7 @@ func checkInputs(spec engine.Spec) error {
 		{"pid file", spec.PIDFile},
 		{"vmm log", spec.VMMLog},
 	} {
-		if f.path == "" {
+		if f.path == "" || jailed && (f.path == spec.QMPSocket || f.path == spec.VsockSocket) {
 			continue
 		}
 		dir := filepath.Dir(f.path)
@@ -316,9 +407,9 @@ type reaped struct {
 	err  error
 }
 
-// launch starts Firecracker in its own session and returns a handle on it
-// and its reaper's report.
-func (d *Driver) launch(spec engine.Spec) (*proc, *reaped, error) {
+// launch starts Firecracker, or the jailer that execs it, in its own
+// session and returns a handle on it and its reaper's report.
+func (d *Driver) launch(spec engine.Spec, j *jail) (*proc, *reaped, error) {
 	var logf *os.File
 	if spec.VMMLog != "" {
 		f, err := os.OpenFile(spec.VMMLog, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
@@ -328,25 +419,34 @@ func (d *Driver) launch(spec engine.Spec) (*proc, *reaped, error) {
 		logf = f
 		defer logf.Close() // the child has its own copy
 	}
-	cmd := exec.Command(d.binary(), "--api-sock", spec.QMPSocket, "--id", instanceID(spec))
+	what := "firecracker"
+	var cmd *exec.Cmd
+	if j == nil {
+		cmd = exec.Command(d.binary(), "--api-sock", spec.QMPSocket, "--id", instanceID(spec))
+	} else {
+		what = "jailer"
+		cmd = exec.Command(d.Jailer, d.jailerArgs(j)...)
+	}
 	cmd.Dir = "/"
 	if logf != nil {
 		// Files, not pipes: a pipe would tie the VMM to the daemon
-		// (SIGPIPE once the daemon is gone).
+		// (SIGPIPE once the daemon is gone). The jailer hands them on
+		// to firecracker (no --daemonize).
 		cmd.Stdout, cmd.Stderr = logf, logf
 	}
 	// A session of its own: no controlling terminal, and signals to the
-	// daemon's process group (Ctrl-C in a terminal) never reach it.
+	// daemon's process group (Ctrl-C in a terminal) never reach it. The
+	// jailer execs firecracker in place, which keeps the session.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		return nil, nil, fmt.Errorf("run firecracker: %w", err)
+		return nil, nil, fmt.Errorf("run %s: %w", what, err)
 	}
 	// Open the pidfd before anything can reap the child.
 	p, err := openProc(cmd.Process.Pid)
 	if err != nil {
 		cmd.Process.Kill()
 		cmd.Wait()
-		return nil, nil, fmt.Errorf("track firecracker: %w", err)
+		return nil, nil, fmt.Errorf("track %s: %w", what, err)
 	}
 	r := &reaped{done: make(chan struct{})}
 	// The VMM is our child until we exit: reap it, or it stays a zombie.
@@ -359,14 +459,14 @@ func (d *Driver) launch(spec engine.Spec) (*proc, *reaped, error) {
 
 // waitAPI waits until the API socket answers GET / with a not-yet-started
 // instance, the process exits, or ctx or apiTimeout ends.
-func waitAPI(ctx context.Context, api *Client, spec engine.Spec, waited *reaped) error {
+func waitAPI(ctx context.Context, api *Client, spec engine.Spec, jailed bool, waited *reaped) error {
 	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	var last error
 	for {
-		if err := exitError(waited, spec); err != nil {
+		if err := exitError(waited, spec, jailed); err != nil {
 			return err
 		}
 		info, err := api.DescribeInstance(ctx)
@@ -383,7 +483,7 @@ func waitAPI(ctx context.Context, api *Client, spec engine.Spec, waited *reaped)
 		}
 		select {
 		case <-ctx.Done():
-			if werr := exitError(waited, spec); werr != nil {
+			if werr := exitError(waited, spec, jailed); werr != nil {
 				return werr
 			}
 			return fmt.Errorf("firecracker api did not answer: %w (last error: %v)", ctx.Err(), last)
@@ -393,8 +493,9 @@ func waitAPI(ctx context.Context, api *Client, spec engine.Spec, waited *reaped)
 }
 
 // exitError returns a description of the VMM's exit, with the tail of its
-// log, if it has exited; nil while it runs.
-func exitError(waited *reaped, spec engine.Spec) error {
+// log (where the jailer's errors go too), if it has exited; nil while it
+// runs.
+func exitError(waited *reaped, spec engine.Spec, jailed bool) error {
 	select {
 	case <-waited.done:
 	default:
@@ -416,11 +517,16 @@ func exitError(waited *reaped, spec engine.Spec) error {
 			msg += " (no vmm log configured)"
 		}
 	}
-	return fmt.Errorf("firecracker exited during start-up (%s): %s", status, lastLines(msg, 5))
+	what := "firecracker"
+	if jailed {
+		what = "jailer or firecracker"
+	}
+	return fmt.Errorf("%s exited during start-up (%s): %s", what, status, lastLines(msg, 5))
 }
 
-// configure sends the boot configuration and starts the guest.
-func configure(ctx context.Context, api *Client, spec engine.Spec, bootArgs string) error {
+// configure sends the boot configuration, with the files at paths, and
+// starts the guest.
+func configure(ctx context.Context, api *Client, spec engine.Spec, paths vmmPaths, bootArgs string) error {
 	call := func(f func(context.Context) error) error {
 		cctx, cancel := context.WithTimeout(ctx, callTimeout)
 		defer cancel()
@@ -432,25 +538,18 @@ func configure(ctx context.Context, api *Client, spec engine.Spec, bootArgs stri
 		return err
 	}
 	if err := call(func(ctx context.Context) error {
-		return api.PutGuestBootSource(ctx, BootSource{KernelImagePath: spec.Kernel, InitrdPath: spec.Initramfs, BootArgs: bootArgs})
+		return api.PutGuestBootSource(ctx, BootSource{KernelImagePath: paths.kernel, InitrdPath: paths.initramfs, BootArgs: bootArgs})
 	}); err != nil {
 		return err
 	}
-	if spec.SerialLog != "" {
-		// Truncated here, like QEMU's file chardev does: whether
-		// Firecracker creates, truncates or appends is not specified.
-		f, err := os.OpenFile(spec.SerialLog, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-		if err != nil {
-			return fmt.Errorf("create serial log: %w", err)
-		}
-		f.Close()
+	if paths.serialLog != "" {
 		if err := call(func(ctx context.Context) error {
-			return api.PutSerialDevice(ctx, SerialDevice{SerialOutPath: spec.SerialLog})
+			return api.PutSerialDevice(ctx, SerialDevice{SerialOutPath: paths.serialLog})
 		}); err != nil {
 			return err
 		}
 	}
-	for _, disk := range []struct{ id, path string }{{rootDriveID, spec.RootDisk}, {workDriveID, spec.WorkDisk}} {
+	for _, disk := range []struct{ id, path string }{{rootDriveID, paths.rootDisk}, {workDriveID, paths.workDisk}} {
 		if disk.path == "" {
 			continue
 		}
@@ -481,13 +580,13 @@ func configure(ctx context.Context, api *Client, spec engine.Spec, bootArgs stri
 			return err
 		}
 	}
-	if spec.VsockSocket != "" {
+	if paths.vsock != "" {
 		cid := spec.VsockCID
 		if cid == 0 {
 			cid = engine.DefaultVsockCID
 		}
 		if err := call(func(ctx context.Context) error {
-			return api.PutGuestVsock(ctx, Vsock{GuestCID: cid, UDSPath: spec.VsockSocket})
+			return api.PutGuestVsock(ctx, Vsock{GuestCID: cid, UDSPath: paths.vsock})
 		}); err != nil {
 			return err
 		}
@@ -497,16 +596,23 @@ func configure(ctx context.Context, api *Client, spec engine.Spec, bootArgs stri
 	})
 }
 
-// cleanup kills every VMM serving spec's API socket (the pidfile's and
-// any other), waits for them to die and removes the pidfile and sockets.
-func cleanup(spec engine.Spec) {
+// cleanup kills every VMM that id matches (the pidfile's and any other),
+// waits for them to die and removes the pidfile, the sockets and the jail
+// (j nil: none). It fails if a VMM survived or the jail could not be
+// removed.
+func cleanup(spec engine.Spec, id vmmID, j *jail) error {
+	var errs []error
 	deadline := time.Now().Add(killWait)
-	for time.Now().Before(deadline) {
-		pids := findVMMs(spec.QMPSocket)
-		if pid, err := readPIDFile(spec.PIDFile); err == nil && isVMMFor(procCmdline(pid), spec.QMPSocket) {
+	for {
+		pids := findVMMs(id)
+		if pid, err := readPIDFile(spec.PIDFile); err == nil && isVMMFor(procCmdline(pid), id) {
 			pids = append(pids, pid)
 		}
 		if len(pids) == 0 {
+			break
+		}
+		if !time.Now().Before(deadline) {
+			errs = append(errs, fmt.Errorf("vmm pid %d survived SIGKILL", pids[0]))
 			break
 		}
 		for _, pid := range pids {
@@ -514,7 +620,7 @@ func cleanup(spec engine.Spec) {
 			if err != nil {
 				continue
 			}
-			if isVMMFor(procCmdline(pid), spec.QMPSocket) {
+			if isVMMFor(procCmdline(pid), id) {
 				p.signal(syscall.SIGKILL)
 				for !p.exited() && time.Now().Before(deadline) {
 					time.Sleep(10 * time.Millisecond)
@@ -528,6 +634,29 @@ func cleanup(spec engine.Spec) {
 			removeIfExists(path)
 		}
 	}
+	if j != nil {
+		if err := j.remove(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Cleanup removes what the driver left on the host for spec: it kills a
+// VMM still serving spec (SIGKILL), then removes its pidfile, its sockets
+// and, under the jailer, its jail directory <ChrootBase>/<exec>/<id>
+// (spec as given to Start, i.e. through JailSpec). The spec's disks, logs
+// and kernel are left alone; the jail only held links to them. The daemon
+// calls it when it deletes a VM. It is idempotent.
+func (d *Driver) Cleanup(spec engine.Spec) error {
+	j, id, err := d.layout(spec)
+	if err == nil {
+		err = cleanup(spec, id, j)
+	}
+	if err != nil {
+		return fmt.Errorf("clean up vm %q: %w", vmName(spec), err)
+	}
+	return nil
 }
 
 func removeIfExists(path string) error {
@@ -550,31 +679,42 @@ func lastLines(s string, n int) string {
 
 // Adopt re-attaches to the VMM that an earlier Start (possibly in another
 // process) launched for spec, using its pidfile and API socket
-// (Spec.QMPSocket). If the pidfile is missing or unreadable, the VMM is
-// looked for in /proc by its command line instead. The pid must be a
-// Firecracker serving spec's API socket, and GET / must answer with the
-// instance id Start gave it.
+// (Spec.QMPSocket; under the jailer spec must have been through JailSpec,
+// as for Start). If the pidfile is missing or unreadable, the VMM's pid is
+// taken from the pid file the jailer wrote in the jail, or looked for in
+// /proc by its command line. The pid must be a Firecracker serving spec's
+// API socket (and, under the jailer, with spec's jail id), and GET / must
+// answer with the instance id Start gave it.
 //
 // Adopt fails with an error wrapping engine.ErrNotRunning if the process
 // is gone, or the pid now belongs to another process (which is left
 // alone). A Firecracker whose guest was never started (its daemon died in
-// the middle of Start) is useless: Adopt kills it, removes its files and
-// fails with engine.ErrNotRunning too.
+// the middle of Start) is useless: Adopt kills it, removes its files (and
+// jail) and fails with engine.ErrNotRunning too.
 func (d *Driver) Adopt(ctx context.Context, spec engine.Spec) (engine.Instance, error) {
-	inst, err := adopt(ctx, spec)
+	inst, err := d.adopt(ctx, spec)
 	if err != nil {
 		return nil, fmt.Errorf("adopt vm %q: %w", vmName(spec), err)
 	}
 	return inst, nil
 }
 
-func adopt(ctx context.Context, spec engine.Spec) (*Instance, error) {
+func (d *Driver) adopt(ctx context.Context, spec engine.Spec) (*Instance, error) {
 	if spec.PIDFile == "" || spec.QMPSocket == "" {
 		return nil, errors.New("spec needs a pid file and an api socket")
 	}
-	pid, err := readPIDFile(spec.PIDFile)
+	j, id, err := d.layout(spec)
 	if err != nil {
-		pids := findVMMs(spec.QMPSocket)
+		return nil, err
+	}
+	pid, err := readPIDFile(spec.PIDFile)
+	if err != nil && j != nil {
+		if jpid, jerr := readPIDFile(j.pidFile()); jerr == nil {
+			pid, err = jpid, nil
+		}
+	}
+	if err != nil {
+		pids := findVMMs(id)
 		if len(pids) != 1 {
 			return nil, fmt.Errorf("read pidfile: %w (%w)", err, engine.ErrNotRunning)
 		}
@@ -586,7 +726,7 @@ func adopt(ctx context.Context, spec engine.Spec) (*Instance, error) {
 	}
 	// Check the identity after opening the handle, then that the handle's
 	// process is still alive: the cmdline read belongs to it.
-	if !isVMMFor(procCmdline(pid), spec.QMPSocket) || p.exited() {
+	if !isVMMFor(procCmdline(pid), id) || p.exited() {
 		p.close()
 		return nil, fmt.Errorf("pid %d is not the vm's firecracker (gone, or the pid was reused): %w", pid, engine.ErrNotRunning)
 	}
@@ -611,10 +751,10 @@ func adopt(ctx context.Context, spec engine.Spec) (*Instance, error) {
 			time.Sleep(10 * time.Millisecond)
 		}
 		p.close()
-		cleanup(spec)
+		cleanup(spec, id, j)
 		return nil, fmt.Errorf("pid %d never started its guest (killed it): %w", pid, engine.ErrNotRunning)
 	}
-	return newInstance(spec, p, api), nil
+	return newInstance(spec, p, api, j), nil
 }
 
 // Instance is a running Firecracker; it implements engine.Instance.
@@ -622,6 +762,7 @@ type Instance struct {
 	spec engine.Spec
 	proc *proc
 	api  *Client
+	jail *jail // nil when not jailed
 
 	done      chan struct{}
 	watchDone chan struct{}
@@ -630,11 +771,12 @@ type Instance struct {
 
 var _ engine.Instance = (*Instance)(nil)
 
-func newInstance(spec engine.Spec, p *proc, api *Client) *Instance {
+func newInstance(spec engine.Spec, p *proc, api *Client, j *jail) *Instance {
 	inst := &Instance{
 		spec:      spec,
 		proc:      p,
 		api:       api,
+		jail:      j,
 		done:      make(chan struct{}),
 		watchDone: make(chan struct{}),
 	}
@@ -650,9 +792,21 @@ func (i *Instance) watch() {
 	// Firecracker never removes the pidfile (it did not write it).
 	// Remove it only while it still names our pid, so a newer VMM's
 	// pidfile is never touched. The sockets are left to the next Start,
-	// which removes them before launching.
+	// which removes them before launching. The jail goes too, on the
+	// same condition (or while the jailer's pid file in it names our
+	// pid, for an instance adopted without the driver's pidfile).
+	ours := false
 	if pid, err := readPIDFile(i.spec.PIDFile); err == nil && pid == i.proc.pid {
+		ours = true
 		removeIfExists(i.spec.PIDFile)
+	}
+	if j := i.jail; j != nil {
+		if pid, err := readPIDFile(j.pidFile()); err == nil && pid == i.proc.pid {
+			ours = true
+		}
+		if ours {
+			j.remove()
+		}
 	}
 	close(i.done)
 }

@@ -23,9 +23,10 @@ import (
 // harness runs the driver against the fake Firecracker process.
 type harness struct {
 	dir    string
-	bin    string // symlink "firecracker" -> the test binary
+	bin    string // link "firecracker" -> the test binary
 	record string
 	spec   engine.Spec
+	id     vmmID // how the spec's VMM is recognised
 }
 
 func newHarness(t *testing.T) *harness {
@@ -43,8 +44,14 @@ func newHarness(t *testing.T) *harness {
 			t.Fatal(err)
 		}
 	}
-	if err := os.Symlink(exe, h.bin); err != nil {
-		t.Fatal(err)
+	// A hard link, or else a copy, not a symlink: the jailer names the
+	// jail after the file the binary resolves to, which must contain
+	// "firecracker" whatever the test binary is called (jail naming
+	// through a symlink is tested on its own).
+	if err := os.Link(exe, h.bin); err != nil {
+		if err := copyExec(exe, h.bin, 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	t.Setenv(fakeEnv, "1")
 	t.Setenv(fakeSpecEnv, specPath)
@@ -78,9 +85,10 @@ func newHarness(t *testing.T) *harness {
 			{Tap: "bng-dev1", MAC: "52:54:00:ab:cd:02"},
 		},
 	}
+	h.id = vmmID{apiSock: h.spec.QMPSocket}
 	t.Cleanup(func() {
 		// Whatever a failing test left running.
-		for _, pid := range findVMMs(h.spec.QMPSocket) {
+		for _, pid := range findVMMs(h.id) {
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
 	})
@@ -118,7 +126,7 @@ func (h *harness) records(t *testing.T) []fakeRecord {
 // pidfile and sockets are gone.
 func (h *harness) assertNothingLeft(t *testing.T, pids ...int) {
 	t.Helper()
-	if pids := findVMMs(h.spec.QMPSocket); len(pids) > 0 {
+	if pids := findVMMs(h.id); len(pids) > 0 {
 		t.Errorf("vmm still running: %v", pids)
 	}
 	for _, pid := range pids {
@@ -593,27 +601,25 @@ func TestStartRejectsUnsupported(t *testing.T) {
 		Accel:     engine.AccelKVM,
 	}
 	cases := []struct {
-		name   string
-		jailer string
-		mut    func(*engine.Spec)
-		want   string
+		name string
+		mut  func(*engine.Spec)
+		want string
 	}{
-		{"tcg", "", func(s *engine.Spec) { s.Accel = engine.AccelTCG }, `firecracker needs kvm; accelerator "tcg"`},
-		{"user nic", "", func(s *engine.Spec) { s.NICs = []engine.NIC{{User: true}} }, "nic 0: firecracker supports tap networking only"},
-		{"agent port", "", func(s *engine.Spec) { s.AgentSocket = filepath.Join(dir, "agent.sock") }, "no virtio-serial ports"},
-		{"vcpus", "", func(s *engine.Spec) { s.VCPU = 33 }, "at most 32 vcpus"},
-		{"no kernel", "", func(s *engine.Spec) { s.Kernel = "" }, "needs a kernel"},
-		{"jailer", "/usr/bin/jailer", func(s *engine.Spec) {}, "jailer (/usr/bin/jailer) is not supported yet"},
-		{"qcow2 root", "", func(s *engine.Spec) { s.RootDisk = filepath.Join(dir, "root.qcow2") }, "is a qcow2 image; firecracker needs raw images"},
-		{"missing kernel", "", func(s *engine.Spec) { s.Kernel = filepath.Join(dir, "nope") }, "kernel: stat"},
-		{"missing run dir", "", func(s *engine.Spec) { s.VsockSocket = filepath.Join(dir, "no", "v.sock") }, "vsock socket directory"},
-		{"cmdline too long", "", func(s *engine.Spec) { s.Cmdline = strings.Repeat("x", 2000) }, "kernel command line is"},
-		{"invalid spec", "", func(s *engine.Spec) { s.VsockCID = 2 }, "vsock cid 2"},
+		{"tcg", func(s *engine.Spec) { s.Accel = engine.AccelTCG }, `firecracker needs kvm; accelerator "tcg"`},
+		{"user nic", func(s *engine.Spec) { s.NICs = []engine.NIC{{User: true}} }, "nic 0: firecracker supports tap networking only"},
+		{"agent port", func(s *engine.Spec) { s.AgentSocket = filepath.Join(dir, "agent.sock") }, "no virtio-serial ports"},
+		{"vcpus", func(s *engine.Spec) { s.VCPU = 33 }, "at most 32 vcpus"},
+		{"no kernel", func(s *engine.Spec) { s.Kernel = "" }, "needs a kernel"},
+		{"qcow2 root", func(s *engine.Spec) { s.RootDisk = filepath.Join(dir, "root.qcow2") }, "is a qcow2 image; firecracker needs raw images"},
+		{"missing kernel", func(s *engine.Spec) { s.Kernel = filepath.Join(dir, "nope") }, "kernel: stat"},
+		{"missing run dir", func(s *engine.Spec) { s.VsockSocket = filepath.Join(dir, "no", "v.sock") }, "vsock socket directory"},
+		{"cmdline too long", func(s *engine.Spec) { s.Cmdline = strings.Repeat("x", 2000) }, "kernel command line is"},
+		{"invalid spec", func(s *engine.Spec) { s.VsockCID = 2 }, "vsock cid 2"},
 	}
 	for _, c := range cases {
 		s := base
 		c.mut(&s)
-		_, err := New(filepath.Join(dir, "firecracker-does-not-exist"), c.jailer).Start(context.Background(), s)
+		_, err := New(filepath.Join(dir, "firecracker-does-not-exist"), "").Start(context.Background(), s)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want %q", c.name, err, c.want)
 		}
@@ -660,6 +666,23 @@ func TestSpecVsockValidation(t *testing.T) {
 
 func TestIsVMMFor(t *testing.T) {
 	const sock = "/run/vm/api.sock"
+	jailed := vmmID{apiSock: "/run/firecracker.socket", id: "0123abcd"}
+	jailedArgv := []string{"/firecracker", "--id", "0123abcd", "--start-time-us", "1", "--start-time-cpu-us", "0", "--parent-cpu-time-us", "9", "--api-sock", "/run/firecracker.socket"}
+	for _, c := range []struct {
+		name string
+		argv []string
+		want bool
+	}{
+		{"jailed", jailedArgv, true},
+		{"jailed, versioned exec file", append([]string{"/firecracker-v1.12.0-x86_64"}, jailedArgv[1:]...), true},
+		{"another jail", []string{"/firecracker", "--id", "0123abce", "--api-sock", "/run/firecracker.socket"}, false},
+		{"jail id missing", []string{"/firecracker", "--api-sock", "/run/firecracker.socket"}, false},
+		{"the jailer before it execs", []string{"/usr/bin/firecracker-jailer", "--id", "0123abcd", "--exec-file", "/usr/bin/firecracker", "--", "--api-sock", "/run/firecracker.socket"}, false},
+	} {
+		if got := isVMMFor(c.argv, jailed); got != c.want {
+			t.Errorf("%s: isVMMFor = %v, want %v", c.name, got, c.want)
+		}
+	}
 	cases := []struct {
 		name string
 		argv []string
@@ -677,7 +700,7 @@ func TestIsVMMFor(t *testing.T) {
 		{"zombie", nil, false},
 	}
 	for _, c := range cases {
-		if got := isVMMFor(c.argv, sock); got != c.want {
+		if got := isVMMFor(c.argv, vmmID{apiSock: sock}); got != c.want {
 			t.Errorf("%s: isVMMFor = %v, want %v", c.name, got, c.want)
 		}
 	}
@@ -730,11 +753,11 @@ func TestParseVersion(t *testing.T) {
 }
 
 func TestCheckReportsReasons(t *testing.T) {
-	_, _, err := New(filepath.Join(t.TempDir(), "firecracker"), "/usr/bin/jailer").Check(context.Background())
+	_, _, err := New(filepath.Join(t.TempDir(), "firecracker"), filepath.Join(t.TempDir(), "jailer")).Check(context.Background())
 	if err == nil {
 		t.Fatal("Check passed with a missing binary")
 	}
-	for _, want := range []string{"firecracker binary", "jailer /usr/bin/jailer configured"} {
+	for _, want := range []string{"firecracker binary", "jailer binary"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("Check: %v; want it to mention %q", err, want)
 		}

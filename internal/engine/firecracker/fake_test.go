@@ -11,20 +11,22 @@ package firecracker
 // The test binary doubles as the fake VMM process: TestMain runs the fake
 // instead of the tests when fakeEnv is set, so the driver's detach,
 // pidfile, adopt, kill and cleanup paths run against a real, separate
-// process. The binary is started through a symlink called "firecracker",
-// so /proc/PID/cmdline looks like the real thing.
+// process. The binary is started through a link called "firecracker", so
+// /proc/PID/cmdline looks like the real thing. Started through a link
+// called "jailer", it is a fake jailer (fakejailer_test.go) that execs
+// the fake Firecracker in a jail.
 
 import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"log"
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,6 +47,9 @@ const (
 	fakeFaultEnv   = "BANGER_FAKE_FC_FAULT"      // its fault_message
 	fakeHangAtEnv  = "BANGER_FAKE_FC_HANG_AT"    // never answer this request
 	fakeExitEnv    = "BANGER_FAKE_FC_EXIT_EARLY" // print this, exit 1
+	// fakeSilentEnv "1": the vsock device reads a connection's CONNECT
+	// line and never answers it (a guest that never comes up).
+	fakeSilentEnv = "BANGER_FAKE_FC_VSOCK_SILENT"
 
 	// daemonEnv makes the test binary a short-lived "daemon" that starts
 	// the VM described by daemonSpecEnv (JSON) with the binary in
@@ -52,6 +57,11 @@ const (
 	daemonEnv     = "BANGER_FAKE_FC_DAEMON"
 	daemonSpecEnv = "BANGER_FAKE_FC_DAEMON_SPEC"
 	daemonBinEnv  = "BANGER_FAKE_FC_DAEMON_BIN"
+	// daemonDriverEnv, if set, is the Driver (JSON) the daemon uses
+	// instead of New(daemonBinEnv, ""); daemonWaitEnv "1" makes it wait
+	// for a signal after printing the pid instead of exiting.
+	daemonDriverEnv = "BANGER_FAKE_FC_DAEMON_DRIVER"
+	daemonWaitEnv   = "BANGER_FAKE_FC_DAEMON_WAIT"
 )
 
 // fakeVersion is what the fake reports as vmm_version.
@@ -63,6 +73,9 @@ func TestMain(m *testing.M) {
 		os.Exit(runFakeDaemon())
 	}
 	if os.Getenv(fakeEnv) == "1" {
+		if filepath.Base(os.Args[0]) == "jailer" {
+			os.Exit(runFakeJailer(os.Args))
+		}
 		os.Exit(runFakeFirecracker(os.Args[1:]))
 	}
 	os.Exit(m.Run())
@@ -87,6 +100,12 @@ type fakeVMM struct {
 	faultAt string
 	fault   string
 	hangAt  string
+	// path maps a path from a request to the file the fake opens: the
+	// identity, except for a jailed fake that could not chroot (not
+	// root), which resolves paths inside the jail itself.
+	path func(string) string
+	// silent makes the vsock device swallow CONNECT lines unanswered.
+	silent bool
 	// ctrlAltDel is called (after the response is sent) for a
 	// SendCtrlAltDel action; poweroff by the guest agent.
 	ctrlAltDel func()
@@ -99,7 +118,7 @@ type fakeVMM struct {
 }
 
 func newFakeVMM(spec *apiSpec, id string, record func(fakeRecord)) *fakeVMM {
-	return &fakeVMM{spec: spec, id: id, record: record, state: StateNotStarted}
+	return &fakeVMM{spec: spec, id: id, record: record, state: StateNotStarted, path: func(p string) string { return p }}
 }
 
 func (f *fakeVMM) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -186,22 +205,32 @@ func (f *fakeVMM) handle(op *operation, body []byte) (int, any, func()) {
 			if p == "" {
 				continue
 			}
-			if _, err := os.Stat(p); err != nil {
+			// Opened as Firecracker opens them (read-only, as its
+			// user, inside its jail if any).
+			fl, err := os.Open(f.path(p))
+			if err != nil {
 				return fault("Cannot open kernel or initrd file: %v", err)
 			}
+			fl.Close()
 		}
 		f.bootSource = true
 	case "putGuestDriveByID":
 		var d Drive
 		json.Unmarshal(body, &d)
-		if _, err := os.Stat(d.PathOnHost); err != nil {
+		mode := os.O_RDWR
+		if d.IsReadOnly {
+			mode = os.O_RDONLY
+		}
+		fl, err := os.OpenFile(f.path(d.PathOnHost), mode, 0)
+		if err != nil {
 			return fault("Unable to create the block device: %v", err)
 		}
+		fl.Close()
 	case "putSerialDevice":
 		var s SerialDevice
 		json.Unmarshal(body, &s)
 		if s.SerialOutPath != "" {
-			fl, err := os.OpenFile(s.SerialOutPath, os.O_WRONLY|os.O_APPEND, 0)
+			fl, err := os.OpenFile(f.path(s.SerialOutPath), os.O_WRONLY|os.O_APPEND, 0)
 			if err != nil {
 				return fault("Failed to open serial output: %v", err)
 			}
@@ -214,7 +243,7 @@ func (f *fakeVMM) handle(op *operation, body []byte) (int, any, func()) {
 		if f.vsock != nil {
 			f.vsock.Close()
 		}
-		ln, err := net.Listen("unix", v.UDSPath)
+		ln, err := net.Listen("unix", f.path(v.UDSPath))
 		if err != nil {
 			return fault("Cannot create backend for vsock device: %v", err)
 		}
@@ -264,6 +293,10 @@ func (f *fakeVMM) serveVsock(ln net.Listener) {
 				return
 			}
 			port, ok := strings.CutPrefix(strings.TrimSuffix(line, "\n"), "CONNECT ")
+			if f.silent {
+				io.Copy(io.Discard, br) // until the host hangs up
+				return
+			}
 			f.mu.Lock()
 			running := f.state == StateRunning
 			f.mu.Unlock()
@@ -279,32 +312,67 @@ func (f *fakeVMM) serveVsock(ln net.Listener) {
 	}
 }
 
-// runFakeDaemon starts one VM and exits, as a daemon that dies would.
+// runFakeDaemon starts one VM and exits (or waits for a signal), as a
+// daemon that dies would.
 func runFakeDaemon() int {
 	var spec engine.Spec
 	if err := json.Unmarshal([]byte(os.Getenv(daemonSpecEnv)), &spec); err != nil {
 		fmt.Fprintln(os.Stderr, "fake daemon:", err)
 		return 1
 	}
+	d := New(os.Getenv(daemonBinEnv), "")
+	if cfg := os.Getenv(daemonDriverEnv); cfg != "" {
+		if err := json.Unmarshal([]byte(cfg), d); err != nil {
+			fmt.Fprintln(os.Stderr, "fake daemon:", err)
+			return 1
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	inst, err := New(os.Getenv(daemonBinEnv), "").Start(ctx, spec)
+	inst, err := d.Start(ctx, spec)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "fake daemon:", err)
 		return 1
 	}
 	fmt.Println(inst.PID())
+	if os.Getenv(daemonWaitEnv) == "1" {
+		// Like a daemon in a terminal: Ctrl-C (SIGINT to the process
+		// group) ends it; nothing here handles it.
+		time.Sleep(time.Minute)
+		return 1
+	}
 	return 0
+}
+
+// fcArgs returns the Firecracker arguments the fake accepts: the
+// driver's and the jailer's. Anything else fails, as an unknown argument
+// fails the real parser.
+func fcArgs() map[string]argSpec {
+	return map[string]argSpec{
+		"api-sock":           {value: true, def: "/run/firecracker.socket"},
+		"id":                 {value: true, def: "anonymous-instance"},
+		"start-time-us":      {value: true},
+		"start-time-cpu-us":  {value: true},
+		"parent-cpu-time-us": {value: true},
+	}
 }
 
 // runFakeFirecracker is the fake VMM process's main.
 func runFakeFirecracker(args []string) int {
-	fs := flag.NewFlagSet("firecracker", flag.ContinueOnError)
-	apiSock := fs.String("api-sock", "", "")
-	id := fs.String("id", "anonymous-instance", "")
-	if err := fs.Parse(args); err != nil {
+	a, err := parseStrictArgs(args, fcArgs())
+	if err != nil {
+		fmt.Printf("Arguments parsing error: %v\n\nFor more information try --help.\n", err)
 		return 1
 	}
+	if a.has("version") {
+		fmt.Printf("Firecracker v%s\n\n", fakeVersion)
+		return 0
+	}
+	if len(a.extra) > 0 {
+		fmt.Printf("Arguments parsing error: unexpected %q\n", a.extra)
+		return 1
+	}
+	apiSock, id := a.get("api-sock"), a.get("id")
 	fmt.Printf("Running Firecracker v%s (fake)\n", fakeVersion)
 	if msg := os.Getenv(fakeExitEnv); msg != "" {
 		fmt.Fprintln(os.Stderr, msg)
@@ -323,7 +391,16 @@ func runFakeFirecracker(args []string) int {
 			return 1
 		}
 	}
-	f := newFakeVMM(spec, *id, func(r fakeRecord) {
+	// Under the fake jailer: everything from the host is loaded and
+	// open, now enter the jail.
+	path := func(p string) string { return p }
+	if cfg := os.Getenv(fakeJailEnv); cfg != "" {
+		if path, err = enterFakeJail(cfg); err != nil {
+			fmt.Fprintln(os.Stderr, "fake firecracker:", err)
+			return 1
+		}
+	}
+	f := newFakeVMM(spec, id, func(r fakeRecord) {
 		if recFile == nil {
 			return
 		}
@@ -333,6 +410,7 @@ func runFakeFirecracker(args []string) int {
 		recMu.Unlock()
 	})
 	f.faultAt, f.fault, f.hangAt = os.Getenv(fakeFaultAtEnv), os.Getenv(fakeFaultEnv), os.Getenv(fakeHangAtEnv)
+	f.path, f.silent = path, os.Getenv(fakeSilentEnv) == "1"
 	exit := func() {
 		go func() {
 			time.Sleep(50 * time.Millisecond)
@@ -340,7 +418,7 @@ func runFakeFirecracker(args []string) int {
 		}()
 	}
 	f.ctrlAltDel, f.poweroff = exit, exit
-	ln, err := net.Listen("unix", *apiSock)
+	ln, err := net.Listen("unix", path(apiSock))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "Failed to open the API socket:", err)
 		return 1
