@@ -257,16 +257,16 @@ func (d *Driver) start(ctx context.Context, spec engine.Spec) (*Instance, error)
 		return nil, err
 	}
 	fail := func(err error) (*Instance, error) {
-		p.signal(syscall.SIGKILL)
+		p.Signal(syscall.SIGKILL)
 		select {
 		case <-waited.done:
 		case <-time.After(killWait):
 		}
-		p.close()
+		p.Close()
 		cleanup(spec, id, j)
 		return nil, err
 	}
-	if err := writePIDFile(spec.PIDFile, p.pid); err != nil {
+	if err := writePIDFile(spec.PIDFile, p.PID); err != nil {
 		return fail(fmt.Errorf("write pidfile: %w", err))
 	}
 	api := NewClient(spec.QMPSocket)
@@ -277,9 +277,9 @@ func (d *Driver) start(ctx context.Context, spec engine.Spec) (*Instance, error)
 	if j != nil {
 		// The jailer execs firecracker in place; one that forked would
 		// leave the driver tracking the wrong process.
-		if pid, err := readPIDFile(j.pidFile()); err == nil && pid != p.pid {
+		if pid, err := readPIDFile(j.pidFile()); err == nil && pid != p.PID {
 			api.Close()
-			return fail(fmt.Errorf("the jailer reports firecracker as pid %d, not the started pid %d: a jailer that forks is not supported", pid, p.pid))
+			return fail(fmt.Errorf("the jailer reports firecracker as pid %d, not the started pid %d: a jailer that forks is not supported", pid, p.PID))
 		}
 	}
 	if err := configure(ctx, api, spec, paths, args); err != nil {
@@ -621,12 +621,12 @@ func cleanup(spec engine.Spec, id vmmID, j *jail) error {
 				continue
 			}
 			if isVMMFor(procCmdline(pid), id) {
-				p.signal(syscall.SIGKILL)
-				for !p.exited() && time.Now().Before(deadline) {
+				p.Signal(syscall.SIGKILL)
+				for !p.Exited() && time.Now().Before(deadline) {
 					time.Sleep(10 * time.Millisecond)
 				}
 			}
-			p.close()
+			p.Close()
 		}
 	}
 	for _, path := range []string{spec.PIDFile, spec.PIDFile + ".tmp", spec.QMPSocket, spec.VsockSocket} {
@@ -726,8 +726,8 @@ func (d *Driver) adopt(ctx context.Context, spec engine.Spec) (*Instance, error)
 	}
 	// Check the identity after opening the handle, then that the handle's
 	// process is still alive: the cmdline read belongs to it.
-	if !isVMMFor(procCmdline(pid), id) || p.exited() {
-		p.close()
+	if !isVMMFor(procCmdline(pid), id) || p.Exited() {
+		p.Close()
 		return nil, fmt.Errorf("pid %d is not the vm's firecracker (gone, or the pid was reused): %w", pid, engine.ErrNotRunning)
 	}
 	api := NewClient(spec.QMPSocket)
@@ -736,21 +736,21 @@ func (d *Driver) adopt(ctx context.Context, spec engine.Spec) (*Instance, error)
 	cancel()
 	if err != nil {
 		api.Close()
-		p.close()
+		p.Close()
 		return nil, fmt.Errorf("pid %d: %w", pid, err)
 	}
 	if want := instanceID(spec); info.ID != want {
 		api.Close()
-		p.close()
+		p.Close()
 		return nil, fmt.Errorf("pid %d serves instance %q, not %q", pid, info.ID, want)
 	}
 	if info.State == StateNotStarted {
 		api.Close()
-		p.signal(syscall.SIGKILL)
-		for deadline := time.Now().Add(killWait); !p.exited() && time.Now().Before(deadline); {
+		p.Signal(syscall.SIGKILL)
+		for deadline := time.Now().Add(killWait); !p.Exited() && time.Now().Before(deadline); {
 			time.Sleep(10 * time.Millisecond)
 		}
-		p.close()
+		p.Close()
 		cleanup(spec, id, j)
 		return nil, fmt.Errorf("pid %d never started its guest (killed it): %w", pid, engine.ErrNotRunning)
 	}
@@ -786,7 +786,7 @@ func newInstance(spec engine.Spec, p *proc, api *Client, j *jail) *Instance {
 
 func (i *Instance) watch() {
 	defer close(i.watchDone)
-	if !i.proc.wait() {
+	if !i.proc.Wait() {
 		return // closed
 	}
 	// Firecracker never removes the pidfile (it did not write it).
@@ -796,12 +796,12 @@ func (i *Instance) watch() {
 	// same condition (or while the jailer's pid file in it names our
 	// pid, for an instance adopted without the driver's pidfile).
 	ours := false
-	if pid, err := readPIDFile(i.spec.PIDFile); err == nil && pid == i.proc.pid {
+	if pid, err := readPIDFile(i.spec.PIDFile); err == nil && pid == i.proc.PID {
 		ours = true
 		removeIfExists(i.spec.PIDFile)
 	}
 	if j := i.jail; j != nil {
-		if pid, err := readPIDFile(j.pidFile()); err == nil && pid == i.proc.pid {
+		if pid, err := readPIDFile(j.pidFile()); err == nil && pid == i.proc.PID {
 			ours = true
 		}
 		if ours {
@@ -812,7 +812,7 @@ func (i *Instance) watch() {
 }
 
 // PID returns the Firecracker process id.
-func (i *Instance) PID() int { return i.proc.pid }
+func (i *Instance) PID() int { return i.proc.PID }
 
 // Done is closed when the Firecracker process has exited (see
 // engine.Instance).
@@ -843,7 +843,7 @@ func (i *Instance) SendCtrlAltDel(ctx context.Context) error {
 // Firecracker installs no SIGTERM handler, so SIGTERM, like SIGKILL, ends
 // it at once; its disk writes are in the host page cache either way.
 func (i *Instance) Kill(sig syscall.Signal) error {
-	if err := i.proc.signal(sig); err != nil {
+	if err := i.proc.Signal(sig); err != nil {
 		return fmt.Errorf("kill vmm: %w", err)
 	}
 	return nil
@@ -859,7 +859,7 @@ func (i *Instance) Quit(ctx context.Context) error {
 		return nil
 	default:
 	}
-	if err := i.proc.signal(syscall.SIGTERM); err != nil {
+	if err := i.proc.Signal(syscall.SIGTERM); err != nil {
 		return fmt.Errorf("quit vmm: %w", err)
 	}
 	grace := time.NewTimer(quitGrace)
@@ -871,7 +871,7 @@ func (i *Instance) Quit(ctx context.Context) error {
 		case <-i.watchDone:
 			return fmt.Errorf("quit vmm: %w", os.ErrClosed)
 		case <-grace.C:
-			if err := i.proc.signal(syscall.SIGKILL); err != nil {
+			if err := i.proc.Signal(syscall.SIGKILL); err != nil {
 				return fmt.Errorf("quit vmm: %w", err)
 			}
 		case <-ctx.Done():
@@ -885,7 +885,7 @@ func (i *Instance) Quit(ctx context.Context) error {
 func (i *Instance) Close() error {
 	i.closeOnce.Do(func() {
 		i.api.Close()
-		i.proc.close()
+		i.proc.Close()
 	})
 	<-i.watchDone
 	return nil

@@ -18,6 +18,7 @@ import (
 
 	"banger/internal/agent"
 	"banger/internal/engine"
+	"banger/internal/engine/vmmproc"
 )
 
 // harness runs the driver against the fake Firecracker process.
@@ -130,7 +131,7 @@ func (h *harness) assertNothingLeft(t *testing.T, pids ...int) {
 		t.Errorf("vmm still running: %v", pids)
 	}
 	for _, pid := range pids {
-		if _, err := procStartTime(pid); err == nil {
+		if _, err := vmmproc.StartTime(pid); err == nil {
 			t.Errorf("pid %d still exists", pid)
 		}
 	}
@@ -265,7 +266,7 @@ func TestStartAdoptAndCtrlAltDel(t *testing.T) {
 		t.Fatal("Close stopped the VM")
 	default:
 	}
-	if _, err := procStartTime(pid); err != nil {
+	if _, err := vmmproc.StartTime(pid); err != nil {
 		t.Fatalf("vmm gone after Close: %v", err)
 	}
 	n := len(h.records(t))
@@ -321,7 +322,7 @@ func TestVMMSurvivesDaemonExit(t *testing.T) {
 		t.Fatalf("daemon printed %q", out)
 	}
 	// The daemon is gone (reaped by cmd.Output); its VMM is not.
-	if _, err := procStartTime(pid); err != nil {
+	if _, err := vmmproc.StartTime(pid); err != nil {
 		t.Fatalf("vmm died with its daemon: %v", err)
 	}
 	if sid, err := procSession(pid); err != nil || sid != pid {
@@ -521,7 +522,7 @@ func TestAdoptRefusesForeignPID(t *testing.T) {
 	if _, err := d.Adopt(context.Background(), spec); !errors.Is(err, engine.ErrNotRunning) {
 		t.Errorf("foreign pid: %v, want ErrNotRunning", err)
 	}
-	if _, err := procStartTime(cmd.Process.Pid); err != nil {
+	if _, err := vmmproc.StartTime(cmd.Process.Pid); err != nil {
 		t.Errorf("the foreign process was harmed: %v", err)
 	}
 	os.WriteFile(spec.PIDFile, []byte("garbage"), 0o644)

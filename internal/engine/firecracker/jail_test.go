@@ -19,6 +19,7 @@ import (
 
 	"banger/internal/agent"
 	"banger/internal/engine"
+	"banger/internal/engine/vmmproc"
 )
 
 // jailHarness runs the driver with the fake jailer.
@@ -423,7 +424,7 @@ func TestJailedAdoptAfterDaemonRestart(t *testing.T) {
 	}
 	// The SIGINT did not reach the VMM, and its jail is intact.
 	time.Sleep(50 * time.Millisecond)
-	if _, err := procStartTime(pid); err != nil {
+	if _, err := vmmproc.StartTime(pid); err != nil {
 		t.Fatalf("vmm died with its daemon's process group: %v", err)
 	}
 	if _, err := os.Stat(jh.root); err != nil {

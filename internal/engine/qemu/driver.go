@@ -254,12 +254,12 @@ func cleanup(spec engine.Spec) {
 				continue
 			}
 			if isVMMFor(procCmdline(pid), spec.QMPSocket) {
-				p.signal(syscall.SIGKILL)
-				for !p.exited() && time.Now().Before(deadline) {
+				p.Signal(syscall.SIGKILL)
+				for !p.Exited() && time.Now().Before(deadline) {
 					time.Sleep(10 * time.Millisecond)
 				}
 			}
-			p.close()
+			p.Close()
 		}
 	}
 	for _, path := range []string{spec.PIDFile, spec.QMPSocket, spec.AgentSocket} {
@@ -325,8 +325,8 @@ func attach(ctx context.Context, spec engine.Spec, pid int) (*Instance, error) {
 	}
 	// Check the identity after opening the handle, then that the handle's
 	// process is still alive: the cmdline read belongs to it.
-	if !isVMMFor(procCmdline(pid), spec.QMPSocket) || p.exited() {
-		p.close()
+	if !isVMMFor(procCmdline(pid), spec.QMPSocket) || p.Exited() {
+		p.Close()
 		return nil, fmt.Errorf("pid %d is not the vm's qemu (gone, or the pid was reused): %w", pid, engine.ErrNotRunning)
 	}
 	qctx, cancel := context.WithTimeout(ctx, qmpTimeout)
@@ -341,7 +341,7 @@ func attach(ctx context.Context, spec engine.Spec, pid int) (*Instance, error) {
 		}
 	}
 	if err != nil {
-		p.close()
+		p.Close()
 		if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
 			err = fmt.Errorf("%w (is another client, such as an older daemon, still connected to %s?)", err, spec.QMPSocket)
 		}
@@ -383,13 +383,13 @@ func newInstance(spec engine.Spec, p *proc, q *QMP) *Instance {
 
 func (i *Instance) watch() {
 	defer close(i.watchDone)
-	if !i.proc.wait() {
+	if !i.proc.Wait() {
 		return // closed
 	}
 	// QEMU removes its pidfile on a clean exit, not when killed. Remove a
 	// leftover only while it still names our pid, so a newer VMM's
 	// pidfile is never touched.
-	if pid, err := readPIDFile(i.spec.PIDFile); err == nil && pid == i.proc.pid {
+	if pid, err := readPIDFile(i.spec.PIDFile); err == nil && pid == i.proc.PID {
 		removeIfExists(i.spec.PIDFile)
 	}
 	// The exiting QEMU hangs up its QMP socket; let the last events (the
@@ -419,7 +419,7 @@ func (i *Instance) readEvents() {
 }
 
 // PID returns the QEMU process id.
-func (i *Instance) PID() int { return i.proc.pid }
+func (i *Instance) PID() int { return i.proc.PID }
 
 // Done is closed when the QEMU process has exited (see engine.Instance).
 func (i *Instance) Done() <-chan struct{} { return i.done }
@@ -443,7 +443,7 @@ func (i *Instance) QMP() *QMP { return i.qmp }
 // makes QEMU exit cleanly (it removes its pidfile and sockets); SIGKILL
 // leaves them, and Done's watcher removes the pidfile.
 func (i *Instance) Kill(sig syscall.Signal) error {
-	if err := i.proc.signal(sig); err != nil {
+	if err := i.proc.Signal(sig); err != nil {
 		return fmt.Errorf("kill vmm: %w", err)
 	}
 	return nil
@@ -468,7 +468,7 @@ func (i *Instance) Quit(ctx context.Context) error {
 		case <-i.done:
 			return nil
 		case <-time.After(time.Second):
-			if err := i.proc.signal(syscall.SIGTERM); err != nil {
+			if err := i.proc.Signal(syscall.SIGTERM); err != nil {
 				return fmt.Errorf("quit vmm: %w", err)
 			}
 		case <-ctx.Done():
@@ -497,7 +497,7 @@ func (i *Instance) Quit(ctx context.Context) error {
 func (i *Instance) Close() error {
 	i.closeOnce.Do(func() {
 		i.qmp.Close()
-		i.proc.close()
+		i.proc.Close()
 	})
 	<-i.watchDone
 	return nil

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"banger/internal/engine"
+	"banger/internal/engine/vmmproc"
 )
 
 // These tests run the real QEMU, but boot no kernel: a microvm without
@@ -63,7 +64,7 @@ func testCtx(t *testing.T) context.Context {
 func assertGone(t *testing.T, spec engine.Spec, pid int) {
 	t.Helper()
 	if pid > 0 {
-		if _, err := procStartTime(pid); err == nil && isVMMFor(procCmdline(pid), spec.QMPSocket) {
+		if _, err := vmmproc.StartTime(pid); err == nil && isVMMFor(procCmdline(pid), spec.QMPSocket) {
 			t.Errorf("vmm pid %d still running", pid)
 		}
 	}
@@ -148,7 +149,7 @@ func TestIntegrationStartAdoptQuit(t *testing.T) {
 	if err := inst.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
 	}
-	if _, err := procStartTime(pid); err != nil {
+	if _, err := vmmproc.StartTime(pid); err != nil {
 		t.Fatalf("vmm died with its handle: %v", err)
 	}
 	if err := inst.Kill(syscall.SIGKILL); err == nil {
@@ -242,7 +243,7 @@ func TestIntegrationStartTwiceRefused(t *testing.T) {
 	if _, err := New(bin).Start(ctx, spec); err == nil || !strings.Contains(err.Error(), "already running as pid "+strconv.Itoa(inst.PID())) {
 		t.Errorf("second Start: %v", err)
 	}
-	if _, err := procStartTime(inst.PID()); err != nil {
+	if _, err := vmmproc.StartTime(inst.PID()); err != nil {
 		t.Error("refused Start harmed the running vmm")
 	}
 	if err := inst.Quit(ctx); err != nil {

@@ -1,6 +1,7 @@
 package qemu
 
 import (
+	"banger/internal/engine/vmmproc"
 	"context"
 	"errors"
 	"os"
@@ -47,7 +48,7 @@ func assertProbeKilled(t *testing.T, pidFile string) {
 		t.Fatalf("fake qemu never ran: %v", err)
 	}
 	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	if _, err := procStartTime(pid); err == nil {
+	if _, err := vmmproc.StartTime(pid); err == nil {
 		t.Errorf("probe vmm %d still running", pid)
 	}
 }

@@ -108,13 +108,13 @@ func TestProcWaitAndSignal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.close()
-	if p.exited() {
+	defer p.Close()
+	if p.Exited() {
 		t.Fatal("live process reported exited")
 	}
 	waited := make(chan bool, 1)
-	go func() { waited <- p.wait() }()
-	if err := p.signal(syscall.SIGTERM); err != nil {
+	go func() { waited <- p.Wait() }()
+	if err := p.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -126,10 +126,10 @@ func TestProcWaitAndSignal(t *testing.T) {
 		t.Fatal("exit not seen")
 	}
 	<-reaped
-	if !p.exited() {
+	if !p.Exited() {
 		t.Error("exited = false after exit")
 	}
-	if err := p.signal(syscall.SIGKILL); err != nil {
+	if err := p.Signal(syscall.SIGKILL); err != nil {
 		t.Errorf("signal after exit: %v, want nil", err)
 	}
 }
@@ -140,9 +140,9 @@ func TestProcCloseWakesWait(t *testing.T) {
 		t.Fatal(err)
 	}
 	waited := make(chan bool, 1)
-	go func() { waited <- p.wait() }()
+	go func() { waited <- p.Wait() }()
 	time.Sleep(20 * time.Millisecond)
-	p.close()
+	p.Close()
 	select {
 	case ok := <-waited:
 		if ok {
@@ -151,7 +151,7 @@ func TestProcCloseWakesWait(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("close did not wake wait")
 	}
-	if err := p.signal(syscall.Signal(0)); !errors.Is(err, os.ErrClosed) {
+	if err := p.Signal(syscall.Signal(0)); !errors.Is(err, os.ErrClosed) {
 		t.Errorf("signal after close: %v", err)
 	}
 }
