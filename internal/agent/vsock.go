@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"syscall"
@@ -67,6 +68,12 @@ func hybridHandshake(ctx context.Context, conn net.Conn, port uint32) error {
 	}
 	if err == nil {
 		conn.SetDeadline(time.Time{})
+		return nil
+	}
+	// The connection's deadline (ctx's) can fire a moment before ctx
+	// itself reports it: say so the way a cancelled ctx would.
+	if dl, ok := ctx.Deadline(); ok && errors.Is(err, os.ErrDeadlineExceeded) && !time.Now().Before(dl) {
+		err = fmt.Errorf("%w (%w)", context.DeadlineExceeded, err)
 	}
 	return err
 }
