@@ -122,3 +122,29 @@ func TestFirecrackerUnavailable(t *testing.T) {
 		t.Errorf("doctor should warn that firecracker is not usable:\n%s", d.stdout)
 	}
 }
+
+// TestFirecrackerLifecycle runs the engine-independent lifecycle on
+// Firecracker where the machine can run it: exec, exit codes, data kept
+// across stop/start, delete.
+func TestFirecrackerLifecycle(t *testing.T) {
+	if _, err := exec.LookPath("firecracker"); err != nil {
+		t.Skip("firecracker is not installed here (no reachable registry has it)")
+	}
+	ctx := ctxFor(t, 10*time.Minute)
+	if d := e.cli(ctx, "", "doctor"); !strings.Contains(d.stdout, "PASS  firecracker") || !strings.Contains(d.stdout, "KVM usable") {
+		t.Skip("firecracker needs a KVM that boots guests; doctor says:\n" + d.stdout)
+	}
+	vm := newVM(t, ctx, "fcbox", "--engine", "firecracker", "--network", "none")
+	r := must(t, e.cli(ctx, "", "vm", "show", vm))
+	if !strings.Contains(r.stdout, "firecracker") {
+		t.Errorf("vm show: %s", r.stdout)
+	}
+	if r := e.cli(ctx, "", "vm", "exec", vm, "--", "sh", "-c", "echo kept > /root/marker; exit 42"); r.code != 42 {
+		t.Errorf("exit code: %s", r)
+	}
+	must(t, e.cli(ctx, "", "vm", "stop", vm))
+	must(t, e.cli(ctx, "", "vm", "start", vm))
+	if out := must(t, e.cli(ctx, "", "vm", "exec", vm, "--", "cat", "/root/marker")).stdout; out != "kept\n" {
+		t.Errorf("data lost across stop/start: %q", out)
+	}
+}
