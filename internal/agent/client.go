@@ -121,9 +121,15 @@ func (c *Client) Ping(ctx context.Context) (Response, error) {
 // Each attempt uses a fresh session, so bytes left over from an earlier host
 // connection can never confuse the new one.
 func WaitReady(ctx context.Context, socketPath string) (*Client, Response, error) {
+	return waitReady(ctx, func(ctx context.Context) (*Client, error) { return Dial(ctx, socketPath) })
+}
+
+// waitReady makes sessions with dial and pings until the agent answers or
+// ctx ends.
+func waitReady(ctx context.Context, dial func(context.Context) (*Client, error)) (*Client, Response, error) {
 	var last error
 	for attempt := 0; ; attempt++ {
-		c, err := Dial(ctx, socketPath)
+		c, err := dial(ctx)
 		if err == nil {
 			pctx, cancel := context.WithTimeout(ctx, pingTimeout(attempt))
 			var resp Response

@@ -122,27 +122,11 @@ func handshake(conn net.Conn, port uint32) error {
 // port behind the hybrid vsock socket udsPath: it connects and pings until
 // the agent answers or ctx ends, each attempt with a fresh connection.
 func WaitReadyVsock(ctx context.Context, udsPath string, port uint32) (*Client, Response, error) {
-	var last error
-	for attempt := 0; ; attempt++ {
+	return waitReady(ctx, func(ctx context.Context) (*Client, error) {
 		conn, err := DialHybridVsock(ctx, udsPath, port)
-		if err == nil {
-			var c *Client
-			if c, err = NewClient(conn); err == nil {
-				pctx, cancel := context.WithTimeout(ctx, pingTimeout(attempt))
-				var resp Response
-				resp, err = c.Ping(pctx)
-				cancel()
-				if err == nil {
-					return c, resp, nil
-				}
-				c.Close()
-			}
+		if err != nil {
+			return nil, err
 		}
-		last = err
-		select {
-		case <-ctx.Done():
-			return nil, Response{}, fmt.Errorf("guest agent did not answer: %w (last error: %v)", ctx.Err(), last)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+		return NewClient(conn)
+	})
 }
