@@ -10,7 +10,7 @@ E2E_FLAGS ?=
 .PHONY: help build unit e2e e2e-list test bench fixtures vet fmt clean quickstart
 
 help:
-	@echo "make build            build bin/banger, bin/bangerd, bin/banger-agent"
+	@echo "make build            build bin/banger, bin/bangerd, bin/banger-agent, bin/banger-helper"
 	@echo "make test             unit tests, then the end-to-end suite (boots real VMs)"
 	@echo "make unit             gofmt/vet + unit tests (never boot VMs)"
 	@echo "make e2e              end-to-end scenarios; SCENARIO=TestName runs one"
@@ -23,6 +23,7 @@ build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/banger ./cmd/banger
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/bangerd ./cmd/bangerd
 	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/banger-agent ./cmd/banger-agent
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/banger-helper ./cmd/banger-helper
 
 fmt:
 	@out=$$(gofmt -l cmd internal test); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

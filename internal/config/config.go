@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -40,6 +41,10 @@ type Config struct {
 	TapPoolSize int    `toml:"tap_pool_size"`
 	// DNSListen is the host loopback address where <name>.vm resolves.
 	DNSListen string `toml:"dns_listen"`
+	// HelperSocket is the socket of banger-helper, the privileged helper
+	// a daemon not running as root uses for bridge mode; env
+	// BANGER_HELPER_SOCKET overrides it.
+	HelperSocket string `toml:"helper_socket"`
 	// SSHKey is banger's private key (default under the config dir).
 	SSHKey string `toml:"ssh_key"`
 
@@ -84,6 +89,7 @@ func Default() Config {
 		BridgeCIDR:     "172.16.0.1/24",
 		TapPoolSize:    2,
 		DNSListen:      "127.0.0.1:42069",
+		HelperSocket:   "/run/banger/helper.sock",
 		Engine:         "auto",
 		FirecrackerBin: "firecracker",
 	}
@@ -116,6 +122,9 @@ func Load(path string) (Config, error) {
 	}
 	if v := os.Getenv("BANGER_QEMU"); v != "" {
 		c.QEMU = v
+	}
+	if v := os.Getenv("BANGER_HELPER_SOCKET"); v != "" {
+		c.HelperSocket = v
 	}
 	return c, c.Validate()
 }
@@ -162,6 +171,9 @@ func merge(c *Config, f Config) {
 	}
 	if f.SSHKey != "" {
 		c.SSHKey = f.SSHKey
+	}
+	if f.HelperSocket != "" {
+		c.HelperSocket = f.HelperSocket
 	}
 	if f.Engine != "" {
 		c.Engine = f.Engine
@@ -217,6 +229,9 @@ func (c Config) Validate() error {
 	}
 	if _, err := netip.ParseAddrPort(c.DNSListen); err != nil {
 		return fmt.Errorf("dns_listen must be ADDR:PORT, got %q", c.DNSListen)
+	}
+	if !filepath.IsAbs(c.HelperSocket) {
+		return fmt.Errorf("helper_socket must be an absolute path, got %q", c.HelperSocket)
 	}
 	return nil
 }

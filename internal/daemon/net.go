@@ -2,23 +2,30 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
+	"time"
 
 	"banger/internal/config"
 	"banger/internal/dns"
 	"banger/internal/network"
+	"banger/internal/privhelper"
 	"banger/internal/vm"
 )
 
+// helperProbeTimeout bounds the check that the privileged helper answers.
+const helperProbeTimeout = 5 * time.Second
+
 // newNetworking builds the VM network wiring. Bridge mode needs
-// CAP_NET_ADMIN: as root the network operations run in-process (a later
-// privileged helper will serve the same typed operations for non-root
-// daemons); otherwise there is no Host and VMs default to user mode.
-func newNetworking(cfg config.Config, resolver *dns.Server, svcCtx context.Context, log *slog.Logger) (*vm.Networking, error) {
+// CAP_NET_ADMIN: as root the network operations run in-process; otherwise
+// they go through the privileged helper (banger-helper) when its socket
+// answers and accepts this user, and without it there is no Host and VMs
+// default to user mode.
+func newNetworking(ctx context.Context, cfg config.Config, resolver *dns.Server, svcCtx context.Context, log *slog.Logger) (*vm.Networking, error) {
 	cidr, err := netip.ParsePrefix(cfg.BridgeCIDR)
 	if err != nil {
 		return nil, fmt.Errorf("bridge_cidr: %w", err)
@@ -28,24 +35,67 @@ func newNetworking(cfg config.Config, resolver *dns.Server, svcCtx context.Conte
 		return nil, err
 	}
 	n := &vm.Networking{Config: ncfg, Resolver: resolver}
-	if os.Geteuid() != 0 || cfg.Network == "user" || cfg.Network == "none" {
-		if cfg.Network == "bridge" {
-			return nil, fmt.Errorf("network = \"bridge\" needs root (or the privileged helper); use \"user\" or \"auto\"")
+	if cfg.Network == "user" || cfg.Network == "none" {
+		return n, nil
+	}
+	if os.Geteuid() == 0 {
+		host, err := network.NewHost(ncfg)
+		if err != nil {
+			return nil, fmt.Errorf("network: %w", err)
+		}
+		n.Host = host
+		n.BridgeReady = func(ctx context.Context) error {
+			// Guests resolve through the bridge address.
+			addr := net.JoinHostPort(cidr.Addr().String(), "53")
+			if err := resolver.ListenAndServe(svcCtx, addr); err != nil {
+				log.Warn("guest dns listener", "addr", addr, "err", err)
+			}
+			return nil
 		}
 		return n, nil
 	}
-	host, err := network.NewHost(ncfg)
+
+	helper := privhelper.NewClient(cfg.HelperSocket)
+	pctx, cancel := context.WithTimeout(ctx, helperProbeTimeout)
+	defer cancel()
+	hcfg, err := helper.Config(pctx)
 	if err != nil {
-		return nil, fmt.Errorf("network: %w", err)
+		if cfg.Network == "bridge" {
+			return nil, fmt.Errorf("network = \"bridge\" needs root or the privileged helper (banger-helper): %w", err)
+		}
+		if errors.Is(err, privhelper.ErrForbidden) {
+			log.Warn("the privileged helper refuses this user (start it with --allow-uid of this user); bridge mode unavailable", "socket", cfg.HelperSocket, "uid", os.Getuid(), "err", err)
+		} else {
+			log.Info("no privileged helper; bridge mode unavailable, vms default to user networking", "socket", cfg.HelperSocket, "err", err)
+		}
+		return n, nil
 	}
-	n.Host = host
+	// The helper's bridge is the one that exists: allocate guest addresses
+	// in its subnet, whatever bridge_name/bridge_cidr say.
+	if hcfg.Bridge != ncfg.Bridge || hcfg.CIDR != ncfg.CIDR {
+		log.Warn("the privileged helper's bridge differs from bridge_name/bridge_cidr; using the helper's",
+			"helper_bridge", hcfg.Bridge, "helper_cidr", hcfg.CIDR, "bridge_name", ncfg.Bridge, "bridge_cidr", ncfg.CIDR)
+	}
+	if hcfg.TapOwner != os.Getuid() {
+		log.Warn("the privileged helper's taps are not owned by this user: QEMU will not be able to open them (banger-helper --tap-owner)", "tap_owner", hcfg.TapOwner, "uid", os.Getuid())
+	}
+	hcfg = hcfg.WithDefaults()
+	gw := hcfg.CIDR.Addr()
+	n.Config = hcfg
+	n.Host = helper
 	n.BridgeReady = func(ctx context.Context) error {
-		// Guests resolve through the bridge address.
-		addr := net.JoinHostPort(cidr.Addr().String(), "53")
-		if err := resolver.ListenAndServe(svcCtx, addr); err != nil {
-			log.Warn("guest dns listener", "addr", addr, "err", err)
+		// Port 53 of the bridge address needs root: the helper binds it
+		// and passes the sockets.
+		pc, l, err := helper.DNSSockets(ctx)
+		if err != nil {
+			log.Warn("guest dns sockets from the privileged helper", "addr", gw, "err", err)
+			return nil
+		}
+		if err := resolver.Serve(svcCtx, pc, l); err != nil {
+			log.Warn("guest dns listener", "addr", gw, "err", err)
 		}
 		return nil
 	}
+	log.Info("bridge networking through the privileged helper", "socket", cfg.HelperSocket, "bridge", hcfg.Bridge, "cidr", hcfg.CIDR)
 	return n, nil
 }

@@ -80,7 +80,7 @@ func Run(ctx context.Context, o Options) error {
 	if err := resolver.ListenAndServe(svcCtx, cfg.DNSListen); err != nil {
 		return fmt.Errorf("%w (set dns_listen in %s)", err, l.ConfigFile())
 	}
-	netw, err := newNetworking(cfg, resolver, svcCtx, o.Log)
+	netw, err := newNetworking(ctx, cfg, resolver, svcCtx, o.Log)
 	if err != nil {
 		return err
 	}

@@ -16,6 +16,10 @@ import (
 	"banger/internal/network"
 )
 
+// cancelGrace is how long a cancelled call still waits for the helper's
+// answer.
+const cancelGrace = 5 * time.Second
+
 // Client talks to banger-helper. It implements network.Host, so the daemon
 // uses it exactly like the in-process Host, except that Teardown is not
 // offered (ErrNotOffered). Every call opens its own connection; a Client is
@@ -123,7 +127,7 @@ func (c *Client) DNSSockets(ctx context.Context) (net.PacketConn, net.Listener, 
 	if err != nil {
 		return nil, nil, err
 	}
-	defer closeFDs(fds)
+	defer func() { closeFDs(fds) }()
 	fail := func(format string, args ...any) (net.PacketConn, net.Listener, error) {
 		return nil, nil, fmt.Errorf("%s: %s", OpDNSSockets, fmt.Sprintf(format, args...))
 	}
@@ -174,6 +178,9 @@ func (c *Client) roundTrip(ctx context.Context, req request) (*response, []int, 
 	b = append(b, '\n')
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", c.socket)
+	if err != nil && ctx.Err() != nil {
+		return nil, nil, fmt.Errorf("%s: %w", req.Op, ctx.Err())
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: privileged helper not reachable at %s (is banger-helper running?): %w", req.Op, c.socket, err)
 	}
@@ -183,9 +190,13 @@ func (c *Client) roundTrip(ctx context.Context, req request) (*response, []int, 
 		return nil, nil, fmt.Errorf("%s: %s is not a unix socket", req.Op, c.socket)
 	}
 	defer uc.Close()
-	// Cancelling ctx unblocks the I/O below; closing the connection then
-	// tells the helper to cancel the operation.
-	stop := context.AfterFunc(ctx, func() { uc.SetDeadline(time.Unix(1, 0)) })
+	// Cancelling ctx closes the write side, which tells the helper to
+	// cancel the operation, and still reads its answer for a while, so
+	// that a result already under way (a tap) is not lost but given back.
+	stop := context.AfterFunc(ctx, func() {
+		uc.CloseWrite()
+		uc.SetDeadline(time.Now().Add(cancelGrace))
+	})
 	defer stop()
 
 	_, werr := uc.Write(b)
@@ -194,6 +205,9 @@ func (c *Client) roundTrip(ctx context.Context, req request) (*response, []int, 
 	line, fds, rerr := readResponse(uc)
 	if err := ctx.Err(); err != nil {
 		closeFDs(fds)
+		if rerr == nil && req.Op == OpAcquireTap {
+			c.releaseLate(line)
+		}
 		return nil, nil, fmt.Errorf("%s: %w", req.Op, err)
 	}
 	if rerr != nil {
@@ -219,6 +233,16 @@ func (c *Client) roundTrip(ctx context.Context, req request) (*response, []int, 
 	return &resp, fds, nil
 }
 
+// releaseLate gives back the tap of an acquire_tap answer that arrived after
+// its caller gave up.
+func (c *Client) releaseLate(line []byte) {
+	var resp response
+	if json.Unmarshal(line, &resp) != nil || !resp.OK || resp.Tap == "" {
+		return
+	}
+	c.ReleaseTap(context.Background(), resp.Tap) // best effort: a daemon restart reconciles leftovers
+}
+
 // readResponse reads one line and the descriptors that arrive with it.
 func readResponse(uc *net.UnixConn) ([]byte, []int, error) {
 	var (
@@ -229,6 +253,7 @@ func readResponse(uc *net.UnixConn) ([]byte, []int, error) {
 	)
 	for {
 		n, oobn, _, _, err := uc.ReadMsgUnix(buf, oob)
+		n = max(n, 0) // -1 with some errors
 		if oobn > 0 {
 			got, perr := parseRights(oob[:oobn])
 			fds = append(fds, got...)

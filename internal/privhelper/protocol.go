@@ -38,9 +38,12 @@
 // and a decimal index, NAT guests must be guest addresses of the bridge
 // subnet.
 //
-// Closing the connection before the response arrives cancels the operation
-// (release_tap still completes, as network.Host requires). A tap acquired for
-// a client that went away is released again.
+// Closing the connection, or only its write side, before the response
+// arrives cancels the operation (release_tap still completes, as
+// network.Host requires). The Client half-closes and keeps reading for a
+// moment, so that a tap acquired just as it gave up reaches it and is
+// released; a tap whose answer cannot be delivered at all (the client is
+// gone) is released by the server.
 //
 // The dns_sockets response carries two file descriptors in the same message
 // as its JSON line: a UDP socket and a listening TCP socket, both bound to

@@ -82,7 +82,7 @@ func NewServer(o Options) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("new helper server: %w", err)
 	}
-	if o.AllowUID < 0 || o.AllowUID > 1<<32-2 {
+	if o.AllowUID < 0 || int64(o.AllowUID) > 1<<32-2 { // (uid_t)-1 is no uid
 		return nil, fmt.Errorf("new helper server: allowed uid %d is not a uid", o.AllowUID)
 	}
 	dnsAddr := o.DNSAddr
@@ -269,8 +269,14 @@ func (s *Server) handle(ctx context.Context, conn *net.UnixConn) {
 	}
 	conn.SetWriteDeadline(time.Now().Add(requestTimeout))
 	werr := s.reply(conn, resp, fds)
-	s.log.Info("helper: request", "op", req.Op, "uid", who.uid, "pid", who.pid,
-		"duration", time.Since(start).Round(time.Microsecond), "err", err, "reply_err", werr)
+	attrs := []any{"op", req.Op, "uid", who.uid, "pid", who.pid, "duration", time.Since(start).Round(time.Microsecond)}
+	if err != nil {
+		attrs = append(attrs, "err", err)
+	}
+	if werr != nil {
+		attrs = append(attrs, "reply_err", werr)
+	}
+	s.log.Info("helper: request", attrs...)
 	if werr != nil && err == nil && req.Op == OpAcquireTap {
 		// The client will never learn the tap's name: give it back.
 		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
@@ -466,10 +472,19 @@ func (s *Server) dnsSockets() ([]int, error) {
 
 // inNS runs fn on a throwaway OS thread inside ns, so sockets fn creates
 // belong to ns whichever namespace the calling goroutine's thread is in.
+// A thread already in ns is not switched, which needs no privilege.
 func inNS(ns netns.NsHandle, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread exits with this goroutine
+		if cur, err := netns.Get(); err == nil {
+			same := cur.Equal(ns)
+			cur.Close()
+			if same {
+				errc <- fn()
+				return
+			}
+		}
 		if err := netns.Set(ns); err != nil {
 			errc <- fmt.Errorf("enter network namespace: %w", err)
 			return

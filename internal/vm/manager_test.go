@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -22,6 +23,7 @@ import (
 	"banger/internal/engine"
 	"banger/internal/guest"
 	"banger/internal/model"
+	"banger/internal/network"
 	"banger/internal/paths"
 	"banger/internal/store"
 )
@@ -399,3 +401,22 @@ type namedDriver struct {
 }
 
 func (n *namedDriver) Name() string { return n.name }
+
+// A daemon that starts with no bridge-mode VM running must not touch the
+// host network (no bridge, no forwarding, no rules).
+func TestRecoverLeavesHostNetworkAlone(t *testing.T) {
+	f := newFixture(t)
+	fake := network.NewFake(network.Config{}.WithDefaults())
+	f.m.SetNetworking(&Networking{Host: fake, Config: network.Config{}.WithDefaults()})
+	if _, err := f.m.Create(context.Background(), api.VMCreateParams{Name: "quiet", Network: "none"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.m.Recover(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range fake.Calls() {
+		if strings.HasPrefix(c, "EnsureBridge") || strings.HasPrefix(c, "SetNAT") {
+			t.Errorf("host network touched: %v", fake.Calls())
+		}
+	}
+}

@@ -334,7 +334,7 @@ func (m *Manager) recoverNetwork(ctx context.Context, adopted []*model.VM) {
 			return
 		}
 	}
-	if st, err := m.net.Host.State(ctx); err == nil {
+	if st, err := m.net.Host.State(ctx); err == nil && st.BridgeExists {
 		for _, tap := range st.Unknown {
 			if !inUse[tap] {
 				m.net.Host.ReleaseTap(ctx, tap)
@@ -346,8 +346,10 @@ func (m *Manager) recoverNetwork(ctx context.Context, adopted []*model.VM) {
 			m.log.Error("recover vm network", "vm", vm.Name, "err", err)
 		}
 	}
-	if err := m.syncNAT(ctx, ""); err != nil && !errors.Is(err, context.Canceled) && hasBridge {
-		m.log.Error("recover nat", "err", err)
+	if hasBridge {
+		if err := m.syncNAT(ctx, ""); err != nil && !errors.Is(err, context.Canceled) {
+			m.log.Error("recover nat", "err", err)
+		}
 	}
 }
 
