@@ -142,6 +142,15 @@ func Run(ctx context.Context, l paths.Layout) []Check {
 		}
 	}
 
+	// Taps: QEMU opens them through /dev/net/tun, as the daemon's user.
+	if fi, err := os.Stat("/dev/net/tun"); err != nil {
+		add("tun", Warn, "/dev/net/tun is missing: bridge networking is unavailable", "modprobe tun")
+	} else if os.Geteuid() != 0 && fi.Mode().Perm()&0o006 != 0o006 {
+		add("tun", Warn, fmt.Sprintf("/dev/net/tun is %v: QEMU running as this user cannot open its tap", fi.Mode().Perm()), "chmod 0666 /dev/net/tun (the usual mode)")
+	} else {
+		add("tun", Pass, "/dev/net/tun usable", "")
+	}
+
 	// Firecracker is optional: a FAIL only when it is the configured engine.
 	fc := firecracker.New(cfg.FirecrackerBin, cfg.JailerBin)
 	if cfg.JailerBin != "" {
