@@ -318,6 +318,12 @@ func (m *Manager) removeFiles(vm *model.VM) {
 
 // Start boots a created or stopped VM and waits for its guest agent.
 func (m *Manager) Start(ctx context.Context, ref string, progress Progress) (*model.VM, error) {
+	return m.locked(ctx, ref, func(vm *model.VM) error { return m.startLocked(ctx, vm, progress) })
+}
+
+// locked runs f on the VM that ref names while holding the VM's lock, on a
+// copy read after the lock was taken.
+func (m *Manager) locked(ctx context.Context, ref string, f func(vm *model.VM) error) (*model.VM, error) {
 	vm, err := m.Get(ctx, ref)
 	if err != nil {
 		return nil, err
@@ -326,7 +332,18 @@ func (m *Manager) Start(ctx context.Context, ref string, progress Progress) (*mo
 	if vm, err = m.Get(ctx, vm.ID); err != nil {
 		return nil, err
 	}
-	return vm, m.startLocked(ctx, vm, progress)
+	return vm, f(vm)
+}
+
+// lockedRunning is locked for operations that need the VM running.
+func (m *Manager) lockedRunning(ctx context.Context, ref string, f func(vm *model.VM, rt *runtime) error) (*model.VM, error) {
+	return m.locked(ctx, ref, func(vm *model.VM) error {
+		rt, err := m.requireRunning(vm)
+		if err != nil {
+			return err
+		}
+		return f(vm, rt)
+	})
 }
 
 func (m *Manager) spec(vm *model.VM, k *model.Kernel, initrd, accel string) engine.Spec {
@@ -584,19 +601,7 @@ func (m *Manager) requireRunning(vm *model.VM) (*runtime, error) {
 // asks the guest's init to power off. A guest that does not go within the
 // stop timeout is powered off by the agent directly, then killed.
 func (m *Manager) Stop(ctx context.Context, ref string) (*model.VM, error) {
-	vm, err := m.Get(ctx, ref)
-	if err != nil {
-		return nil, err
-	}
-	defer m.lock(vm.ID)()
-	if vm, err = m.Get(ctx, vm.ID); err != nil {
-		return nil, err
-	}
-	rt, err := m.requireRunning(vm)
-	if err != nil {
-		return nil, err
-	}
-	return vm, m.stopLocked(ctx, vm, rt)
+	return m.lockedRunning(ctx, ref, func(vm *model.VM, rt *runtime) error { return m.stopLocked(ctx, vm, rt) })
 }
 
 func (m *Manager) stopLocked(ctx context.Context, vm *model.VM, rt *runtime) error {
@@ -646,19 +651,7 @@ func (m *Manager) stopLocked(ctx context.Context, vm *model.VM, rt *runtime) err
 
 // Kill sends sig to the VMM. The VM ends up stopped, not in error.
 func (m *Manager) Kill(ctx context.Context, ref string, sig syscall.Signal) (*model.VM, error) {
-	vm, err := m.Get(ctx, ref)
-	if err != nil {
-		return nil, err
-	}
-	defer m.lock(vm.ID)()
-	if vm, err = m.Get(ctx, vm.ID); err != nil {
-		return nil, err
-	}
-	rt, err := m.requireRunning(vm)
-	if err != nil {
-		return nil, err
-	}
-	return vm, m.killLocked(ctx, vm, rt, sig)
+	return m.lockedRunning(ctx, ref, func(vm *model.VM, rt *runtime) error { return m.killLocked(ctx, vm, rt, sig) })
 }
 
 func (m *Manager) killLocked(ctx context.Context, vm *model.VM, rt *runtime, sig syscall.Signal) error {
@@ -681,20 +674,14 @@ func (m *Manager) killLocked(ctx context.Context, vm *model.VM, rt *runtime, sig
 
 // Restart stops the VM and boots it again: a fresh kernel boot.
 func (m *Manager) Restart(ctx context.Context, ref string, progress Progress) (*model.VM, error) {
-	vm, err := m.Get(ctx, ref)
-	if err != nil {
-		return nil, err
-	}
-	defer m.lock(vm.ID)()
-	if vm, err = m.Get(ctx, vm.ID); err != nil {
-		return nil, err
-	}
-	if rt := m.runtimeOf(vm.ID); rt != nil && vm.State == model.StateRunning {
-		if err := step(progress, "stop", func() error { return m.stopLocked(ctx, vm, rt) }); err != nil {
-			return nil, err
+	return m.locked(ctx, ref, func(vm *model.VM) error {
+		if rt := m.runtimeOf(vm.ID); rt != nil && vm.State == model.StateRunning {
+			if err := step(progress, "stop", func() error { return m.stopLocked(ctx, vm, rt) }); err != nil {
+				return err
+			}
 		}
-	}
-	return vm, m.startLocked(ctx, vm, progress)
+		return m.startLocked(ctx, vm, progress)
+	})
 }
 
 // Delete removes a VM, killing it first if it runs.

@@ -202,24 +202,7 @@ func (r result) String() string {
 
 // cli runs banger with args and returns what it printed and its exit code.
 func (ev *env) cli(ctx context.Context, stdin string, args ...string) result {
-	cmd := exec.CommandContext(ctx, filepath.Join(ev.bin, "banger"), args...)
-	cmd.Env = ev.environ
-	var so, se bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &so, &se
-	if stdin != "" {
-		cmd.Stdin = strings.NewReader(stdin)
-	}
-	err := cmd.Run()
-	code := 0
-	if err != nil {
-		if ee, ok := err.(*exec.ExitError); ok {
-			code = ee.ExitCode()
-		} else {
-			code = -1
-			se.WriteString(err.Error())
-		}
-	}
-	return result{so.String(), se.String(), code}
+	return ev.command(ctx, stdin, filepath.Join(ev.bin, "banger"), args...)
 }
 
 func (ev *env) run(ctx context.Context, args ...string) (string, error) {
