@@ -869,6 +869,13 @@ func (i *Instance) Quit(ctx context.Context) error {
 		case <-i.done:
 			return nil
 		case <-i.watchDone:
+			// The watcher also ends after an exit; only a closed handle is
+			// an error (select picks at random when both are ready).
+			select {
+			case <-i.done:
+				return nil
+			default:
+			}
 			return fmt.Errorf("quit vmm: %w", os.ErrClosed)
 		case <-grace.C:
 			if err := i.proc.Signal(syscall.SIGKILL); err != nil {

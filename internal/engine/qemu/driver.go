@@ -486,6 +486,13 @@ func (i *Instance) Quit(ctx context.Context) error {
 	case <-i.done:
 		return nil
 	case <-i.watchDone:
+		// The watcher also ends after an exit; only a closed handle is
+		// an error (select picks at random when both are ready).
+		select {
+		case <-i.done:
+			return nil
+		default:
+		}
 		return fmt.Errorf("quit vmm: %w", os.ErrClosed)
 	case <-ctx.Done():
 		return fmt.Errorf("quit vmm: wait for exit: %w", ctx.Err())
