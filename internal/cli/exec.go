@@ -174,20 +174,8 @@ func (a *App) pump(conn net.Conn, r io.Reader, tty bool, onProgress func(api.Pro
 	fw := agent.NewFrameWriter(conn)
 
 	if tty {
-		if f, ok := a.Stdin.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-			if old, err := term.MakeRaw(int(f.Fd())); err == nil {
-				defer term.Restore(int(f.Fd()), old)
-			}
-			winch := make(chan os.Signal, 1)
-			signal.Notify(winch, syscall.SIGWINCH)
-			defer signal.Stop(winch)
-			go func() {
-				for range winch {
-					if w, h, err := term.GetSize(int(f.Fd())); err == nil {
-						fw.Write(agent.FrameResize, agent.ResizePayload(uint16(h), uint16(w)))
-					}
-				}
-			}()
+		if _, restore := a.rawTerminal(fw, false); restore != nil {
+			defer restore()
 		}
 	}
 
@@ -300,4 +288,38 @@ func (a *App) pump(conn net.Conn, r io.Reader, tty bool, onProgress func(api.Pro
 		return &ExitError{Code: status.Code}
 	}
 	return nil
+}
+
+// rawTerminal puts a terminal stdin into raw mode and forwards its size
+// changes as resize frames (the current size first when sendSize). It
+// reports whether stdin is a terminal in raw mode; restore undoes it.
+func (a *App) rawTerminal(fw *agent.FrameWriter, sendSize bool) (raw bool, restore func()) {
+	f, ok := a.Stdin.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return false, nil
+	}
+	old, err := term.MakeRaw(int(f.Fd()))
+	if err != nil {
+		return false, nil
+	}
+	resize := func() {
+		if w, h, err := term.GetSize(int(f.Fd())); err == nil {
+			fw.Write(agent.FrameResize, agent.ResizePayload(uint16(h), uint16(w)))
+		}
+	}
+	if sendSize {
+		resize()
+	}
+	winch := make(chan os.Signal, 1)
+	signal.Notify(winch, syscall.SIGWINCH)
+	go func() {
+		for range winch {
+			resize()
+		}
+	}()
+	return true, func() {
+		signal.Stop(winch)
+		close(winch)
+		term.Restore(int(f.Fd()), old)
+	}
 }

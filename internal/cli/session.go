@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
-	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -220,23 +219,10 @@ func (a *App) attach(conn net.Conn, r io.Reader, tty bool) error {
 	defer conn.Close()
 	fw := agent.NewFrameWriter(conn)
 	raw := false
-	if f, ok := a.Stdin.(*os.File); ok && tty && term.IsTerminal(int(f.Fd())) {
-		if old, err := term.MakeRaw(int(f.Fd())); err == nil {
-			raw = true
-			defer term.Restore(int(f.Fd()), old)
-			if w, h, err := term.GetSize(int(f.Fd())); err == nil {
-				fw.Write(agent.FrameResize, agent.ResizePayload(uint16(h), uint16(w)))
-			}
-			winch := make(chan os.Signal, 1)
-			signal.Notify(winch, syscall.SIGWINCH)
-			defer signal.Stop(winch)
-			go func() {
-				for range winch {
-					if w, h, err := term.GetSize(int(f.Fd())); err == nil {
-						fw.Write(agent.FrameResize, agent.ResizePayload(uint16(h), uint16(w)))
-					}
-				}
-			}()
+	if tty {
+		var restore func()
+		if raw, restore = a.rawTerminal(fw, true); restore != nil {
+			defer restore()
 		}
 	}
 	detach := func() {

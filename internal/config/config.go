@@ -98,18 +98,18 @@ func Default() Config {
 // Load reads path (a missing file is not an error), applies environment
 // overrides and fills defaults.
 func Load(path string) (Config, error) {
+	// Decoding onto the defaults keeps every setting the file leaves out.
 	c := Default()
-	var file Config
-	md, err := toml.DecodeFile(path, &file)
+	md, err := toml.DecodeFile(path, &c)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
+		c = Default()
 	case err != nil:
-		return c, fmt.Errorf("read config %s: %w", path, err)
+		return Default(), fmt.Errorf("read config %s: %w", path, err)
 	default:
 		if und := md.Undecoded(); len(und) > 0 {
-			return c, fmt.Errorf("config %s: unknown setting %q", path, und[0].String())
+			return Default(), fmt.Errorf("config %s: unknown setting %q", path, und[0].String())
 		}
-		merge(&c, file)
 	}
 	if v := os.Getenv("BANGER_ACCEL"); v != "" {
 		c.Accel = v
@@ -127,72 +127,6 @@ func Load(path string) (Config, error) {
 		c.HelperSocket = v
 	}
 	return c, c.Validate()
-}
-
-func merge(c *Config, f Config) {
-	if f.Accel != "" {
-		c.Accel = f.Accel
-	}
-	if f.QEMU != "" {
-		c.QEMU = f.QEMU
-	}
-	if f.DefaultImage != "" {
-		c.DefaultImage = f.DefaultImage
-	}
-	if f.VCPU != 0 {
-		c.VCPU = f.VCPU
-	}
-	if f.MemoryMiB != 0 {
-		c.MemoryMiB = f.MemoryMiB
-	}
-	if f.DiskSize != "" {
-		c.DiskSize = f.DiskSize
-	}
-	if f.BootTimeout.Duration != 0 {
-		c.BootTimeout = f.BootTimeout
-	}
-	if f.StopTimeout.Duration != 0 {
-		c.StopTimeout = f.StopTimeout
-	}
-	if f.Network != "" {
-		c.Network = f.Network
-	}
-	if f.BridgeName != "" {
-		c.BridgeName = f.BridgeName
-	}
-	if f.BridgeCIDR != "" {
-		c.BridgeCIDR = f.BridgeCIDR
-	}
-	if f.TapPoolSize != 0 {
-		c.TapPoolSize = f.TapPoolSize
-	}
-	if f.DNSListen != "" {
-		c.DNSListen = f.DNSListen
-	}
-	if f.SSHKey != "" {
-		c.SSHKey = f.SSHKey
-	}
-	if f.HelperSocket != "" {
-		c.HelperSocket = f.HelperSocket
-	}
-	if f.Engine != "" {
-		c.Engine = f.Engine
-	}
-	if f.FirecrackerBin != "" {
-		c.FirecrackerBin = f.FirecrackerBin
-	}
-	if f.JailerBin != "" {
-		c.JailerBin = f.JailerBin
-	}
-	if f.JailerChrootBase != "" {
-		c.JailerChrootBase = f.JailerChrootBase
-	}
-	if f.JailerUID != 0 {
-		c.JailerUID = f.JailerUID
-	}
-	if f.JailerGID != 0 {
-		c.JailerGID = f.JailerGID
-	}
 }
 
 // Validate checks the values.
