@@ -18,8 +18,9 @@ if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
 say() { printf '==> %s\n' "$*" >&2; }
 
 need=()
+# The tests also use git, ssh, curl and ip (iproute2).
 for pair in qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils mkfs.ext4:e2fsprogs \
-            debootstrap:debootstrap make:make; do
+            debootstrap:debootstrap make:make git:git ssh:openssh-client curl:curl ip:iproute2; do
   cmd=${pair%%:*} pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need+=("$pkg")
 done
