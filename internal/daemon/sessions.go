@@ -68,14 +68,6 @@ func (s *Server) sessionStream(op string) func(w http.ResponseWriter, r *http.Re
 		if err != nil {
 			return err
 		}
-		conn, rw, err := hijack(w)
-		if err != nil {
-			st.Close()
-			return err
-		}
-		s.wg.Add(1)
-		defer s.wg.Done()
-		splice(conn, rw.Reader, st)
-		return nil
+		return s.spliceUpgraded(w, st)
 	}
 }

@@ -133,6 +133,12 @@ func (s *Server) vmExec(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	return s.spliceUpgraded(w, st)
+}
+
+// spliceUpgraded upgrades the client's connection and splices it to an
+// agent stream until either side ends.
+func (s *Server) spliceUpgraded(w http.ResponseWriter, st net.Conn) error {
 	conn, rw, err := hijack(w)
 	if err != nil {
 		st.Close()

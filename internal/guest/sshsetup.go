@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 )
 
@@ -40,22 +39,5 @@ func authorizeKey(key string) ([]string, error) {
 		}
 		os.Chmod(path, 0o600)
 	}
-	return readHostKeys("/")
-}
-
-// readHostKeys returns the public host keys under root/etc/ssh.
-func readHostKeys(root string) ([]string, error) {
-	matches, _ := filepath.Glob(filepath.Join(root, "etc/ssh/ssh_host_*_key.pub"))
-	sort.Strings(matches)
-	var keys []string
-	for _, m := range matches {
-		b, err := os.ReadFile(m)
-		if err != nil {
-			continue
-		}
-		if k := strings.TrimSpace(string(b)); k != "" {
-			keys = append(keys, k)
-		}
-	}
-	return keys, nil
+	return hostPublicKeys("/etc/ssh")
 }
