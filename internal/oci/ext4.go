@@ -1,0 +1,443 @@
+package oci
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// BuildExt4 makes the ext4 file out (labelled "root") from dir, as
+// unpacked by Unpack into t. mkfs.ext4 -d copies the tree (without the
+// host's extended attributes); a read-only debugfs run lists what it
+// made, and one read-write debugfs run fixes up, for the entries that
+// differ, what the host copy could not hold: ownership, exact modes
+// (setuid and the like included), device nodes, fifos the host refused,
+// and the layers' extended attributes. A last listing checks that every
+// entry of t is there with the wanted type, mode and ownership. Nothing
+// needs root; dir can be removed afterwards.
+//
+// size is the file size in bytes; 0 picks one: the bytes used times 1.5
+// plus 256 MiB, rounded up to 64 MiB, at least 512 MiB. out is written
+// through a temporary file next to it and only appears when complete.
+func BuildExt4(ctx context.Context, dir string, t *Tree, out string, size int64) error {
+	mkfs, err := findTool("mkfs.ext4")
+	if err != nil {
+		return err
+	}
+	debugfs, err := findTool("debugfs")
+	if err != nil {
+		return err
+	}
+	paths := t.Paths()
+	var dirs []string
+	for _, p := range paths {
+		if strings.ContainsAny(p, "\n\r") {
+			return fmt.Errorf("build ext4: %q: file names with line breaks are not supported", p)
+		}
+		if t.entries[p].IsDir() {
+			dirs = append(dirs, p)
+		}
+	}
+	if size <= 0 {
+		size = autoSize(t)
+	}
+
+	tmp := out + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return fmt.Errorf("build ext4: %w", err)
+	}
+	err = f.Truncate(size)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			os.Remove(tmp)
+		}
+	}()
+	if err != nil {
+		return fmt.Errorf("build ext4: %w", err)
+	}
+	work, err := os.MkdirTemp(filepath.Dir(out), ".debugfs-")
+	if err == nil {
+		work, err = filepath.Abs(work)
+	}
+	if err != nil {
+		return fmt.Errorf("build ext4: %w", err)
+	}
+	defer os.RemoveAll(work)
+
+	if err := runMkfs(ctx, mkfs, dir, tmp, size, t.Len()); err != nil {
+		return fmt.Errorf("build ext4: %w", err)
+	}
+	got, err := listExt4(ctx, debugfs, tmp, dirs, work)
+	if err != nil {
+		return fmt.Errorf("build ext4: %w", err)
+	}
+	script, err := fixups(t, paths, got, work)
+	if err != nil {
+		return fmt.Errorf("build ext4: %w", err)
+	}
+	if len(script) > 0 {
+		if _, err := debugfsRun(ctx, debugfs, tmp, script, work, true); err != nil {
+			return fmt.Errorf("build ext4: %w", err)
+		}
+		if got, err = listExt4(ctx, debugfs, tmp, dirs, work); err != nil {
+			return fmt.Errorf("build ext4: %w", err)
+		}
+	}
+	if err := verify(t, paths, got); err != nil {
+		return fmt.Errorf("build ext4: %w", err)
+	}
+	if err := os.Rename(tmp, out); err != nil {
+		return fmt.Errorf("build ext4: %w", err)
+	}
+	ok = true
+	return nil
+}
+
+// findTool finds an e2fsprogs binary, also in the sbin directories a
+// normal user's PATH often lacks.
+func findTool(name string) (string, error) {
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	for _, d := range []string{"/usr/sbin", "/sbin"} {
+		p := filepath.Join(d, name)
+		if fi, err := os.Stat(p); err == nil && fi.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s not found: install e2fsprogs", name)
+}
+
+const (
+	blockSize   = 4096
+	inodeRatio  = 16384 // mke2fs.conf's default bytes per inode
+	inodeSize   = 256
+	mib         = 1 << 20
+	minAutoSize = 512 * mib
+)
+
+func roundUp(n, to int64) int64 { return (n + to - 1) / to * to }
+
+// autoSize is the bytes used times 1.5 plus 256 MiB, rounded up to 64
+// MiB, at least 512 MiB.
+func autoSize(t *Tree) int64 {
+	var used int64
+	for _, e := range t.entries {
+		switch e.Type() {
+		case unix.S_IFREG:
+			if e.Hardlink == "" {
+				used += roundUp(e.Size, blockSize)
+			}
+		case unix.S_IFDIR:
+			used += blockSize
+		case unix.S_IFLNK:
+			if len(e.Linkname) >= 60 { // longer targets need a block
+				used += blockSize
+			}
+		}
+		used += 2 * inodeSize // see inodes: twice as many as entries
+	}
+	return max(roundUp(used*3/2+256*mib, 64*mib), minAutoSize)
+}
+
+// inodes returns the inode count to ask mkfs.ext4 for, or 0 if its
+// default suffices: room for twice the entries, so that the guest can
+// add as many files again.
+func inodes(size int64, entries int) int64 {
+	need := int64(entries)*2 + 8192
+	if size/inodeRatio >= need {
+		return 0
+	}
+	return need
+}
+
+func runMkfs(ctx context.Context, mkfs, dir, img string, size int64, entries int) error {
+	run := func(ext string) (string, error) {
+		args := []string{"-q", "-F", "-L", "root", "-d", dir, "-E", ext}
+		if n := inodes(size, entries); n > 0 {
+			args = append(args, "-N", strconv.FormatInt(n, 10))
+		}
+		b, err := exec.CommandContext(ctx, mkfs, append(args, img)...).CombinedOutput()
+		return strings.TrimSpace(string(b)), err
+	}
+	// no_copy_xattrs: the image's xattrs come from the layers, never
+	// from the host (SELinux labels and the like).
+	msg, err := run("lazy_itable_init=1,lazy_journal_init=1,no_copy_xattrs")
+	if err != nil && strings.Contains(msg, "no_copy_xattrs") { // e2fsprogs < 1.47
+		msg, err = run("lazy_itable_init=1,lazy_journal_init=1")
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("mkfs.ext4: %w", ctx.Err())
+		}
+		if strings.Contains(msg, "Could not allocate block") || strings.Contains(msg, "No space") ||
+			strings.Contains(msg, "Could not allocate inode") {
+			return fmt.Errorf("mkfs.ext4: the tree does not fit in %d MiB; use a larger size", size/mib)
+		}
+		return fmt.Errorf("mkfs.ext4: %w: %s", err, msg)
+	}
+	return nil
+}
+
+// ext4Inode is what debugfs' ls -p says about a directory entry.
+type ext4Inode struct {
+	ino      uint64
+	mode     uint32
+	uid, gid int
+}
+
+// listExt4 lists the directories dirs of img with one debugfs run.
+func listExt4(ctx context.Context, debugfs, img string, dirs []string, work string) (map[string]ext4Inode, error) {
+	var script bytes.Buffer
+	for _, d := range dirs {
+		fmt.Fprintf(&script, "ls -p %s\n", quote(d))
+	}
+	stdout, err := debugfsRun(ctx, debugfs, img, script.Bytes(), work, false)
+	if err != nil {
+		return nil, err
+	}
+	got := make(map[string]ext4Inode, len(dirs)*8)
+	idx := -1
+	sc := bufio.NewScanner(bytes.NewReader(stdout))
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "debugfs: ") {
+			idx++ // the echo of the next ls command
+			continue
+		}
+		if !strings.HasPrefix(line, "/") || idx < 0 || idx >= len(dirs) {
+			continue
+		}
+		name, in, err := parseLsP(line)
+		if err != nil {
+			return nil, fmt.Errorf("debugfs: %w", err)
+		}
+		switch {
+		case in.ino == 0 || name == "": // unused slots (lost+found has many)
+			continue
+		case name == ".":
+			if dirs[idx] == "/" {
+				got["/"] = in
+			}
+			continue
+		case name == "..":
+			continue
+		}
+		got[path.Join(dirs[idx], name)] = in
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("debugfs: %w", err)
+	}
+	return got, nil
+}
+
+// parseLsP parses a line of debugfs' "ls -p": /INO/MODE/UID/GID/NAME/SIZE/
+// (names cannot hold a slash).
+func parseLsP(line string) (string, ext4Inode, error) {
+	f := strings.SplitN(strings.TrimSuffix(line[1:], "/"), "/", 5)
+	if len(f) != 5 {
+		return "", ext4Inode{}, fmt.Errorf("cannot parse ls -p line %q", line)
+	}
+	i := strings.LastIndexByte(f[4], '/')
+	if i < 0 {
+		return "", ext4Inode{}, fmt.Errorf("cannot parse ls -p line %q", line)
+	}
+	ino, err1 := strconv.ParseUint(f[0], 10, 64)
+	mode, err2 := strconv.ParseUint(f[1], 8, 32)
+	uid, err3 := strconv.Atoi(f[2])
+	gid, err4 := strconv.Atoi(f[3])
+	for _, err := range []error{err1, err2, err3, err4} {
+		if err != nil {
+			return "", ext4Inode{}, fmt.Errorf("cannot parse ls -p line %q: %w", line, err)
+		}
+	}
+	return f[4][:i], ext4Inode{ino: ino, mode: uint32(mode), uid: uid, gid: gid}, nil
+}
+
+// fixups writes the debugfs commands that make the image match t, given
+// what mkfs.ext4 put there (got).
+func fixups(t *Tree, paths []string, got map[string]ext4Inode, work string) ([]byte, error) {
+	var b bytes.Buffer
+	nx := 0
+	eaSet := func(target string, e *Entry) error {
+		for _, k := range sortedKeys(e.Xattrs) {
+			nx++
+			vf := filepath.Join(work, fmt.Sprintf("xattr-%d", nx))
+			if err := os.WriteFile(vf, e.Xattrs[k], 0o600); err != nil {
+				return err
+			}
+			fmt.Fprintf(&b, "ea_set -f %s %s %s\n", quote(vf), target, quote(k))
+		}
+		return nil
+	}
+	setAll := func(target string, e *Entry, g ext4Inode, fresh bool) error {
+		if fresh || g.mode != e.Mode {
+			fmt.Fprintf(&b, "sif %s mode 0%o\n", target, e.Mode)
+		}
+		if fresh || g.uid != e.UID {
+			fmt.Fprintf(&b, "sif %s uid %d\n", target, e.UID)
+		}
+		if fresh || g.gid != e.GID {
+			fmt.Fprintf(&b, "sif %s gid %d\n", target, e.GID)
+		}
+		// mkfs.ext4 copied the host mtimes, except the root's; new
+		// nodes get theirs here.
+		if (fresh || e.Path == "/") && e.ModTime.Unix() > 0 {
+			fmt.Fprintf(&b, "sif %s mtime @%d\n", target, e.ModTime.Unix())
+		}
+		return eaSet(target, e)
+	}
+
+	done := map[uint64]bool{}
+	var missing []*Entry
+	for _, p := range paths {
+		e := t.entries[p]
+		g, ok := got[p]
+		if !ok {
+			switch e.Type() {
+			case unix.S_IFCHR, unix.S_IFBLK, unix.S_IFIFO:
+				missing = append(missing, e)
+				continue
+			}
+			return nil, fmt.Errorf("%s is missing from the image (was the unpacked directory changed?)", p)
+		}
+		if g.mode&unix.S_IFMT != e.Type() {
+			return nil, fmt.Errorf("%s: file type %o in the image, want %o", p, g.mode&unix.S_IFMT, e.Type())
+		}
+		if done[g.ino] { // another name of a hard-linked inode
+			continue
+		}
+		done[g.ino] = true
+		if err := setAll(fmt.Sprintf("<%d>", g.ino), e, g, false); err != nil {
+			return nil, err
+		}
+	}
+
+	// debugfs' mknod takes a name in the current directory.
+	cwd := ""
+	for _, e := range missing {
+		dir, name := path.Split(e.Path)
+		if dir = path.Clean(dir); dir != cwd {
+			fmt.Fprintf(&b, "cd %s\n", quote(dir))
+			cwd = dir
+		}
+		switch kind := "c"; e.Type() {
+		case unix.S_IFBLK:
+			kind = "b"
+			fallthrough
+		case unix.S_IFCHR:
+			switch {
+			case e.Major <= 0xffff && e.Minor <= 0xffff:
+				fmt.Fprintf(&b, "mknod %s %s %d %d\n", quote(name), kind, e.Major, e.Minor)
+			case e.Major <= 0xfff && e.Minor <= 0xfffff:
+				// Beyond what debugfs' mknod takes: store the kernel's
+				// new-style encoding by hand.
+				enc := e.Minor&0xff | e.Major<<8 | (e.Minor&^0xff)<<12
+				fmt.Fprintf(&b, "mknod %s %s 0 0\nsif %s block[1] %d\n", quote(name), kind, quote(name), enc)
+			default:
+				return nil, fmt.Errorf("%s: device number %d:%d out of range", e.Path, e.Major, e.Minor)
+			}
+		default:
+			fmt.Fprintf(&b, "mknod %s p\n", quote(name))
+		}
+		// Absolute from here on: a name starting with "-" would be
+		// taken for an option by ea_set.
+		if err := setAll(quote(e.Path), e, ext4Inode{}, true); err != nil {
+			return nil, err
+		}
+	}
+	return b.Bytes(), nil
+}
+
+// verify checks every entry of t against the image listing.
+func verify(t *Tree, paths []string, got map[string]ext4Inode) error {
+	var bad []string
+	for _, p := range paths {
+		e := t.entries[p]
+		g, ok := got[p]
+		switch {
+		case !ok:
+			bad = append(bad, p+": missing")
+		case g.mode != e.Mode || g.uid != e.UID || g.gid != e.GID:
+			bad = append(bad, fmt.Sprintf("%s: mode 0%o uid %d gid %d, want 0%o %d %d", p, g.mode, g.uid, g.gid, e.Mode, e.UID, e.GID))
+		}
+		if len(bad) == 5 {
+			bad = append(bad, "...")
+			break
+		}
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("the image does not match the layers: %s", strings.Join(bad, "; "))
+	}
+	return nil
+}
+
+// debugfsRun runs script against img (read-write if write) and returns
+// its output. It fails on any error debugfs reports on stderr, as
+// debugfs exits 0 regardless.
+func debugfsRun(ctx context.Context, debugfs, img string, script []byte, work string, write bool) ([]byte, error) {
+	cf := filepath.Join(work, "commands")
+	if err := os.WriteFile(cf, script, 0o600); err != nil {
+		return nil, fmt.Errorf("debugfs: %w", err)
+	}
+	args := []string{"-f", cf, img}
+	if write {
+		args = append([]string{"-w"}, args...)
+	}
+	cmd := exec.CommandContext(ctx, debugfs, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var msgs []string
+	for _, l := range strings.Split(stderr.String(), "\n") {
+		l = strings.TrimSpace(l)
+		if l == "" || strings.HasPrefix(l, "debugfs ") { // the version banner
+			continue
+		}
+		if len(msgs) == 5 {
+			msgs = append(msgs, "...")
+			break
+		}
+		msgs = append(msgs, l)
+	}
+	switch {
+	case ctx.Err() != nil:
+		return nil, fmt.Errorf("debugfs: %w", ctx.Err())
+	case err != nil:
+		return nil, fmt.Errorf("debugfs: %w: %s", err, strings.Join(msgs, "; "))
+	case len(msgs) > 0:
+		return nil, fmt.Errorf("debugfs: %s", strings.Join(msgs, "; "))
+	}
+	return stdout.Bytes(), nil
+}
+
+// quote quotes s for debugfs' command parser, which takes "" inside
+// double quotes as a literal quote.
+func quote(s string) string {
+	return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
+}
+
+func sortedKeys(m map[string][]byte) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}

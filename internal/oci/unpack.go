@@ -1,0 +1,482 @@
+package oci
+
+import (
+	"archive/tar"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"golang.org/x/sys/unix"
+)
+
+const (
+	whiteoutPrefix = ".wh."
+	whiteoutMeta   = ".wh..wh." // aufs metadata (.wh..wh.plnk etc.), never content
+	opaqueMarker   = ".wh..wh..opq"
+	xattrPAXPrefix = "SCHILY.xattr."
+)
+
+// Unpack applies img's layers in order into dir, which must be empty or
+// absent (it is created with mode 0700: the host copy may hold setuid
+// files). It honours whiteouts (.wh.NAME removes NAME of lower layers)
+// and opaque directories (.wh..wh..opq hides the lower layers' content
+// of its directory), and keeps regular files, directories, symbolic
+// links, hard links (also to files of earlier layers), fifos, modes,
+// ownership, mtimes and extended attributes.
+//
+// What the host copy cannot or should not hold is only recorded in the
+// returned Tree, for BuildExt4 to put into the ext4 image: device nodes
+// are never created on the host, extended attributes never set there,
+// and ownership is set only when running as root. As a normal user,
+// files are kept owner readable and writable and directories owner
+// rwx, so that mkfs.ext4 can read them all.
+//
+// Entries are never created through a symbolic link: a layer writing
+// below a path that is a symbolic link, or a path with "..", is
+// refused. progress, if set, gets the compressed layer bytes read so far
+// and their total. On error dir is left as is, for the caller to remove.
+func Unpack(ctx context.Context, img v1.Image, dir string, progress func(current, total int64)) (*Tree, error) {
+	if err := prepareDir(dir); err != nil {
+		return nil, fmt.Errorf("unpack: %w", err)
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		return nil, fmt.Errorf("unpack: list layers: %w", err)
+	}
+	var total, current int64
+	if progress != nil {
+		for i, l := range layers {
+			n, err := l.Size()
+			if err != nil {
+				return nil, fmt.Errorf("unpack: layer %d size: %w", i+1, err)
+			}
+			total += n
+		}
+	}
+	count := func(n int64) {
+		current += n
+		progress(current, total)
+	}
+	u := &unpacker{dir: dir, tree: newTree(), root: os.Geteuid() == 0}
+	for i, l := range layers {
+		if progress != nil {
+			l = &countingLayer{Layer: l, count: count}
+		}
+		if err := u.applyLayer(ctx, l); err != nil {
+			if d, derr := l.Digest(); derr == nil {
+				return nil, fmt.Errorf("unpack layer %d (%s): %w", i+1, d, err)
+			}
+			return nil, fmt.Errorf("unpack layer %d: %w", i+1, err)
+		}
+	}
+	if err := u.finish(); err != nil {
+		return nil, fmt.Errorf("unpack: %w", err)
+	}
+	return u.tree, nil
+}
+
+// prepareDir creates dir (mode 0700) or checks it is an empty directory.
+func prepareDir(dir string) error {
+	fi, err := os.Lstat(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+			return err
+		}
+		return os.Mkdir(dir, 0o700)
+	}
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s is not a directory", dir)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	if len(ents) > 0 {
+		return fmt.Errorf("%s is not empty", dir)
+	}
+	return os.Chmod(dir, 0o700)
+}
+
+type unpacker struct {
+	dir  string
+	tree *Tree
+	root bool // euid 0: try to chown on the host
+	// touched holds the paths a layer added and their parents, while
+	// that layer is applied: its whiteouts and opaque markers only hide
+	// what lower layers put there.
+	touched map[string]bool
+}
+
+func (u *unpacker) host(p string) string { return filepath.Join(u.dir, filepath.FromSlash(p)) }
+
+func (u *unpacker) applyLayer(ctx context.Context, l v1.Layer) error {
+	rc, err := l.Uncompressed()
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	u.touched = map[string]bool{"/": true}
+	tr := tar.NewReader(&ctxReader{ctx: ctx, r: rc})
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("read tar: %w", err)
+		}
+		if err := u.apply(hdr, tr); err != nil {
+			return fmt.Errorf("%s: %w", hdr.Name, err)
+		}
+	}
+	// Read what the tar reader left so that the registry client reaches
+	// EOF and checks the layer digest.
+	if _, err := io.Copy(io.Discard, &ctxReader{ctx: ctx, r: rc}); err != nil {
+		return fmt.Errorf("verify layer: %w", err)
+	}
+	return nil
+}
+
+func (u *unpacker) apply(hdr *tar.Header, r io.Reader) error {
+	p, err := cleanPath(hdr.Name)
+	if err != nil {
+		return err
+	}
+	dir, base := path.Split(p)
+	dir = path.Clean(dir)
+
+	if strings.HasPrefix(base, whiteoutPrefix) {
+		switch {
+		case base == opaqueMarker:
+			return u.opaque(dir)
+		case strings.HasPrefix(base, whiteoutMeta):
+			return nil
+		}
+		name := strings.TrimPrefix(base, whiteoutPrefix)
+		if name == "" || name == "." || name == ".." {
+			return fmt.Errorf("bad whiteout name")
+		}
+		return u.whiteout(path.Join(dir, name))
+	}
+
+	e := &Entry{
+		Path:    p,
+		Mode:    uint32(hdr.Mode) & 0o7777,
+		UID:     hdr.Uid,
+		GID:     hdr.Gid,
+		ModTime: hdr.ModTime,
+	}
+	for k, v := range hdr.PAXRecords {
+		if name, ok := strings.CutPrefix(k, xattrPAXPrefix); ok {
+			if e.Xattrs == nil {
+				e.Xattrs = map[string][]byte{}
+			}
+			e.Xattrs[name] = []byte(v)
+		}
+	}
+
+	if p == "/" {
+		if hdr.Typeflag != tar.TypeDir {
+			return fmt.Errorf("the root is not a directory")
+		}
+		e.Mode |= unix.S_IFDIR
+		u.tree.put(e) // recorded only: the host directory stays 0700
+		return nil
+	}
+	if err := u.mkParents(dir, hdr.ModTime); err != nil {
+		return err
+	}
+	u.touched[p] = true
+
+	if hdr.Typeflag == tar.TypeLink {
+		return u.hardlink(e, hdr.Linkname)
+	}
+	old, exists := u.tree.entries[p]
+	if exists && !(hdr.Typeflag == tar.TypeDir && old.IsDir()) {
+		if err := u.removePath(p); err != nil {
+			return err
+		}
+		exists = false
+	}
+	h := u.host(p)
+
+	switch hdr.Typeflag {
+	case tar.TypeDir:
+		e.Mode |= unix.S_IFDIR
+		if !exists {
+			if err := os.Mkdir(h, 0o700); err != nil {
+				return err
+			}
+		}
+	case tar.TypeReg, tar.TypeCont, tar.TypeGNUSparse:
+		e.Mode |= unix.S_IFREG
+		e.Size = hdr.Size
+		if err := writeFile(h, r); err != nil {
+			return err
+		}
+	case tar.TypeSymlink:
+		e.Mode = unix.S_IFLNK | 0o777
+		e.Linkname = hdr.Linkname
+		if err := os.Symlink(hdr.Linkname, h); err != nil {
+			return err
+		}
+	case tar.TypeChar, tar.TypeBlock:
+		if hdr.Typeflag == tar.TypeChar {
+			e.Mode |= unix.S_IFCHR
+		} else {
+			e.Mode |= unix.S_IFBLK
+		}
+		e.Major, e.Minor = uint32(hdr.Devmajor), uint32(hdr.Devminor)
+		u.tree.put(e) // never on the host: BuildExt4 makes it in the image
+		return nil
+	case tar.TypeFifo:
+		e.Mode |= unix.S_IFIFO
+		if err := unix.Mkfifo(h, 0o600); err != nil {
+			if !errors.Is(err, unix.EPERM) && !errors.Is(err, unix.EOPNOTSUPP) {
+				return fmt.Errorf("mkfifo: %w", err)
+			}
+			u.tree.put(e) // BuildExt4 makes it in the image
+			return nil
+		}
+	default:
+		return fmt.Errorf("unsupported tar entry type %q", hdr.Typeflag)
+	}
+	u.tree.put(e)
+	return u.setHostMeta(h, e)
+}
+
+// mkParents checks that every component of dir is a directory of the
+// tree, creating missing ones (0755 root:root, like container runtimes
+// do). A component that is a symbolic link is refused: nothing is ever
+// written through one.
+func (u *unpacker) mkParents(dir string, mtime time.Time) error {
+	cur := "/"
+	for _, c := range strings.Split(strings.TrimPrefix(dir, "/"), "/") {
+		if c == "" {
+			continue
+		}
+		cur = path.Join(cur, c)
+		u.touched[cur] = true
+		e, ok := u.tree.entries[cur]
+		if ok {
+			switch {
+			case e.IsDir():
+				continue
+			case e.Type() == unix.S_IFLNK:
+				return fmt.Errorf("%s is a symbolic link: refusing to write through it", cur)
+			default:
+				return fmt.Errorf("%s is not a directory", cur)
+			}
+		}
+		e = &Entry{Path: cur, Mode: unix.S_IFDIR | 0o755, ModTime: mtime}
+		if err := os.Mkdir(u.host(cur), 0o700); err != nil {
+			return err
+		}
+		u.tree.put(e)
+		if err := u.setHostMeta(u.host(cur), e); err != nil {
+			return err
+		}
+	}
+	// Belt and braces: the tree mirrors the host, but make sure the
+	// parent really is a directory before creating anything in it.
+	fi, err := os.Lstat(u.host(dir))
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s is not a directory on the host", dir)
+	}
+	return nil
+}
+
+// hardlink makes e.Path another name of the tree path linkname.
+func (u *unpacker) hardlink(e *Entry, linkname string) error {
+	target, err := cleanPath(linkname)
+	if err != nil {
+		return fmt.Errorf("hard link: %w", err)
+	}
+	if target == e.Path {
+		return nil
+	}
+	if old, ok := u.tree.entries[e.Path]; ok {
+		if err := u.removePath(old.Path); err != nil {
+			return err
+		}
+	}
+	te, ok := u.tree.entries[target]
+	if !ok {
+		return fmt.Errorf("hard link to %s, which does not exist", target)
+	}
+	if te.IsDir() {
+		return fmt.Errorf("hard link to directory %s", target)
+	}
+	n := *te
+	n.Path, n.Hardlink = e.Path, target
+	if _, err := os.Lstat(u.host(target)); errors.Is(err, os.ErrNotExist) {
+		// A device node (or a fifo the host refused): not on the host,
+		// so this name gets a node of its own in the image.
+		u.tree.put(&n)
+		return nil
+	}
+	if err := os.Link(u.host(target), u.host(e.Path)); err != nil {
+		return err
+	}
+	u.tree.put(&n)
+	return nil
+}
+
+// whiteout removes what lower layers put at p.
+func (u *unpacker) whiteout(p string) error {
+	if _, ok := u.tree.entries[p]; !ok {
+		return nil // includes paths below symbolic links: never in the tree
+	}
+	return u.prune(p)
+}
+
+// opaque removes what lower layers put in directory dir.
+func (u *unpacker) opaque(dir string) error {
+	e, ok := u.tree.entries[dir]
+	if !ok || !e.IsDir() {
+		return nil
+	}
+	for _, c := range u.tree.childPaths(dir) {
+		if err := u.prune(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// prune removes p unless the current layer added it or something in it,
+// in which case only the lower layers' content inside it goes.
+func (u *unpacker) prune(p string) error {
+	if !u.touched[p] {
+		return u.removePath(p)
+	}
+	if e := u.tree.entries[p]; e.IsDir() {
+		for _, c := range u.tree.childPaths(p) {
+			if err := u.prune(c); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (u *unpacker) removePath(p string) error {
+	if p == "/" {
+		return fmt.Errorf("refusing to remove the root")
+	}
+	u.tree.remove(p)
+	// p's parents are directories of the tree, so this cannot follow a
+	// symbolic link out of dir; RemoveAll does not follow p itself.
+	return os.RemoveAll(u.host(p))
+}
+
+// setHostMeta gives the host file the entry's mode (plus what this user
+// needs to read it back), ownership when root, and mtime (except for
+// directories, whose mtimes change until the end).
+func (u *unpacker) setHostMeta(h string, e *Entry) error {
+	if u.root {
+		if err := os.Lchown(h, e.UID, e.GID); err != nil && !errors.Is(err, unix.EPERM) && !errors.Is(err, unix.EINVAL) {
+			return err
+		}
+		// Failing that (user namespaces), BuildExt4 fixes it.
+	}
+	if e.Type() == unix.S_IFLNK {
+		return setMtime(h, e.ModTime)
+	}
+	mode := e.Mode & 0o7777
+	switch {
+	case e.IsDir():
+		mode |= 0o700 // later entries go in there
+	case !u.root:
+		mode |= 0o600
+	}
+	if err := unix.Chmod(h, mode); err != nil {
+		return fmt.Errorf("chmod: %w", err)
+	}
+	if e.IsDir() {
+		return nil
+	}
+	return setMtime(h, e.ModTime)
+}
+
+// finish sets the directories' mtimes, now that nothing else goes in.
+func (u *unpacker) finish() error {
+	for p, e := range u.tree.entries {
+		if !e.IsDir() || p == "/" {
+			continue
+		}
+		if err := setMtime(u.host(p), e.ModTime); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func setMtime(h string, t time.Time) error {
+	if t.IsZero() {
+		return nil
+	}
+	ts := unix.NsecToTimespec(t.UnixNano())
+	if err := unix.UtimesNanoAt(unix.AT_FDCWD, h, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("set mtime of %s: %w", h, err)
+	}
+	return nil
+}
+
+func writeFile(h string, r io.Reader) error {
+	f, err := os.OpenFile(h, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(f, r)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// cleanPath turns a tar entry name into a clean absolute path, refusing
+// ".." components.
+func cleanPath(name string) (string, error) {
+	if strings.IndexByte(name, 0) >= 0 {
+		return "", fmt.Errorf("path %q has a NUL byte", name)
+	}
+	parts := strings.Split(name, "/")
+	out := parts[:0]
+	for _, c := range parts {
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			return "", fmt.Errorf("path %q leaves the root: refusing it", name)
+		}
+		out = append(out, c)
+	}
+	return "/" + strings.Join(out, "/"), nil
+}
+
+// ctxReader makes reads fail once ctx is done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c *ctxReader) Read(b []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(b)
+}
