@@ -7,7 +7,7 @@ FIXTURES  ?= $(or $(BANGER_FIXTURES),/var/cache/banger-fixtures)
 SCENARIO  ?=
 E2E_FLAGS ?=
 
-.PHONY: help build unit e2e e2e-list test bench fixtures vet fmt clean quickstart
+.PHONY: help build unit e2e e2e-list test bench fixtures vet fmt clean quickstart golden
 
 help:
 	@echo "make build            build bin/banger, bin/bangerd, bin/banger-agent, bin/banger-helper"
@@ -17,6 +17,7 @@ help:
 	@echo "make e2e-list         list the end-to-end scenarios"
 	@echo "make bench            banger vs bare QEMU boot, same kernel and image"
 	@echo "make fixtures         fetch the Debian kernel package + debootstrap tree into $(FIXTURES)"
+	@echo "make golden           build the default development image and export it as a bundle into dist/ (root)"
 
 build:
 	@mkdir -p $(BIN)
@@ -53,6 +54,9 @@ bench: build fixtures
 
 quickstart:
 	scripts/quickstart.sh
+
+golden: build
+	BANGER_BIN=$(CURDIR)/$(BIN) scripts/golden.sh dist
 
 clean:
 	rm -rf $(BIN)

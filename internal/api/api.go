@@ -55,6 +55,11 @@ type Progress struct {
 	Stage      string `json:"stage"`
 	DurationMS int64  `json:"duration_ms"`
 	Detail     string `json:"detail,omitempty"`
+	// Current and Total report a transfer in bytes (Total 0 = unknown);
+	// a stream may send many such events for one stage, the last with
+	// DurationMS set when the stage ends.
+	Current int64 `json:"current,omitempty"`
+	Total   int64 `json:"total,omitempty"`
 }
 
 // Ping is the daemon's identity.
@@ -81,6 +86,9 @@ type VMCreateParams struct {
 	Publish []string `json:"publish,omitempty"`
 	// Engine is auto, qemu or firecracker (default: the config's engine).
 	Engine string `json:"engine,omitempty"`
+	// NoWorkDisk keeps /root on the root disk (image builds; not part of
+	// the wire API).
+	NoWorkDisk bool `json:"-"`
 }
 
 // VMSetParams changes a stopped VM's resources.
@@ -164,6 +172,47 @@ type ImageBuildParams struct {
 	Packages    []string `json:"packages,omitempty"`
 	Kernel      string   `json:"kernel,omitempty"`
 	Size        string   `json:"size,omitempty"`
+	// FromImage boots this image, applies Copy then Run in order, and
+	// saves the VM's root disk as the new image.
+	FromImage string      `json:"from_image,omitempty"`
+	Run       []string    `json:"run,omitempty"`
+	Copy      []ImageCopy `json:"copy,omitempty"`
+	// NAT lets the build VM reach the network (e.g. to install packages).
+	NAT bool `json:"nat,omitempty"`
+}
+
+// ImageCopy copies a host file or directory into a build VM.
+type ImageCopy struct {
+	Src string `json:"src"` // absolute host path
+	Dst string `json:"dst"` // absolute guest path
+}
+
+// ImagePullParams pulls an image from the catalog (a name) or from an
+// OCI registry (a reference such as docker.io/library/alpine:3.20).
+type ImagePullParams struct {
+	Ref string `json:"ref"`
+	// Name registers the image under another name (default: the catalog
+	// name, or one derived from the reference).
+	Name string `json:"name,omitempty"`
+	// Kernel pairs an OCI image with this kernel (default: the config's
+	// or the only one; a missing catalog kernel is pulled).
+	Kernel string `json:"kernel,omitempty"`
+	// Catalog overrides the configured catalog (path or URL).
+	Catalog string `json:"catalog,omitempty"`
+}
+
+// KernelPullParams pulls a kernel from the catalog.
+type KernelPullParams struct {
+	Name    string `json:"name"`
+	Catalog string `json:"catalog,omitempty"`
+}
+
+// PullResult says what a pull did.
+type PullResult struct {
+	Name string `json:"name"`
+	// AlreadyPresent: nothing was downloaded, the name existed.
+	AlreadyPresent bool   `json:"already_present,omitempty"`
+	Source         string `json:"source,omitempty"`
 }
 
 // ImageRegisterParams registers an existing ext4 file.
@@ -172,6 +221,10 @@ type ImageRegisterParams struct {
 	Rootfs string `json:"rootfs"`
 	Kernel string `json:"kernel"`
 }
+
+// ErrorTrailer is the HTTP trailer in which a download that fails after
+// its first byte (e.g. an image bundle) reports its error as JSON.
+const ErrorTrailer = "X-Banger-Error"
 
 // Upgrade is the value of the Upgrade header for exec and run.
 const Upgrade = "banger-stream"

@@ -170,3 +170,29 @@ func (c *Client) Upgrade(ctx context.Context, path string, in any) (net.Conn, io
 	}
 	return conn, br, nil
 }
+
+// Download copies a streamed download (e.g. an image bundle) to w. An
+// error the daemon reports after the first byte (in the api.ErrorTrailer
+// trailer) fails it, as does a cut stream.
+func (c *Client) Download(ctx context.Context, path string, w io.Writer) (int64, error) {
+	resp, err := c.request(ctx, "GET", path, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return 0, decodeError(resp)
+	}
+	n, err := io.Copy(w, resp.Body)
+	if err != nil {
+		return n, fmt.Errorf("download: %w", err)
+	}
+	if t := resp.Trailer.Get(api.ErrorTrailer); t != "" {
+		var ae api.Error
+		if json.Unmarshal([]byte(t), &ae) == nil && ae.Code != "" {
+			return n, &ae
+		}
+		return n, fmt.Errorf("download failed: %s", t)
+	}
+	return n, nil
+}

@@ -47,6 +47,13 @@ type Config struct {
 	HelperSocket string `toml:"helper_socket"`
 	// SSHKey is banger's private key (default under the config dir).
 	SSHKey string `toml:"ssh_key"`
+	// CatalogURL is the kernel and image catalog (a file path or an
+	// http(s) URL); empty means the catalog built into banger. Env
+	// BANGER_CATALOG overrides it.
+	CatalogURL string `toml:"catalog_url"`
+	// UpdateURL is the release manifest `banger update` reads (empty:
+	// banger has no published release channel yet).
+	UpdateURL string `toml:"update_url"`
 
 	// Engine is the default VMM of new VMs: "auto" (QEMU), "qemu" or
 	// "firecracker"; env BANGER_ENGINE overrides it.
@@ -125,6 +132,9 @@ func Load(path string) (Config, error) {
 	}
 	if v := os.Getenv("BANGER_HELPER_SOCKET"); v != "" {
 		c.HelperSocket = v
+	}
+	if v := os.Getenv("BANGER_CATALOG"); v != "" {
+		c.CatalogURL = v
 	}
 	return c, c.Validate()
 }

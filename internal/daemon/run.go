@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"banger/internal/api"
 	"banger/internal/config"
 	"banger/internal/dns"
 	"banger/internal/engine"
@@ -69,7 +70,14 @@ func Run(ctx context.Context, o Options) error {
 	images := &image.Service{Store: st, Layout: l, Log: o.Log, AgentPath: agentPath}
 	driver := qemu.New(cfg.QEMU)
 	accel := newAccelCache(cfg, cfg.QEMU, filepath.Join(l.State, "kvm-probe.json"), o.Log)
+	images.Catalog = cfg.CatalogURL
 	mgr := vm.New(st, l, cfg, driver, accel.resolve, images.Initrd, o.Log)
+	mgr.SetImageEnsurer(func(ctx context.Context, ref string, progress func(api.Progress)) (string, error) {
+		return images.EnsureImage(ctx, ref, progress)
+	})
+	images.Builder = func(ctx context.Context, p api.ImageBuildParams, save func(context.Context, string) error, progress image.Progress) error {
+		return mgr.BuildImage(ctx, p, save, vm.Progress(progress))
+	}
 	mgr.SetEngine(newFirecracker(cfg, l), firecracker.CloneDisk)
 
 	// Networking: DNS for <name>.vm on loopback always; the bridge (and its

@@ -104,12 +104,16 @@ func (s *Server) Handler() http.Handler {
 
 	h("GET "+p+"/kernels", s.kernelList)
 	h("POST "+p+"/kernels", s.kernelImport)
+	h("POST "+p+"/kernels/pull", s.kernelPull)
 	h("GET "+p+"/kernels/{name}", s.kernelShow)
 	h("DELETE "+p+"/kernels/{name}", s.kernelDelete)
 
 	h("GET "+p+"/images", s.imageList)
 	h("POST "+p+"/images", s.imageBuild)
 	h("POST "+p+"/images/register", s.imageRegister)
+	h("POST "+p+"/images/pull", s.imagePull)
+	h("GET "+p+"/images/{name}/bundle", s.imageBundle)
+	h("GET "+p+"/catalog", s.catalogShow)
 	h("GET "+p+"/images/{name}", s.imageShow)
 	h("DELETE "+p+"/images/{name}", s.imageDelete)
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log"
 	"os"
+	"os/exec"
 	"os/signal"
 	"sync"
 	"time"
@@ -16,6 +17,8 @@ import (
 // PID 1, reaps orphaned processes, and serves the host.
 func RunPID1(lg *log.Logger) error {
 	go reap()
+	mountPID1Extras(lg)
+	startSSHD(lg)
 	srv := &Server{Log: lg, Poweroff: func(bool) error { return PoweroffNow() }, Sessions: NewSessionManager(SessionDir, lg)}
 	// SIGTERM/SIGINT to PID 1 (e.g. ctrl-alt-del) mean power off.
 	sig := make(chan os.Signal, 1)
@@ -84,4 +87,54 @@ func (s *pidSet) done(pid int) {
 	s.mu.Lock()
 	delete(s.pids, pid)
 	s.mu.Unlock()
+}
+
+// mountPID1Extras mounts what an init system would: /dev/pts (ptys for
+// exec -t, sessions and ssh) and /dev/shm.
+func mountPID1Extras(lg *log.Logger) {
+	for _, m := range []struct{ fs, dir, opts string }{
+		{"devpts", "/dev/pts", "gid=5,mode=620,ptmxmode=666"},
+		{"tmpfs", "/dev/shm", "mode=1777"},
+	} {
+		os.MkdirAll(m.dir, 0o755)
+		if err := unix.Mount(m.fs, m.dir, m.fs, unix.MS_NOSUID|unix.MS_NOEXEC, m.opts); err != nil && err != unix.EBUSY {
+			lg.Printf("mount %s: %v", m.dir, err)
+		}
+	}
+}
+
+// sshdPaths are where images keep OpenSSH's server.
+var sshdPaths = []string{"/usr/sbin/sshd", "/usr/bin/sshd", "/sbin/sshd"}
+
+// startSSHD starts the image's sshd, when it has one, and restarts it if
+// it dies (at most once a second), so `banger vm ssh` works without an
+// init system.
+func startSSHD(lg *log.Logger) {
+	bin := ""
+	for _, p := range sshdPaths {
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
+			bin = p
+			break
+		}
+	}
+	if bin == "" {
+		return
+	}
+	os.MkdirAll("/run/sshd", 0o755) // privilege separation directory
+	go func() {
+		for {
+			cmd := exec.Command(bin, "-D", "-e")
+			cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+			var err error
+			started := time.Now()
+			if err = execPIDs.start(cmd.Start, func() int { return cmd.Process.Pid }); err == nil {
+				err = cmd.Wait()
+				execPIDs.done(cmd.Process.Pid)
+			}
+			lg.Printf("sshd exited: %v", err)
+			if time.Since(started) < time.Second {
+				time.Sleep(time.Second)
+			}
+		}
+	}()
 }

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,9 +34,17 @@ type Service struct {
 	Log    *slog.Logger
 	// AgentPath is the banger-agent binary put into every initramfs.
 	AgentPath string
+	// Catalog is the configured catalog (path or URL; "" = built in).
+	Catalog string
+	// HTTP downloads catalogs and artifacts (default http.DefaultClient).
+	HTTP *http.Client
+	// Builder boots a base image, applies a build's steps and calls save
+	// with the powered-off VM's root disk (the VM manager's BuildImage).
+	Builder func(ctx context.Context, p api.ImageBuildParams, save func(ctx context.Context, rootDisk string) error, progress Progress) error
 
-	mu      sync.Mutex
-	pending map[string]bool // names being imported/built, to refuse concurrent duplicates
+	mu        sync.Mutex
+	pending   map[string]bool        // names being imported/built, to refuse concurrent duplicates
+	pullLocks map[string]*sync.Mutex // per-name locks: parallel pulls of one name download once
 }
 
 // Progress receives named stages.
@@ -92,6 +101,13 @@ func (s *Service) ImportKernel(ctx context.Context, p api.KernelImportParams, pr
 	if _, err := s.Store.GetKernel(ctx, p.Name); err == nil {
 		return nil, api.Errorf(api.CodeAlreadyExists, "kernel %q already exists", p.Name)
 	}
+	return s.importKernel(ctx, p.Name, p.From, p.From, progress)
+}
+
+// importKernel builds kernel name from a .deb or tree at from and
+// records it; the caller holds the name's reservation.
+func (s *Service) importKernel(ctx context.Context, name, from, source string, progress Progress) (*model.Kernel, error) {
+	p := api.KernelImportParams{Name: name, From: from}
 	agentBin, err := os.ReadFile(s.AgentPath)
 	if err != nil {
 		return nil, fmt.Errorf("read guest agent binary: %w", err)
@@ -111,7 +127,7 @@ func (s *Service) ImportKernel(ctx context.Context, p api.KernelImportParams, pr
 		return nil, fmt.Errorf("import kernel %q: %w", p.Name, err)
 	}
 	k := &model.Kernel{
-		Name: p.Name, Version: res.Version, SHA256: res.VmlinuxSHA256, Source: p.From,
+		Name: p.Name, Version: res.Version, SHA256: res.VmlinuxSHA256, Source: source,
 		Vmlinux:   filepath.Join(dir, kernel.VmlinuxName),
 		Initramfs: filepath.Join(dir, kernel.InitramfsName),
 	}
@@ -329,8 +345,20 @@ func (s *Service) Build(ctx context.Context, p api.ImageBuildParams, progress Pr
 	if err := model.ValidateName(p.Name); err != nil {
 		return nil, api.Errorf(api.CodeBadRequest, "invalid image name: %v", err)
 	}
-	if (p.FromDir == "") == (p.Debootstrap == "") {
-		return nil, api.Errorf(api.CodeBadRequest, "give exactly one of --from-dir or --debootstrap")
+	sources := 0
+	for _, s := range []string{p.FromDir, p.Debootstrap, p.FromImage} {
+		if s != "" {
+			sources++
+		}
+	}
+	if sources != 1 {
+		return nil, api.Errorf(api.CodeBadRequest, "give exactly one of --from-dir, --debootstrap or --from-image")
+	}
+	if p.FromImage == "" && (len(p.Run) > 0 || len(p.Copy) > 0) {
+		return nil, api.Errorf(api.CodeBadRequest, "--run and --copy need --from-image")
+	}
+	if p.FromImage != "" {
+		return s.buildFromImage(ctx, p, progress)
 	}
 	size := int64(4 << 30)
 	if p.Size != "" {

@@ -60,6 +60,9 @@ type VM struct {
 	// DiskClone says how the root disk was made from the image:
 	// "qcow2-overlay", "reflink" or "sparse-copy".
 	DiskClone string `json:"disk_clone,omitempty"`
+	// NoWorkDisk: /root stays on the root disk (VMs that build images,
+	// whose whole root disk becomes the new image).
+	NoWorkDisk bool `json:"no_work_disk,omitempty"`
 }
 
 // PortMap forwards HostIP:HostPort on the host to GuestPort in the guest.

@@ -61,6 +61,8 @@ type Manager struct {
 	mu      sync.Mutex
 	locks   map[string]*sync.Mutex // per VM ID, serialises lifecycle operations
 	running map[string]*runtime    // per VM ID
+
+	ensureImage ImageEnsurer
 }
 
 type runtime struct {
@@ -82,6 +84,13 @@ func New(st *store.Store, layout paths.Layout, cfg config.Config, driver engine.
 		running: map[string]*runtime{},
 	}
 }
+
+// ImageEnsurer installs a missing image (and its kernel) by pulling it,
+// returning the name it is registered under.
+type ImageEnsurer func(ctx context.Context, ref string, progress func(api.Progress)) (string, error)
+
+// SetImageEnsurer makes create pull missing images (call before serving).
+func (m *Manager) SetImageEnsurer(f ImageEnsurer) { m.ensureImage = f }
 
 // SetNetworking enables VM networking (call before Recover).
 func (m *Manager) SetNetworking(n *Networking) { m.net = n }
@@ -135,7 +144,7 @@ func step(p Progress, stage string, f func() error) error {
 // params.NoStart it then boots it. Bad input is refused before anything is
 // recorded; a failure after that removes what was made.
 func (m *Manager) Create(ctx context.Context, params api.VMCreateParams, progress Progress) (*model.VM, error) {
-	vm, img, err := m.validateCreate(ctx, params)
+	vm, img, err := m.validateCreate(ctx, params, progress)
 	if err != nil {
 		return nil, err
 	}
@@ -191,7 +200,7 @@ func (m *Manager) insert(ctx context.Context, vm *model.VM) error {
 	}
 }
 
-func (m *Manager) validateCreate(ctx context.Context, p api.VMCreateParams) (*model.VM, *model.Image, error) {
+func (m *Manager) validateCreate(ctx context.Context, p api.VMCreateParams, progress Progress) (*model.VM, *model.Image, error) {
 	name := p.Name
 	if name == "" {
 		name = generateName()
@@ -220,7 +229,22 @@ func (m *Manager) validateCreate(ctx context.Context, p api.VMCreateParams) (*mo
 	if disk < 64<<20 {
 		return nil, nil, api.Errorf(api.CodeBadRequest, "disk size %s is too small (minimum 64M)", diskStr)
 	}
-	img, err := m.resolveImage(ctx, p.Image)
+	imageRef := p.Image
+	if imageRef == "" {
+		imageRef = m.cfg.DefaultImage
+	}
+	if imageRef != "" && m.ensureImage != nil {
+		// A missing image (and its kernel) is pulled; parallel creates
+		// that need the same one wait for a single download.
+		var pf func(api.Progress)
+		if progress != nil {
+			pf = progress
+		}
+		if imageRef, err = m.ensureImage(ctx, imageRef, pf); err != nil {
+			return nil, nil, err
+		}
+	}
+	img, err := m.resolveImage(ctx, imageRef)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -233,7 +257,7 @@ func (m *Manager) validateCreate(ctx context.Context, p api.VMCreateParams) (*mo
 	return &model.VM{
 		ID: newID(), Name: name, Image: img.Name, Kernel: img.Kernel,
 		VCPU: vcpu, MemoryMiB: mem, DiskSize: disk,
-		State: model.StateCreated, AutoRemove: p.AutoRemove,
+		State: model.StateCreated, AutoRemove: p.AutoRemove, NoWorkDisk: p.NoWorkDisk,
 	}, img, nil
 }
 
@@ -293,6 +317,9 @@ func (m *Manager) makeDisks(ctx context.Context, vm *model.VM, img *model.Image)
 		}
 		vm.DiskClone = "qcow2-overlay"
 	}
+	if vm.NoWorkDisk {
+		return nil
+	}
 	work := filepath.Join(dir, "work.ext4")
 	f, err := os.OpenFile(work, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
@@ -348,7 +375,7 @@ func (m *Manager) lockedRunning(ctx context.Context, ref string, f func(vm *mode
 
 func (m *Manager) spec(vm *model.VM, k *model.Kernel, initrd, accel string) engine.Spec {
 	dir, run := m.layout.VMDir(vm.ID), m.layout.VMRunDir(vm.ID)
-	return engine.Spec{
+	s := engine.Spec{
 		ID: vm.ID, Name: vm.Name, VCPU: vm.VCPU, MemoryMiB: vm.MemoryMiB,
 		Kernel: k.Vmlinux, Initramfs: initrd,
 		Cmdline:       bootCmdline(vm, accel),
@@ -362,6 +389,10 @@ func (m *Manager) spec(vm *model.VM, k *model.Kernel, initrd, accel string) engi
 		PIDFile:       filepath.Join(run, "qemu.pid"),
 		Accel:         accel,
 	}
+	if vm.NoWorkDisk {
+		s.WorkDisk = ""
+	}
+	return s
 }
 
 // specFor is spec adjusted for the VM's engine.
@@ -375,7 +406,11 @@ func (m *Manager) specFor(vm *model.VM, k *model.Kernel, initrd, accel string) e
 // the agent's init stage. The driver adds console, panic and timekeeping
 // parameters itself.
 func bootCmdline(vm *model.VM, accel string) string {
-	return strings.Join([]string{"quiet", "banger.name=" + vm.Name, "banger.root=/dev/vda", "banger.work=/dev/vdb"}, " ")
+	args := []string{"quiet", "banger.name=" + vm.Name, "banger.root=/dev/vda"}
+	if !vm.NoWorkDisk {
+		args = append(args, "banger.work=/dev/vdb")
+	}
+	return strings.Join(args, " ")
 }
 
 func (m *Manager) startLocked(ctx context.Context, vm *model.VM, progress Progress) (err error) {

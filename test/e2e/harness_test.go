@@ -94,14 +94,17 @@ func setup() (*env, error) {
 		"XDG_STATE_HOME="+filepath.Join(root, "state"),
 		"XDG_CONFIG_HOME="+filepath.Join(root, "config"),
 		"XDG_RUNTIME_DIR="+filepath.Join(root, "run"),
+		"BANGER_RUNTIME_DIR="+filepath.Join(root, "run", "banger"),
 		"NO_COLOR=1",
 	)
 	for _, d := range []string{"state", "config/banger", "run"} {
 		os.MkdirAll(filepath.Join(root, d), 0o700)
 	}
-	// Small VMs: scenarios assert behaviour, not capacity.
+	// Small VMs: scenarios assert behaviour, not capacity. The catalog is
+	// a file the catalog scenarios write (missing until then).
 	os.WriteFile(filepath.Join(root, "config/banger/config.toml"),
-		[]byte("vcpu = 2\nmemory_mib = 512\ndisk_size = \"1G\"\nstop_timeout = \"20s\"\n"), 0o600)
+		[]byte("vcpu = 2\nmemory_mib = 512\ndisk_size = \"1G\"\nstop_timeout = \"20s\"\n"+
+			"catalog_url = \""+filepath.Join(root, "catalog.json")+"\"\n"), 0o600)
 
 	// Every guest network lives in a namespace made for this run: the
 	// daemon (and so every VMM) runs inside it.

@@ -1,0 +1,238 @@
+package vm
+
+import (
+	"archive/tar"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"banger/internal/agent"
+	"banger/internal/api"
+)
+
+// SaveFunc turns a build VM's root disk (a qcow2 overlay over the base
+// image, the VM powered off) into the new image. It is only called when
+// every step of the build succeeded.
+type SaveFunc func(ctx context.Context, rootDisk string) error
+
+// BuildImage boots a throwaway VM from the base image, copies p.Copy into
+// it, runs p.Run in order through the agent, powers it off cleanly and
+// hands its root disk to save. The VM has no work disk, so /root is part
+// of the result. Whatever happens, the VM is deleted before returning; a
+// failing command fails the build and save is never called.
+func (m *Manager) BuildImage(ctx context.Context, p api.ImageBuildParams, save SaveFunc, progress Progress) (err error) {
+	for _, c := range p.Copy {
+		if !filepath.IsAbs(c.Src) || !path.IsAbs(c.Dst) {
+			return api.Errorf(api.CodeBadRequest, "--copy %s:%s: both paths must be absolute", c.Src, c.Dst)
+		}
+		if _, err := os.Lstat(c.Src); err != nil {
+			return api.Errorf(api.CodeBadRequest, "--copy %s: %v", c.Src, err)
+		}
+	}
+	var suffix [3]byte
+	rand.Read(suffix[:])
+	create := api.VMCreateParams{
+		Name:       fmt.Sprintf("build-%x", suffix),
+		Image:      p.FromImage,
+		Engine:     EngineQEMU, // the root disk is saved from its qcow2 overlay
+		Network:    NetNone,
+		AutoRemove: true, // a daemon restart mid-build removes it
+		NoWorkDisk: true,
+	}
+	if p.NAT {
+		// User-mode networking reaches out without touching the host's
+		// network configuration.
+		create.Network, create.NAT = NetUser, true
+	}
+	vm, err := m.Create(ctx, create, progress)
+	if vm != nil {
+		defer func() {
+			if derr := m.Delete(context.WithoutCancel(ctx), vm.ID); derr != nil && err == nil {
+				err = fmt.Errorf("remove build vm: %w", derr)
+			}
+		}()
+	}
+	if err != nil {
+		return fmt.Errorf("boot %q: %w", p.FromImage, err)
+	}
+	for _, c := range p.Copy {
+		if err := step(progress, "copy", func() error { return m.copyIn(ctx, vm.ID, c) }); err != nil {
+			return fmt.Errorf("--copy %s:%s: %w", c.Src, c.Dst, err)
+		}
+	}
+	for _, cmd := range p.Run {
+		if progress != nil {
+			progress(api.Progress{Stage: "run", Detail: cmd})
+		}
+		var so, se []byte
+		var code int
+		err := step(progress, "run", func() error {
+			var err error
+			so, se, code, err = m.Capture(ctx, vm.ID, []string{"/bin/sh", "-c", cmd})
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("--run %q: %w", cmd, err)
+		}
+		if code != 0 {
+			return api.Errorf(api.CodeOperationFailed, "--run %q exited with status %d%s", cmd, code, outputTail(so, se))
+		}
+	}
+	if err := step(progress, "poweroff", func() error {
+		_, err := m.Stop(ctx, vm.ID)
+		return err
+	}); err != nil {
+		return fmt.Errorf("power off build vm: %w", err)
+	}
+	return step(progress, "save_image", func() error { return save(ctx, m.rootDiskPath(vm)) })
+}
+
+// outputTail formats the end of a failed command's output for an error.
+func outputTail(stdout, stderr []byte) string {
+	out := strings.TrimSpace(string(stderr))
+	if out == "" {
+		out = strings.TrimSpace(string(stdout))
+	}
+	if out == "" {
+		return ""
+	}
+	if lines := strings.Split(out, "\n"); len(lines) > 10 {
+		out = strings.Join(lines[len(lines)-10:], "\n")
+	}
+	return ":\n" + out
+}
+
+// copyIn sends a host file or directory into the guest: a directory's
+// contents go into Dst; a file becomes Dst, or Dst/NAME when Dst ends in
+// a slash.
+func (m *Manager) copyIn(ctx context.Context, id string, c api.ImageCopy) error {
+	fi, err := os.Lstat(c.Src)
+	if err != nil {
+		return err
+	}
+	dir, name := c.Dst, ""
+	if !fi.IsDir() {
+		if strings.HasSuffix(c.Dst, "/") {
+			name = filepath.Base(c.Src)
+		} else {
+			dir, name = path.Dir(c.Dst), path.Base(c.Dst)
+		}
+	}
+	st, err := m.OpenUntar(ctx, id, dir, false)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	fw := agent.NewFrameWriter(st)
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(tarPath(pw, c.Src, name)) }()
+	buf := make([]byte, 256<<10)
+	for {
+		n, rerr := pr.Read(buf)
+		if n > 0 {
+			if err := fw.Write(agent.FrameStdin, buf[:n]); err != nil {
+				pr.CloseWithError(err)
+				return fmt.Errorf("send to guest: %w", err)
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+	if err := fw.Write(agent.FrameStdin, nil); err != nil {
+		return err
+	}
+	for {
+		t, p, err := agent.ReadFrame(st)
+		if err != nil {
+			return fmt.Errorf("guest stream: %w", err)
+		}
+		if t == agent.FrameExit {
+			var es agent.ExitStatus
+			if err := json.Unmarshal(p, &es); err != nil {
+				return fmt.Errorf("guest exit status: %w", err)
+			}
+			if es.Code != 0 {
+				return fmt.Errorf("extract in the guest: %s", es.Error)
+			}
+			return nil
+		}
+	}
+}
+
+// tarPath writes src as a tar stream: a directory's contents with names
+// relative to it, or one file named name. Owners are not kept (the guest
+// agent writes as root).
+func tarPath(w io.Writer, src, name string) error {
+	tw := tar.NewWriter(w)
+	add := func(p, rel string, fi fs.FileInfo) error {
+		link := ""
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			var err error
+			if link, err = os.Readlink(p); err != nil {
+				return err
+			}
+		} else if !fi.Mode().IsRegular() && !fi.IsDir() {
+			return fmt.Errorf("%s: only files, directories and symlinks can be copied", p)
+		}
+		h, err := tar.FileInfoHeader(fi, link)
+		if err != nil {
+			return err
+		}
+		h.Name, h.Uid, h.Gid, h.Uname, h.Gname = rel, 0, 0, "", ""
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+		if fi.Mode().IsRegular() {
+			f, err := os.Open(p)
+			if err != nil {
+				return err
+			}
+			_, err = io.Copy(tw, f)
+			f.Close()
+			return err
+		}
+		return nil
+	}
+	if name != "" {
+		fi, err := os.Lstat(src)
+		if err != nil {
+			return err
+		}
+		if err := add(src, name, fi); err != nil {
+			return err
+		}
+		return tw.Close()
+	}
+	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if p == src {
+			return nil
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		if fi.IsDir() {
+			rel += "/"
+		}
+		return add(p, rel, fi)
+	})
+	if err != nil {
+		return err
+	}
+	return tw.Close()
+}

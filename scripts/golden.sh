@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# golden.sh: build banger's default development image and export it as a
+# bundle for a catalog.
+#
+#   scripts/golden.sh [OUT_DIR]        (make golden)
+#
+# Debian bookworm with systemd, openssh-server, ca-certificates, curl, git,
+# build-essential, jq, ripgrep and tmux, made the way users customise images:
+#   1. kernel: `banger kernel pull debian-bookworm` (the built-in catalog
+#      points at Debian's own archive);
+#   2. base:   `banger image build golden-base --debootstrap bookworm` (root);
+#   3. golden: `banger image build golden --from-image golden-base --nat
+#              --run 'apt-get install ...'` (a throwaway VM on user-mode
+#              networking installs the packages, then powers off cleanly);
+#   4. bundle: `banger image export golden -o OUT_DIR/golden-bookworm-x86_64.tar.zst`,
+#      and the catalog entry for it is printed.
+# Existing kernel/base/golden images of those names are reused, so a failed
+# run can be resumed. Needs root (debootstrap) and access to a Debian mirror.
+set -euo pipefail
+
+out=${1:-dist}
+bin=${BANGER_BIN:-$(cd "$(dirname "$0")/.." && pwd)/bin}
+banger="$bin/banger"
+kernel=${GOLDEN_KERNEL:-debian-bookworm}
+mirror=${BANGER_MIRROR:-http://deb.debian.org/debian}
+packages="curl git build-essential jq ripgrep tmux"
+
+if [ "$(id -u)" != 0 ]; then
+  echo "golden: needs root (debootstrap creates device nodes)" >&2
+  exit 1
+fi
+[ -x "$banger" ] || { echo "golden: $banger not built (run make build)" >&2; exit 1; }
+has() { "$banger" "$1" list --json | grep -q "\"name\": *\"$2\""; }
+
+has kernel "$kernel" || "$banger" kernel pull "$kernel"
+has image golden-base || "$banger" image build golden-base --kernel "$kernel" \
+  --debootstrap bookworm --mirror "$mirror" \
+  --packages systemd-sysv,openssh-server,ca-certificates,iproute2,udev
+has image golden || "$banger" image build golden --from-image golden-base --nat \
+  --run 'apt-get update' \
+  --run "DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $packages" \
+  --run 'apt-get clean && rm -rf /var/lib/apt/lists/*' \
+  --run 'truncate -s 0 /etc/machine-id'
+
+mkdir -p "$out"
+bundle="$out/golden-bookworm-x86_64.tar.zst"
+"$banger" image export golden -o "$bundle"
+sum=$(sha256sum "$bundle" | cut -d' ' -f1)
+size=$(stat -c %s "$bundle")
+cat <<JSON
+Catalog entry (publish the bundle and add this under "images"):
+  {"name": "debian-bookworm-dev", "arch": "x86_64", "distro": "debian-12",
+   "kernel": "$kernel", "url": "$(basename "$bundle")",
+   "sha256": "$sum", "size": $size}
+JSON
