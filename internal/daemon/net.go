@@ -59,6 +59,12 @@ func newNetworking(ctx context.Context, cfg config.Config, resolver *dns.Server,
 	pctx, cancel := context.WithTimeout(ctx, helperProbeTimeout)
 	defer cancel()
 	hcfg, err := helper.Config(pctx)
+	// Under systemd (INVOCATION_ID is set) the helper service may be
+	// starting alongside: give its socket the probe's time to appear.
+	for err != nil && os.Getenv("INVOCATION_ID") != "" && !errors.Is(err, privhelper.ErrForbidden) && pctx.Err() == nil {
+		time.Sleep(200 * time.Millisecond)
+		hcfg, err = helper.Config(pctx)
+	}
 	if err != nil {
 		if cfg.Network == "bridge" {
 			return nil, fmt.Errorf("network = \"bridge\" needs root or the privileged helper (banger-helper): %w", err)

@@ -73,9 +73,18 @@ func (h *host) inNS(fn func(nh *netlink.Handle) error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread exits with this goroutine
-		if err := netns.Set(h.ns); err != nil {
-			errc <- fmt.Errorf("enter network namespace: %w", err)
-			return
+		// setns needs CAP_SYS_ADMIN: skip it when the thread is already
+		// there (the usual case), so the helper runs without it.
+		cur, err := netns.Get()
+		same := err == nil && cur.Equal(h.ns)
+		if err == nil {
+			cur.Close()
+		}
+		if !same {
+			if err := netns.Set(h.ns); err != nil {
+				errc <- fmt.Errorf("enter network namespace: %w", err)
+				return
+			}
 		}
 		nh, err := netlink.NewHandle()
 		if err != nil {

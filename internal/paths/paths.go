@@ -4,6 +4,7 @@
 package paths
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -41,19 +42,55 @@ func FromEnv() (Layout, error) {
 	if err != nil {
 		return Layout{}, err
 	}
+	l := Layout{
+		State:  filepath.Join(state, "banger"),
+		Config: filepath.Join(config, "banger"),
+	}
+	// BANGER_RUNTIME_DIR is set by the bangerd service (and by tests that
+	// isolate a whole installation); the owner's CLI finds the service's
+	// directory in the install metadata, which wins over XDG_RUNTIME_DIR
+	// so that a login session's /run/user/UID does not hide the service.
+	if v := os.Getenv("BANGER_RUNTIME_DIR"); v != "" {
+		if !filepath.IsAbs(v) {
+			return Layout{}, fmt.Errorf("BANGER_RUNTIME_DIR must be an absolute path, got %q", v)
+		}
+		l.Runtime = v
+		return l, nil
+	}
+	uid := os.Getuid()
+	if dir := installedRuntimeDir(InstallMetadataFile, uid); dir != "" {
+		l.Runtime = dir
+		return l, nil
+	}
 	runtime := os.Getenv("XDG_RUNTIME_DIR")
 	if runtime == "" {
-		uid := os.Getuid()
 		runtime = fmt.Sprintf("/run/user/%d", uid)
 		if _, err := os.Stat(runtime); err != nil {
 			runtime = fmt.Sprintf("/tmp/banger-%d", uid)
 		}
 	}
-	return Layout{
-		State:   filepath.Join(state, "banger"),
-		Config:  filepath.Join(config, "banger"),
-		Runtime: filepath.Join(runtime, "banger"),
-	}, nil
+	l.Runtime = filepath.Join(runtime, "banger")
+	return l, nil
+}
+
+// InstallMetadataFile describes a `banger system install`.
+const InstallMetadataFile = "/etc/banger/install.json"
+
+// installedRuntimeDir is the runtime directory of the installed bangerd
+// service when uid owns it, else "".
+func installedRuntimeDir(file string, uid int) string {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return ""
+	}
+	var m struct {
+		UID        int    `json:"uid"`
+		RuntimeDir string `json:"runtime_dir"`
+	}
+	if json.Unmarshal(b, &m) != nil || m.UID != uid || !filepath.IsAbs(m.RuntimeDir) {
+		return ""
+	}
+	return m.RuntimeDir
 }
 
 // Socket is the daemon's API socket.
