@@ -2,12 +2,15 @@ package cli
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"banger/internal/api"
+	"banger/internal/cli/style"
 )
 
 // run invokes the CLI against an isolated, empty installation. No daemon
@@ -28,7 +31,7 @@ func run(t *testing.T, args ...string) (int, string, string) {
 	code := 0
 	if err := root.Execute(); err != nil {
 		code = 1
-		se.WriteString(formatError(err))
+		se.WriteString(formatError(err, app.errStyle()))
 	}
 	if _, err := os.Stat(filepath.Join(dir, "run/banger/bangerd.sock")); err == nil {
 		t.Errorf("%v reached the daemon", args)
@@ -70,8 +73,51 @@ func TestDaemonSocket(t *testing.T) {
 }
 
 func TestFormatError(t *testing.T) {
+	t.Parallel()
+	plain := style.Plain()
+	cases := []struct {
+		code, msg, op, want string
+	}{
+		{api.CodeNotFound, `vm "x" not found`, "abcd1234", `banger: not found: vm "x" not found (op abcd1234)`},
+		{api.CodeAlreadyExists, `vm "x" exists`, "01", `banger: already exists: vm "x" exists (op 01)`},
+		{api.CodeBadRequest, "bad size", "02", "banger: invalid request: bad size (op 02)"},
+		{api.CodeConflict, `vm "x" is running`, "03", `banger: conflict: vm "x" is running (op 03)`},
+		{api.CodeNotRunning, `vm "x" is stopped`, "04", `banger: not running: vm "x" is stopped (op 04)`},
+		{api.CodeUnknownMethod, "no such API call: GET /v1/x", "05", "banger: unknown command: no such API call: GET /v1/x (op 05)"},
+		{api.CodeBadVersion, "no such API call: GET /v0/x", "06", "banger: version mismatch: no such API call: GET /v0/x (op 06)"},
+		// The generic failure has no label: the message says it all.
+		{api.CodeOperationFailed, "boot timed out", "07", "banger: boot timed out (op 07)"},
+		{"", "odd", "08", "banger: odd (op 08)"},
+		// An unknown code passes through as it is.
+		{"quota_exceeded", "too many VMs", "09", "banger: quota_exceeded: too many VMs (op 09)"},
+		// No operation id, no "(op)".
+		{api.CodeNotFound, `image "y" not found`, "", `banger: not found: image "y" not found`},
+		// The label is not repeated when the message starts with it.
+		{api.CodeNotRunning, `not running: vm "x"`, "10", `banger: not running: vm "x" (op 10)`},
+		{api.CodeConflict, "Conflict with a running VM", "11", "banger: Conflict with a running VM (op 11)"},
+	}
+	for _, c := range cases {
+		err := &api.Error{Code: c.code, Message: c.msg, OpID: c.op}
+		if got := formatError(err, plain); got != c.want {
+			t.Errorf("%s: got %q, want %q", c.code, got, c.want)
+		}
+		if got := formatError(fmt.Errorf("wrapped: %w", err), plain); !strings.HasPrefix(got, "banger: ") || !strings.Contains(got, c.msg) {
+			t.Errorf("%s wrapped: got %q", c.code, got)
+		}
+	}
+	if got := formatError(errors.New("no such file"), plain); got != "banger: no such file" {
+		t.Errorf("plain error: %q", got)
+	}
+}
+
+func TestFormatErrorStyled(t *testing.T) {
+	t.Parallel()
 	err := &api.Error{Code: api.CodeNotFound, Message: `vm "x" not found`, OpID: "abcd1234"}
-	if got := formatError(err); got != `banger: vm "x" not found (op abcd1234)` {
-		t.Errorf("got %q", got)
+	want := "\x1b[1;31mbanger:\x1b[0m not found: vm \"x\" not found \x1b[2m(op abcd1234)\x1b[0m"
+	if got := formatError(err, style.Forced()); got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if got := formatError(errors.New("boom"), style.Forced()); got != "\x1b[1;31mbanger:\x1b[0m boom" {
+		t.Errorf("plain error, styled: %q", got)
 	}
 }

@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"syscall"
@@ -10,12 +9,29 @@ import (
 	"github.com/spf13/cobra"
 
 	"banger/internal/api"
+	"banger/internal/cli/style"
 	"banger/internal/client"
 	"banger/internal/doctor"
 )
 
 func (a *App) daemonCmd() *cobra.Command {
 	c := &cobra.Command{Use: "daemon", Short: "Control the banger daemon"}
+	var statusJSON bool
+	status := &cobra.Command{
+		Use: "status", Short: "Say whether the daemon runs", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var p api.Ping
+			if err := a.client.Do(cmd.Context(), "GET", "/ping", nil, &p); err != nil {
+				return err
+			}
+			if statusJSON {
+				return printJSON(a.Stdout, p)
+			}
+			fmt.Fprintf(a.Stdout, "running\tpid %d\tversion %s\t%s\n", p.PID, p.Version, p.Socket)
+			return nil
+		},
+	}
+	addJSONFlag(status, &statusJSON)
 	c.AddCommand(&cobra.Command{
 		Use: "socket", Short: "Print the daemon's API socket path", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -27,17 +43,7 @@ func (a *App) daemonCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return a.ensureDaemon(cmd.Context())
 		},
-	}, &cobra.Command{
-		Use: "status", Short: "Say whether the daemon runs", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			var p api.Ping
-			if err := a.client.Do(cmd.Context(), "GET", "/ping", nil, &p); err != nil {
-				return err
-			}
-			fmt.Fprintf(a.Stdout, "running\tpid %d\tversion %s\t%s\n", p.PID, p.Version, p.Socket)
-			return nil
-		},
-	}, &cobra.Command{
+	}, status, &cobra.Command{
 		Use: "stop", Short: "Stop the daemon (running VMs keep running)", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -75,19 +81,19 @@ func pidAlive(pid int) bool {
 
 func (a *App) doctorCmd() *cobra.Command {
 	var asJSON bool
+	var opts doctor.Options
 	c := &cobra.Command{
 		Use:   "doctor",
 		Short: "Check that this host can run banger VMs",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			checks := doctor.Run(cmd.Context(), a.layout)
+			checks := doctor.Run(cmd.Context(), a.layout, opts)
 			if asJSON {
-				enc := json.NewEncoder(a.Stdout)
-				enc.SetIndent("", "  ")
-				enc.Encode(checks)
+				printJSONList(a.Stdout, checks)
 			} else {
+				st := a.outStyle()
 				for _, c := range checks {
-					fmt.Fprintf(a.Stdout, "%s  %-10s %s\n", c.Status, c.Name, c.Detail)
+					fmt.Fprintf(a.Stdout, "%s  %-10s %s\n", statusWord(st, c.Status), c.Name, c.Detail)
 					if c.Fix != "" && c.Status != doctor.Pass {
 						fmt.Fprintf(a.Stdout, "      fix: %s\n", c.Fix)
 					}
@@ -99,6 +105,20 @@ func (a *App) doctorCmd() *cobra.Command {
 			return nil
 		},
 	}
-	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	addJSONFlag(c, &asJSON)
+	c.Flags().BoolVar(&opts.Probe, "probe", false, "boot a throwaway guest under KVM (about 15 s) to learn whether KVM works, instead of reading the daemon's cached verdict")
 	return c
+}
+
+// statusWord colours a doctor status: PASS green, WARN yellow, FAIL red.
+func statusWord(st style.Style, s doctor.Status) string {
+	switch s {
+	case doctor.Pass:
+		return st.Pass(string(s))
+	case doctor.Warn:
+		return st.Warn(string(s))
+	case doctor.Fail:
+		return st.Fail(string(s))
+	}
+	return string(s)
 }

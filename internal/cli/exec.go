@@ -70,6 +70,7 @@ func (a *App) vmExecCmd() *cobra.Command {
 	c.Flags().StringArrayVarP(&env, "env", "e", nil, "set KEY=VALUE in the command's environment")
 	c.Flags().StringVar(&cwd, "cwd", "", "working directory in the guest (default /root/repo with a workspace, else /root)")
 	c.Flags().BoolVar(&autoPrepare, "auto-prepare", false, "re-sync the VM's workspace from the host first")
+	c.ValidArgsFunction = a.completeVMArgs(1)
 	return c
 }
 
@@ -127,13 +128,17 @@ func (a *App) vmRunCmd() *cobra.Command {
 				return err
 			}
 			start := time.Now()
+			pr := a.progress(false)
+			defer pr.Done()
 			if detach {
 				var v struct{ Name string }
-				if err := a.client.Stream(ctx, "POST", "/vms", p, a.progressPrinter(false), &v); err != nil {
+				err := a.client.Stream(ctx, "POST", "/vms", p, pr.Event, &v)
+				pr.Done()
+				if err != nil {
 					return err
 				}
 				fmt.Fprintln(a.Stdout, v.Name)
-				fmt.Fprintf(a.Stderr, "ready in %s\n", time.Since(start).Round(10*time.Millisecond))
+				a.readyIn(start)
 				return nil
 			}
 			p.AutoRemove = rm
@@ -147,16 +152,17 @@ func (a *App) vmRunCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			progress := a.progressPrinter(false)
+			errTTY := isTTY(a.Stderr)
 			return a.pump(conn, r, tty, func(pg api.Progress) {
-				if pg.Stage == "exec" && isTTY(a.Stderr) {
-					fmt.Fprintf(a.Stderr, "ready in %s\n", time.Since(start).Round(10*time.Millisecond))
+				pr.Event(pg)
+				if pg.Stage == "exec" && errTTY {
+					a.readyIn(start)
 				}
-				progress(pg)
 			}, upload)
 		},
 	}
 	f.register(c)
+	a.completeCreateFlags(c)
 	c.Flags().BoolVar(&rm, "rm", false, "delete the VM when the command ends, whatever happens")
 	c.Flags().BoolVarP(&detach, "detach", "d", false, "leave the VM running and print its name (no command)")
 	c.Flags().BoolVarP(&tty, "tty", "t", false, "allocate a terminal")

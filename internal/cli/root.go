@@ -10,15 +10,17 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"banger/internal/api"
+	"banger/internal/cli/style"
 	"banger/internal/client"
 	"banger/internal/paths"
+	"banger/internal/sysinstall"
 )
 
 // ExitError carries a process exit code (e.g. a guest command's) through
@@ -33,16 +35,23 @@ type App struct {
 	Stdin   io.Reader
 	Stdout  io.Writer
 	Stderr  io.Writer
-	layout  paths.Layout
-	client  *client.Client
+	// Getenv looks environment variables up for the App's own decisions
+	// (colours, progress); os.Getenv when nil.
+	Getenv func(string) string
+	layout paths.Layout
+	client *client.Client
+	// live is the last progress renderer made, ended before Main prints
+	// (so that an error never lands on a half-drawn bar).
+	live *progressRenderer
 }
 
 // Main runs the CLI and returns the process exit code.
 func Main(version string, args []string) int {
-	app := &App{Version: version, Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
+	app := &App{Version: version, Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv}
 	root := app.rootCmd()
 	root.SetArgs(args)
 	err := root.Execute()
+	app.endProgress()
 	if err == nil {
 		return 0
 	}
@@ -50,18 +59,72 @@ func Main(version string, args []string) int {
 	if errors.As(err, &ee) {
 		return ee.Code
 	}
-	fmt.Fprintln(app.Stderr, formatError(err))
+	fmt.Fprintln(app.Stderr, formatError(err, app.errStyle()))
 	return 1
 }
 
-// formatError renders an error for people: the message, and the
-// operation id (to find the daemon's log line) when there is one.
-func formatError(err error) string {
-	var ae *api.Error
-	if errors.As(err, &ae) && ae.OpID != "" {
-		return fmt.Sprintf("banger: %s (op %s)", ae.Message, ae.OpID)
+func (a *App) getenv(key string) string {
+	if a.Getenv == nil {
+		return os.Getenv(key)
 	}
-	return "banger: " + err.Error()
+	return a.Getenv(key)
+}
+
+// isTTY reports whether w is a terminal.
+func isTTY(w any) bool {
+	f, ok := w.(io.Writer)
+	return ok && style.IsTerminal(f)
+}
+
+// outStyle styles what goes to Stdout; errStyle what goes to Stderr.
+func (a *App) outStyle() style.Style { return style.New(a.Stdout, a.getenv) }
+func (a *App) errStyle() style.Style { return style.New(a.Stderr, a.getenv) }
+
+// errorLabel is the short, human name of an API error code: empty for
+// the generic failure (the message says it all), the code itself for a
+// code this build does not know.
+func errorLabel(code string) string {
+	switch code {
+	case api.CodeNotFound:
+		return "not found"
+	case api.CodeAlreadyExists:
+		return "already exists"
+	case api.CodeBadRequest:
+		return "invalid request"
+	case api.CodeConflict:
+		return "conflict"
+	case api.CodeNotRunning:
+		return "not running"
+	case api.CodeUnknownMethod:
+		return "unknown command"
+	case api.CodeBadVersion:
+		return "version mismatch"
+	case api.CodeOperationFailed, "":
+		return ""
+	}
+	return code
+}
+
+// formatError renders an error for people: "banger: LABEL: MESSAGE (op
+// ID)", where LABEL names the API error code and ID finds the daemon's
+// log line for the failure. On a terminal the prefix is bold red and the
+// operation id dim.
+func formatError(err error, st style.Style) string {
+	msg := err.Error()
+	var ae *api.Error
+	if errors.As(err, &ae) {
+		if l := errorLabel(ae.Code); l != "" && !hasPrefixFold(msg, l) {
+			msg = l + ": " + msg
+		}
+		if ae.OpID != "" {
+			msg += " " + st.Dim("(op "+ae.OpID+")")
+		}
+	}
+	return st.BoldRed("banger:") + " " + msg
+}
+
+func hasPrefixFold(s, prefix string) bool {
+	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
 }
 
 func (a *App) rootCmd() *cobra.Command {
@@ -72,17 +135,28 @@ func (a *App) rootCmd() *cobra.Command {
 		SilenceErrors: true,
 		Version:       a.Version,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
-			l, err := paths.FromEnv()
-			if err != nil {
-				return err
-			}
-			a.layout = l
-			a.client = client.New(l.Socket())
-			return nil
+			return a.setup()
 		},
 	}
-	root.AddCommand(a.vmCmd(), a.kernelCmd(), a.imageCmd(), a.daemonCmd(), a.doctorCmd(), a.sshConfigCmd())
+	root.AddCommand(a.vmCmd(), a.kernelCmd(), a.imageCmd(), a.daemonCmd(), a.doctorCmd(), a.sshConfigCmd(), a.catalogCmd(), a.systemCmd(), a.updateCmd())
 	return root
+}
+
+// setup resolves the installation's layout (unless already set, as tests
+// do) and the daemon client. It contacts nothing.
+func (a *App) setup() error {
+	if a.client != nil {
+		return nil
+	}
+	if a.layout.Runtime == "" {
+		l, err := paths.FromEnv()
+		if err != nil {
+			return err
+		}
+		a.layout = l
+	}
+	a.client = client.New(a.layout.Socket())
+	return nil
 }
 
 // ensureDaemon pings the daemon and starts one in the background when
@@ -90,8 +164,9 @@ func (a *App) rootCmd() *cobra.Command {
 func (a *App) ensureDaemon(ctx context.Context) error {
 	var p api.Ping
 	err := a.client.Do(ctx, "GET", "/ping", nil, &p)
+	service := a.serviceManaged()
 	if err == nil {
-		if p.Version == a.Version || a.Version == "dev" || os.Getenv("BANGER_NO_DAEMON_RESTART") != "" {
+		if service || p.Version == a.Version || a.Version == "dev" || os.Getenv("BANGER_NO_DAEMON_RESTART") != "" {
 			return nil
 		}
 		// A daemon from another build (e.g. before an upgrade) speaks an
@@ -109,6 +184,9 @@ func (a *App) ensureDaemon(ctx context.Context) error {
 	if !errors.Is(err, client.ErrUnavailable) {
 		return err
 	}
+	if service {
+		return fmt.Errorf("the bangerd service does not answer on %s: see `banger system status`, or `sudo systemctl restart bangerd`", a.layout.Socket())
+	}
 	if err := a.startDaemon(); err != nil {
 		return err
 	}
@@ -120,6 +198,13 @@ func (a *App) ensureDaemon(ctx context.Context) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return fmt.Errorf("started bangerd but it does not answer on %s; see %s", a.layout.Socket(), a.layout.DaemonLog())
+}
+
+// serviceManaged reports whether this user's daemon is the installed
+// bangerd service (systemd starts and restarts it, not the CLI).
+func (a *App) serviceManaged() bool {
+	meta, err := sysinstall.ReadMetadata("/")
+	return err == nil && meta.UID == os.Getuid() && a.layout.Runtime == meta.RuntimeDir
 }
 
 func findBangerd() (string, error) {
@@ -137,6 +222,11 @@ func (a *App) startDaemon() error {
 	if err != nil {
 		return fmt.Errorf("no daemon running and bangerd not found: %w", err)
 	}
+	return a.startDaemonFrom(bin)
+}
+
+// startDaemonFrom starts bin as a detached daemon logging to the state dir.
+func (a *App) startDaemonFrom(bin string) error {
 	if err := os.MkdirAll(a.layout.State, 0o700); err != nil {
 		return err
 	}
@@ -152,23 +242,4 @@ func (a *App) startDaemon() error {
 		return fmt.Errorf("start bangerd: %w", err)
 	}
 	return cmd.Process.Release()
-}
-
-func isTTY(w any) bool {
-	f, ok := w.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd()))
-}
-
-// progressPrinter prints stages with their durations to stderr: always
-// when verbose, otherwise only on a terminal.
-func (a *App) progressPrinter(verbose bool) func(api.Progress) {
-	tty := verbose || isTTY(a.Stderr) || os.Getenv("BANGER_PROGRESS") == "1"
-	return func(p api.Progress) {
-		switch {
-		case p.Stage == "warning":
-			fmt.Fprintf(a.Stderr, "banger: warning: %s\n", p.Detail)
-		case tty && p.Stage != "vm" && p.Stage != "exec":
-			fmt.Fprintf(a.Stderr, "  %-16s %s\n", p.Stage, time.Duration(p.DurationMS)*time.Millisecond)
-		}
-	}
 }

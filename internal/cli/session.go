@@ -9,8 +9,6 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
-	"text/tabwriter"
-	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -64,8 +62,9 @@ func (a *App) sessionCmd() *cobra.Command {
 	start.Flags().StringVar(&req.Cwd, "cwd", "", "working directory (default /root/repo with a workspace, else /root)")
 	start.Flags().StringArrayVarP(&req.Env, "env", "e", nil, "KEY=VALUE for the session's environment")
 	start.Flags().BoolVarP(&req.TTY, "tty", "t", false, "run under a terminal (for interactive programs)")
+	start.ValidArgsFunction = a.completeVMArgs(1)
 
-	var asJSON bool
+	var listJSON bool
 	list := &cobra.Command{
 		Use: "list NAME", Aliases: []string{"ls"}, Short: "List a VM's sessions", Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -73,19 +72,20 @@ func (a *App) sessionCmd() *cobra.Command {
 			if err := a.call(cmd.Context(), "GET", sessionPath(args[0], "", ""), nil, &ss); err != nil {
 				return err
 			}
-			if asJSON {
-				return printJSON(a.Stdout, ss)
+			if listJSON {
+				return printJSONList(a.Stdout, ss)
 			}
-			tw := tabwriter.NewWriter(a.Stdout, 0, 8, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tSTATE\tEXIT\tSTARTED\tCOMMAND")
+			t := newTable(a.Stdout, "name", "state", "exit", "started", "command")
 			for _, s := range ss {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.Name, s.State, exitText(s.Exit), ago(s.StartedAt), argvText(s.Argv))
+				t.row(s.Name, s.State, exitText(s.Exit), ago(s.StartedAt), argvText(s.Argv))
 			}
-			return tw.Flush()
+			return t.flush()
 		},
+		ValidArgsFunction: a.completeVMArgs(1),
 	}
-	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	addJSONFlag(list, &listJSON)
 
+	var showJSON bool
 	show := &cobra.Command{
 		Use: "show NAME SESSION", Short: "Show one session", Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -93,23 +93,30 @@ func (a *App) sessionCmd() *cobra.Command {
 			if err := a.call(cmd.Context(), "GET", sessionPath(args[0], args[1], ""), nil, &s); err != nil {
 				return err
 			}
-			if asJSON {
+			if showJSON {
 				return printJSON(a.Stdout, s)
 			}
-			tw := tabwriter.NewWriter(a.Stdout, 0, 8, 2, ' ', 0)
-			fmt.Fprintf(tw, "name\t%s\nstate\t%s\ncommand\t%s\ncwd\t%s\ntty\t%v\n", s.Name, s.State, argvText(s.Argv), s.Cwd, s.TTY)
+			t := newTable(a.Stdout)
+			t.row("name", s.Name)
+			t.row("state", s.State)
+			t.row("command", argvText(s.Argv))
+			t.row("cwd", s.Cwd)
+			t.row("tty", s.TTY)
 			if s.PID != 0 {
-				fmt.Fprintf(tw, "pid\t%d\n", s.PID)
+				t.row("pid", s.PID)
 			}
-			fmt.Fprintf(tw, "started\t%s\n", s.StartedAt.Local().Format(time.RFC3339))
+			t.row("started", timestamp(s.StartedAt))
 			if s.Exit != nil {
-				fmt.Fprintf(tw, "exit\t%s\nended\t%s\n", exitText(s.Exit), s.EndedAt.Local().Format(time.RFC3339))
+				t.row("exit", exitText(s.Exit))
+				t.row("ended", timestamp(s.EndedAt))
 			}
-			fmt.Fprintf(tw, "output\t%d bytes\nattached\t%d\n", s.OutputBytes, s.Attached)
-			return tw.Flush()
+			t.row("output", fmt.Sprintf("%d bytes", s.OutputBytes))
+			t.row("attached", s.Attached)
+			return t.flush()
 		},
+		ValidArgsFunction: a.completeSessionArgs,
 	}
-	show.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	addJSONFlag(show, &showJSON)
 
 	var follow bool
 	var tail int64
@@ -127,6 +134,7 @@ func (a *App) sessionCmd() *cobra.Command {
 			defer conn.Close()
 			return a.readSessionFrames(r)
 		},
+		ValidArgsFunction: a.completeSessionArgs,
 	}
 	logs.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing output until the session ends")
 	logs.Flags().Int64Var(&tail, "tail", 0, "only the last N bytes (default: all that is kept)")
@@ -147,6 +155,7 @@ func (a *App) sessionCmd() *cobra.Command {
 			}
 			return a.attach(conn, r, info.TTY)
 		},
+		ValidArgsFunction: a.completeSessionArgs,
 	}
 	attach.Flags().Int64Var(&tail, "tail", 0, "bytes of recent output to replay (default 64 KiB)")
 
@@ -169,6 +178,7 @@ func (a *App) sessionCmd() *cobra.Command {
 			fmt.Fprintf(a.Stdout, "%s\t%s\t%s\n", s.Name, s.State, exitText(s.Exit))
 			return nil
 		},
+		ValidArgsFunction: a.completeSessionArgs,
 	}
 	stop.Flags().StringVar(&sig, "signal", "", "signal to send first (default TERM)")
 	c.AddCommand(start, list, show, logs, attach, stop)

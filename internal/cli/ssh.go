@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -91,6 +90,7 @@ func (a *App) vmSSHCmd() *cobra.Command {
 			}
 			return err
 		},
+		ValidArgsFunction: a.completeVMArgs(1),
 	}
 }
 
@@ -106,10 +106,9 @@ func (a *App) vmPortsCmd() *cobra.Command {
 				return err
 			}
 			if asJSON {
-				return printJSON(a.Stdout, ports)
+				return printJSONList(a.Stdout, ports)
 			}
-			tw := tabwriter.NewWriter(a.Stdout, 0, 8, 2, ' ', 0)
-			fmt.Fprintln(tw, "PROTO\tADDRESS\tPORT\tPROCESS\tENDPOINT")
+			t := newTable(a.Stdout, "proto", "address", "port", "process", "endpoint")
 			for _, p := range ports {
 				ep := p.Endpoint
 				if ep == "" {
@@ -119,12 +118,13 @@ func (a *App) vmPortsCmd() *cobra.Command {
 				if proc == "" {
 					proc = "-"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", p.Proto, p.Addr, p.Port, proc, ep)
+				t.row(p.Proto, p.Addr, p.Port, proc, ep)
 			}
-			return tw.Flush()
+			return t.flush()
 		},
+		ValidArgsFunction: a.completeVMArgs(1),
 	}
-	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	addJSONFlag(c, &asJSON)
 	return c
 }
 

@@ -2,11 +2,9 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/url"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -100,17 +98,21 @@ func (a *App) vmCreateCmd() *cobra.Command {
 			}
 			start := time.Now()
 			var v model.VM
-			if err := a.client.Stream(ctx, "POST", "/vms", p, a.progressPrinter(true), &v); err != nil {
+			pr := a.progress(true)
+			err = a.client.Stream(ctx, "POST", "/vms", p, pr.Event, &v)
+			pr.Done()
+			if err != nil {
 				return err
 			}
 			fmt.Fprintln(a.Stdout, v.Name)
 			if !noStart {
-				fmt.Fprintf(a.Stderr, "ready in %s\n", time.Since(start).Round(10*time.Millisecond))
+				a.readyIn(start)
 			}
 			return nil
 		},
 	}
 	f.register(c)
+	a.completeCreateFlags(c)
 	c.Flags().BoolVar(&noStart, "no-start", false, "only create; boot later with `vm start`")
 	return c
 }
@@ -127,13 +129,22 @@ func (a *App) simpleVMStream(use, short, suffix string) *cobra.Command {
 			}
 			start := time.Now()
 			var v model.VM
-			if err := a.client.Stream(ctx, "POST", vmPath(args[0], suffix), nil, a.progressPrinter(true), &v); err != nil {
+			pr := a.progress(true)
+			err := a.client.Stream(ctx, "POST", vmPath(args[0], suffix), nil, pr.Event, &v)
+			pr.Done()
+			if err != nil {
 				return err
 			}
-			fmt.Fprintf(a.Stderr, "ready in %s\n", time.Since(start).Round(10*time.Millisecond))
+			a.readyIn(start)
 			return nil
 		},
+		ValidArgsFunction: a.completeVMArgs(1),
 	}
+}
+
+// readyIn prints, dimmed, how long a VM took to become ready.
+func (a *App) readyIn(start time.Time) {
+	fmt.Fprintln(a.Stderr, a.errStyle().Dim(fmt.Sprintf("ready in %s", time.Since(start).Round(10*time.Millisecond))))
 }
 
 func (a *App) vmStartCmd() *cobra.Command {
@@ -149,6 +160,8 @@ func (a *App) vmStopCmd() *cobra.Command {
 		Use:   "stop NAME",
 		Short: "Shut a VM down gracefully (disks are synced first)",
 		Args:  cobra.ExactArgs(1),
+
+		ValidArgsFunction: a.completeVMArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.call(cmd.Context(), "POST", vmPath(args[0], "/stop"), nil, nil)
 		},
@@ -161,6 +174,8 @@ func (a *App) vmKillCmd() *cobra.Command {
 		Use:   "kill NAME",
 		Short: "Stop a VM at once by signalling its VMM",
 		Args:  cobra.ExactArgs(1),
+
+		ValidArgsFunction: a.completeVMArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.call(cmd.Context(), "POST", vmPath(args[0], "/kill"), api.VMKillParams{Signal: sig}, nil)
 		},
@@ -175,6 +190,8 @@ func (a *App) vmDeleteCmd() *cobra.Command {
 		Aliases: []string{"rm"},
 		Short:   "Delete VMs (running ones are killed first)",
 		Args:    cobra.MinimumNArgs(1),
+
+		ValidArgsFunction: a.completeVMArgs(-1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			for _, n := range args {
 				if err := a.call(cmd.Context(), "DELETE", vmPath(n, ""), nil, nil); err != nil {
@@ -207,27 +224,26 @@ func (a *App) vmShowCmd() *cobra.Command {
 			if asJSON {
 				return printJSON(a.Stdout, v)
 			}
-			tw := tabwriter.NewWriter(a.Stdout, 0, 8, 2, ' ', 0)
-			row := func(k string, v any) { fmt.Fprintf(tw, "%s\t%v\n", k, v) }
-			row("name", v.Name)
-			row("id", v.ID)
-			row("state", v.State)
-			row("image", v.Image)
-			row("kernel", v.Kernel)
-			row("vcpu", v.VCPU)
-			row("memory", fmt.Sprintf("%d MiB", v.MemoryMiB))
-			row("disk", humanBytes(v.DiskSize))
+			t := newTable(a.Stdout)
+			t.row("name", v.Name)
+			t.row("id", v.ID)
+			t.row("state", v.State)
+			t.row("image", v.Image)
+			t.row("kernel", v.Kernel)
+			t.row("vcpu", v.VCPU)
+			t.row("memory", fmt.Sprintf("%d MiB", v.MemoryMiB))
+			t.row("disk", humanBytes(v.DiskSize))
 			if v.PID != 0 {
-				row("pid", v.PID)
+				t.row("pid", v.PID)
 			}
 			if v.Accel != "" {
-				row("accel", v.Accel)
+				t.row("accel", v.Accel)
 			}
 			if v.Engine != "" {
-				row("engine", v.Engine)
+				t.row("engine", v.Engine)
 			}
 			if v.DiskClone != "" {
-				row("root disk", v.DiskClone)
+				t.row("root disk", v.DiskClone)
 			}
 			if v.Network != "" {
 				net := v.Network
@@ -237,25 +253,26 @@ func (a *App) vmShowCmd() *cobra.Command {
 				if v.NAT {
 					net += " nat"
 				}
-				row("network", net)
+				t.row("network", net)
 			}
 			for _, p := range v.Publish {
-				row("publish", fmt.Sprintf("%s:%d -> %d", p.HostIP, p.HostPort, p.GuestPort))
+				t.row("publish", fmt.Sprintf("%s:%d -> %d", p.HostIP, p.HostPort, p.GuestPort))
 			}
 			if v.WorkspacePath != "" {
-				row("workspace", fmt.Sprintf("%s (%s)", v.WorkspacePath, v.WorkspaceMode))
+				t.row("workspace", fmt.Sprintf("%s (%s)", v.WorkspacePath, v.WorkspaceMode))
 			}
-			row("created", v.CreatedAt.Local().Format(time.RFC3339))
+			t.row("created", timestamp(v.CreatedAt))
 			if !v.StartedAt.IsZero() {
-				row("started", v.StartedAt.Local().Format(time.RFC3339))
+				t.row("started", timestamp(v.StartedAt))
 			}
 			if v.LastError != "" {
-				row("last error", v.LastError)
+				t.row("last error", v.LastError)
 			}
-			return tw.Flush()
+			return t.flush()
 		},
+		ValidArgsFunction: a.completeVMArgs(1),
 	}
-	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	addJSONFlag(c, &asJSON)
 	return c
 }
 
@@ -272,17 +289,16 @@ func (a *App) vmListCmd() *cobra.Command {
 				return err
 			}
 			if asJSON {
-				return printJSON(a.Stdout, vms)
+				return printJSONList(a.Stdout, vms)
 			}
-			tw := tabwriter.NewWriter(a.Stdout, 0, 8, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tSTATE\tIMAGE\tVCPU\tMEMORY\tCREATED")
+			t := newTable(a.Stdout, "name", "state", "image", "vcpu", "memory", "created")
 			for _, v := range vms {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d MiB\t%s\n", v.Name, v.State, v.Image, v.VCPU, v.MemoryMiB, ago(v.CreatedAt))
+				t.row(v.Name, v.State, v.Image, v.VCPU, fmt.Sprintf("%d MiB", v.MemoryMiB), ago(v.CreatedAt))
 			}
-			return tw.Flush()
+			return t.flush()
 		},
 	}
-	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	addJSONFlag(c, &asJSON)
 	return c
 }
 
@@ -292,6 +308,8 @@ func (a *App) vmSetCmd() *cobra.Command {
 		Use:   "set NAME",
 		Short: "Change a stopped VM's vCPUs or memory",
 		Args:  cobra.ExactArgs(1),
+
+		ValidArgsFunction: a.completeVMArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !cmd.Flags().Changed("vcpu") && !cmd.Flags().Changed("memory") {
 				return fmt.Errorf("nothing to change: give --vcpu and/or --memory")
@@ -333,12 +351,11 @@ func (a *App) vmPruneCmd() *cobra.Command {
 				return nil
 			}
 			if !force {
-				tw := tabwriter.NewWriter(a.Stderr, 0, 8, 2, ' ', 0)
-				fmt.Fprintln(tw, "NAME\tSTATE")
+				t := newTable(a.Stderr, "name", "state")
 				for _, v := range doomed {
-					fmt.Fprintf(tw, "%s\t%s\n", v.Name, v.State)
+					t.row(v.Name, v.State)
 				}
-				tw.Flush()
+				t.flush()
 				if !confirm(a, fmt.Sprintf("Delete these %d VM(s)?", len(doomed))) {
 					return fmt.Errorf("not confirmed; nothing deleted (use -f to skip the question)")
 				}
@@ -362,16 +379,12 @@ func (a *App) vmLogsCmd() *cobra.Command {
 		Use:   "logs NAME",
 		Short: "Print the VM's serial console",
 		Args:  cobra.ExactArgs(1),
+
+		ValidArgsFunction: a.completeVMArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.call(cmd.Context(), "GET", vmPath(args[0], "/logs"), nil, a.Stdout)
 		},
 	}
-}
-
-func printJSON(w interface{ Write([]byte) (int, error) }, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }
 
 func humanBytes(n int64) string {
@@ -382,19 +395,6 @@ func humanBytes(n int64) string {
 		return fmt.Sprintf("%dM", n>>20)
 	}
 	return fmt.Sprintf("%dB", n)
-}
-
-func ago(t time.Time) string {
-	d := time.Since(t)
-	switch {
-	case d < time.Minute:
-		return fmt.Sprintf("%ds ago", int(d.Seconds()))
-	case d < time.Hour:
-		return fmt.Sprintf("%dm ago", int(d.Minutes()))
-	case d < 48*time.Hour:
-		return fmt.Sprintf("%dh ago", int(d.Hours()))
-	}
-	return fmt.Sprintf("%dd ago", int(d.Hours()/24))
 }
 
 func confirm(a *App, q string) bool {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -27,7 +26,7 @@ func (a *App) inspect(ctx context.Context, path string, o workspace.Options) (*w
 		return nil, err
 	}
 	if plan.Dirty {
-		fmt.Fprintf(a.Stderr, "banger: warning: %s has uncommitted changes; they are sent as they are\n", plan.Root)
+		fmt.Fprintf(a.Stderr, "banger: %s %s has uncommitted changes; they are sent as they are\n", a.errStyle().Warn("warning:"), plan.Root)
 	}
 	return plan, nil
 }
@@ -117,11 +116,11 @@ func (a *App) workspaceCmd() *cobra.Command {
 			}
 			if dryRun {
 				// Touches no VM, not even to check that it exists.
-				tw := tabwriter.NewWriter(a.Stdout, 0, 8, 2, ' ', 0)
+				t := newTable(a.Stdout)
 				for _, f := range plan.Files {
-					fmt.Fprintf(tw, "%d\t%s\n", f.Size, f.Path)
+					t.row(f.Size, f.Path)
 				}
-				tw.Flush()
+				t.flush()
 				fmt.Fprintf(a.Stdout, "%d files, %s (plus .git at %s)\n", len(plan.Files), humanSize(plan.TotalBytes), shortHead(plan.Head))
 				return nil
 			}
@@ -138,6 +137,12 @@ func (a *App) workspaceCmd() *cobra.Command {
 	prep.Flags().BoolVar(&o.IncludeUntracked, "include-untracked", false, "also send untracked files (never ignored ones)")
 	prep.Flags().BoolVar(&dryRun, "dry-run", false, "list what would be sent, touching no VM")
 	prep.Flags().StringVar(&o.Mode, "mode", "copy", "copy, or full_copy to include submodules")
+	prep.ValidArgsFunction = func(cmd *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		if len(args) == 1 {
+			return nil, cobra.ShellCompDirectiveFilterDirs // PATH: a host directory
+		}
+		return a.completeVMArgs(1)(cmd, args, toComplete)
+	}
 
 	var base, output string
 	export := &cobra.Command{
@@ -173,6 +178,7 @@ func (a *App) workspaceCmd() *cobra.Command {
 	}
 	export.Flags().StringVar(&base, "base-commit", "", "include the guest's commits since this commit")
 	export.Flags().StringVarP(&output, "output", "o", "", "write the patch to FILE instead of stdout")
+	export.ValidArgsFunction = a.completeVMArgs(1)
 	c.AddCommand(prep, export)
 	return c
 }

@@ -1,20 +1,27 @@
 // Package doctor checks that a host can run banger VMs and says how to fix
 // what is missing. It reads the store directly, so it works without a
-// daemon.
+// daemon, and never starts one. It only reads the host network (links,
+// banger's nftables table, the privileged helper's state): it never
+// creates the bridge, a tap or a rule.
 package doctor
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"banger/internal/config"
 	"banger/internal/engine/firecracker"
 	"banger/internal/engine/qemu"
+	"banger/internal/model"
 	"banger/internal/paths"
+	"banger/internal/privhelper"
 	"banger/internal/store"
 )
 
@@ -36,8 +43,60 @@ type Check struct {
 	Fix    string `json:"fix,omitempty"`
 }
 
+// Options tune Run.
+type Options struct {
+	// Probe boots a throwaway guest under KVM (up to qemu.ProbeTimeout,
+	// about 15 s) to learn whether KVM works, even when the daemon has a
+	// cached verdict. Without it the accel check only reads the daemon's
+	// cached verdict and reports "not probed yet" when there is none.
+	Probe bool
+}
+
+// Timeouts that keep a doctor run within a few seconds.
+const (
+	// helperTimeout bounds each call to the privileged helper.
+	helperTimeout = time.Second
+	// dnsTimeout bounds the DNS query to the daemon's resolver.
+	dnsTimeout = time.Second
+	// daemonDialTimeout bounds the check that the daemon's socket answers.
+	daemonDialTimeout = 500 * time.Millisecond
+	// toolTimeout bounds `qemu --version` and `qemu -machine help`.
+	toolTimeout = 10 * time.Second
+)
+
+// host is what Run learns from the machine; tests replace parts of it.
+type host struct {
+	euid          int
+	statfs        statfsFunc
+	openKVM       func() error
+	probeKVM      func(ctx context.Context, qemuBinary, vmlinux string) (bool, string, error)
+	openTun       func() error
+	linkType      func(name string) (string, error)
+	newHelper     func(socket string) helperClient
+	daemonRunning func(socket string) bool
+	lookPath      func(file string) (string, error)
+}
+
+func realHost() host {
+	return host{
+		euid:          os.Geteuid(),
+		statfs:        statfs,
+		openKVM:       func() error { return openRW("/dev/kvm") },
+		probeKVM:      qemu.ProbeKVM,
+		openTun:       func() error { return openRW("/dev/net/tun") },
+		linkType:      linkType,
+		newHelper:     func(socket string) helperClient { return privhelper.NewClient(socket) },
+		daemonRunning: daemonRunning,
+		lookPath:      exec.LookPath,
+	}
+}
+
 // Run performs every check.
-func Run(ctx context.Context, l paths.Layout) []Check {
+func Run(ctx context.Context, l paths.Layout, opts Options) []Check {
+	return run(ctx, l, opts, realHost())
+}
+
+func run(ctx context.Context, l paths.Layout, opts Options, h host) []Check {
 	var out []Check
 	add := func(name string, s Status, detail, fix string) {
 		out = append(out, Check{Name: name, Status: s, Detail: detail, Fix: fix})
@@ -47,15 +106,18 @@ func Run(ctx context.Context, l paths.Layout) []Check {
 		add("config", Fail, err.Error(), "fix "+l.ConfigFile())
 		cfg = config.Default()
 	} else {
-		add("config", Pass, "accel="+cfg.Accel, "")
+		add("config", Pass, fmt.Sprintf("%s: accel=%s network=%s engine=%s", l.ConfigFile(), cfg.Accel, cfg.Network, cfg.Engine), "")
 	}
 
-	qemuPath, err := exec.LookPath(cfg.QEMU)
+	// Tools.
+	qemuPath, err := h.lookPath(cfg.QEMU)
 	if err != nil {
-		add("qemu", Fail, cfg.QEMU+" not found", "apt-get install qemu-system-x86")
+		add("qemu", Fail, cfg.QEMU+" not found", "apt-get install qemu-system-x86 (or set qemu_bin in "+l.ConfigFile()+")")
 	} else {
-		v, verr := qemu.Version(ctx, qemuPath)
-		micro, merr := qemu.SupportsMicrovm(ctx, qemuPath)
+		tctx, cancel := context.WithTimeout(ctx, toolTimeout)
+		v, verr := qemu.Version(tctx, qemuPath)
+		micro, merr := qemu.SupportsMicrovm(tctx, qemuPath)
+		cancel()
 		switch {
 		case verr != nil:
 			add("qemu", Fail, verr.Error(), "reinstall qemu-system-x86")
@@ -65,18 +127,14 @@ func Run(ctx context.Context, l paths.Layout) []Check {
 			add("qemu", Pass, fmt.Sprintf("%s, version %s, microvm supported", qemuPath, v), "")
 		}
 	}
-	if _, err := exec.LookPath("qemu-img"); err != nil {
-		add("qemu-img", Fail, "qemu-img not found", "apt-get install qemu-utils")
-	} else {
-		add("qemu-img", Pass, "found", "")
-	}
-	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
-		add("e2fsprogs", Fail, "mkfs.ext4 not found", "apt-get install e2fsprogs")
-	} else {
-		add("e2fsprogs", Pass, "mkfs.ext4 found", "")
-	}
+	out = append(out,
+		checkTool(h.lookPath, "qemu-img", "qemu-img", false, Fail, "creates the VMs' copy-on-write disks", "apt-get install qemu-utils"),
+		checkTool(h.lookPath, "e2fsprogs", "mkfs.ext4", false, Fail, "formats the VMs' work disks", "apt-get install e2fsprogs"),
+		// internal/oci looks for debugfs in the sbin directories too.
+		checkTool(h.lookPath, "debugfs", "debugfs", true, Warn, "needed to unpack images pulled from registries", "apt-get install e2fsprogs"),
+	)
 
-	// State directory.
+	// State directory and the space on its filesystem.
 	if err := os.MkdirAll(l.State, 0o700); err != nil {
 		add("state dir", Fail, err.Error(), "make "+l.State+" writable")
 	} else if f, err := os.CreateTemp(l.State, ".doctor-*"); err != nil {
@@ -86,70 +144,75 @@ func Run(ctx context.Context, l paths.Layout) []Check {
 		os.Remove(f.Name())
 		add("state dir", Pass, l.State+" is writable", "")
 	}
+	out = append(out, checkDisk(l.State, h.statfs))
 
-	// Store, kernels, images.
-	var vmlinux string
-	nKernels, nImages := 0, 0
-	if _, err := os.Stat(l.DB()); os.IsNotExist(err) {
+	// Store, kernels, images. The store stays open for the stale-resource
+	// finder, which lists the VMs last.
+	var (
+		kernels, images []string
+		vmlinuxes       []string
+		missingKernels  []string
+		storeOK         bool
+		st              *store.Store
+	)
+	if _, err := os.Stat(l.DB()); errors.Is(err, fs.ErrNotExist) {
 		add("store", Pass, "no store yet; it will be created on first daemon start", "")
+		storeOK = true
 	} else if err := store.CheckMigrations(ctx, l.DB()); err != nil {
 		add("store", Fail, err.Error(), "restore "+l.DB()+" or move it aside")
-	} else if st, err := store.Open(ctx, l.DB()); err != nil {
+	} else if st, err = store.Open(ctx, l.DB()); err != nil {
 		add("store", Fail, err.Error(), "check permissions of "+l.DB())
 	} else {
+		defer st.Close()
 		ks, kerr := st.ListKernels(ctx)
 		imgs, ierr := st.ListImages(ctx)
-		st.Close()
-		if kerr != nil || ierr != nil {
-			add("store", Fail, fmt.Sprint(kerr, ierr), "")
+		if err := errors.Join(kerr, ierr); err != nil {
+			add("store", Fail, err.Error(), "check permissions of "+l.DB())
 		} else {
 			add("store", Pass, l.DB()+" readable, migrations current", "")
-			nKernels, nImages = len(ks), len(imgs)
+			storeOK = true
 			for _, k := range ks {
+				kernels = append(kernels, k.Name)
 				if _, err := os.Stat(k.Vmlinux); err == nil {
-					vmlinux = k.Vmlinux
-					break
+					vmlinuxes = append(vmlinuxes, k.Vmlinux)
+				} else {
+					missingKernels = append(missingKernels, k.Name)
 				}
+			}
+			for _, img := range imgs {
+				images = append(images, img.Name)
 			}
 		}
 	}
+	if storeOK {
+		out = append(out, checkKernels(kernels, missingKernels), checkImages(images))
+	}
 
 	// Accelerator.
-	switch {
-	case cfg.Accel == "tcg":
-		add("accel", Pass, "TCG (software emulation) chosen in config/BANGER_ACCEL", "")
-	case !kvmDevice():
-		if cfg.Accel == "kvm" {
-			add("accel", Fail, "accel=kvm but /dev/kvm is missing or not accessible", "load kvm modules or set accel = \"tcg\"")
-		} else {
-			add("accel", Warn, "no usable /dev/kvm: VMs run under TCG (software emulation, much slower)", "enable virtualisation / load the kvm module")
-		}
-	case vmlinux == "":
-		add("accel", Warn, "/dev/kvm exists but no kernel is imported to probe it with", "import a kernel, then run doctor again")
-	default:
-		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		ok, detail, err := qemu.ProbeKVM(pctx, qemuPath, vmlinux)
-		cancel()
-		switch {
-		case err != nil:
-			add("accel", Warn, "kvm probe failed: "+err.Error(), "")
-		case ok:
-			add("accel", Pass, "KVM usable ("+detail+")", "")
-		case cfg.Accel == "kvm":
-			add("accel", Fail, "accel=kvm but KVM cannot boot a guest: "+detail, "set accel = \"auto\" or \"tcg\"")
-		default:
-			add("accel", Warn, "KVM cannot boot a guest here ("+detail+"); falling back to TCG", "")
-		}
+	var probe func(ctx context.Context, qemuBinary, vmlinux string) (bool, string, error)
+	if opts.Probe {
+		probe = h.probeKVM
 	}
+	out = append(out, checkKVM(ctx, kvmInput{
+		accel: cfg.Accel, qemu: cfg.QEMU, kernels: vmlinuxes, lookPath: h.lookPath,
+		cacheFile: filepath.Join(l.State, kvmCacheFile), configFile: l.ConfigFile(),
+		openDev: h.openKVM, probe: probe,
+	}))
 
-	// Taps: QEMU opens them through /dev/net/tun, as the daemon's user.
-	if fi, err := os.Stat("/dev/net/tun"); err != nil {
-		add("tun", Warn, "/dev/net/tun is missing: bridge networking is unavailable", "modprobe tun")
-	} else if os.Geteuid() != 0 && fi.Mode().Perm()&0o006 != 0o006 {
-		add("tun", Warn, fmt.Sprintf("/dev/net/tun is %v: QEMU running as this user cannot open its tap", fi.Mode().Perm()), "chmod 0666 /dev/net/tun (the usual mode)")
-	} else {
-		add("tun", Pass, "/dev/net/tun usable", "")
+	// Network: the helper is asked once, by the network check and the
+	// stale-resource finder alike.
+	var helper *helperView
+	if (bridgeWanted(cfg.Network) && h.euid != 0) || exists(cfg.HelperSocket) {
+		hv := askHelper(ctx, h.newHelper(cfg.HelperSocket), cfg.HelperSocket, helperTimeout)
+		helper = &hv
 	}
+	netCheck, bridged := checkNetwork(netInput{
+		mode: cfg.Network, euid: h.euid, bridge: cfg.BridgeName, configFile: l.ConfigFile(),
+		helper: helper, linkType: h.linkType,
+	})
+	out = append(out, netCheck, checkTun(h.openTun, bridged, h.euid))
+	out = append(out, checkDNS(ctx, cfg.DNSListen, h.daemonRunning(l.Socket()), l.ConfigFile(), dnsTimeout))
+	out = append(out, checkSSHKey(sshKeyPath(cfg, l)))
 
 	// Firecracker is optional: a FAIL only when it is the configured engine.
 	fc := firecracker.New(cfg.FirecrackerBin, cfg.JailerBin)
@@ -161,36 +224,116 @@ func Run(ctx context.Context, l paths.Layout) []Check {
 		fc.JailUID, fc.JailGID = cfg.JailerUID, cfg.JailerGID
 	}
 	if path, ver, err := fc.Check(ctx); err != nil {
-		st := Warn
+		s := Warn
 		if cfg.Engine == "firecracker" {
-			st = Fail
+			s = Fail
 		}
-		add("firecracker", st, "not usable: "+err.Error(), "install firecracker (and a KVM that boots guests) to use --engine firecracker; QEMU is used otherwise")
+		add("firecracker", s, "not usable: "+strings.ReplaceAll(err.Error(), "\n", "; "), "install firecracker (and a KVM that boots guests) to use --engine firecracker; QEMU is used otherwise")
 	} else {
 		add("firecracker", Pass, fmt.Sprintf("%s, version %s (use --engine firecracker; needs a KVM that boots guests)", path, ver), "")
 	}
 
-	if nKernels == 0 {
-		add("kernels", Fail, "no kernel imported", "banger kernel import NAME --from linux-image-*.deb")
-	} else {
-		add("kernels", Pass, fmt.Sprintf("%d imported", nKernels), "")
+	// Leftovers of VMs that are gone.
+	var vms VMLister = storeVMs{st}
+	if !storeOK {
+		vms = failingVMs{errors.New("the store is unreadable")}
 	}
-	if nImages == 0 {
-		add("images", Fail, "no image", "banger image build NAME --debootstrap bookworm (or --from-dir DIR)")
-	} else {
-		add("images", Pass, fmt.Sprintf("%d available", nImages), "")
+	src := realStaleSources(cfg, l, h.euid, helper, vms)
+	out = append(out, staleChecks(FindStale(ctx, src), l.DB(), h.euid)...)
+	return out
+}
+
+// checkTool looks for a helper program. A program installed in an sbin
+// directory that is not on PATH (usual for non-root users on Debian) is
+// fine when banger looks there too (sbinOK), and reported otherwise, since
+// banger then runs it by name.
+func checkTool(lookPath func(string) (string, error), name, file string, sbinOK bool, missing Status, why, fix string) Check {
+	if p, err := lookPath(file); err == nil {
+		return Check{Name: name, Status: Pass, Detail: p}
+	}
+	for _, dir := range []string{"/usr/sbin", "/sbin"} {
+		p := filepath.Join(dir, file)
+		if fi, err := os.Stat(p); err != nil || !fi.Mode().IsRegular() || fi.Mode()&0o111 == 0 {
+			continue
+		}
+		if sbinOK {
+			return Check{Name: name, Status: Pass, Detail: p}
+		}
+		return Check{Name: name, Status: missing, Detail: fmt.Sprintf("%s is installed but %s is not on PATH (%s)", p, dir, why),
+			Fix: fmt.Sprintf("add %s to PATH, e.g. export PATH=$PATH:%s", dir, dir)}
+	}
+	return Check{Name: name, Status: missing, Detail: fmt.Sprintf("%s not found (%s)", file, why), Fix: fix}
+}
+
+func checkKernels(names, missing []string) Check {
+	switch {
+	case len(names) == 0:
+		return Check{Name: "kernels", Status: Warn, Detail: "no kernel imported: no VM can boot yet",
+			Fix: "banger kernel pull debian-bookworm (or banger kernel import NAME --from linux-image-*.deb)"}
+	case len(missing) > 0:
+		return Check{Name: "kernels", Status: Warn,
+			Detail: fmt.Sprintf("%d imported, but the files of %s are missing", len(names), strings.Join(missing, ", ")),
+			Fix:    fmt.Sprintf("banger kernel rm %s, then pull or import it again", missing[0])}
+	}
+	return Check{Name: "kernels", Status: Pass, Detail: fmt.Sprintf("%d imported (%s)", len(names), strings.Join(names, ", "))}
+}
+
+func checkImages(names []string) Check {
+	if len(names) == 0 {
+		return Check{Name: "images", Status: Warn, Detail: "no image: no VM can be created yet",
+			Fix: "banger image pull docker.io/library/debian:bookworm (any OCI reference; or banger image build NAME --debootstrap bookworm)"}
+	}
+	return Check{Name: "images", Status: Pass, Detail: fmt.Sprintf("%d available (%s)", len(names), strings.Join(names, ", "))}
+}
+
+// sshKeyPath is banger's private key, as the daemon resolves it.
+func sshKeyPath(cfg config.Config, l paths.Layout) string {
+	if cfg.SSHKey != "" {
+		return cfg.SSHKey
+	}
+	return l.SSHKey()
+}
+
+// openRW opens a device read-write and closes it again: what QEMU needs,
+// with no side effect.
+func openRW(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+func exists(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
+}
+
+// storeVMs lists the store's VMs for the stale-resource finder.
+type storeVMs struct{ st *store.Store }
+
+func (s storeVMs) VMs(ctx context.Context) ([]VMRef, error) {
+	if s.st == nil {
+		return nil, nil // no store yet: no VM
+	}
+	vms, err := s.st.ListVMs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return vmRefs(vms), nil
+}
+
+func vmRefs(vms []*model.VM) []VMRef {
+	out := make([]VMRef, 0, len(vms))
+	for _, v := range vms {
+		out = append(out, VMRef{ID: v.ID, Name: v.Name, IP: v.IP})
 	}
 	return out
 }
 
-func kvmDevice() bool {
-	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
-	if err != nil {
-		return false
-	}
-	f.Close()
-	return true
-}
+type failingVMs struct{ err error }
+
+func (f failingVMs) VMs(context.Context) ([]VMRef, error) { return nil, f.err }
 
 // Failed reports whether any check failed.
 func Failed(cs []Check) bool {

@@ -1,0 +1,188 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"banger/internal/client"
+	"banger/internal/sysinstall"
+)
+
+func (a *App) systemCmd() *cobra.Command {
+	c := &cobra.Command{Use: "system", Short: "Install banger as system services (bangerd + the root network helper)"}
+	c.AddCommand(a.systemInstallCmd(), a.systemStatusCmd(), a.systemRestartCmd(), a.systemUninstallCmd())
+	return c
+}
+
+// asRoot re-runs this command with sudo after the plan has been shown,
+// so that the user authorises a scope they have read.
+func (a *App) asRoot(cmd *cobra.Command, extra ...string) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	sudo, err := exec.LookPath("sudo")
+	if err != nil {
+		return fmt.Errorf("this needs root and sudo is not installed: run it as root")
+	}
+	args := append([]string{"sudo", exe}, os.Args[1:]...)
+	args = append(args, extra...)
+	fmt.Fprintf(a.Stderr, "\nroot is needed for the steps above; asking sudo.\n")
+	return syscall.Exec(sudo, args, os.Environ())
+}
+
+func (a *App) systemInstallCmd() *cobra.Command {
+	var o sysinstall.Options
+	var dryRun, described bool
+	c := &cobra.Command{
+		Use:   "install [--dry-run] [--owner USER]",
+		Short: "Install the binaries and the bangerd and banger-helper systemd services",
+		Long: `Install banger as two systemd services:
+
+  bangerd.service        the daemon, running as the owning user
+  banger-helper.service  a minimal root helper that only creates the bridge,
+                         taps and NAT rules (typed operations over its own
+                         socket, callers checked by their credentials)
+
+Restarting or stopping either service never kills running VMs. --dry-run
+prints every file and command without touching the system. Without root,
+the plan is printed first and then sudo is asked for.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.Version = a.Version
+			if o.Owner == "" && os.Geteuid() != 0 {
+				o.Owner = fmt.Sprint(os.Getuid())
+			}
+			p, err := sysinstall.PlanInstall(o)
+			if err != nil {
+				return err
+			}
+			if !described {
+				p.Describe(a.Stdout)
+			}
+			if dryRun {
+				fmt.Fprintln(a.Stdout, "\ndry run: nothing was changed")
+				return nil
+			}
+			if p.NeedsRoot && os.Geteuid() != 0 {
+				return a.asRoot(cmd, "--owner", o.Owner, "--described")
+			}
+			stopOnDemandDaemons(cmd.Context(), p.Owner.UID)
+			if err := sysinstall.Apply(cmd.Context(), p, o); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.Stdout, "banger is installed: bangerd runs as %s; check it with `banger system status`\n", p.Owner.Name)
+			return nil
+		},
+	}
+	c.Flags().BoolVar(&dryRun, "dry-run", false, "print every file and command, change nothing")
+	c.Flags().StringVar(&o.Owner, "owner", "", "user the daemon runs as (default: you, or $SUDO_USER under sudo)")
+	c.Flags().StringVar(&o.BinDir, "bin-dir", "", "where to install the binaries (default "+sysinstall.DefaultBinDir+")")
+	c.Flags().BoolVar(&described, "described", false, "the plan was already shown (set when re-run through sudo)")
+	c.Flags().MarkHidden("described")
+	return c
+}
+
+// stopOnDemandDaemons stops a daemon the owner started on demand before
+// the install, so that it and the service never share the store.
+func stopOnDemandDaemons(ctx context.Context, uid int) {
+	for _, dir := range []string{fmt.Sprintf("/run/user/%d/banger", uid), fmt.Sprintf("/tmp/banger-%d/banger", uid)} {
+		sock := filepath.Join(dir, "bangerd.sock")
+		if _, err := os.Stat(sock); err != nil {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		client.New(sock).Do(cctx, "POST", "/daemon/stop", nil, nil)
+		cancel()
+	}
+}
+
+func (a *App) systemStatusCmd() *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "status",
+		Short: "Show whether banger is installed and how its services are",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			r, err := sysinstall.Status(cmd.Context(), sysinstall.Options{})
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(a.Stdout, r)
+			}
+			r.Describe(a.Stdout)
+			return nil
+		},
+	}
+	addJSONFlag(c, &asJSON)
+	return c
+}
+
+func (a *App) systemRestartCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "restart",
+		Short: "Restart banger-helper and bangerd (running VMs stay up)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if os.Geteuid() != 0 {
+				return a.asRoot(cmd)
+			}
+			return sysinstall.Restart(cmd.Context(), sysinstall.Options{})
+		},
+	}
+}
+
+func (a *App) systemUninstallCmd() *cobra.Command {
+	var purge, dryRun, described bool
+	c := &cobra.Command{
+		Use:   "uninstall [--purge] [--dry-run]",
+		Short: "Remove the services and binaries (--purge: also banger's state)",
+		Long: `Remove the two services, the binaries and /etc/banger. --purge also removes
+banger's system state and the owner's banger state directory (VM disks,
+images, kernels). The user's ssh config and keys and banger's config are never
+touched.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var o sysinstall.Options
+			if meta, err := sysinstall.ReadMetadata("/"); err == nil {
+				o.Owner, o.BinDir = meta.Owner, meta.BinDir
+			} else if !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+			p, err := sysinstall.PlanUninstall(o, purge)
+			if err != nil {
+				return err
+			}
+			if p.Empty() {
+				fmt.Fprintln(a.Stdout, "banger is not installed as a system service: nothing to do")
+				return nil
+			}
+			if !described {
+				p.Describe(a.Stdout)
+			}
+			if dryRun {
+				fmt.Fprintln(a.Stdout, "\ndry run: nothing was changed")
+				return nil
+			}
+			if p.NeedsRoot && os.Geteuid() != 0 {
+				return a.asRoot(cmd, "--described")
+			}
+			return sysinstall.Apply(cmd.Context(), p, o)
+		},
+	}
+	c.Flags().BoolVar(&purge, "purge", false, "also remove banger's state (VM disks, images, kernels)")
+	c.Flags().BoolVar(&dryRun, "dry-run", false, "print what would be removed, change nothing")
+	c.Flags().BoolVar(&described, "described", false, "the plan was already shown (set when re-run through sudo)")
+	c.Flags().MarkHidden("described")
+	return c
+}
