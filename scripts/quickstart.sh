@@ -3,7 +3,8 @@
 # command in a fresh VM. Idempotent: a second run only re-checks and runs
 # the command again.
 #
-#  1. installs missing packages (QEMU, qemu-img, e2fsprogs, debootstrap, make)
+#  1. installs missing packages (QEMU, qemu-img, e2fsprogs, debootstrap, make,
+#     and what the tests use)
 #  2. builds bin/banger, bin/bangerd, bin/banger-agent
 #  3. imports Debian's stock kernel package as kernel "debian"
 #  4. builds the default image "debian" with debootstrap (bookworm)
@@ -18,9 +19,11 @@ if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
 say() { printf '==> %s\n' "$*" >&2; }
 
 need=()
-# The tests also use git, ssh, curl and ip (iproute2).
-for pair in qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils mkfs.ext4:e2fsprogs \
-            debootstrap:debootstrap make:make git:git ssh:openssh-client curl:curl ip:iproute2; do
+# debugfs (e2fsprogs) builds images pulled from registries; the tests also
+# use git, ssh, curl, ip (iproute2), openssl and python3 (release scripts).
+for pair in qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils mkfs.ext4:e2fsprogs debugfs:e2fsprogs \
+            debootstrap:debootstrap make:make git:git ssh:openssh-client curl:curl ip:iproute2 \
+            openssl:openssl python3:python3; do
   cmd=${pair%%:*} pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need+=("$pkg")
 done

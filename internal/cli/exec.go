@@ -146,7 +146,7 @@ func (a *App) vmRunCmd() *cobra.Command {
 			var upload func(*agent.FrameWriter) error
 			if plan != nil {
 				rp.Workspace = plan.Params()
-				upload = func(fw *agent.FrameWriter) error { return sendTar(ctx, plan, fw) }
+				upload = func(fw *agent.FrameWriter) error { return sendTar(ctx, plan, fw, pr.Event) }
 			}
 			conn, r, err := a.client.Upgrade(ctx, "/run", rp)
 			if err != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -31,11 +32,21 @@ func (a *App) inspect(ctx context.Context, path string, o workspace.Options) (*w
 	return plan, nil
 }
 
-// sendTar streams the plan as stdin frames, ended by an empty frame.
-func sendTar(ctx context.Context, plan *workspace.Plan, fw *agent.FrameWriter) error {
+// uploadStage names the client's workspace upload in progress output.
+const uploadStage = "upload_workspace"
+
+// sendTar streams the plan as stdin frames, ended by an empty frame,
+// reporting bytes sent to progress (when not nil).
+func sendTar(ctx context.Context, plan *workspace.Plan, fw *agent.FrameWriter, progress func(api.Progress)) error {
 	pr, pw := io.Pipe()
 	go func() { pw.CloseWithError(workspace.WriteTar(ctx, plan, pw)) }()
 	buf := make([]byte, 256<<10)
+	start := time.Now()
+	// The stream is the files, a tar header per file and the .git, whose
+	// pack holds HEAD's blobs: about twice the files' bytes. The estimate
+	// only shapes the bar; the last event carries the real count.
+	estimate := 2*plan.TotalBytes + 1536*int64(len(plan.Files)) + 64<<10
+	var sent int64
 	for {
 		n, err := io.ReadFull(pr, buf)
 		if n > 0 {
@@ -43,8 +54,15 @@ func sendTar(ctx context.Context, plan *workspace.Plan, fw *agent.FrameWriter) e
 				pr.CloseWithError(werr)
 				return werr
 			}
+			sent += int64(n)
+			if progress != nil {
+				progress(api.Progress{Stage: uploadStage, Current: sent, Total: max(estimate, sent)})
+			}
 		}
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			if progress != nil {
+				progress(api.Progress{Stage: uploadStage, Current: sent, Total: sent, DurationMS: max(1, time.Since(start).Milliseconds())})
+			}
 			return fw.Write(agent.FrameStdin, nil)
 		}
 		if err != nil {
@@ -61,7 +79,9 @@ func (a *App) prepare(ctx context.Context, vm string, plan *workspace.Plan) erro
 	}
 	defer conn.Close()
 	fw := agent.NewFrameWriter(conn)
-	go sendTar(ctx, plan, fw)
+	pr := a.progress(false)
+	defer pr.Done()
+	go sendTar(ctx, plan, fw, pr.Event)
 	for {
 		t, p, err := agent.ReadFrame(r)
 		if err != nil {

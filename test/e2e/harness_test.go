@@ -357,11 +357,17 @@ func (ev *env) inNS(ctx context.Context, name string, args ...string) result {
 func (ev *env) command(ctx context.Context, stdin, name string, args ...string) result {
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Env = ev.environ
-	var so, se bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &so, &se
 	if stdin != "" {
 		cmd.Stdin = strings.NewReader(stdin)
 	}
+	return runCmd(cmd)
+}
+
+// runCmd runs cmd and returns what it printed and its exit code (-1 when
+// it could not run, with the reason in stderr).
+func runCmd(cmd *exec.Cmd) result {
+	var so, se bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &so, &se
 	err := cmd.Run()
 	code := 0
 	if err != nil {

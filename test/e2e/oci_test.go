@@ -8,6 +8,7 @@ import (
 	"compress/gzip"
 	"context"
 	"io"
+	"log"
 	"net/http"
 	"os"
 	"os/exec"
@@ -61,7 +62,7 @@ func TestOCIPull(t *testing.T) {
 	ctx := ctxFor(t, 15*time.Minute)
 
 	l := listenInDaemonNS(t)
-	srv := &http.Server{Handler: registry.New(registry.Logger(nil))}
+	srv := &http.Server{Handler: registry.New(registry.Logger(log.New(io.Discard, "", 0)))}
 	go srv.Serve(l)
 	t.Cleanup(func() { srv.Close() })
 	reg := l.Addr().String()

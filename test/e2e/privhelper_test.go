@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -345,19 +344,7 @@ func (p *privInstall) cli(ctx context.Context, args ...string) result {
 	cmd.Env = p.environ
 	cmd.Dir = filepath.Join(p.root, "home")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: privUID, Gid: privUID}}
-	var so, se bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &so, &se
-	err := cmd.Run()
-	code := 0
-	if err != nil {
-		code = -1
-		if ee, ok := err.(*exec.ExitError); ok {
-			code = ee.ExitCode()
-		} else {
-			se.WriteString(err.Error())
-		}
-	}
-	return result{so.String(), se.String(), code}
+	return runCmd(cmd)
 }
 
 func (p *privInstall) must(t *testing.T, ctx context.Context, args ...string) result {
