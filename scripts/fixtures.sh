@@ -6,7 +6,8 @@
 # Produces, idempotently (a second run is a no-op):
 #   CACHE_DIR/kernel/linux-image.deb   Debian's current stock kernel package
 #   CACHE_DIR/rootfs/                  a debootstrap'd bookworm minbase tree
-#                                      (systemd, sshd, git, busybox for test servers)
+#                                      (systemd, sshd, git, busybox for test servers,
+#                                      kmod for guests that load modules)
 # Default CACHE_DIR: $BANGER_FIXTURES or /var/cache/banger-fixtures.
 set -euo pipefail
 
@@ -33,12 +34,12 @@ fi
 
 # Bump when the package list changes: a cached tree of another version is
 # rebuilt.
-version=2
+version=3
 if ! $kernel_only && [ "$(cat "$cache/rootfs.complete" 2>/dev/null)" != "$version" ]; then
   echo "fixtures: debootstrap $suite (about a minute)" >&2
   rm -rf "$cache/rootfs.tmp"
   debootstrap --variant=minbase \
-    --include=systemd-sysv,openssh-server,iproute2,ca-certificates,git,udev,busybox \
+    --include=systemd-sysv,openssh-server,iproute2,ca-certificates,git,udev,busybox,kmod \
     "$suite" "$cache/rootfs.tmp" "${BANGER_MIRROR:-http://deb.debian.org/debian}" >"$cache/debootstrap.log" 2>&1 || {
       tail -20 "$cache/debootstrap.log" >&2; exit 1; }
   rm -rf "$cache/rootfs"

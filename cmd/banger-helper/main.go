@@ -28,6 +28,7 @@ import (
 
 	"banger/internal/network"
 	"banger/internal/privhelper"
+	"banger/internal/sdnotify"
 )
 
 var version = "dev"
@@ -173,6 +174,10 @@ func run(args []string, stderr io.Writer) error {
 	}
 	log.Info("banger-helper serving", "socket", o.socket, "allowed_uid", o.allowUID, "bridge", o.net.Bridge,
 		"cidr", o.net.CIDR, "tap_owner", o.net.TapOwner, "version", version, "pid", os.Getpid())
+	// The socket listens: a bangerd ordered after this service may start.
+	if _, err := sdnotify.Ready(); err != nil {
+		log.Warn("tell systemd we are ready", "err", err)
+	}
 	if err := srv.Serve(ctx, ln); err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"syscall"
 	"time"
 
 	"banger/internal/config"
@@ -61,7 +62,7 @@ func newNetworking(ctx context.Context, cfg config.Config, resolver *dns.Server,
 	hcfg, err := helper.Config(pctx)
 	// Under systemd (INVOCATION_ID is set) the helper service may be
 	// starting alongside: give its socket the probe's time to appear.
-	for err != nil && os.Getenv("INVOCATION_ID") != "" && !errors.Is(err, privhelper.ErrForbidden) && pctx.Err() == nil {
+	for err != nil && os.Getenv("INVOCATION_ID") != "" && (errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED)) && pctx.Err() == nil {
 		time.Sleep(200 * time.Millisecond)
 		hcfg, err = helper.Config(pctx)
 	}

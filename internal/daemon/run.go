@@ -24,6 +24,7 @@ import (
 	"banger/internal/engine/qemu"
 	"banger/internal/image"
 	"banger/internal/paths"
+	"banger/internal/sdnotify"
 	"banger/internal/store"
 	"banger/internal/vm"
 )
@@ -69,7 +70,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	images := &image.Service{Store: st, Layout: l, Log: o.Log, AgentPath: agentPath}
 	driver := qemu.New(cfg.QEMU)
-	accel := newAccelCache(cfg, cfg.QEMU, filepath.Join(l.State, "kvm-probe.json"), o.Log)
+	accel := newAccelCache(cfg, cfg.QEMU, filepath.Join(l.State, qemu.KVMCacheFile), o.Log)
 	images.Catalog = cfg.CatalogURL
 	mgr := vm.New(st, l, cfg, driver, accel.resolve, images.Initrd, o.Log)
 	mgr.SetImageEnsurer(func(ctx context.Context, ref string, progress func(api.Progress)) (string, error) {
@@ -121,6 +122,9 @@ func Run(ctx context.Context, o Options) error {
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	o.Log.Info("bangerd serving", "socket", sock, "pid", os.Getpid(), "version", o.Version, "agent", agentPath)
+	if _, err := sdnotify.Ready(); err != nil {
+		o.Log.Warn("tell systemd we are ready", "err", err)
+	}
 
 	select {
 	case <-ctx.Done():
@@ -171,16 +175,11 @@ type accelCache struct {
 	file string
 
 	mu     sync.Mutex
-	probed map[string]probeResult
-}
-
-type probeResult struct {
-	OK     bool   `json:"ok"`
-	Detail string `json:"detail"`
+	probed map[string]qemu.KVMVerdict
 }
 
 func newAccelCache(cfg config.Config, qemuBin, file string, log *slog.Logger) *accelCache {
-	a := &accelCache{cfg: cfg, qemu: qemuBin, file: file, log: log, probed: map[string]probeResult{}}
+	a := &accelCache{cfg: cfg, qemu: qemuBin, file: file, log: log, probed: map[string]qemu.KVMVerdict{}}
 	if b, err := os.ReadFile(file); err == nil {
 		json.Unmarshal(b, &a.probed)
 	}
@@ -188,17 +187,7 @@ func newAccelCache(cfg config.Config, qemuBin, file string, log *slog.Logger) *a
 }
 
 func (a *accelCache) key(kernel string) string {
-	k := kernel
-	if fi, err := os.Stat(kernel); err == nil {
-		k += fmt.Sprintf("|%d|%d", fi.Size(), fi.ModTime().UnixNano())
-	}
-	q := a.qemu
-	if p, err := exec.LookPath(a.qemu); err == nil {
-		if fi, err := os.Stat(p); err == nil {
-			q = fmt.Sprintf("%s|%d", p, fi.ModTime().UnixNano())
-		}
-	}
-	return k + "|" + q
+	return qemu.KVMCacheKey(kernel, a.qemu, exec.LookPath)
 }
 
 func (a *accelCache) resolve(ctx context.Context, kernel string) (string, string, error) {
@@ -214,7 +203,7 @@ func (a *accelCache) resolve(ctx context.Context, kernel string) (string, string
 			return false, "", err
 		}
 		a.log.Info("kvm probe", "usable", ok, "detail", detail)
-		a.probed[key] = probeResult{ok, detail}
+		a.probed[key] = qemu.KVMVerdict{OK: ok, Detail: detail}
 		if b, err := json.Marshal(a.probed); err == nil {
 			os.WriteFile(a.file, b, 0o600)
 		}

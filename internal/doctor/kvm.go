@@ -13,35 +13,14 @@ import (
 	"banger/internal/engine/qemu"
 )
 
-// kvmCacheFile is the daemon's cache of KVM probe verdicts under the state
-// dir (internal/daemon's accelCache): a JSON object mapping kvmCacheKey to
-// {"ok": bool, "detail": string}. The daemon probes once per kernel file
-// and QEMU binary, and "auto" falls back to TCG when the verdict is not ok.
-const kvmCacheFile = "kvm-probe.json"
+// The daemon's cache of KVM probe verdicts (qemu.KVMCacheFile under the
+// state dir): the daemon probes once per kernel file and QEMU binary, and
+// "auto" falls back to TCG when the verdict is not ok.
+type kvmVerdict = qemu.KVMVerdict
 
-// kvmVerdict is one cached probe result.
-type kvmVerdict struct {
-	OK     bool   `json:"ok"`
-	Detail string `json:"detail"`
-}
+const kvmCacheFile = qemu.KVMCacheFile
 
-// kvmCacheKey is the daemon's cache key for a kernel file and a QEMU binary
-// (as configured): both paths with their size/mtime, so that a new kernel
-// or QEMU build is probed again. It must match internal/daemon's
-// accelCache.key.
-func kvmCacheKey(kernel, qemuBinary string, lookPath func(string) (string, error)) string {
-	k := kernel
-	if fi, err := os.Stat(kernel); err == nil {
-		k += fmt.Sprintf("|%d|%d", fi.Size(), fi.ModTime().UnixNano())
-	}
-	q := qemuBinary
-	if p, err := lookPath(qemuBinary); err == nil {
-		if fi, err := os.Stat(p); err == nil {
-			q = fmt.Sprintf("%s|%d", p, fi.ModTime().UnixNano())
-		}
-	}
-	return k + "|" + q
-}
+var kvmCacheKey = qemu.KVMCacheKey
 
 // kvmInput is what the accel check looks at.
 type kvmInput struct {
@@ -109,7 +88,7 @@ func checkKVM(ctx context.Context, in kvmInput) Check {
 			c.Fix = "check the qemu line above"
 			return c
 		}
-		v, source = kvmVerdict{ok, detail}, "probe boot just now"
+		v, source = kvmVerdict{OK: ok, Detail: detail}, "probe boot just now"
 	} else {
 		found, stale, err := cachedVerdict(in)
 		switch {

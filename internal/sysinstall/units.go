@@ -144,7 +144,8 @@ Description=banger privileged network helper (bridge, taps, NAT) for %[1]s's ban
 After=network.target
 
 [Service]
-Type=exec
+# Type=notify: active only once the socket answers (sd_notify READY=1).
+Type=notify
 ExecStart=%[2]s --socket %[3]s --allow-uid %[4]d
 Restart=on-failure
 RestartSec=2s
@@ -213,7 +214,8 @@ Wants=%[2]s
 After=%[2]s network.target
 
 [Service]
-Type=exec
+# Type=notify: active only once the socket answers (sd_notify READY=1).
+Type=notify
 User=%[1]s
 Group=%[3]s
 %[4]sEnvironment=HOME=%[5]s XDG_STATE_HOME=%[6]s XDG_CONFIG_HOME=%[7]s BANGER_RUNTIME_DIR=%[8]s

@@ -313,11 +313,13 @@ func TestDaemonRestart(t *testing.T) {
 // accelerator decision.
 func TestDoctor(t *testing.T) {
 	ctx := ctxFor(t, 2*time.Minute)
-	r := e.cli(ctx, "", "doctor")
+	// In the daemon's namespace, where its DNS listener is.
+	r := e.cliNS(ctx, "", "doctor")
 	if r.code != 0 {
 		t.Fatalf("doctor failed: %s", r)
 	}
-	for _, want := range []string{"qemu", "accel", "e2fsprogs", "store", "kernels", "images"} {
+	for _, want := range []string{"qemu", "accel", "e2fsprogs", "debugfs", "store", "kernels", "images",
+		"disk space", "dns", "ssh key", "network", "stale taps", "stale nat", "stale dirs", "stale vmms"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("doctor output lacks %q:\n%s", want, r.stdout)
 		}

@@ -250,3 +250,31 @@ func hasMachine(list, name string) bool {
 	}
 	return false
 }
+
+// KVMCacheFile is the file (under the state dir) where KVM probe verdicts
+// are kept: a JSON object mapping KVMCacheKey to a KVMVerdict. The daemon
+// writes it; doctor reads it.
+const KVMCacheFile = "kvm-probe.json"
+
+// KVMVerdict is one probe's result.
+type KVMVerdict struct {
+	OK     bool   `json:"ok"`
+	Detail string `json:"detail"`
+}
+
+// KVMCacheKey keys a verdict by kernel file and QEMU binary (as
+// configured), each with its size/mtime, so that a new kernel or QEMU
+// build is probed again. lookPath resolves the binary (exec.LookPath).
+func KVMCacheKey(kernel, qemuBinary string, lookPath func(string) (string, error)) string {
+	k := kernel
+	if fi, err := os.Stat(kernel); err == nil {
+		k += fmt.Sprintf("|%d|%d", fi.Size(), fi.ModTime().UnixNano())
+	}
+	q := qemuBinary
+	if p, err := lookPath(qemuBinary); err == nil {
+		if fi, err := os.Stat(p); err == nil {
+			q = fmt.Sprintf("%s|%d", p, fi.ModTime().UnixNano())
+		}
+	}
+	return k + "|" + q
+}
