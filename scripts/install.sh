@@ -8,6 +8,8 @@
 #   --version vX.Y.Z   install this release (default: the latest stable one)
 #   --prefix DIR       install the binaries into DIR/bin (default /usr/local)
 #   --no-services      do not run `banger system install`
+#   --owner USER       the user bangerd runs as (default: you, or $SUDO_USER
+#                      when run as root through sudo)
 #   --yes              do not ask before installing
 # Environment:
 #   BANGER_INSTALL_BASE_URL        where manifest.json and the releases are
@@ -111,7 +113,7 @@ writable() {
 }
 
 main() {
-  local version="" prefix=/usr/local services=1 assume_yes=0
+  local version="" prefix=/usr/local services=1 assume_yes=0 owner=
   while [ $# -gt 0 ]; do
     case $1 in
       --version) version=${2:?--version needs a value}; shift 2 ;;
@@ -119,6 +121,8 @@ main() {
       --prefix) prefix=${2:?--prefix needs a value}; shift 2 ;;
       --prefix=*) prefix=${1#*=}; shift ;;
       --no-services) services=0; shift ;;
+      --owner) owner=${2:?--owner needs a value}; shift 2 ;;
+      --owner=*) owner=${1#*=}; shift ;;
       -y | --yes) assume_yes=1; shift ;;
       -h | --help) usage; exit 0 ;;
       *) die "unknown argument $1 (try --help)" ;;
@@ -273,10 +277,18 @@ main() {
 
   if [ "$systemd" = 1 ]; then
     say "running banger system install"
+    # The services run the binaries just installed; bangerd runs as the
+    # owner: the invoking user, or whoever ran sudo.
+    local args=(system install --bin-dir "$bindir")
+    if [ -n "$owner" ]; then
+      args+=(--owner "$owner")
+    elif [ "$is_root" = 0 ]; then
+      args+=(--owner "$(id -un)")
+    fi
     if [ "$is_root" = 1 ]; then
-      "$bindir/banger" system install
+      "$bindir/banger" "${args[@]}"
     else
-      sudo "$bindir/banger" system install
+      sudo "$bindir/banger" "${args[@]}"
     fi
   fi
 

@@ -143,6 +143,10 @@ func (a *App) imageExportCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// A bundle is for publishing: readable like any new file.
+			if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+				return err
+			}
 			if err := os.Rename(tmp.Name(), dst); err != nil {
 				return err
 			}
