@@ -62,6 +62,10 @@ type Progress struct {
 	Total   int64 `json:"total,omitempty"`
 }
 
+// StageOutput is a progress event carrying output of a command run for
+// the operation (e.g. an image build's --run) in Detail.
+const StageOutput = "output"
+
 // Ping is the daemon's identity.
 type Ping struct {
 	Version string `json:"version"`

@@ -95,6 +95,13 @@ func (r *progressRenderer) Event(p api.Progress) {
 		fmt.Fprintf(r.w, "banger: %s %s\n", r.st.Warn("warning:"), p.Detail)
 		return
 	}
+	if p.Stage == api.StageOutput {
+		// A command's own output (image build --run): always shown, as
+		// it comes.
+		r.clearLine()
+		io.WriteString(r.w, p.Detail)
+		return
+	}
 	if r.line != "" && r.line != p.Stage {
 		// Another stage (or the command's output) follows: leave the
 		// unfinished line as it is.

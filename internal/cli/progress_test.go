@@ -148,3 +148,27 @@ func TestProgressBar(t *testing.T) {
 		}
 	}
 }
+
+// A command's output (image build --run) is always written as it comes,
+// on a terminal after clearing a half-drawn bar, and in pipes as is.
+func TestProgressOutputStage(t *testing.T) {
+	t.Parallel()
+	r, b, _ := newTestRenderer(false, false)
+	r.Event(api.Progress{Stage: api.StageOutput, Detail: "+ apt-get install jq\n"})
+	r.Event(api.Progress{Stage: api.StageOutput, Detail: "Setting up jq\n"})
+	r.Event(api.Progress{Stage: "run", DurationMS: 1500})
+	r.Done()
+	if got := b.String(); got != "+ apt-get install jq\nSetting up jq\n" {
+		t.Errorf("non-TTY output: %q", got)
+	}
+
+	r, b, clk := newTestRenderer(true, true)
+	r.Event(api.Progress{Stage: "pull_image", Current: 10 * mib, Total: 100 * mib})
+	clk.advance(time.Second)
+	r.Event(api.Progress{Stage: api.StageOutput, Detail: "hello\n"})
+	r.Done()
+	out := b.String()
+	if !strings.Contains(out, " \rhello\n") {
+		t.Errorf("TTY output should follow a cleared bar line: %q", out)
+	}
+}

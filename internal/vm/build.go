@@ -69,13 +69,18 @@ func (m *Manager) BuildImage(ctx context.Context, p api.ImageBuildParams, save S
 	}
 	for _, cmd := range p.Run {
 		if progress != nil {
-			progress(api.Progress{Stage: "run", Detail: cmd})
+			progress(api.Progress{Stage: api.StageOutput, Detail: "+ " + cmd + "\n"})
 		}
 		var so, se []byte
 		var code int
+		var out func([]byte)
+		if progress != nil {
+			// The command's output reaches the user as it comes.
+			out = func(p []byte) { progress(api.Progress{Stage: api.StageOutput, Detail: string(p)}) }
+		}
 		err := step(progress, "run", func() error {
 			var err error
-			so, se, code, err = m.Capture(ctx, vm.ID, []string{"/bin/sh", "-c", cmd})
+			so, se, code, err = m.CaptureFunc(ctx, vm.ID, []string{"/bin/sh", "-c", cmd}, out)
 			return err
 		})
 		if err != nil {

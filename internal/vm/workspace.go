@@ -47,6 +47,12 @@ func (m *Manager) RecordWorkspace(ctx context.Context, ref string, p api.Workspa
 
 // Capture runs a command in a running VM and collects its output.
 func (m *Manager) Capture(ctx context.Context, ref string, argv []string) (stdout, stderr []byte, code int, err error) {
+	return m.CaptureFunc(ctx, ref, argv, nil)
+}
+
+// CaptureFunc is Capture that also hands each piece of output to out (when
+// not nil) as it arrives.
+func (m *Manager) CaptureFunc(ctx context.Context, ref string, argv []string, out func(p []byte)) (stdout, stderr []byte, code int, err error) {
 	st, err := m.OpenExec(ctx, ref, api.ExecParams{Argv: argv, Cwd: "/"})
 	if err != nil {
 		return nil, nil, 0, err
@@ -62,8 +68,14 @@ func (m *Manager) Capture(ctx context.Context, ref string, argv []string) (stdou
 		switch t {
 		case agent.FrameStdout:
 			so.Write(p)
+			if out != nil {
+				out(p)
+			}
 		case agent.FrameStderr:
 			se.Write(p)
+			if out != nil {
+				out(p)
+			}
 		case agent.FrameExit:
 			var es agent.ExitStatus
 			json.Unmarshal(p, &es)

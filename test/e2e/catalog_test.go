@@ -404,16 +404,20 @@ func TestImageBuildFromImage(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "tree/b/c"), []byte("c\n"), 0o755)
 	before := len(vmNames(t, ctx))
 
-	must(t, e.cli(ctx, "", "image", "build", "marked", "--from-image", "debian",
+	r := must(t, e.cli(ctx, "", "image", "build", "marked", "--from-image", "debian",
 		"--copy", filepath.Join(dir, "copied.txt")+":/etc/copied.txt",
 		"--copy", filepath.Join(dir, "tree")+":/opt/tree",
 		"--run", "echo hi > /etc/marker",
-		"--run", "echo kept > /root/rootfile"))
+		"--run", "echo kept > /root/rootfile; echo build-says-hello"))
+	// The commands and their output are shown as they run.
+	if !strings.Contains(r.stderr, "+ echo hi > /etc/marker\n") || !strings.Contains(r.stderr, "build-says-hello\n") {
+		t.Errorf("build output: %s", r)
+	}
 	t.Cleanup(func() { e.cli(ctxFor(t, time.Minute), "", "image", "rm", "marked") })
 	if k := imageNames(t)["marked"]; k != "debian" {
 		t.Errorf("marked should keep the base image's kernel, got %q", k)
 	}
-	r := must(t, e.cli(ctx, "", "vm", "run", "--rm", "--image", "marked", "--",
+	r = must(t, e.cli(ctx, "", "vm", "run", "--rm", "--image", "marked", "--",
 		"sh", "-c", "cat /etc/marker /etc/copied.txt /opt/tree/a /opt/tree/b/c /root/rootfile; stat -c %a /opt/tree/b/c"))
 	if r.stdout != "hi\ncopied\na\nc\nkept\n755\n" {
 		t.Errorf("guest of marked: %q", r.stdout)
