@@ -192,6 +192,12 @@ func (a *accelCache) key(kernel string) string {
 
 func (a *accelCache) resolve(ctx context.Context, kernel string) (string, string, error) {
 	return engine.ResolveAccel(ctx, a.cfg.Accel, func(ctx context.Context) (bool, string, error) {
+		// A /dev/kvm this process cannot open is checked afresh every
+		// time (the user may be added to the kvm group); only probe
+		// boots are cached.
+		if problem := qemu.KVMDeviceProblem(); problem != "" {
+			return false, problem, nil
+		}
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		key := a.key(kernel)
