@@ -160,6 +160,9 @@ func (c Config) Validate() error {
 	default:
 		return fmt.Errorf("network must be auto, bridge, user or none, got %q", c.Network)
 	}
+	if !validIfName(c.BridgeName) {
+		return fmt.Errorf("bridge_name must be an interface name (1-15 of a-z A-Z 0-9 . _ -), got %q", c.BridgeName)
+	}
 	if p, err := netip.ParsePrefix(c.BridgeCIDR); err != nil || !p.Addr().Is4() || p.Bits() > 30 {
 		return fmt.Errorf("bridge_cidr must be an IPv4 address/prefix of at most /30 such as 172.16.0.1/24, got %q", c.BridgeCIDR)
 	}
@@ -206,4 +209,17 @@ func ParseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("invalid size %q (use e.g. 512M, 8G)", s)
 	}
 	return int64(n * float64(mult)), nil
+}
+
+// validIfName reports whether s is a usable network interface name.
+func validIfName(s string) bool {
+	if s == "" || len(s) > 15 || s == "." || s == ".." {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
 }

@@ -48,3 +48,28 @@ func TestLoad(t *testing.T) {
 		t.Errorf("unknown key accepted")
 	}
 }
+
+func TestValidateNetworkSettings(t *testing.T) {
+	for _, c := range []struct {
+		bridge, cidr string
+		pool         int
+		ok           bool
+	}{
+		{"banger0", "172.16.0.1/24", 2, true},
+		{"br-dev.1_x", "10.9.0.1/30", 0, true},
+		{"", "172.16.0.1/24", 2, false},
+		{"sixteen-chars-xx", "172.16.0.1/24", 2, false},
+		{"a b", "172.16.0.1/24", 2, false},
+		{"br/0", "172.16.0.1/24", 2, false},
+		{"..", "172.16.0.1/24", 2, false},
+		{"banger0", "172.16.0.1/31", 2, false},
+		{"banger0", "fd00::1/64", 2, false},
+		{"banger0", "172.16.0.1/24", -1, false},
+	} {
+		cfg := Default()
+		cfg.BridgeName, cfg.BridgeCIDR, cfg.TapPoolSize = c.bridge, c.cidr, c.pool
+		if err := cfg.Validate(); (err == nil) != c.ok {
+			t.Errorf("%q %q %d: ok=%v, err %v", c.bridge, c.cidr, c.pool, c.ok, err)
+		}
+	}
+}

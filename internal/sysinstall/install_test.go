@@ -112,6 +112,33 @@ func TestPlanInstallChecksBinaries(t *testing.T) {
 	}
 }
 
+// The helper serves the bridge the owner's config names; a config that
+// does not parse or validate stops the install before anything is written.
+func TestPlanInstallHelperNetworkFromOwnerConfig(t *testing.T) {
+	e := newEnv(t)
+	cfg := filepath.Join(e.root, "home/alice/.config/banger/config.toml")
+	write(t, cfg, "bridge_name = \"br-dev\"\nbridge_cidr = \"10.9.0.1/24\"\ntap_pool_size = 0\n", 0o644)
+	p, err := PlanInstall(e.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var unit string
+	for _, f := range p.Files {
+		if strings.HasSuffix(f.Path, HelperUnit) {
+			unit = string(f.Content)
+		}
+	}
+	if !strings.Contains(unit, "--bridge br-dev --cidr 10.9.0.1/24 --tap-pool 0\n") {
+		t.Errorf("helper unit does not serve the owner's bridge:\n%s", unit)
+	}
+	for _, bad := range []string{"bridge_name = \"a b\"\n", "bridge_cidr = \"nope\"\n", "unknown_key = 1\n"} {
+		write(t, cfg, bad, 0o644)
+		if _, err := PlanInstall(e.opts); err == nil || !strings.Contains(err.Error(), "owner's config") {
+			t.Errorf("config %q: want a refusal naming the owner's config, got %v", bad, err)
+		}
+	}
+}
+
 func TestPlanInstallNeedsHome(t *testing.T) {
 	e := newEnv(t)
 	os.RemoveAll(filepath.Join(e.root, "home/alice"))

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+
+	"banger/internal/config"
 )
 
 // Plan kinds.
@@ -99,7 +101,12 @@ func PlanInstall(o Options) (*Plan, error) {
 			return nil, fmt.Errorf("plan install: %w", err)
 		}
 	}
-	meta := newMetadata(o, owner)
+	// The helper serves the network the owner's config describes.
+	cfg, err := config.Load(filepath.Join(o.Root, owner.ConfigDir(), "config.toml"))
+	if err != nil {
+		return nil, fmt.Errorf("plan install: the owner's config: %w", err)
+	}
+	meta := newMetadata(o, owner, cfg)
 	units, err := RenderUnits(o, meta)
 	if err != nil {
 		return nil, fmt.Errorf("plan install: %w", err)

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"banger/internal/config"
 )
 
 // Metadata is /etc/banger/install.json: who owns the installation and where
@@ -26,6 +28,11 @@ type Metadata struct {
 	ConfigDir    string    `json:"config_dir"`    // the owner's banger config (XDG_CONFIG_HOME/banger)
 	Version      string    `json:"version"`
 	InstalledAt  time.Time `json:"installed_at"`
+	// The helper's network, from the owner's config at install time
+	// (bridge_name, bridge_cidr, tap_pool_size).
+	Bridge  string `json:"bridge"`
+	CIDR    string `json:"cidr"`
+	TapPool int    `json:"tap_pool"`
 }
 
 // DaemonSocket is the daemon's API socket.
@@ -37,12 +44,13 @@ func (m Metadata) owner() Account {
 }
 
 // newMetadata describes an installation by owner a.
-func newMetadata(o Options, a Account) Metadata {
+func newMetadata(o Options, a Account, cfg config.Config) Metadata {
 	return Metadata{
 		Owner: a.Name, UID: a.UID, GID: a.GID, Group: a.Group, Home: a.Home,
 		BinDir: o.BinDir, RuntimeDir: DaemonRuntimeDir, HelperSocket: HelperSocket,
 		StateDir: a.StateDir(), ConfigDir: a.ConfigDir(),
 		Version: o.Version, InstalledAt: o.Now().UTC().Truncate(time.Second),
+		Bridge: cfg.BridgeName, CIDR: cfg.BridgeCIDR, TapPool: cfg.TapPoolSize,
 	}
 }
 
@@ -72,6 +80,13 @@ func (m Metadata) validate() error {
 	}
 	if strings.ContainsFunc(m.Version, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
 		return fmt.Errorf("version %q contains control characters", m.Version)
+	}
+	// The helper's network settings go on its command line: checked like
+	// the config checks them.
+	c := config.Default()
+	c.BridgeName, c.BridgeCIDR, c.TapPoolSize = m.Bridge, m.CIDR, m.TapPool
+	if err := c.Validate(); err != nil {
+		return fmt.Errorf("helper network: %w", err)
 	}
 	return nil
 }
@@ -146,7 +161,7 @@ After=network.target
 [Service]
 # Type=notify: active only once the socket answers (sd_notify READY=1).
 Type=notify
-ExecStart=%[2]s --socket %[3]s --allow-uid %[4]d
+ExecStart=%[2]s --socket %[3]s --allow-uid %[4]d --bridge %[7]s --cidr %[8]s --tap-pool %[9]d
 Restart=on-failure
 RestartSec=2s
 TimeoutStopSec=30
@@ -190,7 +205,7 @@ SystemCallErrorNumber=EPERM
 [Install]
 WantedBy=multi-user.target
 `, m.Owner, filepath.Join(m.BinDir, "banger-helper"), m.HelperSocket, m.UID,
-		filepath.Dir(m.HelperSocket), filepath.Base(filepath.Dir(m.HelperSocket)))
+		filepath.Dir(m.HelperSocket), filepath.Base(filepath.Dir(m.HelperSocket)), m.Bridge, m.CIDR, m.TapPool)
 	return b.Bytes()
 }
 

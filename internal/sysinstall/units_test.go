@@ -15,10 +15,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"banger/internal/config"
 )
 
 func testMeta(e *env) Metadata {
-	return newMetadata(Options{BinDir: DefaultBinDir, Version: "v1.2.3", Now: e.opts.Now}, e.alice)
+	return newMetadata(Options{BinDir: DefaultBinDir, Version: "v1.2.3", Now: e.opts.Now}, e.alice, config.Default())
 }
 
 func renderTest(t *testing.T, kvm bool) (map[string][]byte, Metadata) {
@@ -82,7 +84,7 @@ func TestUnitsProperties(t *testing.T) {
 		want(name, d, "Install", "WantedBy", "multi-user.target")
 	}
 
-	want(HelperUnit, helper, "Service", "ExecStart", "/usr/local/bin/banger-helper --socket /run/banger/helper.sock --allow-uid "+fmt.Sprint(meta.UID))
+	want(HelperUnit, helper, "Service", "ExecStart", "/usr/local/bin/banger-helper --socket /run/banger/helper.sock --allow-uid "+fmt.Sprint(meta.UID)+" --bridge banger0 --cidr 172.16.0.1/24 --tap-pool 2")
 	want(HelperUnit, helper, "Service", "RuntimeDirectory", "banger")
 	want(HelperUnit, helper, "Service", "RuntimeDirectoryMode", "0755")
 	want(HelperUnit, helper, "Service", "ProtectHome", "yes")
