@@ -5,15 +5,19 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"banger/internal/client"
+	"banger/internal/model"
+	"banger/internal/network"
 	"banger/internal/sysinstall"
 )
 
@@ -142,8 +146,49 @@ func (a *App) systemRestartCmd() *cobra.Command {
 	}
 }
 
+// activeVMs names the VMs the daemon at socket runs (running, starting
+// or stopping). A daemon that does not answer runs none that it knows of.
+func activeVMs(ctx context.Context, socket string) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var vms []model.VM
+	err := client.New(socket).Do(ctx, "GET", "/vms", nil, &vms)
+	if errors.Is(err, client.ErrUnavailable) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, v := range vms {
+		switch v.State {
+		case model.StateRunning, model.StateStarting, model.StateStopping:
+			names = append(names, v.Name)
+		}
+	}
+	return names, nil
+}
+
+// teardownNetwork removes the bridge, taps and nftables table the helper
+// made for the installation meta describes.
+func teardownNetwork(ctx context.Context, meta *sysinstall.Metadata) error {
+	cfg := network.Config{Bridge: meta.Bridge}
+	if meta.CIDR != "" {
+		p, err := netip.ParsePrefix(meta.CIDR)
+		if err != nil {
+			return err
+		}
+		cfg.CIDR = p
+	}
+	h, err := network.NewHost(cfg)
+	if err != nil {
+		return err
+	}
+	return h.Teardown(ctx)
+}
+
 func (a *App) systemUninstallCmd() *cobra.Command {
-	var purge, dryRun, described bool
+	var purge, dryRun, described, force bool
 	c := &cobra.Command{
 		Use:   "uninstall [--purge] [--dry-run]",
 		Short: "Remove the services and binaries (--purge: also banger's state)",
@@ -154,10 +199,27 @@ touched.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var o sysinstall.Options
-			if meta, err := sysinstall.ReadMetadata("/"); err == nil {
+			meta, err := sysinstall.ReadMetadata("/")
+			if err == nil {
 				o.Owner, o.BinDir = meta.Owner, meta.BinDir
 			} else if !errors.Is(err, fs.ErrNotExist) {
 				return err
+			} else {
+				meta = nil
+			}
+			// Uninstalling stops the daemon: VMs would keep running with
+			// nothing managing them (and --purge would delete their disks).
+			var active []string
+			if meta != nil {
+				if active, err = activeVMs(cmd.Context(), meta.DaemonSocket()); err != nil {
+					return fmt.Errorf("ask bangerd which VMs run: %w", err)
+				}
+			}
+			if len(active) > 0 && !force {
+				return fmt.Errorf("%d VMs are running (%s): stop them first (banger vm stop NAME), or pass --force to leave them running with nothing managing them", len(active), strings.Join(active, ", "))
+			}
+			if len(active) > 0 && purge {
+				return fmt.Errorf("--purge would delete the disks of running VMs (%s): stop them first", strings.Join(active, ", "))
 			}
 			p, err := sysinstall.PlanUninstall(o, purge)
 			if err != nil {
@@ -167,8 +229,12 @@ touched.`,
 				fmt.Fprintln(a.Stdout, "banger is not installed as a system service: nothing to do")
 				return nil
 			}
+			teardown := meta != nil && len(active) == 0
 			if !described {
 				p.Describe(a.Stdout)
+				if teardown {
+					fmt.Fprintf(a.Stdout, "Then remove the bridge %s, banger's taps and its nftables table (no VM uses them).\n", meta.Bridge)
+				}
 			}
 			if dryRun {
 				fmt.Fprintln(a.Stdout, "\ndry run: nothing was changed")
@@ -177,9 +243,18 @@ touched.`,
 			if p.NeedsRoot && os.Geteuid() != 0 {
 				return a.asRoot(cmd, "--described")
 			}
-			return sysinstall.Apply(cmd.Context(), p, o)
+			if err := sysinstall.Apply(cmd.Context(), p, o); err != nil {
+				return err
+			}
+			if teardown {
+				if err := teardownNetwork(cmd.Context(), meta); err != nil {
+					fmt.Fprintf(a.Stderr, "banger: warning: remove the bridge, taps and nftables table: %v\n", err)
+				}
+			}
+			return nil
 		},
 	}
+	c.Flags().BoolVar(&force, "force", false, "uninstall even though VMs are running (they keep running, unmanaged)")
 	c.Flags().BoolVar(&purge, "purge", false, "also remove banger's state (VM disks, images, kernels)")
 	c.Flags().BoolVar(&dryRun, "dry-run", false, "print what would be removed, change nothing")
 	c.Flags().BoolVar(&described, "described", false, "the plan was already shown (set when re-run through sudo)")

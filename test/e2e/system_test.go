@@ -102,7 +102,15 @@ func TestSystemInstall(t *testing.T) {
 	}
 	mustSh("systemctl start bangerd.service && kill $(cat /run/fake-vmm.pid)")
 
-	mustSh("/usr/local/bin/banger system uninstall --purge")
+	// The helper's bridge (made here by hand, as a bridged VM would have it
+	// made) goes with the uninstall.
+	mustSh("ip link add banger0 type bridge")
+	if r := sh("/usr/local/bin/banger system uninstall --purge"); r.code != 0 || strings.Contains(r.stderr, "warning") {
+		t.Fatalf("uninstall: %s", r)
+	}
+	if sh("ip link show banger0").code == 0 {
+		t.Error("uninstall left the bridge banger0")
+	}
 	if r := sh("test -e /etc/systemd/system/bangerd.service || test -e /usr/local/bin/banger || test -e /etc/banger || test -e /home/alice/.local/state/banger"); r.code == 0 {
 		t.Errorf("uninstall --purge left files behind")
 	}
