@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/zstd"
+
+	"banger/internal/model"
 )
 
 // Names of a bundle's members.
@@ -49,8 +51,8 @@ type Manifest struct {
 
 // validate checks the fields every manifest needs.
 func (m Manifest) validate() error {
-	if !validName(m.Name) {
-		return fmt.Errorf("manifest name %q must match %s", m.Name, namePattern)
+	if err := model.ValidateName(m.Name); err != nil {
+		return fmt.Errorf("manifest name: %w", err)
 	}
 	if m.Arch == "" {
 		return errors.New("manifest arch must be set")

@@ -13,6 +13,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"banger/internal/model"
 )
 
 // Kernel formats.
@@ -63,26 +65,6 @@ type ImageEntry struct {
 	URL    string `json:"url"`
 	SHA256 string `json:"sha256"`
 	Size   int64  `json:"size"`
-}
-
-// namePattern is what catalog entry (and bundle) names must match.
-const namePattern = `^[a-z0-9][a-z0-9._-]{0,62}$`
-
-// validName reports whether s matches namePattern.
-func validName(s string) bool {
-	if len(s) == 0 || len(s) > 63 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
-		case i > 0 && (c == '.' || c == '_' || c == '-'):
-		default:
-			return false
-		}
-	}
-	return true
 }
 
 // validSHA256 reports whether s is 64 lowercase hex characters.
@@ -295,8 +277,9 @@ func (im ImageEntry) Validate() error {
 }
 
 func validateCommon(name, rawURL, sum string, size int64) error {
-	if !validName(name) {
-		return errors.New("name must match " + namePattern)
+	// Entries become kernels and images under the same names.
+	if err := model.ValidateName(name); err != nil {
+		return fmt.Errorf("bad name: %w", err)
 	}
 	if !validSHA256(sum) {
 		return errors.New("sha256 must be 64 hex characters")

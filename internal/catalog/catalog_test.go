@@ -153,10 +153,11 @@ func TestValidate(t *testing.T) {
 		c    Catalog
 		want string
 	}{
-		{"bad name", kernel(func(k *KernelEntry) { k.Name = "Bad" }), `catalog: kernel "Bad": name must match`},
-		{"empty name", image(func(im *ImageEntry) { im.Name = "" }), `catalog: image "": name must match`},
-		{"leading dot", image(func(im *ImageEntry) { im.Name = ".x" }), `catalog: image ".x": name must match`},
-		{"long name", image(func(im *ImageEntry) { im.Name = strings.Repeat("a", 64) }), `name must match`},
+		{"bad name", kernel(func(k *KernelEntry) { k.Name = "Bad" }), `catalog: kernel "Bad": bad name: name "Bad" may contain only lowercase letters`},
+		{"empty name", image(func(im *ImageEntry) { im.Name = "" }), `catalog: image "": bad name: name must not be empty`},
+		{"leading dot", image(func(im *ImageEntry) { im.Name = ".x" }), `catalog: image ".x": bad name:`},
+		{"long name", image(func(im *ImageEntry) { im.Name = strings.Repeat("a", 64) }), `the limit is 63`},
+		{"dot in name", image(func(im *ImageEntry) { im.Name = "linux-6.1" }), `catalog: image "linux-6.1": bad name:`},
 		{"short sha", image(func(im *ImageEntry) { im.SHA256 = "abc" }), `catalog: image "img": sha256 must be 64 hex characters`},
 		{"upper sha", kernel(func(k *KernelEntry) { k.SHA256 = strings.ToUpper(goodSHA) }), `catalog: kernel "k1": sha256 must be 64 hex characters`},
 		{"negative size", kernel(func(k *KernelEntry) { k.Size = -1 }), `catalog: kernel "k1": size must not be negative`},

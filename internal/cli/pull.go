@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/url"
 	"os"
@@ -150,7 +149,7 @@ func (a *App) imageExportCmd() *cobra.Command {
 			if err := os.Rename(tmp.Name(), dst); err != nil {
 				return err
 			}
-			fmt.Fprintf(a.Stderr, "wrote %s (%d MiB)\n", dst, n>>20)
+			fmt.Fprintf(a.Stderr, "wrote %s (%s)\n", dst, humanSize(n))
 			return nil
 		},
 	}
@@ -182,21 +181,19 @@ func (a *App) catalogCmd() *cobra.Command {
 				if c.Images == nil {
 					c.Images = []catalog.ImageEntry{}
 				}
-				enc := json.NewEncoder(a.Stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(c)
+				return printJSON(a.Stdout, c)
 			}
 			t := newTable(a.Stdout, "kind", "name", "details", "size")
 			for _, k := range c.Kernels {
-				t.row("kernel", k.Name, strings.TrimSpace(k.Version+" "+k.Format), fmt.Sprintf("%d MiB", k.Size>>20))
+				t.row("kernel", k.Name, strings.TrimSpace(k.Version+" "+k.Format), humanSize(k.Size))
 			}
 			for _, i := range c.Images {
-				t.row("image", i.Name, fmt.Sprintf("%s, kernel %s", i.Distro, i.Kernel), fmt.Sprintf("%d MiB", i.Size>>20))
+				t.row("image", i.Name, fmt.Sprintf("%s, kernel %s", i.Distro, i.Kernel), humanSize(i.Size))
 			}
 			return t.flush()
 		},
 	}
 	c.Flags().StringVar(&cat, "catalog", "", "catalog file or URL (default: catalog_url from the config, else the built-in one)")
-	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	addJSONFlag(c, &asJSON)
 	return c
 }

@@ -232,9 +232,6 @@ touched.`,
 			teardown := meta != nil && len(active) == 0
 			if !described {
 				p.Describe(a.Stdout)
-				if teardown {
-					fmt.Fprintf(a.Stdout, "Then remove the bridge %s, banger's taps and its nftables table (no VM uses them).\n", meta.Bridge)
-				}
 			}
 			if dryRun {
 				fmt.Fprintln(a.Stdout, "\ndry run: nothing was changed")

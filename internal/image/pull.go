@@ -123,7 +123,7 @@ func (s *Service) PullKernel(ctx context.Context, p api.KernelPullParams, progre
 	}
 	defer os.Remove(file)
 	from := file
-	if e.Format == "tar.zst" {
+	if e.Format == catalog.FormatTarZst {
 		tree, err := os.MkdirTemp(s.downloads(), "kernel-tree-")
 		if err != nil {
 			return nil, err
@@ -388,9 +388,8 @@ func (s *Service) ExportBundle(ctx context.Context, name string, w io.Writer) er
 	if err != nil {
 		return err
 	}
-	distro := ""
 	_, err = catalog.WriteBundle(ctx, w, img.Rootfs, catalog.Manifest{
-		Name: img.Name, Distro: distro, Arch: "x86_64", Kernel: img.Kernel,
+		Name: img.Name, Arch: "x86_64", Kernel: img.Kernel,
 		Created: time.Now().UTC(), Source: img.Source,
 	})
 	return err

@@ -19,7 +19,6 @@ import (
 	"net"
 	"net/http"
 	"path"
-	"regexp"
 	"strings"
 	"sync"
 
@@ -29,6 +28,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+
+	"banger/internal/model"
 )
 
 // DefaultPlatform is the platform Resolve picks when none is given.
@@ -330,14 +331,12 @@ func (c *countingReader) Read(b []byte) (int, error) {
 	return n, err
 }
 
-var validName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
-
 // DefaultName derives a banger image name from an image reference: the
 // last repository component and the tag, or the first 12 hex digits of
-// the digest: docker.io/library/alpine:3.20 gives "alpine-3.20",
+// the digest: docker.io/library/alpine:3.20 gives "alpine-3-20",
 // ghcr.io/org/tool@sha256:abcd... gives "tool-abcd...", and
-// localhost:5000/a/b gives "b-latest". The result matches
-// ^[a-z0-9][a-z0-9._-]{0,62}$.
+// localhost:5000/a/b gives "b-latest". The result is a valid banger name
+// (model.ValidateName).
 func DefaultName(ref string) (string, error) {
 	r, err := name.ParseReference(ref)
 	if err != nil {
@@ -366,21 +365,25 @@ func DefaultName(ref string) (string, error) {
 		}
 		base += "-" + suffix
 	}
-	n := strings.TrimLeft(base, "-._")
-	if len(n) > maxLen {
-		n = n[:maxLen]
+	n := base
+	for strings.Contains(n, "--") {
+		n = strings.ReplaceAll(n, "--", "-")
 	}
-	if !validName.MatchString(n) {
+	n = strings.Trim(n, "-")
+	if len(n) > maxLen {
+		n = strings.TrimRight(n[:maxLen], "-")
+	}
+	if model.ValidateName(n) != nil {
 		return "", fmt.Errorf("cannot derive an image name from %q", ref)
 	}
 	return n, nil
 }
 
-// sanitizeName lowercases s and turns anything but [a-z0-9._-] into '-'.
+// sanitizeName lowercases s and turns anything but [a-z0-9-] into '-'.
 func sanitizeName(s string) string {
 	b := []byte(strings.ToLower(s))
 	for i, c := range b {
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
 			b[i] = '-'
 		}
 	}

@@ -20,6 +20,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"golang.org/x/sys/unix"
+
+	"banger/internal/model"
 )
 
 // capNetRaw is a VFS_CAP_REVISION_2 security.capability value granting
@@ -549,15 +551,16 @@ func TestDefaultName(t *testing.T) {
 	hex := "abcd1234ef567890" + strings.Repeat("0", 48)
 	long := strings.Repeat("x", 70)
 	for _, c := range []struct{ ref, want string }{
-		{"docker.io/library/alpine:3.20", "alpine-3.20"},
-		{"alpine:3.20", "alpine-3.20"},
+		{"docker.io/library/alpine:3.20", "alpine-3-20"},
+		{"alpine:3.20", "alpine-3-20"},
 		{"alpine", "alpine-latest"},
-		{"ubuntu:24.04", "ubuntu-24.04"},
+		{"ubuntu:24.04", "ubuntu-24-04"},
 		{"ghcr.io/org/tool@sha256:" + hex, "tool-abcd1234ef56"},
 		{"alpine:3.20@sha256:" + hex, "alpine-abcd1234ef56"},
 		{"localhost:5000/a/b:latest", "b-latest"},
-		{"quay.io/org/my_tool:V1.2-RC", "my_tool-v1.2-rc"},
-		{"registry.example.com:443/x/y/z.app:1", "z.app-1"},
+		{"quay.io/org/my_tool:V1.2-RC", "my-tool-v1-2-rc"},
+		{"registry.example.com:443/x/y/z.app:1", "z-app-1"},
+		{"example.com/_x_:y-", "x-y"},
 		{"example.com/" + long + ":tag", strings.Repeat("x", 59) + "-tag"},
 		{"example.com/a:" + strings.Repeat("t", 100), "a-" + strings.Repeat("t", 31)},
 	} {
@@ -565,7 +568,7 @@ func TestDefaultName(t *testing.T) {
 		if err != nil || got != c.want {
 			t.Errorf("DefaultName(%q) = %q, %v; want %q", c.ref, got, err, c.want)
 		}
-		if err == nil && !validName.MatchString(got) {
+		if err == nil && model.ValidateName(got) != nil {
 			t.Errorf("DefaultName(%q) = %q: invalid name", c.ref, got)
 		}
 	}

@@ -417,7 +417,7 @@ func PlanUninstall(o Options, purge bool) (*Plan, error) {
 		return p, nil
 	}
 	p.Explanation = append(p.Explanation,
-		"Stops and disables the banger services and removes their files. Running VMs are not stopped (the services never kill them): stop them with banger first, or they keep running with no daemon to manage them.")
+		"Stops and disables the banger services and removes their files. Running VMs are not stopped (the services never kill them): banger system uninstall refuses while any runs, unless --force, which leaves them running with no daemon to manage them.")
 	kept := "Kept: your config (~/.config/banger/config.toml), banger's ssh keys (~/.config/banger/ssh) and ~/.ssh"
 	if purge {
 		p.Explanation = append(p.Explanation, kept+".")
@@ -425,7 +425,7 @@ func PlanUninstall(o Options, purge bool) (*Plan, error) {
 		p.Explanation = append(p.Explanation, kept+", and banger's state (~/.local/state/banger: images, VM disks), which purge removes.")
 	}
 	p.Explanation = append(p.Explanation,
-		"The network the helper set up (the bridge, banger0 by default, its bgtap taps and the nftables table \"ip banger\") stays until reboot; remove it by hand with ip link delete and nft delete table ip banger.",
+		"The network the helper set up (the bridge, its bgtap taps and the nftables table \"ip banger\") is removed afterwards when no VM runs; with VMs left running it stays for them.",
 		"Root is needed to stop the services and to remove files from the system directories.")
 	return p, nil
 }

@@ -31,6 +31,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"banger/internal/paths"
+	"banger/internal/privhelper"
 )
 
 // Names and paths of an installation, as seen on the target system.
@@ -40,9 +43,9 @@ const (
 	DefaultBinDir    = "/usr/local/bin"
 	UnitDir          = "/etc/systemd/system"
 	EtcDir           = "/etc/banger"
-	MetadataPath     = "/etc/banger/install.json"
-	HelperRuntimeDir = "/run/banger" // the helper's RuntimeDirectory
-	HelperSocket     = "/run/banger/helper.sock"
+	MetadataPath     = paths.InstallMetadataFile // what the CLI reads to find the service
+	HelperRuntimeDir = "/run/banger"             // the helper's RuntimeDirectory
+	HelperSocket     = privhelper.DefaultSocket
 	DaemonRuntimeDir = "/run/bangerd" // the daemon's RuntimeDirectory (BANGER_RUNTIME_DIR)
 	// VarLibDir is not used by this version; purge removes it if present.
 	VarLibDir = "/var/lib/banger"

@@ -236,11 +236,7 @@ func (m *Manager) validateCreate(ctx context.Context, p api.VMCreateParams, prog
 	if imageRef != "" && m.ensureImage != nil {
 		// A missing image (and its kernel) is pulled; parallel creates
 		// that need the same one wait for a single download.
-		var pf func(api.Progress)
-		if progress != nil {
-			pf = progress
-		}
-		if imageRef, err = m.ensureImage(ctx, imageRef, pf); err != nil {
+		if imageRef, err = m.ensureImage(ctx, imageRef, progress); err != nil {
 			return nil, nil, err
 		}
 	}
