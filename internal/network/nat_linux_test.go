@@ -174,7 +174,15 @@ func TestNATForReal(t *testing.T) {
 		return string(b), err
 	}
 
-	c, err := dialFrom(bg, guestNS, local.Addr().String())
+	// The first connection also waits for ARP on a link just made: on a
+	// loaded machine (the unit tests run packages in parallel) that can
+	// outlast one natTimeout, so it gets a few.
+	var c net.Conn
+	for attempt := 0; ; attempt++ {
+		if c, err = dialFrom(bg, guestNS, local.Addr().String()); err == nil || attempt == 4 {
+			break
+		}
+	}
 	if err != nil {
 		t.Fatalf("guest cannot reach the bridge address: %v", err)
 	}
