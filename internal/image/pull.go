@@ -122,33 +122,13 @@ func (s *Service) PullKernel(ctx context.Context, p api.KernelPullParams, progre
 		return nil, fmt.Errorf("pull kernel %q: %w", p.Name, err)
 	}
 	defer os.Remove(file)
-	from := file
-	if e.Format == catalog.FormatTarZst {
-		tree, err := os.MkdirTemp(s.downloads(), "kernel-tree-")
-		if err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(tree)
-		if err := step(progress, "unpack_kernel", func() error { return extractFile(ctx, file, tree) }); err != nil {
-			return nil, fmt.Errorf("pull kernel %q: %w", p.Name, err)
-		}
-		from = tree
-	}
+	// kernel.Build reads a .deb and a tar.zst alike.
 	source := fmt.Sprintf("catalog:%s@sha256:%s", e.URL, e.SHA256)
-	k, err := s.importKernel(ctx, p.Name, from, source, progress)
+	k, err := s.importKernel(ctx, p.Name, file, source, progress)
 	if err != nil {
 		return nil, err
 	}
 	return &api.PullResult{Name: k.Name, Source: k.Source}, nil
-}
-
-func extractFile(ctx context.Context, file, dir string) error {
-	f, err := os.Open(file)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return catalog.ExtractTarZst(ctx, f, dir)
 }
 
 // EnsureKernel makes sure kernel name is imported, pulling it from the

@@ -1,6 +1,7 @@
 package kernel
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -26,8 +27,9 @@ type BuildResult struct {
 	Modules       []string // module names, in load order
 }
 
-// Build imports a kernel: src is a .deb file or a directory laid out like
-// `dpkg -x` output. It writes destDir/vmlinux (the uncompressed ELF kernel)
+// Build imports a kernel: src is a .deb file, a zstd-compressed tar of a
+// tree (a catalog's tar.zst kernel), or a directory laid out like `dpkg -x`
+// output. It writes destDir/vmlinux (the uncompressed ELF kernel)
 // and destDir/initramfs.img (a gzip-compressed cpio archive) containing:
 //
 //	init                     the agentBinary, mode 0755 (the guest agent is /init)
@@ -67,7 +69,7 @@ func build(ctx context.Context, src, destDir string, agentBinary []byte) (BuildR
 			return BuildResult{}, err
 		}
 		defer os.RemoveAll(tmp)
-		if err := extractDeb(ctx, src, tmp, isKernelFile); err != nil {
+		if err := extractFile(ctx, src, tmp); err != nil {
 			return BuildResult{}, fmt.Errorf("extract package: %w", err)
 		}
 		tree = tmp
@@ -190,4 +192,27 @@ func writeTemp(ctx context.Context, dir, pattern string, data []byte) (string, e
 		return "", err
 	}
 	return name, nil
+}
+
+// extractFile unpacks the kernel files of a .deb or of a zstd tar (told
+// apart by the zstd magic) into dir, with the same checks either way.
+func extractFile(ctx context.Context, src, dir string) error {
+	f, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	magic := make([]byte, 4)
+	if _, err := io.ReadFull(f, magic); err != nil || !bytes.Equal(magic, []byte{0x28, 0xb5, 0x2f, 0xfd}) {
+		return extractDeb(ctx, src, dir, isKernelFile)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	r, closeDec, err := newDecompressor(compZstd, bufio.NewReaderSize(ctxReader{ctx, f}, 1<<20))
+	if err != nil {
+		return err
+	}
+	defer closeDec()
+	return untar(ctx, r, dir, isKernelFile)
 }

@@ -160,6 +160,34 @@ func TestBuildFromDeb(t *testing.T) {
 	checkBuildOutput(t, dest, res, agent)
 }
 
+// A catalog's tar.zst kernel (a zstd tar of a dpkg -x tree) builds like a
+// .deb, through the same extraction and its checks.
+func TestBuildFromTarZst(t *testing.T) {
+	tmp := t.TempDir()
+	src := filepath.Join(tmp, "kernel.tar.zst")
+	if err := os.WriteFile(src, zstdCompress(t, makeTar(t, fakeKernelEntries(t, ""))), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dest := filepath.Join(tmp, "out")
+	agent := []byte("agent")
+	res, err := Build(context.Background(), src, dest, agent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkBuildOutput(t, dest, res, agent)
+
+	bad := filepath.Join(tmp, "bad.tar.zst")
+	entries := append(fakeKernelEntries(t, ""), tarEntry{name: "boot/../../escape", body: "x"})
+	os.WriteFile(bad, zstdCompress(t, makeTar(t, entries)), 0o644)
+	dest = filepath.Join(tmp, "bad-out")
+	if _, err := Build(context.Background(), bad, dest, agent); err == nil || !strings.Contains(err.Error(), "escapes") {
+		t.Errorf("escaping entry: want a refusal, got %v", err)
+	}
+	if got := listDir(t, dest); len(got) != 0 {
+		t.Errorf("a refused archive left %v", got)
+	}
+}
+
 func TestBuildFromDirectory(t *testing.T) {
 	tmp := t.TempDir()
 	deb := writeDeb(t, tmp, "data.tar.zst", makeTar(t, fakeKernelEntries(t, "")))
