@@ -391,46 +391,22 @@ func (s *Service) Build(ctx context.Context, p api.ImageBuildParams, progress Pr
 	}
 	defer release()
 
-	dir := s.Layout.ImageDir(p.Name)
-	os.RemoveAll(dir) // leftover of an interrupted build
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
-	}
-	ok := false
-	defer func() {
-		if !ok {
-			os.RemoveAll(dir)
-		}
-	}()
-	src, source := p.FromDir, "dir:"+p.FromDir
+	source := "dir:" + p.FromDir
 	if p.Debootstrap != "" {
-		src = filepath.Join(dir, "tree")
 		source = "debootstrap:" + p.Debootstrap
-		if err := step(progress, "debootstrap", func() error { return s.debootstrap(ctx, p, src) }); err != nil {
-			return nil, err
+	}
+	return s.install(ctx, p.Name, k.Name, source, func(dir string) (string, error) {
+		src := p.FromDir
+		if p.Debootstrap != "" {
+			src = filepath.Join(dir, "tree")
+			defer os.RemoveAll(src)
+			if err := step(progress, "debootstrap", func() error { return s.debootstrap(ctx, p, src) }); err != nil {
+				return "", err
+			}
 		}
-	}
-	rootfs := filepath.Join(dir, "rootfs.ext4")
-	if err := step(progress, "mkfs_ext4", func() error { return mkfsFromDir(ctx, src, rootfs, size) }); err != nil {
-		return nil, err
-	}
-	if p.Debootstrap != "" {
-		os.RemoveAll(src)
-	}
-	fi, err := os.Stat(rootfs)
-	if err != nil {
-		return nil, err
-	}
-	img := &model.Image{Name: p.Name, Rootfs: rootfs, Kernel: k.Name, SizeBytes: fi.Size(), Source: source}
-	if err := s.Store.CreateImage(ctx, img); err != nil {
-		if errors.Is(err, store.ErrExists) {
-			return nil, api.Errorf(api.CodeAlreadyExists, "image %q already exists", p.Name)
-		}
-		return nil, err
-	}
-	ok = true
-	s.Log.Info("image built", "image", img.Name, "source", source)
-	return img, nil
+		rootfs := filepath.Join(dir, "rootfs.ext4")
+		return rootfs, step(progress, "mkfs_ext4", func() error { return mkfsFromDir(ctx, src, rootfs, size) })
+	})
 }
 
 // mkfsFromDir turns a directory into an ext4 image without mounting
