@@ -2,6 +2,7 @@ package vm
 
 import (
 	"archive/tar"
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -24,18 +25,11 @@ type SaveFunc func(ctx context.Context, rootDisk string) error
 
 // BuildImage boots a throwaway VM from the base image, copies p.Copy into
 // it, runs p.Run in order through the agent, powers it off cleanly and
-// hands its root disk to save. The VM has no work disk, so /root is part
+// hands its root disk to save. The image service calls it with p already
+// checked. The VM has no work disk, so /root is part
 // of the result. Whatever happens, the VM is deleted before returning; a
 // failing command fails the build and save is never called.
 func (m *Manager) BuildImage(ctx context.Context, p api.ImageBuildParams, save SaveFunc, progress Progress) (err error) {
-	for _, c := range p.Copy {
-		if !filepath.IsAbs(c.Src) || !path.IsAbs(c.Dst) {
-			return api.Errorf(api.CodeBadRequest, "--copy %s:%s: both paths must be absolute", c.Src, c.Dst)
-		}
-		if _, err := os.Lstat(c.Src); err != nil {
-			return api.Errorf(api.CodeBadRequest, "--copy %s: %v", c.Src, err)
-		}
-	}
 	var suffix [3]byte
 	rand.Read(suffix[:])
 	create := api.VMCreateParams{
@@ -136,23 +130,13 @@ func (m *Manager) copyIn(ctx context.Context, id string, c api.ImageCopy) error 
 	}
 	defer st.Close()
 	fw := agent.NewFrameWriter(st)
-	pr, pw := io.Pipe()
-	go func() { pw.CloseWithError(tarPath(pw, c.Src, name)) }()
-	buf := make([]byte, 256<<10)
-	for {
-		n, rerr := pr.Read(buf)
-		if n > 0 {
-			if err := fw.Write(agent.FrameStdin, buf[:n]); err != nil {
-				pr.CloseWithError(err)
-				return fmt.Errorf("send to guest: %w", err)
-			}
-		}
-		if rerr == io.EOF {
-			break
-		}
-		if rerr != nil {
-			return rerr
-		}
+	// Buffered so that tar's small header writes do not each become a frame.
+	bw := bufio.NewWriterSize(fw.StreamWriter(agent.FrameStdin), 256<<10)
+	if err := tarPath(bw, c.Src, name); err != nil {
+		return err
+	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("send to guest: %w", err)
 	}
 	if err := fw.Write(agent.FrameStdin, nil); err != nil {
 		return err
