@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"syscall"
@@ -55,24 +56,29 @@ func (a *App) daemonCmd() *cobra.Command {
 				}
 				return err
 			}
-			if err := a.client.Do(ctx, "POST", "/daemon/stop", nil, nil); err != nil {
-				return err
-			}
-			deadline := time.Now().Add(15 * time.Second)
-			for time.Now().Before(deadline) {
-				if err := a.client.Do(ctx, "GET", "/ping", nil, nil); err != nil {
-					if pidAlive(p.PID) {
-						time.Sleep(50 * time.Millisecond)
-						continue
-					}
-					return nil
-				}
-				time.Sleep(50 * time.Millisecond)
-			}
-			return fmt.Errorf("daemon (pid %d) did not stop within 15s", p.PID)
+			return a.stopDaemon(ctx, p.PID, 15*time.Second)
 		},
 	})
 	return c
+}
+
+// errStillRunning: a daemon asked to stop had not exited in time.
+var errStillRunning = errors.New("still running")
+
+// stopDaemon asks the daemon (process pid) to stop and waits until that
+// process is gone. Running VMs keep running.
+func (a *App) stopDaemon(ctx context.Context, pid int, timeout time.Duration) error {
+	if err := a.client.Do(ctx, "POST", "/daemon/stop", nil, nil); err != nil {
+		return fmt.Errorf("stop bangerd: %w", err)
+	}
+	deadline := time.Now().Add(timeout)
+	for pidAlive(pid) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("bangerd (pid %d) did not stop within %v: %w", pid, timeout, errStillRunning)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return nil
 }
 
 func pidAlive(pid int) bool {

@@ -172,12 +172,10 @@ func (a *App) ensureDaemon(ctx context.Context) error {
 		// A daemon from another build (e.g. before an upgrade) speaks an
 		// older API: replace it. VMs survive a daemon restart.
 		fmt.Fprintf(a.Stderr, "banger: restarting bangerd (%s -> %s)\n", p.Version, a.Version)
-		if err := a.client.Do(ctx, "POST", "/daemon/stop", nil, nil); err != nil {
+		// One that does not go in time is left for the start below to
+		// report (it cannot take the daemon's lock).
+		if err := a.stopDaemon(ctx, p.PID, 15*time.Second); err != nil && !errors.Is(err, errStillRunning) {
 			return err
-		}
-		deadline := time.Now().Add(15 * time.Second)
-		for pidAlive(p.PID) && time.Now().Before(deadline) {
-			time.Sleep(50 * time.Millisecond)
 		}
 		err = client.ErrUnavailable
 	}

@@ -156,15 +156,8 @@ func (a *App) updateOptions(manifestURL, pubkeyFile string) (updater.Options, er
 func (a *App) restartDaemon(ctx context.Context, binDir string) error {
 	var p api.Ping
 	if err := a.client.Do(ctx, "GET", "/ping", nil, &p); err == nil {
-		if err := a.client.Do(ctx, "POST", "/daemon/stop", nil, nil); err != nil {
-			return fmt.Errorf("stop bangerd: %w", err)
-		}
-		deadline := time.Now().Add(30 * time.Second)
-		for pidAlive(p.PID) {
-			if time.Now().After(deadline) {
-				return fmt.Errorf("bangerd (pid %d) did not stop", p.PID)
-			}
-			time.Sleep(50 * time.Millisecond)
+		if err := a.stopDaemon(ctx, p.PID, 30*time.Second); err != nil {
+			return err
 		}
 	}
 	return a.startDaemonFrom(filepath.Join(binDir, "bangerd"))
