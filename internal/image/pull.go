@@ -57,6 +57,34 @@ func (s *Service) LoadCatalog(ctx context.Context, src string) (*catalog.Catalog
 	return c, nil
 }
 
+// catalogs loads each catalog one operation needs once: an ensure that
+// checks a name and then pulls it, and a pull that also pulls its kernel,
+// read an http catalog_url a single time.
+type catalogs struct {
+	s      *Service
+	loaded map[string]*catalog.Catalog
+}
+
+func (s *Service) newCatalogs() *catalogs {
+	return &catalogs{s: s, loaded: map[string]*catalog.Catalog{}}
+}
+
+// get is LoadCatalog, remembered for this operation.
+func (c *catalogs) get(ctx context.Context, src string) (*catalog.Catalog, error) {
+	if src == "" {
+		src = c.s.Catalog
+	}
+	if cat, ok := c.loaded[src]; ok {
+		return cat, nil
+	}
+	cat, err := c.s.LoadCatalog(ctx, src)
+	if err != nil {
+		return nil, err
+	}
+	c.loaded[src] = cat
+	return cat, nil
+}
+
 func (s *Service) downloads() string { return filepath.Join(s.Layout.State, "downloads") }
 
 // fetch downloads a catalog artifact into the download cache, reporting
@@ -96,6 +124,10 @@ func names[E any](entries []E, name func(E) string) string {
 // already imported is a no-op success; parallel pulls of one name
 // download it once.
 func (s *Service) PullKernel(ctx context.Context, p api.KernelPullParams, progress Progress) (*api.PullResult, error) {
+	return s.pullKernel(ctx, p, s.newCatalogs(), progress)
+}
+
+func (s *Service) pullKernel(ctx context.Context, p api.KernelPullParams, cats *catalogs, progress Progress) (*api.PullResult, error) {
 	if err := model.ValidateName(p.Name); err != nil {
 		return nil, api.Errorf(api.CodeBadRequest, "invalid kernel name: %v", err)
 	}
@@ -103,7 +135,7 @@ func (s *Service) PullKernel(ctx context.Context, p api.KernelPullParams, progre
 	if k, err := s.Store.GetKernel(ctx, p.Name); err == nil {
 		return &api.PullResult{Name: k.Name, AlreadyPresent: true, Source: k.Source}, nil
 	}
-	cat, err := s.LoadCatalog(ctx, p.Catalog)
+	cat, err := cats.get(ctx, p.Catalog)
 	if err != nil {
 		return nil, err
 	}
@@ -134,10 +166,14 @@ func (s *Service) PullKernel(ctx context.Context, p api.KernelPullParams, progre
 // EnsureKernel makes sure kernel name is imported, pulling it from the
 // catalog when it is not.
 func (s *Service) EnsureKernel(ctx context.Context, name, catalogSrc string, progress Progress) error {
+	return s.ensureKernel(ctx, name, catalogSrc, s.newCatalogs(), progress)
+}
+
+func (s *Service) ensureKernel(ctx context.Context, name, catalogSrc string, cats *catalogs, progress Progress) error {
 	if _, err := s.Store.GetKernel(ctx, name); err == nil {
 		return nil
 	}
-	_, err := s.PullKernel(ctx, api.KernelPullParams{Name: name, Catalog: catalogSrc}, progress)
+	_, err := s.pullKernel(ctx, api.KernelPullParams{Name: name, Catalog: catalogSrc}, cats, progress)
 	return err
 }
 
@@ -149,11 +185,15 @@ func IsOCIRef(ref string) bool { return strings.ContainsAny(ref, "/:@") }
 // registry (a reference). Pulling a name that exists is a no-op success;
 // parallel pulls of one name do the work once.
 func (s *Service) PullImage(ctx context.Context, p api.ImagePullParams, progress Progress) (*api.PullResult, error) {
+	return s.pullImage(ctx, p, s.newCatalogs(), progress)
+}
+
+func (s *Service) pullImage(ctx context.Context, p api.ImagePullParams, cats *catalogs, progress Progress) (*api.PullResult, error) {
 	if p.Ref == "" {
 		return nil, api.Errorf(api.CodeBadRequest, "image pull needs a catalog name or a registry reference")
 	}
 	if IsOCIRef(p.Ref) {
-		return s.pullOCI(ctx, p, progress)
+		return s.pullOCI(ctx, p, cats, progress)
 	}
 	name := p.Name
 	if name == "" {
@@ -166,7 +206,7 @@ func (s *Service) PullImage(ctx context.Context, p api.ImagePullParams, progress
 	if img, err := s.Store.GetImage(ctx, name); err == nil {
 		return &api.PullResult{Name: img.Name, AlreadyPresent: true, Source: img.Source}, nil
 	}
-	cat, err := s.LoadCatalog(ctx, p.Catalog)
+	cat, err := cats.get(ctx, p.Catalog)
 	if err != nil {
 		return nil, err
 	}
@@ -179,7 +219,7 @@ func (s *Service) PullImage(ctx context.Context, p api.ImagePullParams, progress
 	if p.Kernel != "" {
 		kernel = p.Kernel
 	}
-	if err := s.EnsureKernel(ctx, kernel, p.Catalog, progress); err != nil {
+	if err := s.ensureKernel(ctx, kernel, p.Catalog, cats, progress); err != nil {
 		return nil, fmt.Errorf("pull image %q: kernel %q: %w", name, kernel, err)
 	}
 	release, err := s.reserve("image", name)
@@ -246,7 +286,7 @@ func (s *Service) install(ctx context.Context, name, kernel, source string, fill
 	return img, nil
 }
 
-func (s *Service) pullOCI(ctx context.Context, p api.ImagePullParams, progress Progress) (*api.PullResult, error) {
+func (s *Service) pullOCI(ctx context.Context, p api.ImagePullParams, cats *catalogs, progress Progress) (*api.PullResult, error) {
 	name := p.Name
 	if name == "" {
 		var err error
@@ -261,7 +301,7 @@ func (s *Service) pullOCI(ctx context.Context, p api.ImagePullParams, progress P
 	if img, err := s.Store.GetImage(ctx, name); err == nil {
 		return &api.PullResult{Name: img.Name, AlreadyPresent: true, Source: img.Source}, nil
 	}
-	kernel, err := s.kernelFor(ctx, p.Kernel, p.Catalog, progress)
+	kernel, err := s.kernelFor(ctx, p.Kernel, p.Catalog, cats, progress)
 	if err != nil {
 		return nil, err
 	}
@@ -308,9 +348,9 @@ func (s *Service) pullOCI(ctx context.Context, p api.ImagePullParams, progress P
 
 // kernelFor picks the kernel of a pulled OCI image: the one asked for
 // (pulled from the catalog when missing), else the only one imported.
-func (s *Service) kernelFor(ctx context.Context, name, catalogSrc string, progress Progress) (string, error) {
+func (s *Service) kernelFor(ctx context.Context, name, catalogSrc string, cats *catalogs, progress Progress) (string, error) {
 	if name != "" {
-		if err := s.EnsureKernel(ctx, name, catalogSrc, progress); err != nil {
+		if err := s.ensureKernel(ctx, name, catalogSrc, cats, progress); err != nil {
 			return "", err
 		}
 		return name, nil
@@ -341,13 +381,14 @@ func (s *Service) EnsureImage(ctx context.Context, ref string, progress Progress
 			return "", api.Errorf(api.CodeBadRequest, "%v", err)
 		}
 	}
+	cats := s.newCatalogs()
 	if img, err := s.Store.GetImage(ctx, name); err == nil {
-		return img.Name, s.EnsureKernel(ctx, img.Kernel, "", progress)
+		return img.Name, s.ensureKernel(ctx, img.Kernel, "", cats, progress)
 	}
 	if !IsOCIRef(ref) {
 		// Only names the catalog knows are pulled; anything else is
 		// simply not found.
-		cat, err := s.LoadCatalog(ctx, "")
+		cat, err := cats.get(ctx, "")
 		if err != nil {
 			return "", api.Errorf(api.CodeNotFound, "image %q not found (and the catalog could not be read: %v)", ref, err)
 		}
@@ -355,7 +396,7 @@ func (s *Service) EnsureImage(ctx context.Context, ref string, progress Progress
 			return "", api.Errorf(api.CodeNotFound, "image %q not found, here or in the catalog", ref)
 		}
 	}
-	res, err := s.PullImage(ctx, api.ImagePullParams{Ref: ref}, progress)
+	res, err := s.pullImage(ctx, api.ImagePullParams{Ref: ref}, cats, progress)
 	if err != nil {
 		return "", err
 	}

@@ -36,7 +36,7 @@ type pullFixture struct {
 	hits   map[string]int
 	gate   chan struct{} // when set, each download waits for it
 	inside chan string   // names of downloads under way
-	cat    string
+	cat    string        // the catalog file (also served as /catalog.json)
 }
 
 func newPullFixture(t *testing.T, images ...string) *pullFixture {
@@ -81,6 +81,10 @@ func newPullFixture(t *testing.T, images ...string) *pullFixture {
 		f.hits[name]++
 		gate := f.gate
 		f.mu.Unlock()
+		if name == "catalog.json" {
+			http.ServeFile(w, r, f.cat)
+			return
+		}
 		if gate != nil {
 			f.inside <- name
 			<-gate
@@ -198,5 +202,21 @@ func TestEnsureImageUnknown(t *testing.T) {
 	os.WriteFile(f.cat, []byte("{"), 0o644)
 	if _, err := f.svc.EnsureImage(context.Background(), "nope", nil); err == nil || !strings.Contains(err.Error(), "catalog could not be read") {
 		t.Errorf("broken catalog: %v", err)
+	}
+}
+
+// An http catalog is read once per operation: ensuring a missing image
+// checks the name and then pulls it from the same catalog.
+func TestEnsureImageReadsTheCatalogOnce(t *testing.T) {
+	f := newPullFixture(t, "img")
+	f.svc.Catalog = f.srv.URL + "/catalog.json"
+	if _, err := f.svc.EnsureImage(context.Background(), "img", nil); err != nil {
+		t.Fatal(err)
+	}
+	f.mu.Lock()
+	n := f.hits["catalog.json"]
+	f.mu.Unlock()
+	if n != 1 {
+		t.Errorf("the catalog was fetched %d times, want 1", n)
 	}
 }
