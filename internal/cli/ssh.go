@@ -25,10 +25,7 @@ func (a *App) sshArgs(v model.VM, remote []string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	key := cfg.SSHKey
-	if key == "" {
-		key = a.layout.SSHKey()
-	}
+	key := cfg.SSHKeyPath(a.layout)
 	var host string
 	port := 22
 	switch v.Network {

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"banger/internal/paths"
 )
 
 // Config is the daemon's configuration. Zero values mean "default".
@@ -222,4 +224,13 @@ func validIfName(s string) bool {
 		}
 	}
 	return true
+}
+
+// SSHKeyPath is banger's ssh private key: ssh_key, else the default under
+// the layout's config dir.
+func (c Config) SSHKeyPath(l paths.Layout) string {
+	if c.SSHKey != "" {
+		return c.SSHKey
+	}
+	return l.SSHKey()
 }

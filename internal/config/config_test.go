@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"banger/internal/paths"
 )
 
 func TestParseSize(t *testing.T) {
@@ -71,5 +73,17 @@ func TestValidateNetworkSettings(t *testing.T) {
 		if err := cfg.Validate(); (err == nil) != c.ok {
 			t.Errorf("%q %q %d: ok=%v, err %v", c.bridge, c.cidr, c.pool, c.ok, err)
 		}
+	}
+}
+
+func TestSSHKeyPath(t *testing.T) {
+	l := paths.Layout{Config: "/c/banger"}
+	c := Default()
+	if got := c.SSHKeyPath(l); got != l.SSHKey() {
+		t.Errorf("default key %s, want %s", got, l.SSHKey())
+	}
+	c.SSHKey = "/keys/id"
+	if got := c.SSHKeyPath(l); got != "/keys/id" {
+		t.Errorf("ssh_key: %s", got)
 	}
 }

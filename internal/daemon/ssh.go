@@ -29,16 +29,8 @@ type sshService struct {
 	mu                           sync.Mutex
 }
 
-// KeyPath is banger's private key for cfg.
-func KeyPath(l paths.Layout, cfg config.Config) string {
-	if cfg.SSHKey != "" {
-		return cfg.SSHKey
-	}
-	return l.SSHKey()
-}
-
 func newSSH(l paths.Layout, cfg config.Config, st *store.Store, log *slog.Logger) (*sshService, error) {
-	s := &sshService{key: KeyPath(l, cfg), knownHosts: l.KnownHosts(), config: l.SSHConfig(), store: st, log: log}
+	s := &sshService{key: cfg.SSHKeyPath(l), knownHosts: l.KnownHosts(), config: l.SSHConfig(), store: st, log: log}
 	for _, d := range []string{filepath.Dir(s.key), filepath.Dir(s.knownHosts), filepath.Dir(s.config)} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, err

@@ -212,7 +212,7 @@ func run(ctx context.Context, l paths.Layout, opts Options, h host) []Check {
 	})
 	out = append(out, netCheck, checkTun(h.openTun, bridged, h.euid))
 	out = append(out, checkDNS(ctx, cfg.DNSListen, h.daemonRunning(l.Socket()), l.ConfigFile(), dnsTimeout))
-	out = append(out, checkSSHKey(sshKeyPath(cfg, l)))
+	out = append(out, checkSSHKey(cfg.SSHKeyPath(l)))
 
 	// Firecracker is optional: a FAIL only when it is the configured engine.
 	fc := firecracker.New(cfg.FirecrackerBin, cfg.JailerBin)
@@ -284,14 +284,6 @@ func checkImages(names []string) Check {
 			Fix: "banger image pull docker.io/library/debian:bookworm (any OCI reference; or banger image build NAME --debootstrap bookworm)"}
 	}
 	return Check{Name: "images", Status: Pass, Detail: fmt.Sprintf("%d available (%s)", len(names), strings.Join(names, ", "))}
-}
-
-// sshKeyPath is banger's private key, as the daemon resolves it.
-func sshKeyPath(cfg config.Config, l paths.Layout) string {
-	if cfg.SSHKey != "" {
-		return cfg.SSHKey
-	}
-	return l.SSHKey()
 }
 
 // openRW opens a device read-write and closes it again: what QEMU needs,
