@@ -84,7 +84,7 @@ func (n netlinkTaps) ListTaps(ctx context.Context) ([]Tap, error) {
 	var out []Tap
 	for _, l := range links {
 		a := l.Attrs()
-		if l.Type() != "tuntap" || !isTapName(n.prefix, a.Name) {
+		if l.Type() != "tuntap" || !network.IsTapName(n.prefix, a.Name) {
 			continue
 		}
 		t := Tap{Name: a.Name, Carrier: a.RawFlags&unix.IFF_LOWER_UP != 0}
@@ -95,21 +95,6 @@ func (n netlinkTaps) ListTaps(ctx context.Context) ([]Tap, error) {
 		out = append(out, t)
 	}
 	return out, nil
-}
-
-// isTapName reports whether name is prefix followed by a decimal index
-// without leading zeros: the only names banger gives its taps.
-func isTapName(prefix, name string) bool {
-	digits, ok := strings.CutPrefix(name, prefix)
-	if !ok || digits == "" || len(digits) > 1 && digits[0] == '0' {
-		return false
-	}
-	for _, r := range digits {
-		if r < '0' || r > '9' {
-			return false
-		}
-	}
-	return true
 }
 
 // nftRules reads banger's table from the kernel (needs CAP_NET_ADMIN).

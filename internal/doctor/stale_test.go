@@ -12,6 +12,8 @@ import (
 
 	"banger/internal/config"
 	"banger/internal/paths"
+
+	"banger/internal/network"
 )
 
 type fakeLinks struct {
@@ -274,8 +276,8 @@ func TestFSDirs(t *testing.T) {
 
 func TestIsTapName(t *testing.T) {
 	for name, want := range map[string]bool{"bgtap0": true, "bgtap12": true, "bgtap": false, "bgtap01": false, "bgtapx": false, "banger0": false} {
-		if isTapName("bgtap", name) != want {
-			t.Errorf("isTapName(%q) != %v", name, want)
+		if network.IsTapName("bgtap", name) != want {
+			t.Errorf("IsTapName(%q) != %v", name, want)
 		}
 	}
 }

@@ -140,6 +140,13 @@ func tapName(prefix string, index int) string {
 
 // tapIndex parses a name made by tapName; ok is false for any other name,
 // including ones with leading zeros, so the mapping is one to one.
+// IsTapName reports whether name is one banger gives its taps: prefix and
+// a decimal index.
+func IsTapName(prefix, name string) bool {
+	_, ok := tapIndex(prefix, name)
+	return ok
+}
+
 func tapIndex(prefix, name string) (index int, ok bool) {
 	digits, found := strings.CutPrefix(name, prefix)
 	if !found || digits == "" || len(digits) > 1 && digits[0] == '0' {
