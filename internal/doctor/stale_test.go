@@ -11,9 +11,8 @@ import (
 	"testing"
 
 	"banger/internal/config"
-	"banger/internal/paths"
-
 	"banger/internal/network"
+	"banger/internal/paths"
 )
 
 type fakeLinks struct {
