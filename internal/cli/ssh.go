@@ -12,6 +12,7 @@ import (
 
 	"banger/internal/agent"
 	"banger/internal/config"
+	"banger/internal/hosttools"
 	"banger/internal/model"
 	"banger/internal/sshkeys"
 )
@@ -78,7 +79,11 @@ func (a *App) vmSSHCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c := exec.CommandContext(cmd.Context(), "ssh", sshArgs...)
+			sshBin, err := hosttools.Path(hosttools.SSH)
+			if err != nil {
+				return err
+			}
+			c := exec.CommandContext(cmd.Context(), sshBin, sshArgs...)
 			c.Stdin, c.Stdout, c.Stderr = a.Stdin, a.Stdout, a.Stderr
 			err = c.Run()
 			var ee *exec.ExitError

@@ -4,11 +4,11 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 
 	"banger/internal/api"
+	"banger/internal/hosttools"
 	"banger/internal/model"
 )
 
@@ -58,9 +58,8 @@ func (s *Service) buildFromImage(ctx context.Context, p api.ImageBuildParams, pr
 			out := filepath.Join(dir, "rootfs.ext4")
 			// Flatten the overlay and its base into one raw ext4 file
 			// (sparse: qemu-img skips zero blocks).
-			cmd := exec.CommandContext(ctx, "qemu-img", "convert", "-q", "-f", "qcow2", "-O", "raw", rootDisk, out+".tmp")
-			if b, err := cmd.CombinedOutput(); err != nil {
-				return "", fmt.Errorf("qemu-img convert: %v: %s", err, strings.TrimSpace(string(b)))
+			if _, err := hosttools.Run(ctx, hosttools.QEMUImg, "convert", "-q", "-f", "qcow2", "-O", "raw", rootDisk, out+".tmp"); err != nil {
+				return "", fmt.Errorf("flatten image: %w", err)
 			}
 			return out, os.Rename(out+".tmp", out)
 		})

@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"banger/internal/hosttools"
 )
 
 // BuildExt4 makes the ext4 file out (labelled "root") from dir, as
@@ -30,11 +32,11 @@ import (
 // plus 256 MiB, rounded up to 64 MiB, at least 512 MiB. out is written
 // through a temporary file next to it and only appears when complete.
 func BuildExt4(ctx context.Context, dir string, t *Tree, out string, size int64) error {
-	mkfs, err := findTool("mkfs.ext4")
+	mkfs, err := hosttools.Path(hosttools.MkfsExt4)
 	if err != nil {
 		return err
 	}
-	debugfs, err := findTool("debugfs")
+	debugfs, err := hosttools.Path(hosttools.Debugfs)
 	if err != nil {
 		return err
 	}
@@ -108,21 +110,6 @@ func BuildExt4(ctx context.Context, dir string, t *Tree, out string, size int64)
 	return nil
 }
 
-// findTool finds an e2fsprogs binary, also in the sbin directories a
-// normal user's PATH often lacks.
-func findTool(name string) (string, error) {
-	if p, err := exec.LookPath(name); err == nil {
-		return p, nil
-	}
-	for _, d := range []string{"/usr/sbin", "/sbin"} {
-		p := filepath.Join(d, name)
-		if fi, err := os.Stat(p); err == nil && fi.Mode()&0o111 != 0 {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("%s not found: install e2fsprogs", name)
-}
-
 const (
 	blockSize   = 4096
 	inodeRatio  = 16384 // mke2fs.conf's default bytes per inode
@@ -189,7 +176,7 @@ func runMkfs(ctx context.Context, mkfs, dir, img string, size int64, entries int
 			strings.Contains(msg, "Could not allocate inode") {
 			return fmt.Errorf("mkfs.ext4: the tree does not fit in %d MiB; use a larger size", size/mib)
 		}
-		return fmt.Errorf("mkfs.ext4: %w: %s", err, msg)
+		return hosttools.OutputError("mkfs.ext4", err, []byte(msg))
 	}
 	return nil
 }
@@ -420,7 +407,7 @@ func debugfsRun(ctx context.Context, debugfs, img string, script []byte, work st
 	case ctx.Err() != nil:
 		return nil, fmt.Errorf("debugfs: %w", ctx.Err())
 	case err != nil:
-		return nil, fmt.Errorf("debugfs: %w: %s", err, strings.Join(msgs, "; "))
+		return nil, hosttools.OutputError("debugfs", err, []byte(strings.Join(msgs, "; ")))
 	case len(msgs) > 0:
 		return nil, fmt.Errorf("debugfs: %s", strings.Join(msgs, "; "))
 	}
