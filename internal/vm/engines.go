@@ -78,7 +78,7 @@ func (m *Manager) resolveEngine(requested, network string) (string, error) {
 			return "", api.Errorf(api.CodeBadRequest, "firecracker has no user-mode networking: use --network bridge (as root) or --network none")
 		}
 		if _, err := hosttools.Path(m.cfg.FirecrackerBin); err != nil {
-			return "", api.Errorf(api.CodeBadRequest, "engine firecracker: %v (or set firecracker_bin); `banger doctor` says more", err)
+			return "", api.Errorf(api.CodeBadRequest, "engine firecracker: %v; set firecracker_bin if it is installed elsewhere (`banger doctor` says more)", err)
 		}
 		return EngineFirecracker, nil
 	}
