@@ -98,7 +98,9 @@ type NotFoundError struct {
 }
 
 func (e *NotFoundError) Error() string {
-	if t, ok := Lookup(filepath.Base(e.Name)); ok && !strings.Contains(e.Name, "/") {
+	// A configured path (with a slash) gets no package advice: the
+	// package would not put the tool there.
+	if t, ok := Lookup(e.Name); ok {
 		return fmt.Sprintf("%s not found (%s)", e.Name, t.Install())
 	}
 	return e.Name + " not found"
