@@ -26,6 +26,7 @@ import (
 	"banger/internal/network"
 	"banger/internal/paths"
 	"banger/internal/store"
+	"banger/internal/testenv"
 )
 
 // fakeDriver "boots" a VM by serving the real guest agent protocol on the
@@ -116,11 +117,7 @@ type fixture struct {
 }
 
 func newFixture(t *testing.T) *fixture {
-	for _, tool := range []string{"qemu-img", "mkfs.ext4"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (scripts/quickstart.sh installs it)", tool)
-		}
-	}
+	testenv.RequireTools(t, "scripts/quickstart.sh installs them", "qemu-img", "mkfs.ext4")
 	dir := t.TempDir()
 	ctx := context.Background()
 	l := paths.Layout{State: filepath.Join(dir, "state"), Config: filepath.Join(dir, "config"), Runtime: filepath.Join(dir, "run")}
