@@ -417,3 +417,32 @@ func TestRecoverLeavesHostNetworkAlone(t *testing.T) {
 		}
 	}
 }
+
+// RecordWorkspace keeps every option of the prepare (mode and untracked
+// files), so that --auto-prepare can repeat it; a later prepare without
+// untracked files clears the flag.
+func TestRecordWorkspaceKeepsOptions(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	if _, err := f.m.Create(ctx, api.VMCreateParams{Name: "ws", NoStart: true}, nil); err != nil {
+		t.Fatal(err)
+	}
+	p := api.WorkspaceParams{Path: "/home/u/repo", Mode: "full_copy", IncludeUntracked: true, Head: "abc"}
+	if err := f.m.RecordWorkspace(ctx, "ws", p); err != nil {
+		t.Fatal(err)
+	}
+	got, err := f.m.Get(ctx, "ws")
+	if err != nil || got.WorkspacePath != p.Path || got.WorkspaceMode != p.Mode || !got.WorkspaceIncludeUntracked || got.WorkspaceHead != "abc" {
+		t.Fatalf("after prepare with untracked files: %+v %v", got, err)
+	}
+	p.IncludeUntracked, p.Mode = false, "copy"
+	if err := f.m.RecordWorkspace(ctx, "ws", p); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := f.m.Get(ctx, "ws"); err != nil || got.WorkspaceIncludeUntracked || got.WorkspaceMode != "copy" {
+		t.Errorf("after prepare without: %+v %v", got, err)
+	}
+	if err := f.m.RecordWorkspace(ctx, "nosuch", p); err == nil {
+		t.Error("recorded a workspace for a missing vm")
+	}
+}
