@@ -27,7 +27,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"testing"
 
 	"go.yaml.in/yaml/v3"
@@ -197,11 +197,12 @@ func loadSpecFile(path string) (*apiSpec, error) {
 // BANGER_TEST_STRICT=1 (where a missing definition otherwise fails them).
 const noSpecEnv = "BANGER_TEST_NO_FIRECRACKER_SPEC"
 
-// specUsers counts the tests that loaded the definition; TestMain prints
-// it, so a run says whether the contract tests ran.
+// specUsers names the tests (top-level) that loaded the definition;
+// TestMain prints how many, so a run says whether the contract tests ran.
 var (
-	specUsers atomic.Int64
-	specPath  atomic.Value // string
+	specMu    sync.Mutex
+	specUsers = map[string]bool{}
+	specPath  string
 )
 
 // loadSpec loads the definition for a test. Where it is absent the test
@@ -221,15 +222,19 @@ func loadSpec(t testing.TB) (*apiSpec, string) {
 	if err != nil {
 		t.Fatalf("load API definition: %v", err)
 	}
-	specUsers.Add(1)
-	specPath.Store(path)
+	specMu.Lock()
+	specUsers[strings.SplitN(t.Name(), "/", 2)[0]] = true
+	specPath = path
+	specMu.Unlock()
 	return s, path
 }
 
 // reportSpecUse prints the one line that says the contract tests ran.
 func reportSpecUse() {
-	if n := specUsers.Load(); n > 0 {
-		fmt.Printf("firecracker API contract: %d tests validated their requests against %s\n", n, specPath.Load())
+	specMu.Lock()
+	defer specMu.Unlock()
+	if n := len(specUsers); n > 0 {
+		fmt.Printf("firecracker API contract: %d tests validated their requests against %s\n", n, specPath)
 	}
 }
 
