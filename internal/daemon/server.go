@@ -31,8 +31,8 @@ import (
 	"banger/internal/vm"
 )
 
-// VMManager is what the API needs of the VM manager (*vm.Manager): one
-// method per route it serves, so that handler tests can fake it.
+// VMManager is what the API needs of the VM manager (*vm.Manager): the
+// calls its routes make, so that handler tests can fake it.
 type VMManager interface {
 	List(ctx context.Context) ([]*model.VM, error)
 	Get(ctx context.Context, ref string) (*model.VM, error)
