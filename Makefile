@@ -41,7 +41,7 @@ vet:
 	$(GO) vet -tags e2e ./test/...
 
 # BANGER_TEST_STRICT=1: a test whose tool or reference file is missing
-# fails instead of skipping (internal/testenv). BANGER_TEST_VMLINUX is
+# fails instead of skipping (internal/testreq). BANGER_TEST_VMLINUX is
 # cleared: unit tests never boot a kernel. testreport prints every skipped
 # test with its reason, and what passing packages printed (the firecracker
 # contract line).

@@ -26,7 +26,7 @@ import (
 	"banger/internal/network"
 	"banger/internal/paths"
 	"banger/internal/store"
-	"banger/internal/testenv"
+	"banger/internal/testreq"
 )
 
 // fakeDriver "boots" a VM by serving the real guest agent protocol on the
@@ -117,7 +117,7 @@ type fixture struct {
 }
 
 func newFixture(t *testing.T) *fixture {
-	testenv.RequireTools(t, "scripts/quickstart.sh installs them", "qemu-img", "mkfs.ext4")
+	testreq.RequireTools(t, "scripts/quickstart.sh installs them", "qemu-img", "mkfs.ext4")
 	dir := t.TempDir()
 	ctx := context.Background()
 	l := paths.Layout{State: filepath.Join(dir, "state"), Config: filepath.Join(dir, "config"), Runtime: filepath.Join(dir, "run")}

@@ -32,7 +32,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"banger/internal/testenv"
+	"banger/internal/testreq"
 )
 
 // specRel is where the API definition lives, relative to the directory
@@ -217,7 +217,7 @@ func loadSpec(t testing.TB) (*apiSpec, string) {
 	if err == nil {
 		_, err = os.Stat(path)
 	}
-	testenv.Require(t, err == nil, fmt.Sprintf("firecracker API definition (%v): these tests validate against ../%s beside the repository; set %s=1 to build outside that layout", err, specRel, noSpecEnv))
+	testreq.Require(t, err == nil, fmt.Sprintf("firecracker API definition (%v): these tests validate against ../%s beside the repository; set %s=1 to build outside that layout", err, specRel, noSpecEnv))
 	s, err := loadSpecFile(path)
 	if err != nil {
 		t.Fatalf("load API definition: %v", err)

@@ -16,7 +16,7 @@ import (
 
 	"banger/internal/engine"
 	"banger/internal/engine/vmmproc"
-	"banger/internal/testenv"
+	"banger/internal/testreq"
 )
 
 // These tests run the real QEMU, but boot no kernel: a microvm without
@@ -26,7 +26,7 @@ import (
 
 func requireQEMU(t *testing.T) string {
 	t.Helper()
-	return testenv.RequireTools(t, "apt-get install qemu-system-x86", defaultBinary)[0]
+	return testreq.RequireTools(t, "apt-get install qemu-system-x86", defaultBinary)[0]
 }
 
 // Environment of the tests that boot a real kernel (make integration sets

@@ -1,9 +1,9 @@
-// Package testenv decides what a test does when something it needs is
+// Package testreq decides what a test does when something it needs is
 // missing on this machine (a tool, a fixture, a reference file): under
 // `make unit` and `make test`, which set BANGER_TEST_STRICT=1, it fails and
 // says what is missing; under a plain `go test` it skips with the reason.
 // Only tests import it.
-package testenv
+package testreq
 
 import (
 	"os"

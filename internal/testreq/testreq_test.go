@@ -1,4 +1,4 @@
-package testenv
+package testreq
 
 import (
 	"os"
@@ -7,7 +7,7 @@ import (
 	"testing"
 )
 
-const childEnv = "BANGER_TESTENV_CHILD"
+const childEnv = "BANGER_TESTREQ_CHILD"
 
 // TestRequire checks both modes in a child process (the same test, which
 // then requires a tool that is never there): strict fails and names what
