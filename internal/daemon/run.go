@@ -72,6 +72,7 @@ func Run(ctx context.Context, o Options) error {
 	driver := qemu.New(cfg.QEMU)
 	accel := newAccelCache(cfg, cfg.QEMU, filepath.Join(l.State, qemu.KVMCacheFile), o.Log)
 	images.Catalog = cfg.CatalogURL
+	images.MaxImageBytes, _ = config.ParseSize(cfg.MaxImageSize) // checked by config.Load
 	mgr := vm.New(st, l, cfg, driver, accel.resolve, images.Initrd, o.Log)
 	mgr.SetImageEnsurer(func(ctx context.Context, ref string, progress func(api.Progress)) (string, error) {
 		return images.EnsureImage(ctx, ref, progress)

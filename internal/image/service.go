@@ -36,6 +36,10 @@ type Service struct {
 	AgentPath string
 	// Catalog is the configured catalog (path or URL; "" = built in).
 	Catalog string
+	// MaxImageBytes caps what a pulled OCI image may expand to (its
+	// layers uncompressed, its files together); 0 is
+	// oci.DefaultMaxBytes. Config: max_image_size.
+	MaxImageBytes int64
 	// HTTP downloads catalogs and artifacts (default http.DefaultClient).
 	HTTP *http.Client
 	// Builder boots a base image, applies a build's steps and calls save
