@@ -101,7 +101,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	netw.AfterBoot = ssh.afterBoot
 	netw.Deleted = ssh.deleted
-	netw.Changed = ssh.refresh
+	netw.Changed = ssh.refreshLogged
 	mgr.SetNetworking(netw)
 	if err := mgr.Recover(ctx); err != nil {
 		return fmt.Errorf("recover vms: %w", err)

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"banger/internal/paths"
+	"banger/internal/store"
 )
 
 func TestWritePIDFileRefusesSymlinksAndLinks(t *testing.T) {
@@ -70,5 +71,34 @@ func TestRunRefusesRuntimeDirOfAnotherUser(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(parent); len(ents) != 0 {
 		t.Errorf("created in the hostile directory: %v", ents)
+	}
+}
+
+// TestSSHRefreshReportsErrors: a config that cannot be written is an
+// error (it used to be dropped silently), and a good one is written whole.
+func TestSSHRefreshReportsErrors(t *testing.T) {
+	dir := t.TempDir()
+	st, err := store.Open(context.Background(), filepath.Join(dir, "db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	s := &sshService{key: "/k", knownHosts: "/kh", config: filepath.Join(dir, "missing", "config"), store: st,
+		log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if err := s.refresh(); err == nil || !strings.Contains(err.Error(), "ssh config") {
+		t.Fatalf("err = %v, want an error", err)
+	}
+	s.config = filepath.Join(dir, "config")
+	if err := s.refresh(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(s.config); err != nil {
+		t.Fatal(err)
+	}
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if strings.Contains(e.Name(), "tmp") {
+			t.Errorf("leftover %s", e.Name())
+		}
 	}
 }
