@@ -7,12 +7,14 @@ FIXTURES  ?= $(or $(BANGER_FIXTURES),/var/cache/banger-fixtures)
 SCENARIO  ?=
 E2E_FLAGS ?=
 
-.PHONY: help build unit e2e e2e-list test bench fixtures vet fmt clean quickstart golden
+.PHONY: help build unit fuzz fuzz-short e2e e2e-list test bench fixtures vet fmt clean quickstart golden
 
 help:
 	@echo "make build            build bin/banger, bin/bangerd, bin/banger-agent, bin/banger-helper"
 	@echo "make test             unit tests, then the end-to-end suite (boots real VMs)"
 	@echo "make unit             gofmt/vet + unit tests (never boot VMs)"
+	@echo "make fuzz-short       every Go fuzz target for FUZZTIME=5s each (part of make test)"
+	@echo "make fuzz             every Go fuzz target for FUZZTIME=2m each"
 	@echo "make e2e              end-to-end scenarios; SCENARIO=TestName runs one"
 	@echo "make e2e-list         list the end-to-end scenarios"
 	@echo "make bench            banger vs bare QEMU boot, same kernel and image"
@@ -36,6 +38,12 @@ vet:
 unit: fmt vet
 	$(GO) test -count=1 ./...
 
+fuzz-short:
+	GO=$(GO) FUZZTIME=$(or $(FUZZTIME),5s) scripts/fuzz.sh
+
+fuzz:
+	GO=$(GO) FUZZTIME=$(or $(FUZZTIME),2m) scripts/fuzz.sh
+
 fixtures:
 	scripts/fixtures.sh $(FIXTURES)
 
@@ -47,7 +55,7 @@ e2e: build fixtures
 e2e-list:
 	@$(GO) test -tags e2e -list '.*' ./test/e2e | grep -v '^ok'
 
-test: unit e2e
+test: unit fuzz-short e2e
 
 bench: build fixtures
 	BANGER_FIXTURES=$(FIXTURES) BANGER_BIN=$(CURDIR)/$(BIN) $(GO) run ./test/bench $(BENCH_FLAGS)
