@@ -113,6 +113,7 @@ func TestHostileImages(t *testing.T) {
 			before := allocated(t, state)
 			r := e.cli(ctx, "", "image", "pull", reg+"/hostile/"+c.name+":v1", "--kernel", "debian", "--name", img)
 			grown := allocated(t, state) - before
+			t.Logf("pull %s: exit %d: %s", img, r.code, strings.TrimSpace(r.stderr))
 			if c.errHas == "" {
 				if r.code != 0 {
 					t.Fatalf("pull: %s", r)
