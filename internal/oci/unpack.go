@@ -188,13 +188,13 @@ func (u *unpacker) applyLayer(ctx context.Context, l v1.Layer) error {
 			return fmt.Errorf("%w: more than %d entries", ErrTooLarge, u.limits.MaxEntries)
 		}
 		if err := u.apply(hdr, tr); err != nil {
-			return fmt.Errorf("%s: %w", hdr.Name, err)
+			return fmt.Errorf("%q: %w", hdr.Name, err) // quoted: names are hostile
 		}
 	}
 	// Read what the tar reader left so that the registry client reaches
 	// EOF and checks the layer digest.
 	if _, err := io.Copy(io.Discard, lr); err != nil {
-		return fmt.Errorf("verify layer: %w", err)
+		return fmt.Errorf("read the rest of the layer: %w", err)
 	}
 	return nil
 }
