@@ -11,6 +11,7 @@ import (
 
 	"banger/internal/paths"
 	"banger/internal/store"
+	"banger/internal/testreq"
 )
 
 func TestWritePIDFileRefusesSymlinksAndLinks(t *testing.T) {
@@ -49,9 +50,7 @@ func TestWritePIDFileRefusesSymlinksAndLinks(t *testing.T) {
 // TestRunRefusesRuntimeDirOfAnotherUser: uid 65534 pre-created the /tmp
 // fallback; the daemon refuses to start and creates nothing in it.
 func TestRunRefusesRuntimeDirOfAnotherUser(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to make a directory owned by another user")
-	}
+	testreq.Require(t, os.Geteuid() == 0, "needs root to make a directory owned by another user (uid 65534)")
 	for _, k := range []string{"BANGER_RUNTIME_DIR", "XDG_RUNTIME_DIR", "XDG_STATE_HOME", "XDG_CONFIG_HOME"} {
 		t.Setenv(k, "")
 	}

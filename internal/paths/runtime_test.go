@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"banger/internal/testreq"
 )
 
 // nobody is the uid of the "other local user" in these tests.
@@ -33,9 +35,7 @@ func TestEnsureRuntimeCreatesPrivateDirs(t *testing.T) {
 // TestRuntimeDirOfAnotherUser: uid 65534 made the /tmp fallback (or the
 // runtime directory itself) first; banger refuses it.
 func TestRuntimeDirOfAnotherUser(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to make a directory owned by another user")
-	}
+	testreq.Require(t, os.Geteuid() == 0, "needs root to make a directory owned by another user (uid 65534)")
 	for _, which := range []string{"parent", "runtime"} {
 		t.Run(which, func(t *testing.T) {
 			base := t.TempDir()
@@ -114,9 +114,8 @@ func TestFromEnvFallbackIsChecked(t *testing.T) {
 	t.Setenv("XDG_CONFIG_HOME", "/c")
 	t.Setenv("XDG_RUNTIME_DIR", "")
 	t.Setenv("BANGER_RUNTIME_DIR", "")
-	if _, err := os.Stat(InstallMetadataFile); err == nil {
-		t.Skip("an installed service's metadata decides the runtime directory here")
-	}
+	_, err := os.Stat(InstallMetadataFile)
+	testreq.Require(t, err != nil, "an installed service's metadata ("+InstallMetadataFile+") decides the runtime directory here")
 	l, err := FromEnv()
 	if err != nil {
 		t.Fatal(err)
