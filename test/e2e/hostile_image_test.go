@@ -5,6 +5,7 @@ package e2e
 import (
 	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -65,7 +66,10 @@ func TestHostileImages(t *testing.T) {
 			return rawLayer(t, gnuSparseTar("bomb", 1<<33-1)) // 8 GiB of holes in 2 KiB
 		}, "image too large"},
 		{"zstd-bomb", func(t *testing.T) v1.Layer {
-			return zstdBomb(t, 3<<30) // a small tar, then 3 GiB of zeros
+			return bomb(t, 3<<30, func(w io.Writer) (io.WriteCloser, error) { return zstd.NewWriter(w) })
+		}, "image too large"},
+		{"gzip-bomb", func(t *testing.T) v1.Layer {
+			return bomb(t, 5<<29, func(w io.Writer) (io.WriteCloser, error) { return gzip.NewWriterLevel(w, gzip.BestSpeed) })
 		}, "image too large"},
 		{"dotdot", func(t *testing.T) v1.Layer {
 			return tarLayer(t, func(tw *tar.Writer) { file(tw, "../../../../../../"+outside[1:]+"/pwned", 0o644, 0, "x") })
@@ -173,15 +177,16 @@ func rawLayer(t *testing.T, b []byte) v1.Layer {
 	return l
 }
 
-// zstdBomb is a zstd layer: a one-file tar followed by n zero bytes.
-func zstdBomb(t *testing.T, n int64) v1.Layer {
+// bomb is a compressed layer: a one-file tar followed by n zero bytes,
+// compressed by the writer compress makes.
+func bomb(t *testing.T, n int64, compress func(io.Writer) (io.WriteCloser, error)) v1.Layer {
 	t.Helper()
 	var tb bytes.Buffer
 	tw := tar.NewWriter(&tb)
 	file(tw, "f", 0o644, 0, "x")
 	tw.Close()
 	var buf bytes.Buffer
-	z, err := zstd.NewWriter(&buf)
+	z, err := compress(&buf)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,9 +198,10 @@ func zstdBomb(t *testing.T, n int64) v1.Layer {
 	if err := z.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if buf.Len() > 1<<20 {
+	if buf.Len() > 16<<20 {
 		t.Fatalf("bomb of %d bytes", buf.Len())
 	}
+	t.Logf("bomb: %d bytes expanding to %d", buf.Len(), n)
 	return rawLayer(t, buf.Bytes())
 }
 
