@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"banger/internal/fsutil"
 	"banger/internal/hosttools"
 )
 
@@ -499,7 +500,9 @@ func Rollback(ctx context.Context, opts Options) (Result, error) {
 		}
 		res.Installed = append(res.Installed, dst)
 	}
-	syncDir(s.BinDir)
+	if err := fsutil.SyncDir(s.BinDir); err != nil {
+		return res, fmt.Errorf("rollback: %w", err)
+	}
 	if s.Restart != nil {
 		s.progress(StageRestart, "restarting the services")
 		if err := s.Restart(ctx); err != nil {
