@@ -95,6 +95,8 @@ func (s *Server) Handler() http.Handler {
 	h("POST "+p+"/vms/{name}/workspace", s.workspacePrepare)
 	h("POST "+p+"/vms/{name}/workspace/export", s.workspaceExport)
 	h("GET "+p+"/vms/{name}/ports", s.vmPorts)
+	h("GET "+p+"/vms/{name}/readiness", s.vmReadiness)
+	h("POST "+p+"/vms/{name}/wait", s.vmWait)
 	h("GET "+p+"/vms/{name}/sessions", s.sessionList)
 	h("POST "+p+"/vms/{name}/sessions", s.sessionStart)
 	h("GET "+p+"/vms/{name}/sessions/{session}", s.sessionShow)

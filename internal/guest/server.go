@@ -206,6 +206,9 @@ func (s *Server) handle(ctx context.Context, st net.Conn) {
 			out = append(out, agent.PortInfo{Proto: p.Proto, Addr: p.Addr, Port: p.Port, PID: p.PID, Process: p.Process})
 		}
 		reply(st, agent.Response{OK: true, Ports: out})
+	case agent.OpReadiness:
+		r := CheckReadiness(ctx)
+		reply(st, agent.Response{OK: true, Readiness: &r})
 	case agent.OpUntar:
 		runUntar(req.Untar, &readerConn{Reader: br, Conn: st})
 	case agent.OpSessionStart, agent.OpSessionList, agent.OpSessionShow,
