@@ -29,9 +29,9 @@ func vmPath(name string, suffix string) string {
 // createFlags are shared by vm create and vm run.
 type createFlags struct {
 	name, image, disk, network, engine, wait string
-	vcpu, memory                       int
-	nat                                bool
-	publish                            []string
+	vcpu, memory                             int
+	nat                                      bool
+	publish                                  []string
 }
 
 func (f *createFlags) register(c *cobra.Command) {
@@ -230,11 +230,12 @@ func (a *App) vmShowCmd() *cobra.Command {
 				return err
 			}
 			// How far the guest has booted: asked of a running VM only.
+			// (A daemon that cannot tell, e.g. an older one, shows none.)
 			var rd *api.Readiness
 			if v.State == model.StateRunning {
 				rd = &api.Readiness{}
 				if err := a.client.Do(cmd.Context(), "GET", vmPath(v.ID, "/readiness"), nil, rd); err != nil {
-					return err
+					rd = nil
 				}
 			}
 			if asJSON {
