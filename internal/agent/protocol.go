@@ -41,7 +41,7 @@ type Readiness struct {
 	// SSH: a socket listens on TCP port 22 (sshd, or an init system
 	// holding it for socket activation).
 	SSH bool `json:"ssh"`
-	// SSHD: the image has an OpenSSH server at all; without one (and
+	// SSHD: the image has an SSH server at all; without one (and
 	// nothing on port 22) waiting for SSH is pointless.
 	SSHD bool `json:"sshd"`
 	// System: the guest's init system has finished booting (systemd:

@@ -123,7 +123,7 @@ type Readiness struct {
 	Agent bool `json:"agent"`
 	// SSH: something listens on the guest's TCP port 22.
 	SSH bool `json:"ssh"`
-	// SSHD: the image has an OpenSSH server at all.
+	// SSHD: the image has an SSH server (OpenSSH or dropbear) at all.
 	SSHD bool `json:"sshd"`
 	// System: the guest's init system has finished booting.
 	System bool `json:"system"`

@@ -51,9 +51,12 @@ func readProcFile(path string) ([]byte, error) {
 	return io.ReadAll(io.LimitReader(f, 16<<20))
 }
 
-// hasSSHD reports whether the guest under root has an OpenSSH server.
+// sshServers are where images keep an SSH server: OpenSSH's, or dropbear.
+var sshServers = append([]string{"/usr/sbin/dropbear", "/usr/bin/dropbear", "/sbin/dropbear"}, sshdPaths...)
+
+// hasSSHD reports whether the guest under root has an SSH server.
 func hasSSHD(root string) bool {
-	for _, p := range sshdPaths {
+	for _, p := range sshServers {
 		if fi, err := os.Stat(filepath.Join(root, p)); err == nil && fi.Mode().IsRegular() {
 			return true
 		}

@@ -49,7 +49,9 @@ func TestReadyAfterCreate(t *testing.T) {
 			viaSSH = e.inNS(ctx, "ssh", "-F", userCfg, "-o", "BatchMode=yes", vm+".vm", "echo", "via-openssh")
 		},
 		func() { ports = e.cli(ctx, "", "vm", "ports", vm, "--json") },
-		func() { session = e.cli(ctx, "", "vm", "session", "start", vm, "--name", "early", "--", "sleep", "600") },
+		func() {
+			session = e.cli(ctx, "", "vm", "session", "start", vm, "--name", "early", "--", "sleep", "600")
+		},
 		func() { prepare = e.cli(ctx, "", "vm", "workspace", "prepare", vm, repo) },
 	} {
 		wg.Add(1)
