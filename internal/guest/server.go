@@ -35,6 +35,9 @@ type Server struct {
 	// Sessions runs long-lived guest sessions; nil refuses session
 	// operations.
 	Sessions *SessionManager
+	// Readiness answers the readiness operation; nil means
+	// CheckReadiness (a field so that tests can stand in for a guest).
+	Readiness func(ctx context.Context) agent.Readiness
 }
 
 // FindPort returns the device node of the virtio-serial port called name.
@@ -207,7 +210,11 @@ func (s *Server) handle(ctx context.Context, st net.Conn) {
 		}
 		reply(st, agent.Response{OK: true, Ports: out})
 	case agent.OpReadiness:
-		r := CheckReadiness(ctx)
+		check := s.Readiness
+		if check == nil {
+			check = CheckReadiness
+		}
+		r := check(ctx)
 		reply(st, agent.Response{OK: true, Readiness: &r})
 	case agent.OpUntar:
 		runUntar(req.Untar, &readerConn{Reader: br, Conn: st})
