@@ -114,7 +114,7 @@ func (a *App) vmSSHCmd() *cobra.Command {
 		ValidArgsFunction: a.completeVMArgs(1),
 	}
 	c.Flags().BoolVar(&proxy, "proxy", false, "connect stdin/stdout to the guest's sshd (for ssh's ProxyCommand)")
-	c.Flags().DurationVar(&waitTimeout, "wait-timeout", 2*time.Minute, "how long to wait for the guest's sshd")
+	c.Flags().DurationVar(&waitTimeout, "wait-timeout", 5*time.Minute, "how long to wait for the guest's sshd while it boots (once booted, a missing sshd fails after a minute)")
 	return c
 }
 

@@ -9,18 +9,44 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"banger/internal/agent"
 )
 
-// CheckReadiness reports how far the guest has booted: whether something
-// listens on TCP port 22, whether the image has an sshd, and whether the
-// init system has finished its boot.
-func CheckReadiness(ctx context.Context) agent.Readiness {
+// checkReadiness reports how far the guest has booted: whether something
+// listens on TCP port 22, whether the image has an SSH server, and
+// whether the init system has finished its boot (asked through sys).
+func checkReadiness(ctx context.Context, sys *systemCache) agent.Readiness {
 	r := agent.Readiness{SSH: listensTCP("/proc", 22), SSHD: hasSSHD("/")}
-	r.System, r.SystemState = systemState(ctx, pid1())
+	r.System, r.SystemState = sys.get(ctx, pid1())
 	return r
+}
+
+// systemAskEvery bounds how often systemd is asked: each question is a
+// process in a guest that may still be booting (slowly, under emulation),
+// and several waiters may be asking at once.
+const systemAskEvery = 2 * time.Second
+
+// systemCache remembers systemd's last answer for systemAskEvery. The
+// zero value is ready to use.
+type systemCache struct {
+	mu     sync.Mutex
+	at     time.Time
+	booted bool
+	state  string
+}
+
+func (c *systemCache) get(ctx context.Context, comm string) (bool, string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.at.IsZero() && time.Since(c.at) < systemAskEvery {
+		return c.booted, c.state
+	}
+	c.booted, c.state = systemState(ctx, comm)
+	c.at = time.Now()
+	return c.booted, c.state
 }
 
 // listensTCP reports whether a TCP socket (IPv4 or IPv6) listens on port

@@ -73,3 +73,14 @@ func TestHasSSHD(t *testing.T) {
 		t.Error("sshd not found")
 	}
 }
+
+func TestSystemCache(t *testing.T) {
+	var c systemCache
+	// Not systemd: answered without a process, and remembered.
+	if ok, st := c.get(context.Background(), "banger-agent"); !ok || st != "agent" {
+		t.Fatalf("%v %q", ok, st)
+	}
+	if ok, st := c.get(context.Background(), "systemd"); !ok || st != "agent" {
+		t.Errorf("answer not reused within %v: %v %q", systemAskEvery, ok, st)
+	}
+}

@@ -35,9 +35,11 @@ type Server struct {
 	// Sessions runs long-lived guest sessions; nil refuses session
 	// operations.
 	Sessions *SessionManager
-	// Readiness answers the readiness operation; nil means
-	// CheckReadiness (a field so that tests can stand in for a guest).
+	// Readiness answers the readiness operation; nil asks this guest
+	// (a field so that tests can stand in for a guest).
 	Readiness func(ctx context.Context) agent.Readiness
+
+	system systemCache
 }
 
 // FindPort returns the device node of the virtio-serial port called name.
@@ -210,11 +212,12 @@ func (s *Server) handle(ctx context.Context, st net.Conn) {
 		}
 		reply(st, agent.Response{OK: true, Ports: out})
 	case agent.OpReadiness:
-		check := s.Readiness
-		if check == nil {
-			check = CheckReadiness
+		var r agent.Readiness
+		if s.Readiness != nil {
+			r = s.Readiness(ctx)
+		} else {
+			r = checkReadiness(ctx, &s.system)
 		}
-		r := check(ctx)
 		reply(st, agent.Response{OK: true, Readiness: &r})
 	case agent.OpUntar:
 		runUntar(req.Untar, &readerConn{Reader: br, Conn: st})

@@ -63,6 +63,8 @@ type Manager struct {
 	running map[string]*runtime    // per VM ID
 
 	ensureImage ImageEnsurer
+	// testSSHGrace, when set, replaces defaultSSHGrace (tests).
+	testSSHGrace time.Duration
 }
 
 type runtime struct {

@@ -14,6 +14,17 @@ import (
 // readinessPoll is how often WaitReady asks the guest again.
 const readinessPoll = 500 * time.Millisecond
 
+// defaultSSHGrace is how long WaitReady waits for sshd once the guest's
+// init system has finished booting.
+const defaultSSHGrace = time.Minute
+
+func (m *Manager) sshGrace() time.Duration {
+	if m.testSSHGrace > 0 {
+		return m.testSSHGrace
+	}
+	return defaultSSHGrace
+}
+
 // Readiness asks a VM's guest agent how far its guest has booted. A VM
 // that is not running, or whose agent does not answer, has reached
 // nothing.
@@ -79,6 +90,7 @@ func (m *Manager) WaitReady(ctx context.Context, ref, level string, timeout time
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var r api.Readiness
+	var bootedAt time.Time // when the guest was first seen booted without ssh
 	for {
 		cur, err := m.Get(ctx, vm.ID)
 		if err != nil {
@@ -92,8 +104,20 @@ func (m *Manager) WaitReady(ctx context.Context, ref, level string, timeout time
 		if r.Reached(level) {
 			return r, nil
 		}
-		if level == api.WaitSSH && r.Agent && !r.SSH && !r.SSHD {
-			return r, api.Errorf(api.CodeConflict, "vm %q: image %q has no sshd and nothing listens on the guest's port 22; use `banger vm exec %s`", cur.Name, cur.Image, cur.Name)
+		if level == api.WaitSSH && r.Agent && !r.SSH {
+			if !r.SSHD {
+				return r, api.Errorf(api.CodeConflict, "vm %q: image %q has no sshd and nothing listens on the guest's port 22; use `banger vm exec %s`", cur.Name, cur.Image, cur.Name)
+			}
+			// A guest that has finished booting gets a grace period for
+			// a late sshd, not the whole timeout.
+			switch {
+			case !r.System:
+				bootedAt = time.Time{}
+			case bootedAt.IsZero():
+				bootedAt = time.Now()
+			case time.Since(bootedAt) > m.sshGrace():
+				return r, api.Errorf(api.CodeOperationFailed, "vm %q: the guest has booted (%s) but nothing listens on its port 22; see `banger vm exec %s -- systemctl status ssh` or `banger vm logs %s`", cur.Name, r.SystemState, cur.Name, cur.Name)
+			}
 		}
 		select {
 		case <-ctx.Done():

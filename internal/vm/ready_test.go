@@ -91,3 +91,22 @@ func TestWaitSSHWithoutSSHD(t *testing.T) {
 		t.Errorf("wait for system of an agent-as-PID-1 guest: %+v %v", r, err)
 	}
 }
+
+// A guest that has finished booting with nothing on port 22 fails after
+// the grace period, not the whole timeout.
+func TestWaitSSHAfterBootGrace(t *testing.T) {
+	f := newFixture(t)
+	f.m.testSSHGrace = 600 * time.Millisecond
+	f.driver.readiness = func(context.Context) agent.Readiness {
+		return agent.Readiness{SSHD: true, System: true, SystemState: "degraded"}
+	}
+	ctx := context.Background()
+	if _, err := f.m.Create(ctx, api.VMCreateParams{Name: "sshdfailed"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err := f.m.WaitReady(ctx, "sshdfailed", api.WaitSSH, time.Minute)
+	if apiCode(err) != api.CodeOperationFailed || !strings.Contains(err.Error(), "has booted (degraded) but nothing listens") || time.Since(start) > 20*time.Second {
+		t.Errorf("booted guest without a listening sshd: %v after %v", err, time.Since(start))
+	}
+}
