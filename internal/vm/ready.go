@@ -50,7 +50,7 @@ func (m *Manager) readiness(ctx context.Context, rt *runtime) api.Readiness {
 	resp, err := c.Call(cctx, agent.Request{Op: agent.OpReadiness})
 	if err == nil && resp.Readiness != nil {
 		g := resp.Readiness
-		return api.Readiness{Agent: true, SSH: g.SSH, SSHD: g.SSHD, System: g.System, SystemState: g.SystemState}
+		return api.Readiness{Agent: true, SSH: g.SSH, SSHD: g.SSHD, System: g.System, SystemState: cleanState(g.SystemState)}
 	}
 	if err != nil && strings.Contains(resp.Error, "unknown operation") {
 		// An agent from before readiness (a VM re-adopted after an
@@ -142,4 +142,19 @@ func notReady(level string, r api.Readiness, timeout time.Duration, name string)
 		state = fmt.Sprintf(" (system state: %s)", r.SystemState)
 	}
 	return fmt.Sprintf("%s within %v%s; see `banger vm logs %s`", what, timeout, state, name)
+}
+
+// cleanState keeps a guest's word for its state fit to print: a short
+// run of letters, digits, '.', '_' and '-' (systemd's states are such
+// words); anything else from the guest becomes "invalid".
+func cleanState(s string) string {
+	if len(s) > 32 {
+		return "invalid"
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return "invalid"
+		}
+	}
+	return s
 }

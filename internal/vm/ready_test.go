@@ -110,3 +110,36 @@ func TestWaitSSHAfterBootGrace(t *testing.T) {
 		t.Errorf("booted guest without a listening sshd: %v after %v", err, time.Since(start))
 	}
 }
+
+// What a guest says about its state reaches terminals: only plain words
+// pass.
+func TestReadinessFromHostileGuest(t *testing.T) {
+	f := newFixture(t)
+	var state atomic.Value
+	f.driver.readiness = func(context.Context) agent.Readiness {
+		return agent.Readiness{SSH: true, SSHD: true, System: true, SystemState: state.Load().(string)}
+	}
+	ctx := context.Background()
+	state.Store("running")
+	if _, err := f.m.Create(ctx, api.VMCreateParams{Name: "liar"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	for in, want := range map[string]string{
+		"degraded":                 "degraded",
+		"\x1b]0;pwned\x07running":  "invalid",
+		"running\nssh: ok":         "invalid",
+		strings.Repeat("a", 1<<20): "invalid",
+		"":                         "",
+		"initializing":             "initializing",
+		"r\u00e9sum\u00e9":         "invalid",
+		"$(reboot)":                "invalid",
+		strings.Repeat("x", 32):    strings.Repeat("x", 32),
+		strings.Repeat("x", 33):    "invalid",
+	} {
+		state.Store(in)
+		r, err := f.m.Readiness(ctx, "liar")
+		if err != nil || r.SystemState != want {
+			t.Errorf("guest state %.40q: got %.40q (%v), want %q", in, r.SystemState, err, want)
+		}
+	}
+}
