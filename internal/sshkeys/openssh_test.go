@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"banger/internal/testreq"
 )
 
 // fakeSSHD is a minimal SSH server on 127.0.0.1 that accepts one public
@@ -171,13 +173,7 @@ func TestOpenSSHEndToEnd(t *testing.T) {
 // arguments intact (a path with a blank, a quote and a '%') and talks to
 // sshd through it.
 func TestOpenSSHProxyCommand(t *testing.T) {
-	sshBin, err := exec.LookPath("ssh")
-	if err != nil {
-		t.Skip("ssh not installed")
-	}
-	if _, err := exec.LookPath("bash"); err != nil {
-		t.Skip("bash not installed")
-	}
+	sshBin := testreq.RequireTools(t, "apt-get install openssh-client bash", "ssh", "bash")[0]
 	dir := t.TempDir()
 	key := filepath.Join(dir, "banger", "id_ed25519")
 	pubLine, err := EnsureKey(key)
