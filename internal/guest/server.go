@@ -40,6 +40,9 @@ type Server struct {
 	Readiness func(ctx context.Context) agent.Readiness
 
 	system systemCache
+	// bound, when set, is called once a listener holds its address (tests
+	// wait on it instead of probing the port, which would race the bind).
+	bound func()
 }
 
 // FindPort returns the device node of the virtio-serial port called name.
