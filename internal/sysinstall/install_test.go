@@ -97,6 +97,42 @@ func TestPlanInstall(t *testing.T) {
 	}
 }
 
+// The plan shown before sudo (and by --dry-run) holds the full text of
+// every file it generates, exactly as installed: what will run as root can
+// be read before it does. The copied binaries are named, not dumped.
+func TestPlanInstallDescribeShowsGeneratedFiles(t *testing.T) {
+	e := newEnv(t)
+	p := planInstall(t, e)
+	var b bytes.Buffer
+	p.Describe(&b)
+	out := b.String()
+	if err := Apply(context.Background(), p, e.opts); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"/etc/systemd/system/banger-helper.service", "/etc/systemd/system/bangerd.service", "/etc/banger/install.json"} {
+		installed, err := os.ReadFile(filepath.Join(e.root, path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if block := "==> " + path + " <==\n" + string(installed); !strings.Contains(out, block) {
+			t.Errorf("the plan does not show %s as installed:\n%s", path, installed)
+		}
+	}
+	for _, s := range []string{"ExecStart=/usr/local/bin/banger-helper --socket", "CapabilityBoundingSet=CAP_NET_ADMIN", "User=alice", `"owner": "alice"`} {
+		if !strings.Contains(out, s) {
+			t.Errorf("the plan lacks %q", s)
+		}
+	}
+	for _, bin := range binaries() {
+		if strings.Contains(out, "echo "+bin+"\n") || strings.Contains(out, "==> /usr/local/bin/"+bin) {
+			t.Errorf("the plan dumps the binary %s", bin)
+		}
+	}
+	if t.Failed() {
+		t.Log(out)
+	}
+}
+
 func TestPlanInstallChecksBinaries(t *testing.T) {
 	e := newEnv(t)
 	os.Remove(filepath.Join(e.src, "bangerd"))
