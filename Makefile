@@ -7,12 +7,12 @@ FIXTURES  ?= $(or $(BANGER_FIXTURES),/var/cache/banger-fixtures)
 SCENARIO  ?=
 E2E_FLAGS ?=
 
-.PHONY: help build unit e2e e2e-list test bench fixtures vet fmt clean quickstart golden
+.PHONY: help build unit unit-polluted e2e e2e-list test bench fixtures vet fmt clean quickstart golden
 
 help:
 	@echo "make build            build bin/banger, bin/bangerd, bin/banger-agent, bin/banger-helper"
 	@echo "make test             unit tests, then the end-to-end suite (boots real VMs)"
-	@echo "make unit             gofmt/vet + unit tests (never boot VMs)"
+	@echo "make unit             gofmt/vet + unit tests (never boot VMs), twice: once in a polluted environment"
 	@echo "make e2e              end-to-end scenarios; SCENARIO=TestName runs one"
 	@echo "make e2e-list         list the end-to-end scenarios"
 	@echo "make bench            banger vs bare QEMU boot, same kernel and image"
@@ -33,8 +33,35 @@ vet:
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./test/...
 
+# Unit tests must not depend on the environment they are run from: `make
+# unit` runs them a second time with every BANGER_* variable banger (its
+# code and its scripts) reads set to a hostile value, and XDG_* and HOME
+# pointing at directories that cannot exist (under /dev/null, so not even
+# root can create them). Go's own directories are pinned first, so that the
+# go command keeps its caches. internal/testenv checks that this list names
+# every BANGER_* variable the code reads. The tests' own switches
+# (BANGER_TEST_*, BANGER_FAKE_*, BANGER_OCI_TEST_*, BANGER_UPDATER_PROBE_DIR)
+# are not set: they turn test modes on.
+POLLUTED_ENV := BANGER_ACCEL=polluted BANGER_ENGINE=polluted BANGER_NETWORK=polluted \
+  BANGER_QEMU=/dev/null/polluted-qemu BANGER_HELPER_SOCKET=/dev/null/polluted-helper.sock \
+  BANGER_CATALOG=http://127.0.0.1:9/polluted-catalog.json BANGER_RUNTIME_DIR=/dev/null/polluted-run \
+  BANGER_AGENT=/dev/null/polluted-agent \
+  BANGER_NO_DAEMON_RESTART=1 BANGER_PROGRESS=1 \
+  BANGER_BIN=/dev/null/polluted-bin BANGER_FIXTURES=/dev/null/polluted-fixtures BANGER_SUITE=polluted \
+  BANGER_MIRROR=http://127.0.0.1:9/polluted-mirror BANGER_INSTALL_BASE_URL=http://127.0.0.1:9/polluted-release \
+  BANGER_INSTALL_PUBKEY_FILE=/dev/null/polluted.pem BANGER_INSTALL_NONINTERACTIVE=1 \
+  XDG_STATE_HOME=/dev/null/polluted-state XDG_CONFIG_HOME=/dev/null/polluted-config \
+  XDG_RUNTIME_DIR=/dev/null/polluted-runtime XDG_DATA_HOME=/dev/null/polluted-data \
+  XDG_CACHE_HOME=/dev/null/polluted-cache HOME=/dev/null/polluted-home
+
 unit: fmt vet
 	$(GO) test -count=1 ./...
+	$(MAKE) -s unit-polluted
+
+unit-polluted:
+	@echo "unit tests again, in a polluted environment (BANGER_*, XDG_*, HOME)"
+	env GOCACHE="$$($(GO) env GOCACHE)" GOMODCACHE="$$($(GO) env GOMODCACHE)" GOPATH="$$($(GO) env GOPATH)" \
+	  GOENV="$$($(GO) env GOENV)" $(POLLUTED_ENV) $(GO) test -count=1 ./...
 
 fixtures:
 	scripts/fixtures.sh $(FIXTURES)

@@ -175,6 +175,27 @@ func TestPlanInstallHelperNetworkFromOwnerConfig(t *testing.T) {
 	}
 }
 
+// The services never see the installing shell's BANGER_* overrides, so
+// the plan does not read them either: one the config would refuse (a
+// developer's BANGER_ACCEL, sudo -E) neither stops the install nor
+// changes the units.
+func TestPlanInstallIgnoresCallerEnvironment(t *testing.T) {
+	e := newEnv(t)
+	clean := planInstall(t, e)
+	for _, k := range []string{"BANGER_ACCEL", "BANGER_ENGINE", "BANGER_NETWORK", "BANGER_QEMU", "BANGER_HELPER_SOCKET", "BANGER_CATALOG", "BANGER_RUNTIME_DIR"} {
+		t.Setenv(k, "polluted")
+	}
+	p, err := PlanInstall(e.opts)
+	if err != nil {
+		t.Fatalf("the caller's BANGER_* variables stopped the install: %v", err)
+	}
+	for i, f := range p.Files {
+		if !bytes.Equal(f.Content, clean.Files[i].Content) {
+			t.Errorf("%s changed with the caller's environment:\n%s", f.Path, f.Content)
+		}
+	}
+}
+
 func TestPlanInstallNeedsHome(t *testing.T) {
 	e := newEnv(t)
 	os.RemoveAll(filepath.Join(e.root, "home/alice"))

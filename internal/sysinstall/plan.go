@@ -101,8 +101,10 @@ func PlanInstall(o Options) (*Plan, error) {
 			return nil, fmt.Errorf("plan install: %w", err)
 		}
 	}
-	// The helper serves the network the owner's config describes.
-	cfg, err := config.Load(filepath.Join(o.Root, owner.ConfigDir(), "config.toml"))
+	// The helper serves the network the owner's config describes: the
+	// file, not the installing shell's BANGER_* overrides, which the
+	// services never see.
+	cfg, err := config.LoadFile(filepath.Join(o.Root, owner.ConfigDir(), "config.toml"))
 	if err != nil {
 		return nil, fmt.Errorf("plan install: the owner's config: %w", err)
 	}
