@@ -1,5 +1,10 @@
 # banger: build, test, benchmark. `make help` lists the targets.
 GO        ?= go
+# The Go that scripts/quickstart.sh installs when the machine has none new
+# enough goes where go.dev/dl puts Go; it comes first, as in quickstart and
+# .ci/run, so that `make` finds it without a PATH change (and not an older
+# distribution go, such as Debian's /usr/bin/go).
+export PATH := /usr/local/go/bin:$(PATH)
 BIN       := bin
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
