@@ -11,13 +11,21 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 FIXTURES  ?= $(or $(BANGER_FIXTURES),/var/cache/banger-fixtures)
 SCENARIO  ?=
 E2E_FLAGS ?=
+# pipefail: a test run piped into test/testreport keeps its failure.
+SHELL     := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+# The vmlinux extracted from the fixture kernel package, for the tests that
+# boot a kernel directly (make integration).
+VMLINUX   := $(FIXTURES)/kernel/vmlinux
 
-.PHONY: help build unit unit-polluted e2e e2e-list test bench fixtures vet fmt clean quickstart golden
+.PHONY: help build unit unit-polluted integration e2e e2e-list test bench fixtures vet fmt clean quickstart golden
 
 help:
 	@echo "make build            build bin/banger, bin/bangerd, bin/banger-agent, bin/banger-helper"
-	@echo "make test             unit tests, then the end-to-end suite (boots real VMs)"
-	@echo "make unit             gofmt/vet + unit tests (never boot VMs), twice: once in a polluted environment"
+	@echo "make test             unit tests, integration tests, then the end-to-end suite (boots real VMs)"
+	@echo "make unit             gofmt/vet + unit tests (never boot VMs); a missing tool or reference fails them;"
+	@echo "                      run twice, the second time in a polluted environment (make unit-polluted)"
+	@echo "make integration      package tests that boot the fixture kernel directly (no image, no daemon)"
 	@echo "make e2e              end-to-end scenarios; SCENARIO=TestName runs one"
 	@echo "make e2e-list         list the end-to-end scenarios"
 	@echo "make bench            banger vs bare QEMU boot, same kernel and image"
@@ -38,6 +46,13 @@ vet:
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./test/...
 
+# BANGER_TEST_STRICT=1: a test whose tool or reference file is missing
+# fails instead of skipping (internal/testreq). BANGER_TEST_VMLINUX is
+# cleared: unit tests never boot a kernel. testreport prints every skipped
+# test with its reason, and what passing packages printed (the firecracker
+# contract line).
+UNIT_TEST := BANGER_TEST_STRICT=1 BANGER_TEST_BOOT= BANGER_TEST_VMLINUX= $(GO) test -count=1 -json ./...
+
 # Unit tests must not depend on the environment they are run from: `make
 # unit` runs them a second time with every BANGER_* variable banger (its
 # code and its scripts) reads set to a hostile value, and XDG_* and HOME
@@ -46,7 +61,7 @@ vet:
 # go command keeps its caches. internal/testenv checks that this list names
 # every BANGER_* variable the code reads. The tests' own switches
 # (BANGER_TEST_*, BANGER_FAKE_*, BANGER_OCI_TEST_*, BANGER_UPDATER_PROBE_DIR)
-# are not set: they turn test modes on.
+# are not polluted: they turn test modes on.
 POLLUTED_ENV := BANGER_ACCEL=polluted BANGER_ENGINE=polluted BANGER_NETWORK=polluted \
   BANGER_QEMU=/dev/null/polluted-qemu BANGER_HELPER_SOCKET=/dev/null/polluted-helper.sock \
   BANGER_CATALOG=http://127.0.0.1:9/polluted-catalog.json BANGER_RUNTIME_DIR=/dev/null/polluted-run \
@@ -60,13 +75,22 @@ POLLUTED_ENV := BANGER_ACCEL=polluted BANGER_ENGINE=polluted BANGER_NETWORK=poll
   XDG_CACHE_HOME=/dev/null/polluted-cache HOME=/dev/null/polluted-home
 
 unit: fmt vet
-	$(GO) test -count=1 ./...
+	$(UNIT_TEST) | $(GO) run ./test/testreport
 	$(MAKE) -s unit-polluted
 
 unit-polluted:
 	@echo "unit tests again, in a polluted environment (BANGER_*, XDG_*, HOME)"
 	env GOCACHE="$$($(GO) env GOCACHE)" GOMODCACHE="$$($(GO) env GOMODCACHE)" GOPATH="$$($(GO) env GOPATH)" \
-	  GOENV="$$($(GO) env GOENV)" $(POLLUTED_ENV) $(GO) test -count=1 ./...
+	  GOENV="$$($(GO) env GOENV)" $(POLLUTED_ENV) $(UNIT_TEST) | $(GO) run ./test/testreport
+
+# Tests that boot the fixture kernel without a root disk (the KVM probe, a
+# panicking guest ending its VMM); BANGER_TEST_BOOT=1 makes a missing
+# kernel a failure, and -want fails the run if they did not pass.
+integration: fixtures
+	$(GO) run ./test/kernelfixture $(FIXTURES)/kernel/linux-image.deb $(FIXTURES)/kernel
+	BANGER_TEST_STRICT=1 BANGER_TEST_BOOT=1 BANGER_TEST_VMLINUX=$(VMLINUX) \
+	  $(GO) test -count=1 -json -run '^TestBoot' ./internal/engine/qemu | \
+	  $(GO) run ./test/testreport -want '^TestBootProbeKVM$$' -want '^TestBootKernelPanicEndsVMM$$'
 
 fixtures:
 	scripts/fixtures.sh $(FIXTURES)
@@ -79,7 +103,7 @@ e2e: build fixtures
 e2e-list:
 	@$(GO) test -tags e2e -list '.*' ./test/e2e | grep -v '^ok'
 
-test: unit e2e
+test: unit integration e2e
 
 bench: build fixtures
 	BANGER_FIXTURES=$(FIXTURES) BANGER_BIN=$(CURDIR)/$(BIN) $(GO) run ./test/bench $(BENCH_FLAGS)

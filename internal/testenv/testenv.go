@@ -8,7 +8,7 @@
 // Isolate does it for one test (with t.Setenv); Main does it once for a
 // whole test binary, from TestMain, so that parallel tests (which cannot
 // use t.Setenv) and tests added later are covered too. Both clear every
-// BANGER_* variable that is set and point the XDG directories, HOME and
+// BANGER_* variable that is set (but the BANGER_TEST_* switches) and point the XDG directories, HOME and
 // BANGER_RUNTIME_DIR at fresh, empty directories. `make unit` checks the result by running the
 // unit tests a second time in a polluted environment.
 package testenv
@@ -22,8 +22,14 @@ import (
 )
 
 // Prefix is what every variable banger reads for its own settings starts
-// with; all of them are cleared.
+// with; all of them are cleared but the test switches.
 const Prefix = "BANGER_"
+
+// TestPrefix starts the switches of the test runs themselves (such as
+// BANGER_TEST_STRICT, set by make unit: see internal/testreq). They are
+// the test runner's choice, not the caller's environment leaking in, and
+// are kept.
+const TestPrefix = "BANGER_TEST_"
 
 // Dirs are the directories an isolated environment points at, all empty
 // and inside one temporary directory (short, for unix socket paths).
@@ -69,12 +75,12 @@ func newDirs(base string) (Dirs, error) {
 }
 
 // Set is the names of the BANGER_* variables set in environ (os.Environ's
-// form).
+// form), but the BANGER_TEST_* switches.
 func Set(environ []string) []string {
 	var out []string
 	for _, kv := range environ {
 		k, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, Prefix) {
+		if strings.HasPrefix(k, Prefix) && !strings.HasPrefix(k, TestPrefix) {
 			out = append(out, k)
 		}
 	}
