@@ -139,6 +139,15 @@ func (a *App) rootCmd() *cobra.Command {
 		},
 	}
 	root.AddCommand(a.vmCmd(), a.kernelCmd(), a.imageCmd(), a.daemonCmd(), a.doctorCmd(), a.sshConfigCmd(), a.catalogCmd(), a.systemCmd(), a.updateCmd())
+	// Cobra's completion command, added below, binds its output writer
+	// when it is made.
+	if a.Stdout != nil {
+		root.SetOut(a.Stdout)
+	}
+	if a.Stderr != nil {
+		root.SetErr(a.Stderr)
+	}
+	refuseUnknownSubcommands(root)
 	return root
 }
 

@@ -111,7 +111,16 @@ func Default() Config {
 
 // Load reads path (a missing file is not an error), applies environment
 // overrides and fills defaults.
-func Load(path string) (Config, error) {
+func Load(path string) (Config, error) { return load(path, os.Getenv) }
+
+// LoadFile is Load without the environment's overrides: the config as the
+// file (and the defaults) say, for a process that does not inherit the
+// caller's environment, such as an installed service.
+func LoadFile(path string) (Config, error) {
+	return load(path, func(string) string { return "" })
+}
+
+func load(path string, getenv func(string) string) (Config, error) {
 	// Decoding onto the defaults keeps every setting the file leaves out.
 	c := Default()
 	md, err := toml.DecodeFile(path, &c)
@@ -125,22 +134,22 @@ func Load(path string) (Config, error) {
 			return Default(), fmt.Errorf("config %s: unknown setting %q", path, und[0].String())
 		}
 	}
-	if v := os.Getenv("BANGER_ACCEL"); v != "" {
+	if v := getenv("BANGER_ACCEL"); v != "" {
 		c.Accel = v
 	}
-	if v := os.Getenv("BANGER_ENGINE"); v != "" {
+	if v := getenv("BANGER_ENGINE"); v != "" {
 		c.Engine = v
 	}
-	if v := os.Getenv("BANGER_NETWORK"); v != "" {
+	if v := getenv("BANGER_NETWORK"); v != "" {
 		c.Network = v
 	}
-	if v := os.Getenv("BANGER_QEMU"); v != "" {
+	if v := getenv("BANGER_QEMU"); v != "" {
 		c.QEMU = v
 	}
-	if v := os.Getenv("BANGER_HELPER_SOCKET"); v != "" {
+	if v := getenv("BANGER_HELPER_SOCKET"); v != "" {
 		c.HelperSocket = v
 	}
-	if v := os.Getenv("BANGER_CATALOG"); v != "" {
+	if v := getenv("BANGER_CATALOG"); v != "" {
 		c.CatalogURL = v
 	}
 	return c, c.Validate()

@@ -16,6 +16,7 @@ import (
 	"banger/internal/config"
 	"banger/internal/hosttools"
 	"banger/internal/paths"
+	"banger/internal/testenv"
 )
 
 func find(cs []Check, name string) Check {
@@ -31,15 +32,8 @@ func find(cs []Check, name string) Check {
 // override its config) in temp dirs.
 func freshLayout(t *testing.T) paths.Layout {
 	t.Helper()
-	dir := t.TempDir()
-	t.Setenv("HOME", dir)
-	t.Setenv("XDG_STATE_HOME", filepath.Join(dir, "state"))
-	t.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config"))
-	t.Setenv("XDG_RUNTIME_DIR", filepath.Join(dir, "run"))
-	t.Setenv("BANGER_HELPER_SOCKET", filepath.Join(dir, "helper", "helper.sock"))
-	for _, v := range []string{"BANGER_ACCEL", "BANGER_ENGINE", "BANGER_NETWORK", "BANGER_QEMU", "BANGER_RUNTIME_DIR", "BANGER_CATALOG"} {
-		t.Setenv(v, "")
-	}
+	d := testenv.Isolate(t)
+	t.Setenv("BANGER_HELPER_SOCKET", filepath.Join(d.Home, "helper", "helper.sock"))
 	l, err := paths.FromEnv()
 	if err != nil {
 		t.Fatal(err)

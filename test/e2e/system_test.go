@@ -69,6 +69,13 @@ func TestSystemInstall(t *testing.T) {
 
 	mustSh("/usr/local/src/banger/banger system install --owner alice")
 	mustSh("systemctl is-active bangerd.service banger-helper.service")
+	// The dry run showed the units root now runs, in full, as installed.
+	for _, unit := range []string{"banger-helper.service", "bangerd.service"} {
+		path := "/etc/systemd/system/" + unit
+		if text := mustSh("cat " + path); !strings.Contains(out, "==> "+path+" <==\n"+text) {
+			t.Errorf("the dry run did not show %s as installed:\n%s", path, text)
+		}
+	}
 	if u := strings.TrimSpace(mustSh("stat -c %U /proc/$(systemctl show -P MainPID bangerd.service)")); u != "alice" {
 		t.Errorf("bangerd runs as %q, want alice", u)
 	}
