@@ -135,7 +135,7 @@ func TestSSH(t *testing.T) {
 	ctx := ctxFor(t, 5*time.Minute)
 	vm := newVM(t, ctx, "sshbox")
 	// sshd may still be starting right after boot.
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(3 * time.Minute)
 	var r result
 	for time.Now().Before(deadline) {
 		if r = e.cliNS(ctx, "", "vm", "ssh", vm, "--", "true"); r.code == 0 {
@@ -428,7 +428,7 @@ func TestPortsAndPublish(t *testing.T) {
 		Proto, Process, Endpoint string
 		Port                     int
 	}
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(3 * time.Minute)
 	found := false
 	for time.Now().Before(deadline) && !found {
 		r := must(t, e.cli(ctx, "", "vm", "ports", "--json", vm))
@@ -475,7 +475,7 @@ func TestUserMode(t *testing.T) {
 	if out := guest(t, ctx, vm, "ip -4 addr show | grep -o '10.0.2.15'"); !strings.Contains(out, "10.0.2.15") {
 		t.Errorf("user-mode guest address: %q", out)
 	}
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(3 * time.Minute)
 	var r result
 	for time.Now().Before(deadline) {
 		if r = e.cliNS(ctx, "", "vm", "ssh", vm, "--", "echo", "user-ssh-ok"); r.code == 0 {
