@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -177,8 +178,12 @@ func TestInvalidName(t *testing.T) {
 	}
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "bad_request") || !strings.Contains(string(body), "invalid vm name") {
-		t.Errorf("daemon must refuse a bad name with 400 bad_request: %d %s", resp.StatusCode, body)
+	// Create streams its progress: the refusal is the stream's error event.
+	var ev struct {
+		Error *struct{ Code, Message string } `json:"error"`
+	}
+	if err := json.Unmarshal(body, &ev); err != nil || ev.Error == nil || ev.Error.Code != "bad_request" || !strings.Contains(ev.Error.Message, "invalid vm name") {
+		t.Errorf("daemon must refuse a bad name with a bad_request error: %d %s", resp.StatusCode, body)
 	}
 	after := vmNames(t, ctx)
 	if len(after) != len(before) {
