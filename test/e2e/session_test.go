@@ -85,7 +85,20 @@ func TestSessions(t *testing.T) {
 		t.Errorf("logs of finished session: %q", out)
 	}
 
-	// The daemon goes away and comes back; the sessions do not notice.
+	// The daemon goes away and comes back; the sessions do not notice:
+	// the ticker's output goes on from where it was, in one unbroken run.
+	tickerLog := func() (string, int) {
+		out := must(t, e.cli(ctx, "", "vm", "session", "logs", vm, "ticker")).stdout
+		n := 0
+		for _, l := range strings.Split(out, "\n") {
+			fmt.Sscanf(l, "tick %d", &n)
+		}
+		return out, n
+	}
+	var before int
+	if !waitFor(ctx, time.Minute, 200*time.Millisecond, func() bool { _, before = tickerLog(); return before >= 1 }) {
+		t.Fatalf("ticker never ticked")
+	}
 	e.restartDaemonAfter(t)
 	old := e.daemonPID
 	must(t, e.cli(ctx, "", "daemon", "stop"))
@@ -98,9 +111,17 @@ func TestSessions(t *testing.T) {
 	if si := showSession(t, ctx, vm, "ticker"); si.State != "running" {
 		t.Errorf("ticker after daemon restart: %+v", si)
 	}
-	out := must(t, e.cli(ctx, "", "vm", "session", "logs", vm, "ticker")).stdout
-	if !strings.HasPrefix(out, "started\ntick 1\n") || !strings.Contains(out, "tick 3") {
-		t.Errorf("ticker output across the restart: %q", out)
+	var out string
+	var after int
+	if !waitFor(ctx, time.Minute, 200*time.Millisecond, func() bool { out, after = tickerLog(); return after > before+1 }) {
+		t.Errorf("ticker stopped ticking across the restart (tick %d before): %q", before, tail(out, 5))
+	}
+	want := "started\n"
+	for i := 1; i <= after; i++ {
+		want += fmt.Sprintf("tick %d\n", i)
+	}
+	if !strings.HasPrefix(out, want) {
+		t.Errorf("ticker output is not one unbroken run up to tick %d: %q", after, tail(out, 8))
 	}
 
 	// Two attachers to the cat session: input from either, typed while
