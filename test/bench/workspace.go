@@ -63,8 +63,11 @@ func benchWorkspace(ctx context.Context, e *env, rounds int) error {
 	defer e.banger(context.Background(), "vm", "delete", "wsbench")
 	// The guest's boot must be over: a measurement must not share the
 	// CPUs with systemd starting services.
+	// The agent answers before systemd has set itself up (it then says
+	// "offline"): ask again until it says the boot is over.
 	bctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
-	out, _, _ := e.banger(bctx, "vm", "exec", "wsbench", "--", "systemctl", "is-system-running", "--wait")
+	out, _, _ := e.banger(bctx, "vm", "exec", "wsbench", "--", "sh", "-c",
+		"for i in $(seq 600); do s=$(systemctl is-system-running --wait 2>/dev/null); case $s in running|degraded) break;; esac; sleep 1; done; echo $s")
 	cancel()
 	if st := strings.TrimSpace(out); st != "running" && st != "degraded" {
 		return fmt.Errorf("wsbench guest did not finish booting: systemctl is-system-running says %q", st)
