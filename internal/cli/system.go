@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -16,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"banger/internal/client"
+	"banger/internal/hosttools"
 	"banger/internal/model"
 	"banger/internal/network"
 	"banger/internal/sysinstall"
@@ -34,7 +34,7 @@ func (a *App) asRoot(cmd *cobra.Command, extra ...string) error {
 	if err != nil {
 		return err
 	}
-	sudo, err := exec.LookPath("sudo")
+	sudo, err := hosttools.Path(hosttools.Sudo)
 	if err != nil {
 		return fmt.Errorf("this needs root and sudo is not installed: run it as root")
 	}

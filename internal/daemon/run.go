@@ -22,6 +22,7 @@ import (
 	"banger/internal/engine"
 	"banger/internal/engine/firecracker"
 	"banger/internal/engine/qemu"
+	"banger/internal/hosttools"
 	"banger/internal/image"
 	"banger/internal/paths"
 	"banger/internal/sdnotify"
@@ -195,7 +196,7 @@ func newAccelCache(cfg config.Config, qemuBin, file string, log *slog.Logger) *a
 }
 
 func (a *accelCache) key(kernel string) string {
-	return qemu.KVMCacheKey(kernel, a.qemu, exec.LookPath)
+	return qemu.KVMCacheKey(kernel, a.qemu, hosttools.Path)
 }
 
 func (a *accelCache) resolve(ctx context.Context, kernel string) (string, string, error) {

@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -24,6 +23,7 @@ import (
 	"banger/internal/api"
 	"banger/internal/config"
 	"banger/internal/engine"
+	"banger/internal/hosttools"
 	"banger/internal/model"
 	"banger/internal/paths"
 	"banger/internal/store"
@@ -63,6 +63,8 @@ type Manager struct {
 	running map[string]*runtime    // per VM ID
 
 	ensureImage ImageEnsurer
+	// testSSHGrace, when set, replaces defaultSSHGrace (tests).
+	testSSHGrace time.Duration
 }
 
 type runtime struct {
@@ -172,7 +174,19 @@ func (m *Manager) Create(ctx context.Context, params api.VMCreateParams, progres
 	}
 	err = m.startLocked(ctx, vm, progress)
 	unlock()
-	return vm, err
+	if err != nil || params.Wait == "" || params.Wait == api.WaitAgent {
+		return vm, err
+	}
+	// The agent answers; wait for what the caller calls ready. The VM is
+	// made and running either way: a timeout says so.
+	err = step(progress, "wait_"+params.Wait, func() error {
+		_, err := m.WaitReady(ctx, vm.ID, params.Wait, m.cfg.BootTimeout.Duration)
+		return err
+	})
+	if err != nil {
+		return vm, fmt.Errorf("created and started; wait for %s: %w", params.Wait, err)
+	}
+	return vm, nil
 }
 
 // insert records a new VM; a bridge-mode VM gets its address here, retried
@@ -217,6 +231,9 @@ func (m *Manager) validateCreate(ctx context.Context, p api.VMCreateParams, prog
 	}
 	if err := validateResources(vcpu, mem); err != nil {
 		return nil, nil, err
+	}
+	if err := api.ValidWait(p.Wait); err != nil {
+		return nil, nil, api.Errorf(api.CodeBadRequest, "%v", err)
 	}
 	diskStr := p.DiskSize
 	if diskStr == "" {
@@ -307,9 +324,9 @@ func (m *Manager) makeDisks(ctx context.Context, vm *model.VM, img *model.Image)
 		}
 		vm.DiskClone = method
 	} else {
-		if out, err := exec.CommandContext(ctx, "qemu-img", "create", "-q", "-f", "qcow2",
-			"-b", img.Rootfs, "-F", "raw", root).CombinedOutput(); err != nil {
-			return fmt.Errorf("create root overlay: %v: %s", err, strings.TrimSpace(string(out)))
+		if _, err := hosttools.Run(ctx, hosttools.QEMUImg, "create", "-q", "-f", "qcow2",
+			"-b", img.Rootfs, "-F", "raw", root); err != nil {
+			return fmt.Errorf("create root overlay: %w", err)
 		}
 		vm.DiskClone = "qcow2-overlay"
 	}
@@ -326,9 +343,9 @@ func (m *Manager) makeDisks(ctx context.Context, vm *model.VM, img *model.Image)
 	if err != nil {
 		return fmt.Errorf("size work disk: %w", err)
 	}
-	if out, err := exec.CommandContext(ctx, "mkfs.ext4", "-q", "-F", "-L", "work",
-		"-E", "lazy_itable_init=1,lazy_journal_init=1", work).CombinedOutput(); err != nil {
-		return fmt.Errorf("format work disk: %v: %s", err, strings.TrimSpace(string(out)))
+	if _, err := hosttools.Run(ctx, hosttools.MkfsExt4, "-q", "-F", "-L", "work",
+		"-E", "lazy_itable_init=1,lazy_journal_init=1", work); err != nil {
+		return fmt.Errorf("format work disk: %w", err)
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"banger/internal/engine"
+	"banger/internal/hosttools"
 )
 
 // MachineTCG and MachineKVM are the -machine values used for each
@@ -38,7 +39,7 @@ const (
 	agentCharID   = "agent"
 	serialCharID  = "serial0"
 	qmpCharID     = "qmp"
-	defaultBinary = "qemu-system-x86_64"
+	defaultBinary = hosttools.QEMU
 )
 
 // ArgOptions carries host facts that shape the argv but are not part of a

@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"banger/internal/engine"
+	"banger/internal/hosttools"
 )
 
 // Timeouts the driver applies on top of the caller's context.
@@ -66,6 +67,15 @@ func New(binary string) *Driver { return &Driver{Binary: binary} }
 
 // Name returns "qemu".
 func (d *Driver) Name() string { return "qemu" }
+
+// findBinary finds the QEMU binary bin ("" for qemu-system-x86_64) as
+// every host tool is found: on PATH, then in the sbin directories.
+func findBinary(bin string) (string, error) {
+	if bin == "" {
+		bin = defaultBinary
+	}
+	return hosttools.Path(bin)
+}
 
 func (d *Driver) binary() string {
 	if d.Binary == "" {
@@ -125,8 +135,12 @@ func (d *Driver) start(ctx context.Context, spec engine.Spec) (*Instance, error)
 		return nil, err
 	}
 
+	bin, err := findBinary(d.binary())
+	if err != nil {
+		return nil, fmt.Errorf("run qemu: %w", err)
+	}
 	var stderr bytes.Buffer
-	cmd := exec.Command(d.binary(), args...)
+	cmd := exec.Command(bin, args...)
 	cmd.Stderr = &stderr
 	// The launcher gets its own session, so a signal to the daemon's
 	// process group (Ctrl-C in a terminal) cannot reach a VMM still in
