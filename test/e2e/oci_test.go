@@ -150,7 +150,7 @@ func TestOCIPull(t *testing.T) {
 		t.Errorf("init-less image: PID 1 should be the agent: %q", r.stdout)
 	}
 	// sshd is started by the agent (it may take a moment).
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		r = e.cli(ctx, "", "vm", "exec", "ocinoinit", "--", "sh", "-c", "cat /proc/[0-9]*/comm | grep -x sshd")
 		if r.code == 0 || time.Now().After(deadline) {
