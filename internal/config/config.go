@@ -41,6 +41,10 @@ type Config struct {
 	BridgeName  string `toml:"bridge_name"`
 	BridgeCIDR  string `toml:"bridge_cidr"`
 	TapPoolSize int    `toml:"tap_pool_size"`
+	// GuestToGuest lets bridge-mode guests reach each other (default
+	// true); false isolates them from each other, on the bridge and
+	// through the host.
+	GuestToGuest bool `toml:"guest_to_guest"`
 	// DNSListen is the host loopback address where <name>.vm resolves.
 	DNSListen string `toml:"dns_listen"`
 	// HelperSocket is the socket of banger-helper, the privileged helper
@@ -97,6 +101,7 @@ func Default() Config {
 		BridgeName:     "banger0",
 		BridgeCIDR:     "172.16.0.1/24",
 		TapPoolSize:    2,
+		GuestToGuest:   true,
 		DNSListen:      "127.0.0.1:42069",
 		HelperSocket:   "/run/banger/helper.sock",
 		Engine:         "auto",
