@@ -47,6 +47,10 @@ type Config struct {
 	GuestToGuest bool `toml:"guest_to_guest"`
 	// DNSListen is the host loopback address where <name>.vm resolves.
 	DNSListen string `toml:"dns_listen"`
+	// DNSUpstreams are the resolvers queries outside banger's domain are
+	// forwarded to (IP or IP:port); empty means the nameservers of
+	// /etc/resolv.conf.
+	DNSUpstreams []string `toml:"dns_upstreams"`
 	// HelperSocket is the socket of banger-helper, the privileged helper
 	// a daemon not running as root uses for bridge mode; env
 	// BANGER_HELPER_SOCKET overrides it.
@@ -180,6 +184,13 @@ func (c Config) Validate() error {
 	}
 	if c.TapPoolSize < 0 {
 		return fmt.Errorf("tap_pool_size must not be negative")
+	}
+	for _, u := range c.DNSUpstreams {
+		if _, err := netip.ParseAddrPort(u); err != nil {
+			if _, err := netip.ParseAddr(u); err != nil {
+				return fmt.Errorf("dns_upstreams: %q is not an IP address or IP:port", u)
+			}
+		}
 	}
 	if _, err := netip.ParseAddrPort(c.DNSListen); err != nil {
 		return fmt.Errorf("dns_listen must be ADDR:PORT, got %q", c.DNSListen)
