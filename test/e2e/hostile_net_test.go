@@ -256,13 +256,13 @@ func TestHostileNetwork(t *testing.T) {
 		defer guest(t, ctx, natVM, guestDev+`ip link set $dev up; ip route replace default via `+gw+` dev $dev`)
 		drain()
 		// Its address only.
-		out := guest(t, ctx, evil, guestDev+`ip addr flush dev $dev; ip addr add `+natIP+`/24 dev $dev; ip route replace default via `+gw+` dev $dev; `+fetch)
+		out := guest(t, ctx, evil, guestDev+`ip addr flush dev $dev; ip addr add `+natIP+`/24 dev $dev; ip route replace default via `+gw+` dev $dev; `+fetch+`; true`)
 		if strings.Contains(out, "uplink-ok") {
 			t.Errorf("guest with the nat guest's address reached the uplink")
 		}
 		// Its address and its MAC.
 		out = guest(t, ctx, evil, guestDev+`ip link set $dev down; ip link set $dev address `+natMAC+`; ip link set $dev up; `+
-			`ip addr flush dev $dev; ip addr add `+natIP+`/24 dev $dev; ip route replace default via `+gw+` dev $dev; `+fetch)
+			`ip addr flush dev $dev; ip addr add `+natIP+`/24 dev $dev; ip route replace default via `+gw+` dev $dev; `+fetch+`; true`)
 		if strings.Contains(out, "uplink-ok") {
 			t.Errorf("guest with the nat guest's address and MAC reached the uplink")
 		}
