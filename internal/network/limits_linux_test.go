@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 
 	"github.com/vishvananda/netlink"
@@ -98,5 +99,44 @@ func TestForwardingRestored(t *testing.T) {
 		if _, err := os.Stat(rec); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("record left after Teardown: %v", err)
 		}
+	}
+}
+
+// A restarted helper (a new Host) keeps the bindings of the taps running
+// VMs hold: it reads them back from the kernel instead of muting the taps,
+// and releasing such a tap removes its binding.
+func TestBindingsSurviveANewHost(t *testing.T) {
+	enterTestNetNS(t)
+	cfg := Config{TapPoolSize: -1}
+	h1 := newTestHost(t, cfg)
+	if err := h1.EnsureBridge(bg); err != nil {
+		t.Fatal(err)
+	}
+	a := Binding{MAC: "02:00:00:00:00:0a", IP: guestA}
+	tapA, err := h1.AcquireTap(bg, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h2 := newTestHost(t, cfg)
+	if err := h2.EnsureBridge(bg); err != nil {
+		t.Fatal(err)
+	}
+	b := Binding{MAC: "02:00:00:00:00:0b", IP: guestB}
+	tapB, err := h2.AcquireTap(bg, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := h2.State(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := map[string]Binding{tapA: a, tapB: b}; !reflect.DeepEqual(st.Bindings, want) || !st.RulesInSync {
+		t.Fatalf("State after a new Host = %+v, want bindings %v in sync", st, want)
+	}
+	if err := h2.ReleaseTap(bg, tapA); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := h2.State(bg); !reflect.DeepEqual(st.Bindings, map[string]Binding{tapB: b}) || !st.RulesInSync {
+		t.Fatalf("State after releasing %s = %+v", tapA, st)
 	}
 }
