@@ -208,7 +208,22 @@ func (d *Driver) start(ctx context.Context, spec engine.Spec) (*Instance, error)
 		case <-tick.C:
 		}
 	}
+	// The socket file appears at bind(), a moment before QEMU listens on
+	// it: a refused connection is retried.
 	inst, err := attach(ctx, spec, cmd.Process.Pid)
+	for err != nil && errors.Is(err, syscall.ECONNREFUSED) {
+		select {
+		case werr := <-exited:
+			cleanup(spec)
+			return nil, failed(werr)
+		case <-ctx.Done():
+			return fail(ctx.Err())
+		case <-limit.C:
+			return fail(fmt.Errorf("qemu did not accept qmp connections within %s: %w", startTimeout, err))
+		case <-tick.C:
+		}
+		inst, err = attach(ctx, spec, cmd.Process.Pid)
+	}
 	if err != nil {
 		// A QEMU that made its socket and then gave up (e.g. on a bad
 		// disk) hangs up the handshake: report its own message.
