@@ -18,6 +18,7 @@ import (
 	"banger/internal/hosttools"
 	"banger/internal/model"
 	"banger/internal/network"
+	"banger/internal/privhelper"
 	"banger/internal/sysinstall"
 )
 
@@ -172,7 +173,8 @@ func activeVMs(ctx context.Context, socket string) ([]string, error) {
 // teardownNetwork removes the bridge, taps and nftables table the helper
 // made for the installation meta describes.
 func teardownNetwork(ctx context.Context, meta *sysinstall.Metadata) error {
-	cfg := network.Config{Bridge: meta.Bridge}
+	// The helper recorded ip_forward before turning it on: restore it.
+	cfg := network.Config{Bridge: meta.Bridge, ForwardRecord: privhelper.ForwardRecord(meta.HelperSocket)}
 	if meta.CIDR != "" {
 		p, err := netip.ParsePrefix(meta.CIDR)
 		if err != nil {

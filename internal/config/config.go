@@ -45,8 +45,16 @@ type Config struct {
 	BridgeName  string `toml:"bridge_name"`
 	BridgeCIDR  string `toml:"bridge_cidr"`
 	TapPoolSize int    `toml:"tap_pool_size"`
+	// GuestToGuest lets bridge-mode guests reach each other (default
+	// true); false isolates them from each other, on the bridge and
+	// through the host.
+	GuestToGuest bool `toml:"guest_to_guest"`
 	// DNSListen is the host loopback address where <name>.vm resolves.
 	DNSListen string `toml:"dns_listen"`
+	// DNSUpstreams are the resolvers queries outside banger's domain are
+	// forwarded to (IP or IP:port); empty means the nameservers of
+	// /etc/resolv.conf.
+	DNSUpstreams []string `toml:"dns_upstreams"`
 	// HelperSocket is the socket of banger-helper, the privileged helper
 	// a daemon not running as root uses for bridge mode; env
 	// BANGER_HELPER_SOCKET overrides it.
@@ -102,6 +110,7 @@ func Default() Config {
 		BridgeName:     "banger0",
 		BridgeCIDR:     "172.16.0.1/24",
 		TapPoolSize:    2,
+		GuestToGuest:   true,
 		DNSListen:      "127.0.0.1:42069",
 		HelperSocket:   "/run/banger/helper.sock",
 		Engine:         "auto",
@@ -192,6 +201,13 @@ func (c Config) Validate() error {
 	}
 	if c.TapPoolSize < 0 {
 		return fmt.Errorf("tap_pool_size must not be negative")
+	}
+	for _, u := range c.DNSUpstreams {
+		if _, err := netip.ParseAddrPort(u); err != nil {
+			if _, err := netip.ParseAddr(u); err != nil {
+				return fmt.Errorf("dns_upstreams: %q is not an IP address or IP:port", u)
+			}
+		}
 	}
 	if _, err := netip.ParseAddrPort(c.DNSListen); err != nil {
 		return fmt.Errorf("dns_listen must be ADDR:PORT, got %q", c.DNSListen)

@@ -125,3 +125,24 @@ func TestSSHKeyPath(t *testing.T) {
 		t.Errorf("ssh_key: %s", got)
 	}
 }
+
+// guest_to_guest defaults to true and can be turned off; dns_upstreams are
+// IP or IP:port.
+func TestGuestToGuestAndDNSUpstreams(t *testing.T) {
+	for _, k := range []string{"BANGER_ACCEL", "BANGER_ENGINE", "BANGER_NETWORK", "BANGER_QEMU", "BANGER_HELPER_SOCKET", "BANGER_CATALOG"} {
+		t.Setenv(k, "")
+	}
+	path := filepath.Join(t.TempDir(), "config.toml")
+	c, err := Load(path)
+	if err != nil || !c.GuestToGuest || c.DNSUpstreams != nil {
+		t.Fatalf("defaults: %+v %v", c, err)
+	}
+	os.WriteFile(path, []byte("guest_to_guest = false\ndns_upstreams = [\"10.250.1.2:53\", \"192.0.2.1\"]\n"), 0o600)
+	if c, err = Load(path); err != nil || c.GuestToGuest || len(c.DNSUpstreams) != 2 {
+		t.Fatalf("file values: %+v %v", c, err)
+	}
+	os.WriteFile(path, []byte("dns_upstreams = [\"resolver.example\"]\n"), 0o600)
+	if _, err := Load(path); err == nil {
+		t.Error("a host name accepted as a dns upstream")
+	}
+}

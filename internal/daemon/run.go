@@ -88,7 +88,11 @@ func Run(ctx context.Context, o Options) error {
 	// DNS listener) only where banger may manage the host network.
 	svcCtx, stopServices := context.WithCancel(context.Background())
 	defer stopServices()
-	resolver := dns.New(dns.Options{Log: o.Log})
+	var upstreams []string // nil: /etc/resolv.conf
+	if len(cfg.DNSUpstreams) > 0 {
+		upstreams = cfg.DNSUpstreams
+	}
+	resolver := dns.New(dns.Options{Log: o.Log, Upstreams: upstreams})
 	if err := resolver.ListenAndServe(svcCtx, cfg.DNSListen); err != nil {
 		return fmt.Errorf("%w (set dns_listen in %s)", err, l.ConfigFile())
 	}

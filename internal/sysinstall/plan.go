@@ -427,7 +427,7 @@ func PlanUninstall(o Options, purge bool) (*Plan, error) {
 		p.Explanation = append(p.Explanation, kept+", and banger's state (~/.local/state/banger: images, VM disks), which purge removes.")
 	}
 	p.Explanation = append(p.Explanation,
-		"The network the helper set up (the bridge, its bgtap taps and the nftables table \"ip banger\") is removed afterwards when no VM runs; with VMs left running it stays for them.",
+		"The network the helper set up (the bridge, its bgtap taps and the nftables tables \"ip banger\" and \"bridge banger\") is removed afterwards when no VM runs, and net.ipv4.ip_forward gets back the value it had before the helper turned it on; with VMs left running it all stays for them.",
 		"Root is needed to stop the services and to remove files from the system directories.")
 	return p, nil
 }

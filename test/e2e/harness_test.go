@@ -148,12 +148,15 @@ func setup() (*env, error) {
 		os.MkdirAll(filepath.Join(root, d), 0o700)
 	}
 	// Small VMs: scenarios assert behaviour, not capacity. The catalog is
-	// a file the catalog scenarios write (missing until then).
+	// a file the catalog scenarios write (missing until then). The DNS
+	// upstream is the resolver TestHostileNetwork runs in its uplink
+	// namespace (hostileUpstream), never this machine's resolver.
 	os.WriteFile(filepath.Join(root, "config/banger/config.toml"),
 		[]byte("vcpu = 2\nmemory_mib = 512\ndisk_size = \"1G\"\nstop_timeout = \"20s\"\n"+
 			// Registry images of the suite stay well below; a bomb goes beyond.
 			"max_image_size = \""+maxImageSize+"\"\n"+
-			"catalog_url = \""+filepath.Join(root, "catalog.json")+"\"\n"), 0o600)
+			"catalog_url = \""+filepath.Join(root, "catalog.json")+"\"\n"+
+			"dns_upstreams = [\""+hostileUpstream+"\"]\n"), 0o600)
 
 	// Every guest network lives in a namespace made for this run: the
 	// daemon (and so every VMM) runs inside it, across restarts.

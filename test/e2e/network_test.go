@@ -545,4 +545,36 @@ func TestNoNetworkLeaks(t *testing.T) {
 	if n := masqueradeRules(t, "172.16."); n != 0 {
 		t.Errorf("%d NAT rules left", n)
 	}
+	if n := tapBindings(t); n != 0 {
+		t.Errorf("%d tap bindings (anti-spoofing accept rules) left", n)
+	}
+}
+
+// tapBindings counts the accept rules of banger's bridge table: two per
+// tap bound to a guest.
+func tapBindings(t *testing.T) int {
+	t.Helper()
+	n := 0
+	inDaemonNS(t, func() {
+		c, err := nftables.New()
+		if err != nil {
+			t.Fatal(err)
+		}
+		chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyBridge)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ch := range chains {
+			if ch.Table.Name != "banger" || ch.Name != "prerouting" {
+				continue
+			}
+			rules, _ := c.GetRules(ch.Table, ch)
+			for _, r := range rules {
+				if strings.Contains(string(r.UserData), " accept") {
+					n++
+				}
+			}
+		}
+	})
+	return n
 }
