@@ -175,7 +175,6 @@ func TestReadLine(t *testing.T) {
 	}
 }
 
-
 func TestIdleReader(t *testing.T) {
 	a, b := net.Pipe()
 	defer a.Close()

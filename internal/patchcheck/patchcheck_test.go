@@ -142,7 +142,6 @@ index 0000000000000000000000000000000000000000..11111111111111111111111111111111
 \ No newline at end of file
 `
 
-
 func TestRefusesHostilePatches(t *testing.T) {
 	sl := func(link, target string) string {
 		s := symlinkNew
