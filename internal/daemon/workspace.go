@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 
 	"banger/internal/agent"
 	"banger/internal/api"
@@ -104,7 +105,11 @@ func (s *Server) workspaceExport(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	defer patch.Close()
 	w.Header().Set("Content-Type", "text/x-diff")
-	w.Write(patch)
+	if fi, err := patch.Stat(); err == nil {
+		w.Header().Set("Content-Length", strconv.FormatInt(fi.Size(), 10))
+	}
+	io.Copy(w, patch)
 	return nil
 }

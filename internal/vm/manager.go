@@ -63,6 +63,9 @@ type Manager struct {
 	running map[string]*runtime    // per VM ID
 
 	ensureImage ImageEnsurer
+
+	// exportCmd, when set, replaces the export command (tests).
+	exportCmd func(base string) []string
 }
 
 type runtime struct {
