@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"os"
+	"path/filepath"
 	goruntime "runtime"
 	"strings"
 	"testing"
@@ -122,5 +123,45 @@ func TestTailBuffer(t *testing.T) {
 	}
 	if _, err := cw.Write([]byte{1}); err != errTooLarge {
 		t.Errorf("over cap: %v", err)
+	}
+}
+
+// A guest flooding its console fills at most serial_log_max_mib on disk;
+// vm logs streams the newest output.
+func TestSerialLogCapped(t *testing.T) {
+	f := newFixture(t)
+	f.driver.serialFlood = 20 << 20
+	f.m.cfg.SerialLogMaxMiB = 1
+	ctx := context.Background()
+	vm, err := f.m.Create(ctx, api.VMCreateParams{Name: "box"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := filepath.Join(f.layout.VMDir(vm.ID), "serial.log")
+	deadline := time.Now().Add(60 * time.Second)
+	var got []byte
+	for time.Now().Before(deadline) {
+		rc, err := f.m.Logs(ctx, "box")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ = io.ReadAll(rc)
+		rc.Close()
+		if strings.HasSuffix(string(got), "LAST LINE\n") {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.HasSuffix(string(got), "LAST LINE\n") {
+		t.Fatalf("the flood's end never reached the log (%d bytes)", len(got))
+	}
+	var total int64
+	for _, p := range []string{log, log + ".1"} {
+		if fi, err := os.Stat(p); err == nil {
+			total += fi.Size()
+		}
+	}
+	if total > 1<<20 || len(got) > 1<<20 {
+		t.Errorf("%d bytes on disk, %d read, for a 1 MiB cap after a 20 MiB flood", total, len(got))
 	}
 }
