@@ -101,9 +101,12 @@ func setup() (*env, error) {
 		os.MkdirAll(filepath.Join(root, d), 0o700)
 	}
 	// Small VMs: scenarios assert behaviour, not capacity. The catalog is
-	// a file the catalog scenarios write (missing until then).
+	// a file the catalog scenarios write (missing until then). The export
+	// and serial-log caps are small so that TestHostileGuest can exceed
+	// them quickly under TCG.
 	os.WriteFile(filepath.Join(root, "config/banger/config.toml"),
 		[]byte("vcpu = 2\nmemory_mib = 512\ndisk_size = \"1G\"\nstop_timeout = \"20s\"\n"+
+			"export_max_mib = "+fmt.Sprint(hostileExportMaxMiB)+"\nserial_log_max_mib = "+fmt.Sprint(hostileSerialMaxMiB)+"\n"+
 			"catalog_url = \""+filepath.Join(root, "catalog.json")+"\"\n"), 0o600)
 
 	// Every guest network lives in a namespace made for this run: the
