@@ -6,13 +6,20 @@ LDFLAGS   := -s -w -X main.version=$(VERSION)
 FIXTURES  ?= $(or $(BANGER_FIXTURES),/var/cache/banger-fixtures)
 SCENARIO  ?=
 E2E_FLAGS ?=
+# pipefail: a test run piped into test/testreport keeps its failure.
+SHELL     := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+# The vmlinux extracted from the fixture kernel package, for the tests that
+# boot a kernel directly (make integration).
+VMLINUX   := $(FIXTURES)/kernel/vmlinux
 
-.PHONY: help build unit e2e e2e-list test bench fixtures vet fmt clean quickstart golden
+.PHONY: help build unit integration e2e e2e-list test bench fixtures vet fmt clean quickstart golden
 
 help:
 	@echo "make build            build bin/banger, bin/bangerd, bin/banger-agent, bin/banger-helper"
-	@echo "make test             unit tests, then the end-to-end suite (boots real VMs)"
-	@echo "make unit             gofmt/vet + unit tests (never boot VMs)"
+	@echo "make test             unit tests, integration tests, then the end-to-end suite (boots real VMs)"
+	@echo "make unit             gofmt/vet + unit tests (never boot VMs); a missing tool or reference fails them"
+	@echo "make integration      package tests that boot the fixture kernel directly (no image, no daemon)"
 	@echo "make e2e              end-to-end scenarios; SCENARIO=TestName runs one"
 	@echo "make e2e-list         list the end-to-end scenarios"
 	@echo "make bench            banger vs bare QEMU boot, same kernel and image"
@@ -33,8 +40,22 @@ vet:
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./test/...
 
+# BANGER_TEST_STRICT=1: a test whose tool or reference file is missing
+# fails instead of skipping (internal/testreq). BANGER_TEST_VMLINUX is
+# cleared: unit tests never boot a kernel. testreport prints every skipped
+# test with its reason, and what passing packages printed (the firecracker
+# contract line).
 unit: fmt vet
-	$(GO) test -count=1 ./...
+	BANGER_TEST_STRICT=1 BANGER_TEST_BOOT= BANGER_TEST_VMLINUX= $(GO) test -count=1 -json ./... | $(GO) run ./test/testreport
+
+# Tests that boot the fixture kernel without a root disk (the KVM probe, a
+# panicking guest ending its VMM); BANGER_TEST_BOOT=1 makes a missing
+# kernel a failure, and -want fails the run if they did not pass.
+integration: fixtures
+	$(GO) run ./test/kernelfixture $(FIXTURES)/kernel/linux-image.deb $(FIXTURES)/kernel
+	BANGER_TEST_STRICT=1 BANGER_TEST_BOOT=1 BANGER_TEST_VMLINUX=$(VMLINUX) \
+	  $(GO) test -count=1 -json -run '^TestBoot' ./internal/engine/qemu | \
+	  $(GO) run ./test/testreport -want '^TestBootProbeKVM$$' -want '^TestBootKernelPanicEndsVMM$$'
 
 fixtures:
 	scripts/fixtures.sh $(FIXTURES)
@@ -47,7 +68,7 @@ e2e: build fixtures
 e2e-list:
 	@$(GO) test -tags e2e -list '.*' ./test/e2e | grep -v '^ok'
 
-test: unit e2e
+test: unit integration e2e
 
 bench: build fixtures
 	BANGER_FIXTURES=$(FIXTURES) BANGER_BIN=$(CURDIR)/$(BIN) $(GO) run ./test/bench $(BENCH_FLAGS)

@@ -127,11 +127,13 @@ type ExecParams struct {
 // WorkspaceParams describes a workspace the client is about to send (as a
 // tar stream of stdin frames) to /root/repo in the guest.
 type WorkspaceParams struct {
-	Path  string `json:"path"` // host repository root
-	Mode  string `json:"mode"` // copy or full_copy
-	Head  string `json:"head,omitempty"`
-	Files int    `json:"files"`
-	Bytes int64  `json:"bytes"`
+	Path string `json:"path"` // host repository root
+	Mode string `json:"mode"` // copy or full_copy
+	// IncludeUntracked: untracked (not ignored) files were sent too.
+	IncludeUntracked bool   `json:"include_untracked,omitempty"`
+	Head             string `json:"head,omitempty"`
+	Files            int    `json:"files"`
+	Bytes            int64  `json:"bytes"`
 }
 
 // ExportParams asks for the guest's changes as a patch.

@@ -116,7 +116,8 @@ func (a *App) doctorCmd() *cobra.Command {
 	return c
 }
 
-// statusWord colours a doctor status: PASS green, WARN yellow, FAIL red.
+// statusWord colours a doctor status: PASS green, WARN yellow, FAIL red,
+// SKIP dim.
 func statusWord(st style.Style, s doctor.Status) string {
 	switch s {
 	case doctor.Pass:
@@ -125,6 +126,8 @@ func statusWord(st style.Style, s doctor.Status) string {
 		return st.Warn(string(s))
 	case doctor.Fail:
 		return st.Fail(string(s))
+	case doctor.Skip:
+		return st.Dim(string(s))
 	}
 	return string(s)
 }

@@ -108,6 +108,7 @@ func TestDoctorStatusWords(t *testing.T) {
 		{doctor.Pass, "\x1b[32mPASS\x1b[0m"},
 		{doctor.Warn, "\x1b[33mWARN\x1b[0m"},
 		{doctor.Fail, "\x1b[1;31mFAIL\x1b[0m"},
+		{doctor.Skip, "\x1b[2mSKIP\x1b[0m"},
 	} {
 		if got := statusWord(style.Forced(), c.s); got != c.styled {
 			t.Errorf("%s on a terminal: %q", c.s, got)

@@ -36,7 +36,9 @@ and restarted. Running VMs stay up throughout.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			opts, err := a.updateOptions(manifestURL, pubkeyFile)
+			// A rollback puts back the local .previous binaries: it
+			// needs no release channel.
+			opts, err := a.updateOptions(manifestURL, pubkeyFile, !rollback)
 			if err != nil {
 				return err
 			}
@@ -94,8 +96,10 @@ and restarted. Running VMs stay up throughout.`,
 
 // updateOptions wires the updater to this installation: where the
 // binaries are, and how to restart and health-check the services (systemd
-// units after `system install`, else the on-demand daemon).
-func (a *App) updateOptions(manifestURL, pubkeyFile string) (updater.Options, error) {
+// units after `system install`, else the on-demand daemon). needChannel
+// makes a missing release manifest URL an error (Check and Update need
+// one; Rollback does not).
+func (a *App) updateOptions(manifestURL, pubkeyFile string, needChannel bool) (updater.Options, error) {
 	var opts updater.Options
 	if manifestURL == "" {
 		cfg, err := config.Load(a.layout.ConfigFile())
@@ -104,7 +108,7 @@ func (a *App) updateOptions(manifestURL, pubkeyFile string) (updater.Options, er
 		}
 		manifestURL = cfg.UpdateURL
 	}
-	if manifestURL == "" {
+	if manifestURL == "" && needChannel {
 		return opts, fmt.Errorf("no release channel is configured: banger has no published releases yet; set update_url in %s to a release manifest", a.layout.ConfigFile())
 	}
 	if pubkeyFile != "" {

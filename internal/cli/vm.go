@@ -259,7 +259,11 @@ func (a *App) vmShowCmd() *cobra.Command {
 				t.row("publish", fmt.Sprintf("%s:%d -> %d", p.HostIP, p.HostPort, p.GuestPort))
 			}
 			if v.WorkspacePath != "" {
-				t.row("workspace", fmt.Sprintf("%s (%s)", v.WorkspacePath, v.WorkspaceMode))
+				opts := v.WorkspaceMode
+				if v.WorkspaceIncludeUntracked {
+					opts += ", untracked files included"
+				}
+				t.row("workspace", fmt.Sprintf("%s (%s)", v.WorkspacePath, opts))
 			}
 			t.row("created", timestamp(v.CreatedAt))
 			if !v.StartedAt.IsZero() {

@@ -100,7 +100,8 @@ func (a *App) prepare(ctx context.Context, vm string, plan *workspace.Plan) erro
 	}
 }
 
-// autoPrepare re-syncs the workspace recorded for vm.
+// autoPrepare re-syncs the workspace recorded for vm, with the options
+// (mode, untracked files) of the prepare it repeats.
 func (a *App) autoPrepare(ctx context.Context, vm string) error {
 	var v model.VM
 	if err := a.client.Do(ctx, "GET", vmPath(vm, ""), nil, &v); err != nil {
@@ -109,7 +110,7 @@ func (a *App) autoPrepare(ctx context.Context, vm string) error {
 	if v.WorkspacePath == "" {
 		return fmt.Errorf("vm %q has no workspace to re-sync; prepare one with `banger vm workspace prepare %s PATH`", v.Name, v.Name)
 	}
-	plan, err := a.inspect(ctx, v.WorkspacePath, workspace.Options{Mode: v.WorkspaceMode})
+	plan, err := a.inspect(ctx, v.WorkspacePath, workspace.Options{Mode: v.WorkspaceMode, IncludeUntracked: v.WorkspaceIncludeUntracked})
 	if err != nil {
 		return err
 	}

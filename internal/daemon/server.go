@@ -19,19 +19,69 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"banger/internal/agent"
 	"banger/internal/api"
+	"banger/internal/catalog"
 	"banger/internal/image"
+	"banger/internal/model"
 	"banger/internal/store"
 	"banger/internal/vm"
 )
 
+// VMManager is what the API needs of the VM manager (*vm.Manager): the
+// calls its routes make, so that handler tests can fake it.
+type VMManager interface {
+	List(ctx context.Context) ([]*model.VM, error)
+	Get(ctx context.Context, ref string) (*model.VM, error)
+	Create(ctx context.Context, p api.VMCreateParams, progress vm.Progress) (*model.VM, error)
+	Start(ctx context.Context, ref string, progress vm.Progress) (*model.VM, error)
+	Restart(ctx context.Context, ref string, progress vm.Progress) (*model.VM, error)
+	Stop(ctx context.Context, ref string) (*model.VM, error)
+	Kill(ctx context.Context, ref string, sig syscall.Signal) (*model.VM, error)
+	Delete(ctx context.Context, ref string) error
+	Set(ctx context.Context, ref string, p api.VMSetParams) (*model.VM, error)
+	Prune(ctx context.Context) ([]string, error)
+	Logs(ctx context.Context, ref string) ([]byte, error)
+	Ports(ctx context.Context, ref string) ([]agent.PortInfo, error)
+	// The streams: exec, workspace upload, sessions.
+	OpenExec(ctx context.Context, ref string, p api.ExecParams) (net.Conn, error)
+	OpenUntar(ctx context.Context, ref, dir string, clean bool) (net.Conn, error)
+	RecordWorkspace(ctx context.Context, ref string, p api.WorkspaceParams) error
+	Export(ctx context.Context, ref, base string) ([]byte, error)
+	SessionCall(ctx context.Context, ref, op string, req agent.SessionRequest) (agent.Response, error)
+	OpenSession(ctx context.Context, ref, op string, req agent.SessionRequest) (net.Conn, error)
+}
+
+// ImageService is what the API needs of the kernel and image service
+// (*image.Service).
+type ImageService interface {
+	Kernels(ctx context.Context) ([]*model.Kernel, error)
+	Kernel(ctx context.Context, name string) (*model.Kernel, error)
+	ImportKernel(ctx context.Context, p api.KernelImportParams, progress image.Progress) (*model.Kernel, error)
+	PullKernel(ctx context.Context, p api.KernelPullParams, progress image.Progress) (*api.PullResult, error)
+	DeleteKernel(ctx context.Context, name string) error
+	Images(ctx context.Context) ([]*model.Image, error)
+	Image(ctx context.Context, name string) (*model.Image, error)
+	Build(ctx context.Context, p api.ImageBuildParams, progress image.Progress) (*model.Image, error)
+	Register(ctx context.Context, p api.ImageRegisterParams) (*model.Image, error)
+	PullImage(ctx context.Context, p api.ImagePullParams, progress image.Progress) (*api.PullResult, error)
+	DeleteImage(ctx context.Context, name string) error
+	ExportBundle(ctx context.Context, name string, w io.Writer) error
+	LoadCatalog(ctx context.Context, src string) (*catalog.Catalog, error)
+}
+
+var (
+	_ VMManager    = (*vm.Manager)(nil)
+	_ ImageService = (*image.Service)(nil)
+)
+
 // Server serves the API.
 type Server struct {
-	VMs     *vm.Manager
-	Images  *image.Service
+	VMs     VMManager
+	Images  ImageService
 	Log     *slog.Logger
 	Version string
 	Socket  string

@@ -33,6 +33,9 @@ const (
 	Pass Status = "PASS"
 	Warn Status = "WARN"
 	Fail Status = "FAIL"
+	// Skip: the check did not run (the detail says why); neither a pass
+	// nor a problem.
+	Skip Status = "SKIP"
 )
 
 // Check is one line of the report.

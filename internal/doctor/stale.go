@@ -202,7 +202,7 @@ func staleChecks(s Stale, db string, euid int) []Check {
 		case err == nil:
 			return Check{}, false
 		case errors.Is(err, ErrNeedsPrivilege):
-			return Check{Name: name, Status: Pass, Detail: "skipped (needs root or the helper)"}, true
+			return Check{Name: name, Status: Skip, Detail: "not checked: needs root or the helper"}, true
 		}
 		return Check{Name: name, Status: Warn, Detail: "not checked: " + err.Error()}, true
 	}

@@ -203,7 +203,7 @@ func TestFindStaleSkipped(t *testing.T) {
 	src := staleWorld(&log, 0)
 	src.Rules = fakeRules{log: &log, err: ErrNeedsPrivilege}
 	cs := staleChecks(FindStale(ctx, src), "DB", 1000)
-	if c := find(cs, "stale nat"); c.Status != Pass || c.Detail != "skipped (needs root or the helper)" {
+	if c := find(cs, "stale nat"); c.Status != Skip || c.Detail != "not checked: needs root or the helper" {
 		t.Errorf("rules without privilege: %+v", c)
 	}
 	if c := find(cs, "stale taps"); c.Status != Warn {

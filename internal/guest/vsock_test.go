@@ -109,21 +109,25 @@ func TestServeVsock(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 
-	if conn, err := dialVsockLocal(port, 300*time.Millisecond); err != nil {
-		t.Logf("no loopback vsock transport here (%v): session over AF_VSOCK not tested", err)
-	} else {
+	// A session needs a loopback transport (vsock_loopback) to reach our
+	// own port; where there is none the subtest says so as a SKIP instead
+	// of passing untested.
+	t.Run("session over loopback", func(t *testing.T) {
+		conn, err := dialVsockLocal(port, 300*time.Millisecond)
+		if err != nil {
+			t.Skipf("skipping: no loopback vsock transport here (vsock_loopback not loaded: %v): a session over AF_VSOCK is not tested; the same server is tested over a Unix socket", err)
+		}
 		c, err := agent.NewClient(conn)
 		if err != nil {
 			t.Fatal(err)
 		}
+		defer c.Close()
 		pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
-		resp, err := c.Ping(pctx)
-		pcancel()
-		c.Close()
-		if err != nil || !resp.OK {
+		defer pcancel()
+		if resp, err := c.Ping(pctx); err != nil || !resp.OK {
 			t.Errorf("ping over vsock: %+v, %v", resp, err)
 		}
-	}
+	})
 
 	cancel()
 	select {

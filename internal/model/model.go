@@ -36,11 +36,14 @@ type VM struct {
 	CreatedAt  time.Time `json:"created_at"`
 	UpdatedAt  time.Time `json:"updated_at"`
 	StartedAt  time.Time `json:"started_at,omitempty"`
-	// The workspace last prepared in the guest: host path, mode, and the
-	// host HEAD it was prepared from. Empty when none was.
-	WorkspacePath string `json:"workspace_path,omitempty"`
-	WorkspaceMode string `json:"workspace_mode,omitempty"`
-	WorkspaceHead string `json:"workspace_head,omitempty"`
+	// The workspace last prepared in the guest: host path, mode, whether
+	// untracked files were included, and the host HEAD it was prepared
+	// from. Empty when none was. --auto-prepare repeats the prepare with
+	// the same options.
+	WorkspacePath             string `json:"workspace_path,omitempty"`
+	WorkspaceMode             string `json:"workspace_mode,omitempty"`
+	WorkspaceIncludeUntracked bool   `json:"workspace_include_untracked,omitempty"`
+	WorkspaceHead             string `json:"workspace_head,omitempty"`
 
 	// Network is "bridge", "user" or "none".
 	Network string `json:"network,omitempty"`

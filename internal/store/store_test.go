@@ -628,13 +628,25 @@ func TestVMWorkspaceFields(t *testing.T) {
 	if err := s.CreateVM(ctx, vm); err != nil {
 		t.Fatal(err)
 	}
+	if got, err := s.GetVM(ctx, "ws"); err != nil || got.WorkspaceIncludeUntracked {
+		t.Errorf("fresh vm: %+v %v", got, err)
+	}
 	vm.WorkspacePath, vm.WorkspaceMode, vm.WorkspaceHead = "/home/u/repo", "full_copy", "abc123"
+	vm.WorkspaceIncludeUntracked = true
 	if err := s.UpdateVM(ctx, vm); err != nil {
 		t.Fatal(err)
 	}
 	got, err := s.GetVM(ctx, "ws")
-	if err != nil || got.WorkspacePath != "/home/u/repo" || got.WorkspaceMode != "full_copy" || got.WorkspaceHead != "abc123" {
+	if err != nil || got.WorkspacePath != "/home/u/repo" || got.WorkspaceMode != "full_copy" || got.WorkspaceHead != "abc123" || !got.WorkspaceIncludeUntracked {
 		t.Errorf("workspace fields: %+v %v", got, err)
+	}
+	// Created with the option set, too.
+	vm2 := &model.VM{ID: "ws2", Name: "ws2", State: model.StateCreated, WorkspacePath: "/r", WorkspaceMode: "copy", WorkspaceIncludeUntracked: true}
+	if err := s.CreateVM(ctx, vm2); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.GetVM(ctx, "ws2"); err != nil || !got.WorkspaceIncludeUntracked {
+		t.Errorf("created with untracked: %+v %v", got, err)
 	}
 }
 

@@ -14,7 +14,8 @@ import (
 const vmColumns = `id, name, image, kernel, vcpu, memory_mib, disk_size, state, pid,
 	accel, auto_remove, last_error, created_at, updated_at, started_at,
 	workspace_path, workspace_mode, workspace_head,
-	network, ip, nat, publish, ssh_port, engine, disk_clone, no_work_disk`
+	network, ip, nat, publish, ssh_port, engine, disk_clone, no_work_disk,
+	workspace_include_untracked`
 
 // CreateVM inserts vm. A zero CreatedAt or UpdatedAt is set to the current
 // time (and written back to vm). It returns an error wrapping ErrExists if a
@@ -47,11 +48,12 @@ func (s *Store) CreateVM(ctx context.Context, vm *model.VM) error {
 		return fmt.Errorf("create vm %q: started_at: %w", vm.Name, err)
 	}
 	_, err = s.db.ExecContext(ctx, `INSERT INTO vms (`+vmColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		vm.ID, vm.Name, vm.Image, vm.Kernel, vm.VCPU, vm.MemoryMiB, vm.DiskSize,
 		string(vm.State), vm.PID, vm.Accel, vm.AutoRemove, vm.LastError,
 		created, updated, started, vm.WorkspacePath, vm.WorkspaceMode, vm.WorkspaceHead,
-		vm.Network, vm.IP, vm.NAT, publishJSON(vm.Publish), vm.SSHPort, vm.Engine, vm.DiskClone, vm.NoWorkDisk)
+		vm.Network, vm.IP, vm.NAT, publishJSON(vm.Publish), vm.SSHPort, vm.Engine, vm.DiskClone, vm.NoWorkDisk,
+		vm.WorkspaceIncludeUntracked)
 	if err != nil {
 		if isUniqueViolation(err) {
 			return vmExistsError(vm, err)
@@ -142,14 +144,15 @@ func (s *Store) UpdateVM(ctx context.Context, vm *model.VM) error {
 			updated_at = ?, started_at = ?,
 			workspace_path = ?, workspace_mode = ?, workspace_head = ?,
 			network = ?, ip = ?, nat = ?, publish = ?, ssh_port = ?,
-			engine = ?, disk_clone = ?, no_work_disk = ?
+			engine = ?, disk_clone = ?, no_work_disk = ?,
+			workspace_include_untracked = ?
 		WHERE id = ?
 		RETURNING created_at`,
 		vm.Name, vm.Image, vm.Kernel, vm.VCPU, vm.MemoryMiB, vm.DiskSize,
 		string(vm.State), vm.PID, vm.Accel, vm.AutoRemove, vm.LastError,
 		updated, started, vm.WorkspacePath, vm.WorkspaceMode, vm.WorkspaceHead,
 		vm.Network, vm.IP, vm.NAT, publishJSON(vm.Publish), vm.SSHPort,
-		vm.Engine, vm.DiskClone, vm.NoWorkDisk, vm.ID).Scan(&created)
+		vm.Engine, vm.DiskClone, vm.NoWorkDisk, vm.WorkspaceIncludeUntracked, vm.ID).Scan(&created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return fmt.Errorf("vm id %q: %w", vm.ID, ErrNotFound)
 	}
@@ -206,7 +209,8 @@ func scanVM(sc scanner) (*model.VM, error) {
 	if err := sc.Scan(&vm.ID, &vm.Name, &vm.Image, &vm.Kernel, &vm.VCPU, &vm.MemoryMiB,
 		&vm.DiskSize, &state, &vm.PID, &vm.Accel, &vm.AutoRemove, &vm.LastError,
 		&created, &updated, &started, &vm.WorkspacePath, &vm.WorkspaceMode, &vm.WorkspaceHead,
-		&vm.Network, &vm.IP, &vm.NAT, &publish, &vm.SSHPort, &vm.Engine, &vm.DiskClone, &vm.NoWorkDisk); err != nil {
+		&vm.Network, &vm.IP, &vm.NAT, &publish, &vm.SSHPort, &vm.Engine, &vm.DiskClone, &vm.NoWorkDisk,
+		&vm.WorkspaceIncludeUntracked); err != nil {
 		return nil, err
 	}
 	vm.State = model.VMState(state)

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // fixture is a fake release host with v0.2.0 and v0.3.0 and an install
@@ -495,24 +496,82 @@ func TestProbeWritable(t *testing.T) {
 // directory as an unprivileged user: directly when the test is not root,
 // else in a copy of the test binary running as nobody.
 func TestProbeWritableUnprivileged(t *testing.T) {
-	if dir := os.Getenv("BANGER_UPDATER_PROBE_DIR"); dir != "" {
-		// The child: report the probe's verdict.
-		fmt.Printf("probe: %v\n", ProbeWritable(dir))
+	if asNobody(t) {
 		return
 	}
-	base := t.TempDir()
-	ro := filepath.Join(base, "bin")
+	ro := filepath.Join(t.TempDir(), "bin")
 	if err := os.Mkdir(ro, 0o555); err != nil {
 		t.Fatal(err)
 	}
-	want := "no permission to replace binaries in " + ro + ": run with sudo"
-	if os.Geteuid() != 0 {
-		err := ProbeWritable(ro)
-		var pe *PermissionError
-		if !errors.As(err, &pe) || err.Error() != want {
-			t.Fatalf("err = %v", err)
-		}
+	err := ProbeWritable(ro)
+	var pe *PermissionError
+	if !errors.As(err, &pe) || err.Error() != "no permission to replace binaries in "+ro+": run with sudo" {
+		t.Fatalf("err = %v", err)
+	}
+	if entries, _ := os.ReadDir(ro); len(entries) != 0 {
+		t.Errorf("probe left %v", entries)
+	}
+}
+
+// TestUpdateUnwritableRealProbe runs Update with the real writability
+// probe on a directory this process may not write: directly when the test
+// is not root, else as nobody in a copy of the test binary.
+func TestUpdateUnwritableRealProbe(t *testing.T) {
+	if asNobody(t) {
 		return
+	}
+	f := newFixture(t)
+	if err := os.Chmod(f.binDir, 0o555); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Chmod(f.binDir, 0o755) })
+	before := snapshot(t, f.binDir)
+	_, err := Update(t.Context(), f.options())
+	if err == nil || err.Error() != "no permission to replace binaries in "+f.binDir+": run with sudo" {
+		t.Fatalf("err = %v", err)
+	}
+	assertSameSnapshot(t, before, snapshot(t, f.binDir))
+}
+
+const (
+	// nobodyEnv marks the child process asNobody starts.
+	nobodyEnv = "BANGER_UPDATER_TEST_AS_NOBODY"
+	nobodyID  = 65534
+)
+
+// asNobody makes the calling test run as an unprivileged user, because
+// root may write anywhere and would make a permission check pass without
+// testing it. As a non-root user it returns false: the test goes on in
+// this process. As root it runs the same test in a copy of the test binary
+// as uid/gid 65534, fails the test unless that run passed (a skip there
+// fails too), and returns true: the caller returns.
+func asNobody(t *testing.T) bool {
+	t.Helper()
+	if os.Getenv(nobodyEnv) == "1" {
+		if os.Geteuid() != nobodyID {
+			t.Fatalf("child runs as uid %d, want %d", os.Geteuid(), nobodyID)
+		}
+		return false
+	}
+	if os.Geteuid() != 0 {
+		return false
+	}
+	// A directory nobody can reach: under $TMPDIR (or /tmp), opened up.
+	base, err := os.MkdirTemp("", "updater-nobody-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for d := filepath.Dir(base); ; d = filepath.Dir(d) {
+		if st, err := os.Stat(d); err != nil || st.Mode().Perm()&0o001 == 0 {
+			t.Fatalf("%s is closed to uid %d, so the test cannot run unprivileged; point TMPDIR at a directory others may enter", d, nobodyID)
+		}
+		if d == filepath.Dir(d) {
+			break
+		}
 	}
 	exe, err := os.Executable()
 	if err != nil {
@@ -526,51 +585,25 @@ func TestProbeWritableUnprivileged(t *testing.T) {
 	if err := os.WriteFile(child, data, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	// nobody must be able to reach the copy: open up the directories the
-	// test made, and skip if any other ancestor is closed.
-	for _, d := range []string{base, filepath.Dir(base)} {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for d := filepath.Dir(filepath.Dir(base)); ; d = filepath.Dir(d) {
-		if st, err := os.Stat(d); err != nil || st.Mode().Perm()&0o001 == 0 {
-			t.Skipf("%s is closed to nobody", d)
-		}
-		if d == filepath.Dir(d) {
-			break
-		}
-	}
-	cmd := exec.Command(child, "-test.run=^TestProbeWritableUnprivileged$", "-test.count=1")
-	cmd.Env = append(os.Environ(), "BANGER_UPDATER_PROBE_DIR="+ro)
-	cmd.Dir = base
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Skipf("cannot run the probe as nobody: %v: %s", err, out)
-	}
-	if !strings.Contains(string(out), "probe: "+want+"\n") {
-		t.Fatalf("probe as nobody said:\n%s", out)
-	}
-}
-
-// TestUpdateUnwritableRealProbe runs Update with the real writability
-// probe on a directory this (non-root) process may not write.
-func TestUpdateUnwritableRealProbe(t *testing.T) {
-	if os.Geteuid() == 0 {
-		t.Skip("root may write anywhere; TestProbeWritableUnprivileged covers the probe as nobody")
-	}
-	f := newFixture(t)
-	if err := os.Chmod(f.binDir, 0o555); err != nil {
+	work := filepath.Join(base, "work")
+	if err := os.Mkdir(work, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.Chmod(f.binDir, 0o755) })
-	before := snapshot(t, f.binDir)
-	_, err := Update(t.Context(), f.options())
-	if err == nil || err.Error() != "no permission to replace binaries in "+f.binDir+": run with sudo" {
-		t.Fatalf("err = %v", err)
+	if err := os.Chown(work, nobodyID, nobodyID); err != nil {
+		t.Fatal(err)
 	}
-	assertSameSnapshot(t, before, snapshot(t, f.binDir))
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, child, "-test.run=^"+t.Name()+"$", "-test.v", "-test.count=1")
+	cmd.Env = append(os.Environ(), nobodyEnv+"=1", "TMPDIR="+work, "HOME="+work)
+	cmd.Dir = work
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobodyID, Gid: nobodyID, Groups: []uint32{}}}
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS: "+t.Name()+" ") {
+		t.Fatalf("%s as uid %d: %v\n%s", t.Name(), nobodyID, err, out)
+	}
+	t.Logf("ran as uid %d:\n%s", nobodyID, out)
+	return true
 }
 
 func assertNoStaging(t *testing.T, dir string) {

@@ -26,6 +26,7 @@ import (
 	"banger/internal/network"
 	"banger/internal/paths"
 	"banger/internal/store"
+	"banger/internal/testreq"
 )
 
 // fakeDriver "boots" a VM by serving the real guest agent protocol on the
@@ -145,11 +146,7 @@ type fixture struct {
 }
 
 func newFixture(t *testing.T) *fixture {
-	for _, tool := range []string{"qemu-img", "mkfs.ext4"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (scripts/quickstart.sh installs it)", tool)
-		}
-	}
+	testreq.RequireTools(t, "scripts/quickstart.sh installs them", "qemu-img", "mkfs.ext4")
 	dir := t.TempDir()
 	ctx := context.Background()
 	l := paths.Layout{State: filepath.Join(dir, "state"), Config: filepath.Join(dir, "config"), Runtime: filepath.Join(dir, "run")}
@@ -447,5 +444,34 @@ func TestRecoverLeavesHostNetworkAlone(t *testing.T) {
 		if strings.HasPrefix(c, "EnsureBridge") || strings.HasPrefix(c, "SetNAT") {
 			t.Errorf("host network touched: %v", fake.Calls())
 		}
+	}
+}
+
+// RecordWorkspace keeps every option of the prepare (mode and untracked
+// files), so that --auto-prepare can repeat it; a later prepare without
+// untracked files clears the flag.
+func TestRecordWorkspaceKeepsOptions(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	if _, err := f.m.Create(ctx, api.VMCreateParams{Name: "ws", NoStart: true}, nil); err != nil {
+		t.Fatal(err)
+	}
+	p := api.WorkspaceParams{Path: "/home/u/repo", Mode: "full_copy", IncludeUntracked: true, Head: "abc"}
+	if err := f.m.RecordWorkspace(ctx, "ws", p); err != nil {
+		t.Fatal(err)
+	}
+	got, err := f.m.Get(ctx, "ws")
+	if err != nil || got.WorkspacePath != p.Path || got.WorkspaceMode != p.Mode || !got.WorkspaceIncludeUntracked || got.WorkspaceHead != "abc" {
+		t.Fatalf("after prepare with untracked files: %+v %v", got, err)
+	}
+	p.IncludeUntracked, p.Mode = false, "copy"
+	if err := f.m.RecordWorkspace(ctx, "ws", p); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := f.m.Get(ctx, "ws"); err != nil || got.WorkspaceIncludeUntracked || got.WorkspaceMode != "copy" {
+		t.Errorf("after prepare without: %+v %v", got, err)
+	}
+	if err := f.m.RecordWorkspace(ctx, "nosuch", p); err == nil {
+		t.Error("recorded a workspace for a missing vm")
 	}
 }

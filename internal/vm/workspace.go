@@ -35,7 +35,8 @@ func (m *Manager) OpenUntar(ctx context.Context, ref, dir string, clean bool) (n
 	return c.Open(ctx, agent.Request{Op: agent.OpUntar, Untar: &agent.UntarRequest{Dir: dir, Clean: clean}})
 }
 
-// RecordWorkspace remembers the workspace prepared in a VM.
+// RecordWorkspace remembers the workspace prepared in a VM, with the
+// options it was prepared with.
 func (m *Manager) RecordWorkspace(ctx context.Context, ref string, p api.WorkspaceParams) error {
 	vm, err := m.Get(ctx, ref)
 	if err != nil {
@@ -46,6 +47,7 @@ func (m *Manager) RecordWorkspace(ctx context.Context, ref string, p api.Workspa
 		return err
 	}
 	vm.WorkspacePath, vm.WorkspaceMode, vm.WorkspaceHead = p.Path, p.Mode, p.Head
+	vm.WorkspaceIncludeUntracked = p.IncludeUntracked
 	return m.store.UpdateVM(context.WithoutCancel(ctx), vm)
 }
 

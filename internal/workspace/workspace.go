@@ -58,6 +58,9 @@ type Plan struct {
 	Dirty      bool     `json:"dirty"`     // tracked files differ from HEAD
 	Untracked  int      `json:"untracked"` // untracked files included
 	Mode       string   `json:"mode"`
+	// IncludeUntracked is the option the plan was made with, passed on
+	// so that a later re-sync repeats it.
+	IncludeUntracked bool `json:"include_untracked"`
 }
 
 // ErrNotRepo is returned for a path outside any git work tree.
@@ -94,7 +97,7 @@ func Inspect(ctx context.Context, path string, o Options) (*Plan, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, ErrNotRepo)
 	}
-	p := &Plan{Root: strings.TrimSpace(string(top)), Mode: o.Mode}
+	p := &Plan{Root: strings.TrimSpace(string(top)), Mode: o.Mode, IncludeUntracked: o.IncludeUntracked}
 	if out, err := git(ctx, p.Root, "rev-parse", "--verify", "--quiet", "HEAD"); err == nil {
 		p.Head = strings.TrimSpace(string(out))
 	}
@@ -331,5 +334,5 @@ GIT_INDEX_FILE=$idx git diff --cached --binary --full-index --no-renames --no-co
 
 // Params describes the plan for the daemon.
 func (p *Plan) Params() *api.WorkspaceParams {
-	return &api.WorkspaceParams{Path: p.Root, Mode: p.Mode, Head: p.Head, Files: len(p.Files), Bytes: p.TotalBytes}
+	return &api.WorkspaceParams{Path: p.Root, Mode: p.Mode, IncludeUntracked: p.IncludeUntracked, Head: p.Head, Files: len(p.Files), Bytes: p.TotalBytes}
 }

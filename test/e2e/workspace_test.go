@@ -215,21 +215,24 @@ func TestWorkspaceDryRunAndBadInput(t *testing.T) {
 }
 
 // TestWorkspaceSurvivesStopAndAutoPrepare: /root/repo survives stop/start;
-// exec --auto-prepare re-syncs host changes.
+// exec --auto-prepare re-syncs host changes with the options of the
+// prepare it repeats (here --include-untracked).
 func TestWorkspaceSurvivesStopAndAutoPrepare(t *testing.T) {
 	ctx := ctxFor(t, 8*time.Minute)
 	vm := newVM(t, ctx, "ws-persist")
 	repo := makeRepo(t)
-	must(t, e.cli(ctx, "", "vm", "workspace", "prepare", vm, repo))
+	// Prepared with --include-untracked: --auto-prepare must repeat that
+	// option, not just the mode.
+	must(t, e.cli(ctx, "", "vm", "workspace", "prepare", "--include-untracked", vm, repo))
 	must(t, e.cli(ctx, "", "vm", "stop", vm))
 	must(t, e.cli(ctx, "", "vm", "start", vm))
-	if out := guest(t, ctx, vm, "cat /root/repo/src/main.go"); out != "package main\n" {
+	if out := guest(t, ctx, vm, "cat /root/repo/src/main.go /root/repo/untracked.txt"); out != "package main\nuntracked\n" {
 		t.Errorf("workspace lost across stop/start: %q", out)
 	}
-	hostSh(t, repo, "echo v2 > tracked.txt")
-	r := must(t, e.cli(ctx, "", "vm", "exec", vm, "--auto-prepare", "--", "cat", "tracked.txt"))
-	if r.stdout != "v2\n" {
-		t.Errorf("--auto-prepare did not re-sync: %q", r.stdout)
+	hostSh(t, repo, "echo v2 > tracked.txt && echo u2 > untracked.txt")
+	r := must(t, e.cli(ctx, "", "vm", "exec", vm, "--auto-prepare", "--", "cat", "tracked.txt", "untracked.txt"))
+	if r.stdout != "v2\nu2\n" {
+		t.Errorf("--auto-prepare did not re-sync with --include-untracked: %s", r)
 	}
 }
 

@@ -27,9 +27,12 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"go.yaml.in/yaml/v3"
+
+	"banger/internal/testreq"
 )
 
 // specRel is where the API definition lives, relative to the directory
@@ -189,22 +192,50 @@ func loadSpecFile(path string) (*apiSpec, error) {
 	return &s, nil
 }
 
-// loadSpec loads the definition for a test, or skips the test (with the
-// reason) where the shared reference directory is absent.
+// noSpecEnv opts out of the contract tests for builds outside the layout
+// that has shared/ beside the repository: with it set they skip even under
+// BANGER_TEST_STRICT=1 (where a missing definition otherwise fails them).
+const noSpecEnv = "BANGER_TEST_NO_FIRECRACKER_SPEC"
+
+// specUsers names the tests (top-level) that loaded the definition;
+// TestMain prints how many, so a run says whether the contract tests ran.
+var (
+	specMu    sync.Mutex
+	specUsers = map[string]bool{}
+	specPath  string
+)
+
+// loadSpec loads the definition for a test. Where it is absent the test
+// fails under BANGER_TEST_STRICT=1 (make unit, make test) unless
+// BANGER_TEST_NO_FIRECRACKER_SPEC=1 opts out, and skips otherwise.
 func loadSpec(t testing.TB) (*apiSpec, string) {
 	t.Helper()
+	if os.Getenv(noSpecEnv) == "1" {
+		t.Skipf("skipping: %s=1: the firecracker API contract is not checked", noSpecEnv)
+	}
 	path, err := findSpec()
-	if err != nil {
-		t.Skipf("firecracker API definition not located: %v", err)
+	if err == nil {
+		_, err = os.Stat(path)
 	}
-	if _, err := os.Stat(path); err != nil {
-		t.Skipf("firecracker API definition not available (%v): these tests validate against ../%s beside the repository", err, specRel)
-	}
+	testreq.Require(t, err == nil, fmt.Sprintf("firecracker API definition (%v): these tests validate against ../%s beside the repository; set %s=1 to build outside that layout", err, specRel, noSpecEnv))
 	s, err := loadSpecFile(path)
 	if err != nil {
 		t.Fatalf("load API definition: %v", err)
 	}
+	specMu.Lock()
+	specUsers[strings.SplitN(t.Name(), "/", 2)[0]] = true
+	specPath = path
+	specMu.Unlock()
 	return s, path
+}
+
+// reportSpecUse prints the one line that says the contract tests ran.
+func reportSpecUse() {
+	specMu.Lock()
+	defer specMu.Unlock()
+	if n := len(specUsers); n > 0 {
+		fmt.Printf("firecracker API contract: %d tests validated their requests against %s\n", n, specPath)
+	}
 }
 
 // resolve follows local $refs ("#/definitions/Name").

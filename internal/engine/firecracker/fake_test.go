@@ -78,7 +78,9 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(runFakeFirecracker(os.Args[1:]))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	reportSpecUse()
+	os.Exit(code)
 }
 
 // fakeRecord is one request as the fake saw it.

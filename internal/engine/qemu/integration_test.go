@@ -16,6 +16,7 @@ import (
 
 	"banger/internal/engine"
 	"banger/internal/engine/vmmproc"
+	"banger/internal/testreq"
 )
 
 // These tests run the real QEMU, but boot no kernel: a microvm without
@@ -25,11 +26,33 @@ import (
 
 func requireQEMU(t *testing.T) string {
 	t.Helper()
-	bin, err := exec.LookPath(defaultBinary)
-	if err != nil {
-		t.Skipf("skipping: %s is not installed (apt-get install qemu-system-x86)", defaultBinary)
+	return testreq.RequireTools(t, "apt-get install qemu-system-x86", defaultBinary)[0]
+}
+
+// Environment of the tests that boot a real kernel (make integration sets
+// both): bootEnv says they must run, vmlinuxEnv names the ELF vmlinux.
+const (
+	bootEnv    = "BANGER_TEST_BOOT"
+	vmlinuxEnv = "BANGER_TEST_VMLINUX"
+)
+
+// bootKernel returns the vmlinux for a test that boots one. Unit runs
+// never boot a VM: without BANGER_TEST_VMLINUX the test skips, and says
+// so, unless BANGER_TEST_BOOT=1 (make integration, part of make test)
+// requires it, which makes its absence a failure.
+func bootKernel(t *testing.T) string {
+	t.Helper()
+	vmlinux := os.Getenv(vmlinuxEnv)
+	if vmlinux == "" {
+		if os.Getenv(bootEnv) == "1" {
+			t.Fatalf("%s=1 but %s is not set: make integration extracts it from the fixture kernel package", bootEnv, vmlinuxEnv)
+		}
+		t.Skipf("skipping: boots a real kernel; set %s to an ELF vmlinux (make integration does, from the fixture kernel)", vmlinuxEnv)
 	}
-	return bin
+	if _, err := os.Stat(vmlinux); err != nil {
+		t.Fatalf("%s: %v", vmlinuxEnv, err)
+	}
+	return vmlinux
 }
 
 // firmwareSpec is a kernel-less VM whose files live in a fresh directory.
@@ -409,19 +432,35 @@ func TestIntegrationVersionAndMicrovm(t *testing.T) {
 	}
 }
 
-// TestProbeKVMManual boots a real kernel under KVM. It needs an extracted
-// vmlinux, so it only runs when BANGER_TEST_VMLINUX names one.
-func TestProbeKVMManual(t *testing.T) {
-	vmlinux := os.Getenv("BANGER_TEST_VMLINUX")
-	if vmlinux == "" {
-		t.Skip("skipping: set BANGER_TEST_VMLINUX to an ELF vmlinux to probe KVM for real")
-	}
+// TestBootProbeKVM runs the real KVM probe on a real kernel. Where
+// /dev/kvm cannot be opened the probe must say so without booting; the
+// boot itself is then a subtest that skips with that reason (it shows in
+// make test's list of skipped tests). Where it can be opened the probe
+// boots the kernel under KVM and must reach a verdict, with a reason when
+// KVM does not work (a nested KVM that cannot run a stock kernel), and
+// leave no VMM behind. Needs BANGER_TEST_VMLINUX (see bootKernel).
+func TestBootProbeKVM(t *testing.T) {
+	vmlinux := bootKernel(t)
 	bin := requireQEMU(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*ProbeTimeout)
+	defer cancel()
 	start := time.Now()
-	ok, detail, err := ProbeKVM(context.Background(), bin, vmlinux)
+	ok, detail, err := ProbeKVM(ctx, bin, vmlinux)
 	t.Logf("ProbeKVM: ok=%v detail=%q err=%v in %s", ok, detail, err, time.Since(start).Round(time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if problem := KVMDeviceProblem(); problem != "" {
+		if ok || detail != problem {
+			t.Errorf("without a usable /dev/kvm: ok=%v detail=%q, want false and %q", ok, detail, problem)
+		}
+		t.Run("boot under KVM", func(t *testing.T) {
+			t.Skipf("skipping: %s: the probe's guest boot under KVM is not exercised on this machine", problem)
+		})
+		return
+	}
+	if !ok && detail == "" {
+		t.Error("KVM judged unusable without a reason")
 	}
 	if pids := findProbe(vmlinux); len(pids) > 0 {
 		t.Errorf("probe vmm left running: %v", pids)
@@ -444,14 +483,11 @@ func findProbe(vmlinux string) []int {
 	return pids
 }
 
-// TestKernelPanicEndsVMMManual boots a real kernel under TCG with no root
+// TestBootKernelPanicEndsVMM boots a real kernel under TCG with no root
 // disk: the kernel panics, panic=-1 makes it reset, and -no-reboot turns the
-// reset into a VMM exit. Needs BANGER_TEST_VMLINUX, like TestProbeKVMManual.
-func TestKernelPanicEndsVMMManual(t *testing.T) {
-	vmlinux := os.Getenv("BANGER_TEST_VMLINUX")
-	if vmlinux == "" {
-		t.Skip("skipping: set BANGER_TEST_VMLINUX to an ELF vmlinux to boot it")
-	}
+// reset into a VMM exit. Needs BANGER_TEST_VMLINUX, like TestBootProbeKVM.
+func TestBootKernelPanicEndsVMM(t *testing.T) {
+	vmlinux := bootKernel(t)
 	bin := requireQEMU(t)
 	spec := firmwareSpec(t)
 	spec.Kernel = vmlinux
