@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 
 	"banger/internal/agent"
@@ -107,8 +108,10 @@ func (s *Server) workspaceExport(w http.ResponseWriter, r *http.Request) error {
 	}
 	defer patch.Close()
 	w.Header().Set("Content-Type", "text/x-diff")
-	if fi, err := patch.Stat(); err == nil {
-		w.Header().Set("Content-Length", strconv.FormatInt(fi.Size(), 10))
+	if f, ok := patch.(interface{ Stat() (os.FileInfo, error) }); ok {
+		if fi, err := f.Stat(); err == nil {
+			w.Header().Set("Content-Length", strconv.FormatInt(fi.Size(), 10))
+		}
 	}
 	io.Copy(w, patch)
 	return nil

@@ -176,7 +176,7 @@ func (m *Manager) exportMax() int64 {
 // in memory), refused beyond the export cap, and checked with patchcheck
 // (paths inside the repository, nothing under .git, no symlink leading
 // out) before anyone sees it.
-func (m *Manager) Export(ctx context.Context, ref, base string) (*os.File, error) {
+func (m *Manager) Export(ctx context.Context, ref, base string) (io.ReadCloser, error) {
 	vm, err := m.Get(ctx, ref)
 	if err != nil {
 		return nil, err
