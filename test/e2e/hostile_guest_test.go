@@ -21,7 +21,13 @@ const (
 
 // maxDaemonRSS bounds bangerd's resident memory through every hostile
 // check: a daemon that buffered what the guest sends would go far beyond.
+// A daemon that already holds more when the scenario starts (the Go
+// runtime returns memory from earlier work, such as the suite's image
+// build, lazily) may keep that much, but not grow past it.
 const maxDaemonRSS = 300 << 20
+
+// rssLimit is maxDaemonRSS or the daemon's RSS at the scenario's start.
+var rssLimit int64 = maxDaemonRSS
 
 // daemonMem reads bangerd's VmRSS and VmHWM in bytes.
 func daemonMem(t *testing.T) (rss, hwm int64) {
@@ -55,8 +61,8 @@ func checkDaemon(t *testing.T, ctx context.Context, what string) {
 	}
 	rss, hwm := daemonMem(t)
 	t.Logf("after %s: bangerd VmRSS %d MiB, VmHWM %d MiB", what, rss>>20, hwm>>20)
-	if rss > maxDaemonRSS {
-		t.Errorf("after %s bangerd uses %d MiB (limit %d MiB)", what, rss>>20, maxDaemonRSS>>20)
+	if rss > rssLimit {
+		t.Errorf("after %s bangerd uses %d MiB (limit %d MiB)", what, rss>>20, rssLimit>>20)
 	}
 }
 
@@ -79,6 +85,7 @@ func TestHostileGuest(t *testing.T) {
 	banger := filepath.Join(e.bin, "banger")
 	rss0, hwm0 := daemonMem(t)
 	t.Logf("start: bangerd VmRSS %d MiB, VmHWM %d MiB", rss0>>20, hwm0>>20)
+	rssLimit = max(maxDaemonRSS, rss0)
 
 	// 1. An exec whose output is one endless line: streamed through the
 	// daemon in bounded frames, never collected.
@@ -246,7 +253,9 @@ setsid sh -c "sleep 2; kill -9 $a; sleep 1; while :; do tr '\0' x < /dev/zero > 
 		t.Logf("ports with garbage on the channel: %s", strings.TrimSpace(r.stderr))
 		checkDaemon(t, ctx, "garbage on the agent channel")
 	})
-	if _, hwm := daemonMem(t); hwm > max(hwm0, maxDaemonRSS) {
-		t.Errorf("bangerd peaked at %d MiB during the hostile checks (limit %d MiB)", hwm>>20, maxDaemonRSS>>20)
+	// The peak may only have grown by a little (buffers, not the guest's
+	// data: the checks above pushed over 100 MiB through the daemon).
+	if _, hwm := daemonMem(t); hwm > max(hwm0+32<<20, maxDaemonRSS) {
+		t.Errorf("bangerd peaked at %d MiB during the hostile checks (limit %d MiB)", hwm>>20, max(hwm0+32<<20, maxDaemonRSS)>>20)
 	}
 }
