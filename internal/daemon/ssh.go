@@ -11,6 +11,7 @@ import (
 
 	"banger/internal/agent"
 	"banger/internal/config"
+	"banger/internal/fsutil"
 	"banger/internal/model"
 	"banger/internal/paths"
 	"banger/internal/sshkeys"
@@ -84,12 +85,12 @@ func (s *sshService) deleted(v *model.VM) {
 	}
 }
 
-// refresh rewrites the generated ssh config from the VMs that exist.
-func (s *sshService) refresh() {
+// refresh rewrites the generated ssh config from the VMs that exist,
+// atomically (fsutil.AtomicWriteFile).
+func (s *sshService) refresh() error {
 	vms, err := s.store.ListVMs(context.Background())
 	if err != nil {
-		s.log.Warn("ssh config", "err", err)
-		return
+		return fmt.Errorf("refresh ssh config: %w", err)
 	}
 	var hosts []sshkeys.Host
 	for _, v := range vms {
@@ -103,8 +104,16 @@ func (s *sshService) refresh() {
 	b := sshkeys.RenderConfig(hosts, s.key, s.knownHosts)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	tmp := s.config + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err == nil {
-		os.Rename(tmp, s.config)
+	if err := fsutil.AtomicWriteFile(s.config, b, 0o600); err != nil {
+		return fmt.Errorf("refresh ssh config: %w", err)
+	}
+	return nil
+}
+
+// refreshLogged is refresh for callers that cannot return an error:
+// the failure goes to the daemon log as an error, with the path.
+func (s *sshService) refreshLogged() {
+	if err := s.refresh(); err != nil {
+		s.log.Error("ssh config not updated: `ssh NAME.vm` may reach a stale address", "config", s.config, "err", err)
 	}
 }

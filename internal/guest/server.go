@@ -35,6 +35,9 @@ type Server struct {
 	// Sessions runs long-lived guest sessions; nil refuses session
 	// operations.
 	Sessions *SessionManager
+	// bound, when set, is called once a listener holds its address (tests
+	// wait on it instead of probing the port, which would race the bind).
+	bound func()
 }
 
 // FindPort returns the device node of the virtio-serial port called name.

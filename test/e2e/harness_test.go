@@ -40,6 +40,9 @@ type env struct {
 
 var e *env
 
+// maxImageSize is the suite's cap on what a pulled image may expand to.
+const maxImageSize = "2G"
+
 func TestMain(m *testing.M) {
 	flag.Parse()
 	if f := flag.Lookup("test.list"); f != nil && f.Value.String() != "" {
@@ -107,6 +110,8 @@ func setup() (*env, error) {
 	os.WriteFile(filepath.Join(root, "config/banger/config.toml"),
 		[]byte("vcpu = 2\nmemory_mib = 512\ndisk_size = \"1G\"\nstop_timeout = \"20s\"\n"+
 			"export_max_mib = "+fmt.Sprint(hostileExportMaxMiB)+"\nserial_log_max_mib = "+fmt.Sprint(hostileSerialMaxMiB)+"\n"+
+			// Registry images of the suite stay well below; a bomb goes beyond.
+			"max_image_size = \""+maxImageSize+"\"\n"+
 			"catalog_url = \""+filepath.Join(root, "catalog.json")+"\"\n"), 0o600)
 
 	// Every guest network lives in a namespace made for this run: the
