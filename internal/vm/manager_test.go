@@ -40,6 +40,8 @@ type fakeDriver struct {
 	// serialFlood, when set, is how many bytes of console output the
 	// fake VMM sends each client of the spec's serial socket.
 	serialFlood int
+	// readiness, when set, answers the guests' readiness operation.
+	readiness func(ctx context.Context) agent.Readiness
 }
 
 type fakeInstance struct {
@@ -106,7 +108,7 @@ func (d *fakeDriver) Start(ctx context.Context, spec engine.Spec) (engine.Instan
 		inst.poweroff = true
 		go inst.exit()
 		return nil
-	}}
+	}, Readiness: d.readiness}
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -220,7 +222,7 @@ func TestCreateRejectsBadInputAndLeavesNothing(t *testing.T) {
 	ctx := context.Background()
 	cases := []api.VMCreateParams{
 		{Name: "Bad"}, {Name: "box/../evil"}, {Name: "ok", VCPU: -1}, {Name: "ok", MemoryMiB: 64},
-		{Name: "ok", DiskSize: "lots"}, {Name: "ok", Image: "missing"},
+		{Name: "ok", DiskSize: "lots"}, {Name: "ok", Image: "missing"}, {Name: "ok", Wait: "later"},
 	}
 	for _, p := range cases {
 		_, err := f.m.Create(ctx, p, nil)
