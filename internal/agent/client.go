@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -17,6 +16,9 @@ import (
 type Client struct {
 	conn net.Conn
 	sess *yamux.Session
+	// opTimeout gives an operation's default deadline (OpTimeout;
+	// shortened by tests).
+	opTimeout func(op string) time.Duration
 }
 
 // Dial connects to the VMM's end of the agent channel at socketPath.
@@ -38,7 +40,20 @@ func NewClient(conn net.Conn) (*Client, error) {
 		conn.Close()
 		return nil, fmt.Errorf("start agent session: %w", err)
 	}
-	return &Client{conn: conn, sess: sess}, nil
+	go refuseStreams(sess)
+	return &Client{conn: conn, sess: sess, opTimeout: OpTimeout}, nil
+}
+
+// refuseStreams closes every stream the guest opens: only the host opens
+// streams, and an unaccepted stream would hold buffered guest data.
+func refuseStreams(sess *yamux.Session) {
+	for {
+		st, err := sess.AcceptStream()
+		if err != nil {
+			return
+		}
+		st.Close()
+	}
 }
 
 // muxConfig is shared by both ends. Keepalives are off: the guest must not
@@ -74,9 +89,13 @@ func (c *Client) Open(ctx context.Context, req Request) (net.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open agent stream: %w", err)
 	}
-	if dl, ok := ctx.Deadline(); ok {
-		st.SetWriteDeadline(dl)
+	// A guest that does not take the request line cannot hold the
+	// caller beyond ctx's deadline, or the default one.
+	dl, ok := ctx.Deadline()
+	if !ok {
+		dl = time.Now().Add(DefaultCallTimeout)
 	}
+	st.SetWriteDeadline(dl)
 	b, _ := json.Marshal(req)
 	if _, err := st.Write(append(b, '\n')); err != nil {
 		st.Close()
@@ -86,8 +105,15 @@ func (c *Client) Open(ctx context.Context, req Request) (net.Conn, error) {
 	return st, nil
 }
 
-// Call runs a simple request/response operation.
+// Call runs a simple request/response operation. The response line is at
+// most MaxResponseLine bytes, and the call ends at ctx's deadline or, when
+// ctx has none, at the operation's default (OpTimeout).
 func (c *Client) Call(ctx context.Context, req Request) (Response, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.opTimeout(req.Op))
+		defer cancel()
+	}
 	st, err := c.Open(ctx, req)
 	if err != nil {
 		return Response{}, err
@@ -95,7 +121,7 @@ func (c *Client) Call(ctx context.Context, req Request) (Response, error) {
 	defer st.Close()
 	stop := context.AfterFunc(ctx, func() { st.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
-	line, err := bufio.NewReader(st).ReadBytes('\n')
+	line, err := ReadLine(st, MaxResponseLine)
 	if err != nil {
 		if ctx.Err() != nil {
 			return Response{}, fmt.Errorf("agent %s: %w", req.Op, ctx.Err())

@@ -54,6 +54,7 @@ func TestRefusedBeforeTheDaemon(t *testing.T) {
 		{[]string{"kernel", "import", "k"}, "--from is required"},
 		{[]string{"image", "build", "img"}, "exactly one of"},
 		{[]string{"image", "build", "Bad", "--from-dir", "/"}, "invalid image name"},
+		{[]string{"vm", "workspace", "export", "box"}, "give -o FILE"},
 	}
 	for _, c := range cases {
 		code, _, stderr := run(t, c.args...)
@@ -117,5 +118,21 @@ func TestFormatErrorStyled(t *testing.T) {
 	}
 	if got := formatError(errors.New("boom"), style.Forced()); got != "\x1b[1;31mbanger:\x1b[0m boom" {
 		t.Errorf("plain error, styled: %q", got)
+	}
+}
+
+// The export reaches stdout only when asked with -o - (and stdout is not a
+// terminal), and a file otherwise.
+func TestExportOutput(t *testing.T) {
+	const patch = "diff --git a/x b/x\n"
+	f := startFakeDaemon(t, map[string]string{"POST /vms/box/workspace/export": patch})
+	code, out, stderr := runIn(t, f.layout, "vm", "workspace", "export", "box", "-o", "-")
+	if code != 0 || out != patch {
+		t.Fatalf("-o -: code %d out %q err %q", code, out, stderr)
+	}
+	file := filepath.Join(t.TempDir(), "p.patch")
+	code, out, stderr = runIn(t, f.layout, "vm", "workspace", "export", "box", "-o", file)
+	if b, _ := os.ReadFile(file); code != 0 || out != "" || string(b) != patch {
+		t.Fatalf("-o FILE: code %d out %q err %q file %q", code, out, stderr, b)
 	}
 }

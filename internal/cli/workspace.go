@@ -172,9 +172,18 @@ func (a *App) workspaceCmd() *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			// The patch is written by the guest: it never goes raw to a
+			// terminal, where escape sequences could rewrite what the
+			// user sees.
+			switch {
+			case output == "":
+				return api.Errorf(api.CodeBadRequest, "give -o FILE for the patch (or -o - to write it to stdout)")
+			case output == "-" && isTTY(a.Stdout):
+				return api.Errorf(api.CodeBadRequest, "refusing to print a guest-written patch to a terminal: redirect stdout or use -o FILE")
+			}
 			var out io.Writer = a.Stdout
 			var f *os.File
-			if output != "" && output != "-" {
+			if output != "-" {
 				var err error
 				if f, err = os.CreateTemp(dirOf(output), ".banger-export-*"); err != nil {
 					return err
@@ -198,7 +207,7 @@ func (a *App) workspaceCmd() *cobra.Command {
 		},
 	}
 	export.Flags().StringVar(&base, "base-commit", "", "include the guest's commits since this commit")
-	export.Flags().StringVarP(&output, "output", "o", "", "write the patch to FILE instead of stdout")
+	export.Flags().StringVarP(&output, "output", "o", "", "write the patch to FILE (required; - for stdout, which must not be a terminal)")
 	export.ValidArgsFunction = a.completeVMArgs(1)
 	c.AddCommand(prep, export)
 	return c

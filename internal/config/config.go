@@ -80,6 +80,13 @@ type Config struct {
 	// JailerUID/JailerGID: 0 gives every jailed VM a dedicated uid/gid.
 	JailerUID int `toml:"jailer_uid"`
 	JailerGID int `toml:"jailer_gid"`
+
+	// ExportMaxMiB caps a workspace export: the guest's patch is spooled
+	// to disk and refused beyond this size.
+	ExportMaxMiB int `toml:"export_max_mib"`
+	// SerialLogMaxMiB caps the disk space of a VM's serial console log
+	// (the current file plus one rotated copy).
+	SerialLogMaxMiB int `toml:"serial_log_max_mib"`
 }
 
 // Duration is a time.Duration written as "30s" in TOML.
@@ -98,23 +105,25 @@ func (d *Duration) UnmarshalText(b []byte) error {
 // Default returns the built-in configuration.
 func Default() Config {
 	return Config{
-		Accel:          "auto",
-		QEMU:           "qemu-system-x86_64",
-		VCPU:           2,
-		MemoryMiB:      1024,
-		DiskSize:       "8G",
-		MaxImageSize:   "16G",
-		BootTimeout:    Duration{3 * time.Minute},
-		StopTimeout:    Duration{30 * time.Second},
-		Network:        "auto",
-		BridgeName:     "banger0",
-		BridgeCIDR:     "172.16.0.1/24",
-		TapPoolSize:    2,
-		GuestToGuest:   true,
-		DNSListen:      "127.0.0.1:42069",
-		HelperSocket:   "/run/banger/helper.sock",
-		Engine:         "auto",
-		FirecrackerBin: "firecracker",
+		Accel:           "auto",
+		QEMU:            "qemu-system-x86_64",
+		VCPU:            2,
+		MemoryMiB:       1024,
+		DiskSize:        "8G",
+		MaxImageSize:    "16G",
+		BootTimeout:     Duration{3 * time.Minute},
+		StopTimeout:     Duration{30 * time.Second},
+		Network:         "auto",
+		BridgeName:      "banger0",
+		BridgeCIDR:      "172.16.0.1/24",
+		TapPoolSize:     2,
+		GuestToGuest:    true,
+		DNSListen:       "127.0.0.1:42069",
+		HelperSocket:    "/run/banger/helper.sock",
+		Engine:          "auto",
+		FirecrackerBin:  "firecracker",
+		ExportMaxMiB:    256,
+		SerialLogMaxMiB: 8,
 	}
 }
 
@@ -208,6 +217,12 @@ func (c Config) Validate() error {
 				return fmt.Errorf("dns_upstreams: %q is not an IP address or IP:port", u)
 			}
 		}
+	}
+	if c.ExportMaxMiB < 1 {
+		return fmt.Errorf("export_max_mib must be at least 1, got %d", c.ExportMaxMiB)
+	}
+	if c.SerialLogMaxMiB < 1 {
+		return fmt.Errorf("serial_log_max_mib must be at least 1, got %d", c.SerialLogMaxMiB)
 	}
 	if _, err := netip.ParseAddrPort(c.DNSListen); err != nil {
 		return fmt.Errorf("dns_listen must be ADDR:PORT, got %q", c.DNSListen)

@@ -44,7 +44,9 @@ type VMManager interface {
 	Delete(ctx context.Context, ref string) error
 	Set(ctx context.Context, ref string, p api.VMSetParams) (*model.VM, error)
 	Prune(ctx context.Context) ([]string, error)
-	Logs(ctx context.Context, ref string) ([]byte, error)
+	// Logs and Export return streams the caller closes: a guest's
+	// console and patch are never held in memory.
+	Logs(ctx context.Context, ref string) (io.ReadCloser, error)
 	Ports(ctx context.Context, ref string) ([]agent.PortInfo, error)
 	// Readiness: how far the guest has booted; WaitReady waits for a level.
 	Readiness(ctx context.Context, ref string) (api.Readiness, error)
@@ -53,7 +55,7 @@ type VMManager interface {
 	OpenExec(ctx context.Context, ref string, p api.ExecParams) (net.Conn, error)
 	OpenUntar(ctx context.Context, ref, dir string, clean bool) (net.Conn, error)
 	RecordWorkspace(ctx context.Context, ref string, p api.WorkspaceParams) error
-	Export(ctx context.Context, ref, base string) ([]byte, error)
+	Export(ctx context.Context, ref, base string) (io.ReadCloser, error)
 	SessionCall(ctx context.Context, ref, op string, req agent.SessionRequest) (agent.Response, error)
 	OpenSession(ctx context.Context, ref, op string, req agent.SessionRequest) (net.Conn, error)
 }

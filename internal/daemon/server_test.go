@@ -43,6 +43,7 @@ type fakeVMs struct {
 	deleted  []string
 	recorded []api.WorkspaceParams
 	opened   []string
+	streams  map[string]*streamFake
 }
 
 func newFakeVMs() *fakeVMs { return &fakeVMs{err: map[string]error{}} }
@@ -564,5 +565,71 @@ func TestPingAndStop(t *testing.T) {
 	case <-ts.stops:
 	case <-time.After(5 * time.Second):
 		t.Fatal("daemon stop did not call Stop")
+	}
+}
+
+// streamFake is a ReadCloser that records being closed.
+type streamFake struct {
+	io.Reader
+	closed chan struct{}
+}
+
+func (s *streamFake) Close() error { close(s.closed); return nil }
+
+func (f *fakeVMs) Logs(ctx context.Context, ref string) (io.ReadCloser, error) {
+	if _, err := f.vm(ref); err != nil {
+		return nil, err
+	}
+	return f.stream("logs", "console line\n"), nil
+}
+
+func (f *fakeVMs) Export(ctx context.Context, ref, base string) (io.ReadCloser, error) {
+	if err := f.fail("export"); err != nil {
+		return nil, err
+	}
+	return f.stream("export", "diff --git a/x b/x\n"), nil
+}
+
+func (f *fakeVMs) stream(what, content string) io.ReadCloser {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.opened = append(f.opened, what)
+	s := &streamFake{Reader: strings.NewReader(content), closed: make(chan struct{})}
+	if f.streams == nil {
+		f.streams = map[string]*streamFake{}
+	}
+	f.streams[what] = s
+	return s
+}
+
+// vm logs and workspace export pass the manager's streams through and
+// close them; a refused export is an API error, not a patch.
+func TestLogsAndExportStream(t *testing.T) {
+	ts := startServer(t)
+	ctx := context.Background()
+	var buf bytes.Buffer
+	if err := ts.c.Do(ctx, "GET", "/vms/box/logs", nil, &buf); err != nil || buf.String() != "console line\n" {
+		t.Fatalf("logs: %q %v", buf.String(), err)
+	}
+	buf.Reset()
+	if err := ts.c.Do(ctx, "POST", "/vms/box/workspace/export", api.ExportParams{}, &buf); err != nil || buf.String() != "diff --git a/x b/x\n" {
+		t.Fatalf("export: %q %v", buf.String(), err)
+	}
+	for _, what := range []string{"logs", "export"} {
+		ts.vms.mu.Lock()
+		s := ts.vms.streams[what]
+		ts.vms.mu.Unlock()
+		select {
+		case <-s.closed:
+		case <-time.After(5 * time.Second):
+			t.Errorf("%s stream not closed", what)
+		}
+	}
+	ts.vms.err["export"] = api.Errorf(api.CodeOperationFailed, `export from vm "box": refused the guest's patch: patch line 1: "../x": path leaves the repository`)
+	buf.Reset()
+	err := ts.c.Do(ctx, "POST", "/vms/box/workspace/export", api.ExportParams{}, &buf)
+	var ae *api.Error
+	if !errors.As(err, &ae) || ae.Code != api.CodeOperationFailed || buf.Len() != 0 {
+		t.Fatalf("refused export: %v, %q written", err, buf.String())
 	}
 }

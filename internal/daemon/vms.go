@@ -113,12 +113,13 @@ func (s *Server) vmPrune(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) vmLogs(w http.ResponseWriter, r *http.Request) error {
-	b, err := s.VMs.Logs(r.Context(), r.PathValue("name"))
+	rc, err := s.VMs.Logs(r.Context(), r.PathValue("name"))
 	if err != nil {
 		return err
 	}
+	defer rc.Close()
 	w.Header().Set("Content-Type", "text/plain")
-	w.Write(b)
+	io.Copy(w, rc)
 	return nil
 }
 

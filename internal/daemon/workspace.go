@@ -6,6 +6,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"strconv"
 
 	"banger/internal/agent"
 	"banger/internal/api"
@@ -104,7 +106,13 @@ func (s *Server) workspaceExport(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	defer patch.Close()
 	w.Header().Set("Content-Type", "text/x-diff")
-	w.Write(patch)
+	if f, ok := patch.(interface{ Stat() (os.FileInfo, error) }); ok {
+		if fi, err := f.Stat(); err == nil {
+			w.Header().Set("Content-Length", strconv.FormatInt(fi.Size(), 10))
+		}
+	}
+	io.Copy(w, patch)
 	return nil
 }

@@ -63,7 +63,11 @@ type Spec struct {
 
 	QMPSocket string // VMM control socket; the VMM listens on it. Required.
 	SerialLog string // guest serial console (ttyS0) is written here; optional
-	PIDFile   string // written by the VMM, removed by it on a clean exit. Required.
+	// SerialSocket, when set, replaces SerialLog for drivers that can
+	// serve the console on a Unix socket (QEMU): the VMM listens and the
+	// daemon reads it into a size-capped log (see internal/seriallog).
+	SerialSocket string
+	PIDFile      string // written by the VMM, removed by it on a clean exit. Required.
 	// VMMLog receives the VMM's own messages (errors after start-up, such
 	// as an emulation failure). Optional; truncated on every start.
 	VMMLog string
@@ -143,6 +147,7 @@ func (s Spec) Validate() error {
 		{"vsock socket", s.VsockSocket, false},
 		{"qmp socket", s.QMPSocket, true},
 		{"serial log", s.SerialLog, false},
+		{"serial socket", s.SerialSocket, false},
 		{"pid file", s.PIDFile, true},
 		{"vmm log", s.VMMLog, false},
 	}
@@ -158,7 +163,7 @@ func (s Spec) Validate() error {
 			add("%s path %q contains control characters", p.field, p.val)
 		}
 	}
-	for _, p := range []struct{ field, val string }{{"agent socket", s.AgentSocket}, {"vsock socket", s.VsockSocket}, {"qmp socket", s.QMPSocket}} {
+	for _, p := range []struct{ field, val string }{{"agent socket", s.AgentSocket}, {"vsock socket", s.VsockSocket}, {"qmp socket", s.QMPSocket}, {"serial socket", s.SerialSocket}} {
 		if len(p.val) > MaxSocketPath {
 			add("%s path %q is %d bytes long; unix sockets allow at most %d", p.field, p.val, len(p.val), MaxSocketPath)
 		}

@@ -13,6 +13,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"banger/internal/agent"
 	"banger/internal/api"
@@ -65,23 +66,26 @@ func (m *Manager) BuildImage(ctx context.Context, p api.ImageBuildParams, save S
 		if progress != nil {
 			progress(api.Progress{Stage: api.StageOutput, Detail: "+ " + cmd + "\n"})
 		}
-		var so, se []byte
-		var code int
-		var out func([]byte)
+		// The command's output reaches the user as it comes; only its
+		// tail is kept, for the error of a failing command.
+		so := &tailBuffer{max: stderrKeep}
+		se := &tailBuffer{max: stderrKeep}
+		var stdout, stderr io.Writer = so, se
 		if progress != nil {
-			// The command's output reaches the user as it comes.
-			out = func(p []byte) { progress(api.Progress{Stage: api.StageOutput, Detail: string(p)}) }
+			out := progressWriter(progress)
+			stdout, stderr = io.MultiWriter(so, out), io.MultiWriter(se, out)
 		}
+		var code int
 		err := step(progress, "run", func() error {
 			var err error
-			so, se, code, err = m.CaptureFunc(ctx, vm.ID, []string{"/bin/sh", "-c", cmd}, out)
+			code, err = m.captureTo(ctx, vm.ID, []string{"/bin/sh", "-c", cmd}, stdout, stderr, buildRunIdle)
 			return err
 		})
 		if err != nil {
 			return fmt.Errorf("--run %q: %w", cmd, err)
 		}
 		if code != 0 {
-			return api.Errorf(api.CodeOperationFailed, "--run %q exited with status %d%s", cmd, code, outputTail(so, se))
+			return api.Errorf(api.CodeOperationFailed, "--run %q exited with status %d%s", cmd, code, outputTail(so.Bytes(), se.Bytes()))
 		}
 	}
 	if err := step(progress, "poweroff", func() error {
@@ -91,6 +95,18 @@ func (m *Manager) BuildImage(ctx context.Context, p api.ImageBuildParams, save S
 		return fmt.Errorf("power off build vm: %w", err)
 	}
 	return step(progress, "save_image", func() error { return save(ctx, m.rootDiskPath(vm)) })
+}
+
+// buildRunIdle ends a --run command that prints nothing for this long
+// (a package download that stalled, a guest that hangs).
+const buildRunIdle = 30 * time.Minute
+
+// progressWriter turns output into progress events.
+type progressWriter Progress
+
+func (f progressWriter) Write(p []byte) (int, error) {
+	f(api.Progress{Stage: api.StageOutput, Detail: string(p)})
+	return len(p), nil
 }
 
 // outputTail formats the end of a failed command's output for an error.

@@ -104,6 +104,9 @@ func (m *Manager) adjustSpec(vm *model.VM, spec *engine.Spec) {
 	run := m.layout.VMRunDir(vm.ID)
 	spec.RootDisk = m.rootDiskPath(vm)
 	spec.AgentSocket, spec.AgentPortName = "", ""
+	// Firecracker writes its serial output to a file itself (no size
+	// cap there yet).
+	spec.SerialSocket = ""
 	spec.VsockSocket = filepath.Join(run, "vsock.sock")
 	spec.QMPSocket = filepath.Join(run, "api.sock")
 	spec.PIDFile = filepath.Join(run, "firecracker.pid")

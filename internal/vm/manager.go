@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -26,6 +27,7 @@ import (
 	"banger/internal/hosttools"
 	"banger/internal/model"
 	"banger/internal/paths"
+	"banger/internal/seriallog"
 	"banger/internal/store"
 	"banger/internal/workspace"
 )
@@ -63,6 +65,9 @@ type Manager struct {
 	running map[string]*runtime    // per VM ID
 
 	ensureImage ImageEnsurer
+
+	// exportCmd, when set, replaces the export command (tests).
+	exportCmd func(base string) []string
 	// testSSHGrace, when set, replaces defaultSSHGrace (tests).
 	testSSHGrace time.Duration
 }
@@ -395,6 +400,7 @@ func (m *Manager) spec(vm *model.VM, k *model.Kernel, initrd, accel string) engi
 		RootDisk:      m.rootDiskPath(vm),
 		WorkDisk:      filepath.Join(dir, "work.ext4"),
 		SerialLog:     filepath.Join(dir, "serial.log"),
+		SerialSocket:  filepath.Join(run, "serial.sock"),
 		VMMLog:        filepath.Join(dir, "vmm.log"),
 		AgentSocket:   filepath.Join(run, "agent.sock"),
 		AgentPortName: agent.PortName,
@@ -463,7 +469,7 @@ func (m *Manager) startLocked(ctx context.Context, vm *model.VM, progress Progre
 	if err := os.MkdirAll(m.layout.VMRunDir(vm.ID), 0o700); err != nil {
 		return err
 	}
-	os.Remove(spec.SerialLog)
+	seriallog.Remove(spec.SerialLog)
 
 	defer func() {
 		if err != nil {
@@ -496,6 +502,7 @@ func (m *Manager) startLocked(ctx context.Context, vm *model.VM, progress Progre
 	m.running[vm.ID] = rt
 	m.mu.Unlock()
 	vm.PID = inst.PID()
+	m.followSerial(vm, rt)
 
 	var resp agent.Response
 	if err := step(progress, "wait_agent", func() error {
@@ -880,17 +887,49 @@ func (m *Manager) OpenExec(ctx context.Context, ref string, p api.ExecParams) (n
 	return st, nil
 }
 
-// Logs returns the VM's serial console output.
-func (m *Manager) Logs(ctx context.Context, ref string) ([]byte, error) {
+// Logs returns the VM's serial console output (at most serial_log_max_mib,
+// oldest first) as a stream the caller closes.
+func (m *Manager) Logs(ctx context.Context, ref string) (io.ReadCloser, error) {
 	vm, err := m.Get(ctx, ref)
 	if err != nil {
 		return nil, err
 	}
-	b, err := os.ReadFile(filepath.Join(m.layout.VMDir(vm.ID), "serial.log"))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
+	return seriallog.Open(filepath.Join(m.layout.VMDir(vm.ID), "serial.log"))
+}
+
+// defaultSerialMax applies when the config sets no serial_log_max_mib.
+const defaultSerialMax = 8 << 20
+
+// followSerial keeps the VM's serial console, served by the VMM on
+// rt.spec.SerialSocket, in its size-capped log until the VM exits or the
+// daemon lets go of it (a restarted daemon reconnects in Recover).
+func (m *Manager) followSerial(vm *model.VM, rt *runtime) {
+	if rt.spec.SerialSocket == "" || rt.spec.SerialLog == "" {
+		return
 	}
-	return b, err
+	max := int64(defaultSerialMax)
+	if m.cfg.SerialLogMaxMiB > 0 {
+		max = int64(m.cfg.SerialLogMaxMiB) << 20
+	}
+	w, err := seriallog.OpenWriter(rt.spec.SerialLog, max)
+	if err != nil {
+		m.log.Warn("serial log", "vm", vm.Name, "err", err)
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case <-rt.closed:
+		case <-rt.inst.Done():
+			// The console's last bytes (a panic) are still in flight.
+			time.Sleep(time.Second)
+		}
+		cancel()
+	}()
+	go func() {
+		seriallog.Follow(ctx, rt.spec.SerialSocket, w, time.Second)
+		w.Close()
+	}()
 }
 
 // Recover re-adopts the VMMs a previous daemon left running, marks the
@@ -937,6 +976,7 @@ func (m *Manager) Recover(ctx context.Context) error {
 		m.mu.Lock()
 		m.running[vm.ID] = rt
 		m.mu.Unlock()
+		m.followSerial(vm, rt)
 		if vm.State != model.StateRunning {
 			vm.State = model.StateRunning
 			m.store.UpdateVM(ctx, vm)

@@ -37,6 +37,9 @@ type fakeDriver struct {
 	mu        sync.Mutex
 	instances map[string]*fakeInstance
 	failBoot  bool
+	// serialFlood, when set, is how many bytes of console output the
+	// fake VMM sends each client of the spec's serial socket.
+	serialFlood int
 	// readiness, when set, answers the guests' readiness operation.
 	readiness func(ctx context.Context) agent.Readiness
 }
@@ -71,6 +74,32 @@ func (d *fakeDriver) Start(ctx context.Context, spec engine.Spec) (engine.Instan
 		return nil, err
 	}
 	inst := &fakeInstance{ln: ln, done: make(chan struct{})}
+	if d.serialFlood > 0 && spec.SerialSocket != "" {
+		sl, err := net.Listen("unix", spec.SerialSocket)
+		if err != nil {
+			return nil, err
+		}
+		go func() {
+			<-inst.done
+			sl.Close()
+		}()
+		go func() {
+			for {
+				c, err := sl.Accept()
+				if err != nil {
+					return
+				}
+				line := []byte(strings.Repeat("flood ", 1000) + "\n")
+				for sent := 0; sent < d.serialFlood; sent += len(line) {
+					if _, err := c.Write(line); err != nil {
+						break
+					}
+				}
+				c.Write([]byte("LAST LINE\n"))
+				go func() { <-inst.done; c.Close() }()
+			}
+		}()
+	}
 	if d.failBoot {
 		inst.exit()
 		return inst, nil

@@ -125,16 +125,18 @@ func TestReadinessFromHostileGuest(t *testing.T) {
 		t.Fatal(err)
 	}
 	for in, want := range map[string]string{
-		"degraded":                 "degraded",
-		"\x1b]0;pwned\x07running":  "invalid",
-		"running\nssh: ok":         "invalid",
-		strings.Repeat("a", 1<<20): "invalid",
-		"":                         "",
-		"initializing":             "initializing",
-		"r\u00e9sum\u00e9":         "invalid",
-		"$(reboot)":                "invalid",
-		strings.Repeat("x", 32):    strings.Repeat("x", 32),
-		strings.Repeat("x", 33):    "invalid",
+		"degraded":                  "degraded",
+		"\x1b]0;pwned\x07running":   "invalid",
+		"running\nssh: ok":          "invalid",
+		strings.Repeat("a", 64<<10): "invalid",
+		// Over agent.MaxResponseLine the whole answer is refused.
+		strings.Repeat("a", agent.MaxResponseLine): "",
+		"":                      "",
+		"initializing":          "initializing",
+		"r\u00e9sum\u00e9":      "invalid",
+		"$(reboot)":             "invalid",
+		strings.Repeat("x", 32): strings.Repeat("x", 32),
+		strings.Repeat("x", 33): "invalid",
 	} {
 		state.Store(in)
 		r, err := f.m.Readiness(ctx, "liar")

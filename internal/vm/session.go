@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"strings"
 	"time"
@@ -37,9 +36,13 @@ func (m *Manager) sessionStream(ctx context.Context, ref, op string, req agent.S
 	if err != nil {
 		return nil, agent.Response{}, err
 	}
-	stop := context.AfterFunc(ctx, func() { st.SetReadDeadline(time.Unix(1, 0)) })
-	line, err := readLine(st)
+	// The response line has the operation's deadline; what follows it
+	// (logs, attach) is the caller's to bound.
+	lctx, cancel := agent.WithOpDeadline(ctx, op)
+	stop := context.AfterFunc(lctx, func() { st.SetReadDeadline(time.Unix(1, 0)) })
+	line, err := agent.ReadLine(st, agent.MaxResponseLine)
 	stop()
+	cancel()
 	if err != nil {
 		st.Close()
 		return nil, agent.Response{}, fmt.Errorf("vm %q: session %s: %w", vm.Name, op, err)
@@ -76,22 +79,6 @@ func contains(s string, subs ...string) bool {
 		}
 	}
 	return false
-}
-
-// readLine reads one '\n'-terminated line without reading past it.
-func readLine(r io.Reader) ([]byte, error) {
-	var line []byte
-	b := make([]byte, 1)
-	for len(line) < 1<<20 {
-		if _, err := io.ReadFull(r, b); err != nil {
-			return nil, err
-		}
-		if b[0] == '\n' {
-			return line, nil
-		}
-		line = append(line, b[0])
-	}
-	return nil, fmt.Errorf("response line too long")
 }
 
 // SessionCall runs a session operation that answers with one line.

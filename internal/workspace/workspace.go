@@ -318,7 +318,10 @@ func minimalGitDir(ctx context.Context, p *Plan) (string, func(), error) {
 // stdout, relative to $1 (default HEAD), without touching the guest's
 // index or work tree: it stages everything into a temporary index kept
 // inside .git (git renames its lock file over the index, which must be on
-// the same filesystem).
+// the same filesystem). The diff options pin the format the host's
+// checker (internal/patchcheck) expects whatever the guest's git config
+// says: no renames (a pure rename does not say whether it moves a
+// symlink), no colour, no external diff or textconv, a/ and b/ prefixes.
 const ExportScript = `set -e
 cd ` + GuestDir + `
 git rev-parse --git-dir >/dev/null 2>&1 || { echo "no workspace repository at ` + GuestDir + `" >&2; exit 3; }
@@ -332,7 +335,7 @@ idx=$(mktemp "$gitdir/banger-export-index.XXXXXX")
 trap 'rm -f "$idx"' EXIT
 if [ -f "$gitdir/index" ]; then cp "$gitdir/index" "$idx"; else rm -f "$idx"; fi
 GIT_INDEX_FILE=$idx git add -A .
-GIT_INDEX_FILE=$idx git diff --cached --binary --full-index "$base" --
+GIT_INDEX_FILE=$idx git diff --cached --binary --full-index --no-renames --no-color --no-ext-diff --no-textconv --src-prefix=a/ --dst-prefix=b/ "$base" --
 `
 
 // Params describes the plan for the daemon.

@@ -148,11 +148,14 @@ func setup() (*env, error) {
 		os.MkdirAll(filepath.Join(root, d), 0o700)
 	}
 	// Small VMs: scenarios assert behaviour, not capacity. The catalog is
-	// a file the catalog scenarios write (missing until then). The DNS
-	// upstream is the resolver TestHostileNetwork runs in its uplink
-	// namespace (hostileUpstream), never this machine's resolver.
+	// a file the catalog scenarios write (missing until then). The export
+	// and serial-log caps are small so that TestHostileGuest can exceed
+	// them quickly under TCG. The DNS upstream is the resolver
+	// TestHostileNetwork runs in its uplink namespace (hostileUpstream),
+	// never this machine's resolver.
 	os.WriteFile(filepath.Join(root, "config/banger/config.toml"),
 		[]byte("vcpu = 2\nmemory_mib = 512\ndisk_size = \"1G\"\nstop_timeout = \"20s\"\n"+
+			"export_max_mib = "+fmt.Sprint(hostileExportMaxMiB)+"\nserial_log_max_mib = "+fmt.Sprint(hostileSerialMaxMiB)+"\n"+
 			// Registry images of the suite stay well below; a bomb goes beyond.
 			"max_image_size = \""+maxImageSize+"\"\n"+
 			"catalog_url = \""+filepath.Join(root, "catalog.json")+"\"\n"+

@@ -172,18 +172,18 @@ func TestWorkspaceBaseCommit(t *testing.T) {
 	must(t, e.cli(ctx, "", "vm", "workspace", "prepare", vm, repo))
 	guest(t, ctx, vm, `cd /root/repo && echo committed > committed.txt && git add committed.txt &&
 git -c user.name=g -c user.email=g@g commit -qm guest && echo loose > loose.txt`)
-	plain := must(t, e.cli(ctx, "", "vm", "workspace", "export", vm)).stdout
+	plain := must(t, e.cli(ctx, "", "vm", "workspace", "export", vm, "-o", "-")).stdout
 	if strings.Contains(plain, "committed.txt") || !strings.Contains(plain, "loose.txt") {
 		t.Errorf("plain export should hold loose.txt but not the guest commit:\n%s", plain)
 	}
-	withBase := must(t, e.cli(ctx, "", "vm", "workspace", "export", vm, "--base-commit", base)).stdout
+	withBase := must(t, e.cli(ctx, "", "vm", "workspace", "export", vm, "-o", "-", "--base-commit", base)).stdout
 	if !strings.Contains(withBase, "committed.txt") || !strings.Contains(withBase, "loose.txt") {
 		t.Errorf("--base-commit export lacks the guest commit:\n%s", withBase)
 	}
 	pf := filepath.Join(t.TempDir(), "p")
 	os.WriteFile(pf, []byte(withBase), 0o644)
 	hostSh(t, repo, "git apply --check "+pf)
-	r := e.cli(ctx, "", "vm", "workspace", "export", vm, "--base-commit", "0123456789abcdef0123456789abcdef01234567")
+	r := e.cli(ctx, "", "vm", "workspace", "export", vm, "-o", "-", "--base-commit", "0123456789abcdef0123456789abcdef01234567")
 	if r.code == 0 || !strings.Contains(r.stderr, "not known") {
 		t.Errorf("unknown base commit: %s", r)
 	}

@@ -123,7 +123,10 @@ const maxCmdline = 2047
 //     holes, keeping overlays small);
 //   - the agent's virtio-serial port, backed by a Unix socket on which QEMU
 //     listens without waiting for a client;
-//   - ttyS0 written to Spec.SerialLog (truncated at start), or discarded;
+//   - ttyS0 served on Spec.SerialSocket (QEMU listens without waiting;
+//     with no client connected it drops the output, so the guest never
+//     stalls), else written to Spec.SerialLog (truncated at start, no
+//     size limit: for tests), or discarded;
 //   - QMP on a Unix socket, listening without waiting;
 //   - NICs as virtio-net-device: taps attached with script=no and vhost
 //     off, user NICs with optional restrict=on and hostfwd rules.
@@ -208,7 +211,12 @@ func BuildArgs(spec engine.Spec, opts ArgOptions) ([]string, error) {
 		)
 	}
 
-	if spec.SerialLog != "" {
+	if spec.SerialSocket != "" {
+		a = append(a,
+			"-chardev", "socket,id="+serialCharID+",path="+escape(spec.SerialSocket)+",server=on,wait=off",
+			"-serial", "chardev:"+serialCharID,
+		)
+	} else if spec.SerialLog != "" {
 		a = append(a,
 			"-chardev", "file,id="+serialCharID+",path="+escape(spec.SerialLog),
 			"-serial", "chardev:"+serialCharID,

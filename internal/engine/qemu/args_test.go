@@ -339,3 +339,28 @@ func TestBuildArgsSandbox(t *testing.T) {
 		t.Errorf("VMMUser = %s, want uid=gid in [%d, %d)", u, VMMIDBase, VMMIDBase+VMMIDRange)
 	}
 }
+
+// A serial socket replaces the unbounded file chardev: QEMU listens and
+// never waits for the reader.
+func TestBuildArgsSerialSocket(t *testing.T) {
+	s := testSpec()
+	s.SerialSocket = "/run/v,m/serial.sock"
+	got, err := BuildArgs(s, ArgOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := values(got, "-chardev")
+	if !slices.Contains(ch, "socket,id=serial0,path=/run/v,,m/serial.sock,server=on,wait=off") {
+		t.Errorf("chardevs %q lack the serial socket", ch)
+	}
+	for _, c := range ch {
+		if strings.HasPrefix(c, "file,") {
+			t.Errorf("file chardev %q next to the serial socket", c)
+		}
+	}
+	assertPair(t, got, "-serial", "chardev:serial0")
+	s.SerialSocket = "/" + strings.Repeat("x", 120)
+	if _, err := BuildArgs(s, ArgOptions{}); err == nil {
+		t.Error("over-long serial socket path accepted")
+	}
+}

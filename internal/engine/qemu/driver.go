@@ -311,6 +311,7 @@ func checkInputs(spec engine.Spec) error {
 		{"agent socket", spec.AgentSocket},
 		{"qmp socket", spec.QMPSocket},
 		{"serial log", spec.SerialLog},
+		{"serial socket", spec.SerialSocket},
 		{"pid file", spec.PIDFile},
 		{"vmm log", spec.VMMLog},
 	} {
@@ -359,7 +360,7 @@ func cleanup(spec engine.Spec) {
 			p.Close()
 		}
 	}
-	for _, path := range []string{spec.PIDFile, spec.QMPSocket, spec.AgentSocket} {
+	for _, path := range []string{spec.PIDFile, spec.QMPSocket, spec.AgentSocket, spec.SerialSocket} {
 		if path != "" {
 			removeIfExists(path)
 		}
