@@ -68,7 +68,7 @@ POLLUTED_ENV := BANGER_ACCEL=polluted BANGER_ENGINE=polluted BANGER_NETWORK=poll
   BANGER_QEMU=/dev/null/polluted-qemu BANGER_HELPER_SOCKET=/dev/null/polluted-helper.sock \
   BANGER_CATALOG=http://127.0.0.1:9/polluted-catalog.json BANGER_RUNTIME_DIR=/dev/null/polluted-run \
   BANGER_AGENT=/dev/null/polluted-agent \
-  BANGER_NO_DAEMON_RESTART=1 BANGER_PROGRESS=1 \
+  BANGER_NO_DAEMON_RESTART=1 BANGER_NO_AUTOSTART=1 BANGER_PROGRESS=1 \
   BANGER_BIN=/dev/null/polluted-bin BANGER_FIXTURES=/dev/null/polluted-fixtures BANGER_SUITE=polluted \
   BANGER_MIRROR=http://127.0.0.1:9/polluted-mirror BANGER_INSTALL_BASE_URL=http://127.0.0.1:9/polluted-release \
   BANGER_INSTALL_PUBKEY_FILE=/dev/null/polluted.pem BANGER_INSTALL_NONINTERACTIVE=1 \

@@ -166,7 +166,11 @@ func waitReady(ctx context.Context, dial func(context.Context) (*Client, error))
 			}
 			c.Close()
 		}
-		last = err
+		// An attempt cut short by the deadline says nothing about the
+		// guest: keep the cause seen before it.
+		if last == nil || ctx.Err() == nil {
+			last = err
+		}
 		select {
 		case <-ctx.Done():
 			return nil, Response{}, fmt.Errorf("guest agent did not answer: %w (last error: %v)", ctx.Err(), last)

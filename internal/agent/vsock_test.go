@@ -170,7 +170,7 @@ func TestWaitReadyVsock(t *testing.T) {
 
 func TestWaitReadyVsockGivesUp(t *testing.T) {
 	sock, _ := fakeHybrid(t, func(conn net.Conn, _ string) { conn.Close() })
-	_, _, err := agent.WaitReadyVsock(ctxT(t, 300*time.Millisecond), sock, agent.VsockPort)
+	_, _, err := agent.WaitReadyVsock(ctxT(t, 2*time.Second), sock, agent.VsockPort)
 	if err == nil || !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "the vmm hung up") {
 		t.Errorf("err %v", err)
 	}
