@@ -86,6 +86,9 @@ func (c *Client) Open(ctx context.Context, req Request) (net.Conn, error) {
 	return st, nil
 }
 
+// MaxResponse bounds the one-line answer of a simple operation.
+const MaxResponse = 4 << 20
+
 // Call runs a simple request/response operation.
 func (c *Client) Call(ctx context.Context, req Request) (Response, error) {
 	st, err := c.Open(ctx, req)
@@ -95,8 +98,12 @@ func (c *Client) Call(ctx context.Context, req Request) (Response, error) {
 	defer st.Close()
 	stop := context.AfterFunc(ctx, func() { st.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
-	line, err := bufio.NewReader(st).ReadBytes('\n')
+	// A guest answers with one line; one that never ends is cut off.
+	line, err := bufio.NewReader(io.LimitReader(st, MaxResponse)).ReadBytes('\n')
 	if err != nil {
+		if err == io.EOF && len(line) >= MaxResponse {
+			return Response{}, fmt.Errorf("agent %s: response over %d bytes", req.Op, MaxResponse)
+		}
 		if ctx.Err() != nil {
 			return Response{}, fmt.Errorf("agent %s: %w", req.Op, ctx.Err())
 		}

@@ -32,6 +32,11 @@ const (
 	OpSSHSetup = "ssh_setup"
 	// OpPorts answers the guest's listening sockets in Ports.
 	OpPorts = "ports"
+	// OpMeminfo answers the guest's /proc/meminfo text (at most
+	// memstat.MaxMeminfo bytes) in Meminfo, whether the VM has a virtio
+	// balloon in BalloonDevice, and whether its driver is bound in
+	// BalloonDriver.
+	OpMeminfo = "meminfo"
 )
 
 // Request is the first line of every stream.
@@ -64,6 +69,12 @@ type Response struct {
 	HostKeys []string `json:"host_keys,omitempty"`
 	// OpPorts.
 	Ports []PortInfo `json:"ports,omitempty"`
+	// OpMeminfo: /proc/meminfo as the guest reads it (hostile text:
+	// parse it with memstat.ParseMeminfo), and whether the guest kernel
+	// drives a virtio balloon.
+	Meminfo       string `json:"meminfo,omitempty"`
+	BalloonDevice bool   `json:"balloon_device,omitempty"`
+	BalloonDriver bool   `json:"balloon_driver,omitempty"`
 }
 
 // PortInfo is one listening socket in the guest.

@@ -206,6 +206,13 @@ func (s *Server) handle(ctx context.Context, st net.Conn) {
 			out = append(out, agent.PortInfo{Proto: p.Proto, Addr: p.Addr, Port: p.Port, PID: p.PID, Process: p.Process})
 		}
 		reply(st, agent.Response{OK: true, Ports: out})
+	case agent.OpMeminfo:
+		text, err := readMeminfo()
+		if err != nil {
+			reply(st, agent.Response{Error: "meminfo: " + err.Error()})
+			return
+		}
+		reply(st, agent.Response{OK: true, Meminfo: text, BalloonDevice: balloonDevice(), BalloonDriver: balloonDriverBound()})
 	case agent.OpUntar:
 		runUntar(req.Untar, &readerConn{Reader: br, Conn: st})
 	case agent.OpSessionStart, agent.OpSessionList, agent.OpSessionShow,
