@@ -13,13 +13,15 @@ SHELL     := /bin/bash
 # boot a kernel directly (make integration).
 VMLINUX   := $(FIXTURES)/kernel/vmlinux
 
-.PHONY: help build unit integration e2e e2e-list test bench fixtures vet fmt clean quickstart golden
+.PHONY: help build unit integration fuzz fuzz-short e2e e2e-list test bench fixtures vet fmt clean quickstart golden
 
 help:
 	@echo "make build            build bin/banger, bin/bangerd, bin/banger-agent, bin/banger-helper"
-	@echo "make test             unit tests, integration tests, then the end-to-end suite (boots real VMs)"
+	@echo "make test             unit tests, short fuzzing, integration tests, then the end-to-end suite (boots real VMs)"
 	@echo "make unit             gofmt/vet + unit tests (never boot VMs); a missing tool or reference fails them"
 	@echo "make integration      package tests that boot the fixture kernel directly (no image, no daemon)"
+	@echo "make fuzz-short       every Go fuzz target for FUZZTIME=5s each (part of make test)"
+	@echo "make fuzz             every Go fuzz target for FUZZTIME=2m each"
 	@echo "make e2e              end-to-end scenarios; SCENARIO=TestName runs one"
 	@echo "make e2e-list         list the end-to-end scenarios"
 	@echo "make bench            banger vs bare QEMU boot, same kernel and image"
@@ -57,6 +59,12 @@ integration: fixtures
 	  $(GO) test -count=1 -json -run '^TestBoot' ./internal/engine/qemu | \
 	  $(GO) run ./test/testreport -want '^TestBootProbeKVM$$' -want '^TestBootKernelPanicEndsVMM$$'
 
+fuzz-short:
+	GO=$(GO) FUZZTIME=$(or $(FUZZTIME),5s) scripts/fuzz.sh
+
+fuzz:
+	GO=$(GO) FUZZTIME=$(or $(FUZZTIME),2m) scripts/fuzz.sh
+
 fixtures:
 	scripts/fixtures.sh $(FIXTURES)
 
@@ -68,7 +76,7 @@ e2e: build fixtures
 e2e-list:
 	@$(GO) test -tags e2e -list '.*' ./test/e2e | grep -v '^ok'
 
-test: unit integration e2e
+test: unit fuzz-short integration e2e
 
 bench: build fixtures
 	BANGER_FIXTURES=$(FIXTURES) BANGER_BIN=$(CURDIR)/$(BIN) $(GO) run ./test/bench $(BENCH_FLAGS)

@@ -37,7 +37,27 @@ const (
 	// balloon in BalloonDevice, and whether its driver is bound in
 	// BalloonDriver.
 	OpMeminfo = "meminfo"
+	// OpReadiness answers how far the guest has booted, in Readiness.
+	OpReadiness = "readiness"
 )
+
+// Readiness says which milestones of its boot a guest has reached.
+type Readiness struct {
+	// SSH: a socket listens on TCP port 22 (sshd, or an init system
+	// holding it for socket activation).
+	SSH bool `json:"ssh"`
+	// SSHD: the image has an SSH server at all; without one (and
+	// nothing on port 22) waiting for SSH is pointless.
+	SSHD bool `json:"sshd"`
+	// System: the guest's init system has finished booting (systemd:
+	// running or degraded); a guest whose PID 1 is the agent is booted
+	// once the agent answers.
+	System bool `json:"system"`
+	// SystemState is systemd's own word for it (initializing, starting,
+	// running, degraded, ...), or "agent" when the agent is PID 1, or the
+	// name of another PID 1, which the agent cannot ask.
+	SystemState string `json:"system_state,omitempty"`
+}
 
 // Request is the first line of every stream.
 type Request struct {
@@ -75,6 +95,8 @@ type Response struct {
 	Meminfo       string `json:"meminfo,omitempty"`
 	BalloonDevice bool   `json:"balloon_device,omitempty"`
 	BalloonDriver bool   `json:"balloon_driver,omitempty"`
+	// OpReadiness.
+	Readiness *Readiness `json:"readiness,omitempty"`
 }
 
 // PortInfo is one listening socket in the guest.

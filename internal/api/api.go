@@ -90,9 +90,66 @@ type VMCreateParams struct {
 	Publish []string `json:"publish,omitempty"`
 	// Engine is auto, qemu or firecracker (default: the config's engine).
 	Engine string `json:"engine,omitempty"`
+	// Wait is what "ready" means before the call returns: WaitAgent
+	// (default: the guest agent answers), WaitSSH (something listens on
+	// the guest's port 22) or WaitSystem (the guest's init system has
+	// finished booting).
+	Wait string `json:"wait,omitempty"`
 	// NoWorkDisk keeps /root on the root disk (image builds; not part of
 	// the wire API).
 	NoWorkDisk bool `json:"-"`
+}
+
+// Readiness levels, in the order a guest reaches them (ssh and system in
+// either order).
+const (
+	WaitAgent  = "agent"
+	WaitSSH    = "ssh"
+	WaitSystem = "system"
+)
+
+// ValidWait checks a readiness level ("" means WaitAgent).
+func ValidWait(level string) error {
+	switch level {
+	case "", WaitAgent, WaitSSH, WaitSystem:
+		return nil
+	}
+	return fmt.Errorf("unknown readiness %q: want %s, %s or %s", level, WaitAgent, WaitSSH, WaitSystem)
+}
+
+// Readiness says which milestones of its boot a VM's guest has reached.
+type Readiness struct {
+	// Agent: the VM runs and its guest agent answers.
+	Agent bool `json:"agent"`
+	// SSH: something listens on the guest's TCP port 22.
+	SSH bool `json:"ssh"`
+	// SSHD: the image has an SSH server (OpenSSH or dropbear) at all.
+	SSHD bool `json:"sshd"`
+	// System: the guest's init system has finished booting.
+	System bool `json:"system"`
+	// SystemState is the init system's word for its state (systemd's
+	// is-system-running; "agent" when the agent is PID 1).
+	SystemState string `json:"system_state,omitempty"`
+}
+
+// Reached reports whether r has reached level.
+func (r Readiness) Reached(level string) bool {
+	switch level {
+	case "", WaitAgent:
+		return r.Agent
+	case WaitSSH:
+		return r.Agent && r.SSH
+	case WaitSystem:
+		return r.Agent && r.System
+	}
+	return false
+}
+
+// VMWaitParams waits for a running VM's guest to reach a readiness level.
+type VMWaitParams struct {
+	For string `json:"for"` // WaitAgent, WaitSSH or WaitSystem
+	// TimeoutMS bounds the wait (default: the daemon's boot_timeout).
+	TimeoutMS int64 `json:"timeout_ms,omitempty"`
 }
 
 // VMSetParams changes a stopped VM's resources.

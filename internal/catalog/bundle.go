@@ -18,6 +18,7 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
+	"banger/internal/fsutil"
 	"banger/internal/model"
 )
 
@@ -301,7 +302,9 @@ func readBundle(ctx context.Context, r io.Reader, dir string) (_ Manifest, _ str
 	if err := os.Rename(tmpName, final); err != nil {
 		return Manifest{}, "", err
 	}
-	syncDir(dir)
+	if err := fsutil.SyncDir(dir); err != nil {
+		return Manifest{}, "", err
+	}
 	return *m, final, nil
 }
 

@@ -15,6 +15,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"banger/internal/fsutil"
 )
 
 // progressInterval is the minimum time between two Progress calls.
@@ -138,7 +140,10 @@ func (f *Fetcher) fetch(ctx context.Context, rawURL, sum string, size int64, dir
 	if err := os.Rename(tmp.Name(), final); err != nil {
 		return "", err
 	}
-	syncDir(dir)
+	if err := fsutil.SyncDir(dir); err != nil {
+		os.Remove(final)
+		return "", err
+	}
 	return final, nil
 }
 
@@ -267,13 +272,4 @@ func (c ctxReader) Read(b []byte) (int, error) {
 		return 0, err
 	}
 	return c.r.Read(b)
-}
-
-// syncDir makes a rename in dir durable; errors are ignored as not every
-// filesystem supports syncing a directory.
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
 }

@@ -106,6 +106,7 @@ func (a *App) completeCreateFlags(c *cobra.Command) {
 	}
 	c.RegisterFlagCompletionFunc("engine", fixed("auto", "qemu", "firecracker"))
 	c.RegisterFlagCompletionFunc("network", fixed("bridge", "user", "none"))
+	c.RegisterFlagCompletionFunc("wait", fixed("agent", "ssh", "system"))
 }
 
 func (a *App) vmNames(ctx context.Context, _ []string) ([]candidate, error) {

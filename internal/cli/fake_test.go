@@ -19,7 +19,8 @@ import (
 // fakeDaemon answers API calls on a unix socket with canned JSON bodies,
 // keyed "METHOD /path" (without the version prefix). /ping always
 // answers, with the test App's version; anything else unknown is a
-// not_found error with op id "feedf00d".
+// not_found error with op id "feedf00d"; a body "!message" answers a
+// conflict error with that message.
 type fakeDaemon struct {
 	layout paths.Layout
 
@@ -64,6 +65,12 @@ func startFakeDaemon(t *testing.T, routes map[string]string) *fakeDaemon {
 		if !ok {
 			w.WriteHeader(http.StatusNotFound)
 			json.NewEncoder(w).Encode(api.Error{Code: api.CodeNotFound, Message: "no route for " + key, OpID: "feedf00d"})
+			return
+		}
+		if msg, isErr := strings.CutPrefix(body, "!"); isErr {
+			// "!message": a conflict error carrying message.
+			w.WriteHeader(http.StatusConflict)
+			json.NewEncoder(w).Encode(api.Error{Code: api.CodeConflict, Message: msg, OpID: "feedf00d"})
 			return
 		}
 		w.Write([]byte(body))

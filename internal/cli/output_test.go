@@ -25,6 +25,7 @@ func fixtures() map[string]string {
 		"GET /vms/alpha/sessions":       fmt.Sprintf(`[{"name":"agent","argv":["claude"],"cwd":"/root/repo","state":"running","started_at":%q,"output_bytes":10,"attached":0}]`, three),
 		"GET /vms/alpha/sessions/agent": fmt.Sprintf(`{"name":"agent","argv":["claude"],"cwd":"/root/repo","state":"running","started_at":%q,"output_bytes":10,"attached":0}`, three),
 		"GET /vms/alpha/ports":          `[{"proto":"tcp","addr":"0.0.0.0","port":22,"process":"sshd","endpoint":"alpha.vm:22"}]`,
+		"GET /vms/1/readiness":          `{"agent":true,"ssh":false,"sshd":true,"system":false,"system_state":"starting"}`,
 	}
 }
 

@@ -3,7 +3,6 @@ package cli
 import (
 	"fmt"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 
@@ -11,6 +10,7 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/catalog"
+	"banger/internal/fsutil"
 	"banger/internal/model"
 )
 
@@ -130,23 +130,17 @@ func (a *App) imageExportCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			tmp, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".partial-*")
-			if err != nil {
-				return err
-			}
-			defer os.Remove(tmp.Name())
-			n, err := a.client.Download(ctx, "/images/"+url.PathEscape(args[0])+"/bundle", tmp)
-			if cerr := tmp.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				return err
-			}
 			// A bundle is for publishing: readable like any new file.
-			if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+			tmp, err := fsutil.CreateAtomic(dst, 0o644)
+			if err != nil {
 				return err
 			}
-			if err := os.Rename(tmp.Name(), dst); err != nil {
+			defer tmp.Abort()
+			n, err := a.client.Download(ctx, "/images/"+url.PathEscape(args[0])+"/bundle", tmp)
+			if err != nil {
+				return err
+			}
+			if err := tmp.Commit(); err != nil {
 				return err
 			}
 			fmt.Fprintf(a.Stderr, "wrote %s (%s)\n", dst, humanSize(n))

@@ -162,6 +162,10 @@ func (a *App) setup() error {
 // ensureDaemon pings the daemon and starts one in the background when
 // none answers.
 func (a *App) ensureDaemon(ctx context.Context) error {
+	// A socket in a directory another user controls could be theirs.
+	if err := a.layout.CheckRuntime(); err != nil {
+		return err
+	}
 	var p api.Ping
 	err := a.client.Do(ctx, "GET", "/ping", nil, &p)
 	service := a.serviceManaged()

@@ -1,16 +1,21 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"banger/internal/agent"
+	"banger/internal/api"
 	"banger/internal/config"
 	"banger/internal/model"
 	"banger/internal/sshkeys"
@@ -58,27 +63,46 @@ func hostAlias(v model.VM) string {
 }
 
 func (a *App) vmSSHCmd() *cobra.Command {
-	return &cobra.Command{
+	var proxy bool
+	var waitTimeout time.Duration
+	c := &cobra.Command{
 		Use:   "ssh NAME [-- CMD [ARGS...]]",
 		Short: "SSH into a VM with banger's key (the remote exit code becomes banger's)",
-		Args:  cobra.MinimumNArgs(1),
+		Long: "SSH into a VM with banger's key. A guest whose sshd is not listening yet (right after\n" +
+			"`vm create`) is waited for, at most --wait-timeout.\n\n" +
+			"With --proxy it connects stdin and stdout to the guest's sshd instead of running ssh:\n" +
+			"the generated ssh config uses it as ProxyCommand, so plain `ssh NAME.vm` waits too.",
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			before, remote := commandAfterDash(cmd, args)
 			if len(before) != 1 {
 				return fmt.Errorf("usage: banger vm ssh NAME [-- CMD [ARGS...]]")
 			}
+			if proxy && len(remote) > 0 {
+				return fmt.Errorf("--proxy takes no command: ssh runs it")
+			}
+			if waitTimeout <= 0 {
+				return fmt.Errorf("--wait-timeout must be positive, got %v", waitTimeout)
+			}
+			ctx := cmd.Context()
 			var v model.VM
-			if err := a.call(cmd.Context(), "GET", vmPath(before[0], ""), nil, &v); err != nil {
+			if err := a.call(ctx, "GET", vmPath(before[0], ""), nil, &v); err != nil {
 				return err
 			}
 			if v.State != model.StateRunning {
 				return fmt.Errorf("vm %q is not running (state %s)", v.Name, v.State)
 			}
+			if err := a.waitSSH(ctx, v, waitTimeout); err != nil {
+				return err
+			}
+			if proxy {
+				return a.sshProxy(ctx, v)
+			}
 			sshArgs, err := a.sshArgs(v, remote)
 			if err != nil {
 				return err
 			}
-			c := exec.CommandContext(cmd.Context(), "ssh", sshArgs...)
+			c := exec.CommandContext(ctx, "ssh", sshArgs...)
 			c.Stdin, c.Stdout, c.Stderr = a.Stdin, a.Stdout, a.Stderr
 			err = c.Run()
 			var ee *exec.ExitError
@@ -89,6 +113,61 @@ func (a *App) vmSSHCmd() *cobra.Command {
 		},
 		ValidArgsFunction: a.completeVMArgs(1),
 	}
+	c.Flags().BoolVar(&proxy, "proxy", false, "connect stdin/stdout to the guest's sshd (for ssh's ProxyCommand)")
+	c.Flags().DurationVar(&waitTimeout, "wait-timeout", 5*time.Minute, "how long to wait for the guest's sshd while it boots (once booted, a missing sshd fails after a minute)")
+	return c
+}
+
+// waitSSH returns once the VM's sshd listens, saying on stderr that it
+// waits when it has to, at most timeout.
+func (a *App) waitSSH(ctx context.Context, v model.VM, timeout time.Duration) error {
+	if v.Network != "bridge" && v.Network != "user" {
+		return fmt.Errorf("vm %q has no network; use `banger vm exec %s`", v.Name, v.Name)
+	}
+	var rd api.Readiness
+	if err := a.client.Do(ctx, "GET", vmPath(v.ID, "/readiness"), nil, &rd); err != nil {
+		return err
+	}
+	if rd.SSH {
+		return nil
+	}
+	fmt.Fprintf(a.Stderr, "waiting for sshd on %s…\n", v.Name)
+	return a.client.Do(ctx, "POST", vmPath(v.ID, "/wait"),
+		api.VMWaitParams{For: api.WaitSSH, TimeoutMS: timeout.Milliseconds()}, &rd)
+}
+
+// sshProxy connects stdin and stdout to the guest's sshd until either
+// side closes.
+func (a *App) sshProxy(ctx context.Context, v model.VM) error {
+	addr := net.JoinHostPort(v.IP, "22")
+	if v.Network == "user" {
+		addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(v.SSHPort))
+	}
+	var d net.Dialer
+	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	conn, err := d.DialContext(dctx, "tcp", addr)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("vm %q: connect to sshd: %w", v.Name, err)
+	}
+	defer conn.Close()
+	go func() {
+		io.Copy(conn, a.Stdin)
+		// ssh is done sending; sshd answers the rest and closes.
+		if tc, ok := conn.(*net.TCPConn); ok {
+			tc.CloseWrite()
+		}
+	}()
+	done := make(chan struct{})
+	go func() {
+		io.Copy(a.Stdout, conn)
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	return nil
 }
 
 func (a *App) vmPortsCmd() *cobra.Command {

@@ -28,10 +28,10 @@ func vmPath(name string, suffix string) string {
 
 // createFlags are shared by vm create and vm run.
 type createFlags struct {
-	name, image, disk, network, engine string
-	vcpu, memory                       int
-	nat                                bool
-	publish                            []string
+	name, image, disk, network, engine, wait string
+	vcpu, memory                             int
+	nat                                      bool
+	publish                                  []string
 }
 
 func (f *createFlags) register(c *cobra.Command) {
@@ -44,6 +44,7 @@ func (f *createFlags) register(c *cobra.Command) {
 	c.Flags().BoolVar(&f.nat, "nat", false, "let the guest reach beyond this host")
 	c.Flags().StringArrayVarP(&f.publish, "publish", "p", nil, "publish a guest port: [HOSTIP:]HOSTPORT:GUESTPORT (repeatable)")
 	c.Flags().StringVar(&f.engine, "engine", "", "VMM: auto (QEMU), qemu or firecracker (default from config)")
+	c.Flags().StringVar(&f.wait, "wait", api.WaitAgent, "what ready means before returning: agent (the guest agent answers), ssh (sshd listens) or system (the guest's init finished booting)")
 }
 
 // params validates what can be checked without the daemon, so bad input
@@ -75,8 +76,15 @@ func (f *createFlags) params(c *cobra.Command) (api.VMCreateParams, error) {
 			return api.VMCreateParams{}, err
 		}
 	}
+	if err := api.ValidWait(f.wait); err != nil {
+		return api.VMCreateParams{}, fmt.Errorf("--wait: %w", err)
+	}
+	wait := f.wait
+	if wait == api.WaitAgent {
+		wait = "" // the default, also for daemons that predate --wait
+	}
 	return api.VMCreateParams{Name: f.name, Image: f.image, VCPU: f.vcpu, MemoryMiB: f.memory, DiskSize: f.disk,
-		Network: f.network, NAT: f.nat, Publish: f.publish, Engine: f.engine}, nil
+		Network: f.network, NAT: f.nat, Publish: f.publish, Engine: f.engine, Wait: wait}, nil
 }
 
 func (a *App) vmCreateCmd() *cobra.Command {
@@ -221,13 +229,28 @@ func (a *App) vmShowCmd() *cobra.Command {
 			if err := a.call(cmd.Context(), "GET", vmPath(args[0], ""), nil, &v); err != nil {
 				return err
 			}
+			// How far the guest has booted: asked of a running VM only.
+			// (A daemon that cannot tell, e.g. an older one, shows none.)
+			var rd *api.Readiness
+			if v.State == model.StateRunning {
+				rd = &api.Readiness{}
+				if err := a.client.Do(cmd.Context(), "GET", vmPath(v.ID, "/readiness"), nil, rd); err != nil {
+					rd = nil
+				}
+			}
 			if asJSON {
-				return printJSON(a.Stdout, v)
+				return printJSON(a.Stdout, struct {
+					model.VM
+					Readiness *api.Readiness `json:"readiness,omitempty"`
+				}{v, rd})
 			}
 			t := newTable(a.Stdout)
 			t.row("name", v.Name)
 			t.row("id", v.ID)
 			t.row("state", v.State)
+			if rd != nil {
+				t.row("ready", readinessText(*rd))
+			}
 			t.row("image", v.Image)
 			t.row("kernel", v.Kernel)
 			t.row("vcpu", v.VCPU)
@@ -419,6 +442,35 @@ func memoryRows(t *table, u *model.MemoryUsage) {
 
 // inMiB renders bytes as whole MiB.
 func inMiB(n int64) string { return fmt.Sprintf("%d MiB", n>>20) }
+
+// readinessText lists the readiness levels a guest has reached, e.g.
+// "agent, ssh; system: starting".
+func readinessText(r api.Readiness) string {
+	var got []string
+	for _, l := range []struct {
+		name string
+		ok   bool
+	}{{api.WaitAgent, r.Agent}, {api.WaitSSH, r.SSH}, {api.WaitSystem, r.System}} {
+		if l.ok {
+			got = append(got, l.name)
+		}
+	}
+	s := strings.Join(got, ", ")
+	if s == "" {
+		s = "nothing yet"
+	}
+	var notes []string
+	if r.Agent && !r.SSH && !r.SSHD {
+		notes = append(notes, "no sshd in the image")
+	}
+	if r.SystemState != "" && r.SystemState != "running" && r.SystemState != "agent" {
+		notes = append(notes, "system: "+r.SystemState)
+	}
+	if len(notes) > 0 {
+		s += " (" + strings.Join(notes, "; ") + ")"
+	}
+	return s
+}
 
 func humanBytes(n int64) string {
 	switch {

@@ -29,6 +29,10 @@ type Config struct {
 	VCPU         int    `toml:"vcpu"`
 	MemoryMiB    int    `toml:"memory_mib"`
 	DiskSize     string `toml:"disk_size"`
+	// MaxImageSize caps what a pulled registry image may expand to (its
+	// layers uncompressed, its files together): a tiny layer that
+	// claims gigabytes of zeros is refused instead of filling the disk.
+	MaxImageSize string `toml:"max_image_size"`
 	// BootTimeout bounds how long a start waits for the guest agent.
 	BootTimeout Duration `toml:"boot_timeout"`
 	// StopTimeout bounds a graceful stop before the VM is killed.
@@ -95,6 +99,7 @@ func Default() Config {
 		VCPU:           2,
 		MemoryMiB:      1024,
 		DiskSize:       "8G",
+		MaxImageSize:   "16G",
 		BootTimeout:    Duration{3 * time.Minute},
 		StopTimeout:    Duration{30 * time.Second},
 		Network:        "auto",
@@ -161,6 +166,9 @@ func (c Config) Validate() error {
 	}
 	if _, err := ParseSize(c.DiskSize); err != nil {
 		return fmt.Errorf("disk_size: %w", err)
+	}
+	if n, err := ParseSize(c.MaxImageSize); err != nil || n <= 0 {
+		return fmt.Errorf("max_image_size must be a size such as 16G, got %q", c.MaxImageSize)
 	}
 	switch c.Network {
 	case "auto", "bridge", "user", "none":

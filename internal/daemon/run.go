@@ -41,12 +41,13 @@ type Options struct {
 // re-adopts them.
 func Run(ctx context.Context, o Options) error {
 	l := o.Layout
-	for _, d := range []string{l.State, l.Runtime} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return fmt.Errorf("create %s: %w", d, err)
-		}
+	if err := os.MkdirAll(l.State, 0o700); err != nil {
+		return fmt.Errorf("create %s: %w", l.State, err)
 	}
-	lock, err := os.OpenFile(filepath.Join(l.Runtime, "bangerd.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err := l.EnsureRuntime(); err != nil {
+		return err
+	}
+	lock, err := os.OpenFile(filepath.Join(l.Runtime, "bangerd.lock"), os.O_CREATE|os.O_RDWR|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return err
 	}
@@ -72,6 +73,7 @@ func Run(ctx context.Context, o Options) error {
 	driver := qemu.New(cfg.QEMU)
 	accel := newAccelCache(cfg, cfg.QEMU, filepath.Join(l.State, qemu.KVMCacheFile), o.Log)
 	images.Catalog = cfg.CatalogURL
+	images.MaxImageBytes, _ = config.ParseSize(cfg.MaxImageSize) // checked by config.Load
 	mgr := vm.New(st, l, cfg, driver, accel.resolve, images.Initrd, o.Log)
 	mgr.SetImageEnsurer(func(ctx context.Context, ref string, progress func(api.Progress)) (string, error) {
 		return images.EnsureImage(ctx, ref, progress)
@@ -99,7 +101,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	netw.AfterBoot = ssh.afterBoot
 	netw.Deleted = ssh.deleted
-	netw.Changed = ssh.refresh
+	netw.Changed = ssh.refreshLogged
 	mgr.SetNetworking(netw)
 	if err := mgr.Recover(ctx); err != nil {
 		return fmt.Errorf("recover vms: %w", err)
@@ -111,8 +113,14 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", sock, err)
 	}
-	os.Chmod(sock, 0o600)
-	os.WriteFile(l.DaemonPID(), []byte(fmt.Sprintf("%d\n", os.Getpid())), 0o600)
+	if err := os.Chmod(sock, 0o600); err != nil {
+		ln.Close()
+		return fmt.Errorf("chmod %s: %w", sock, err)
+	}
+	if err := writePIDFile(l.DaemonPID(), os.Getpid()); err != nil {
+		ln.Close()
+		return err
+	}
 	defer os.Remove(l.DaemonPID())
 
 	ctx, cancel := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
@@ -229,4 +237,29 @@ func newFirecracker(cfg config.Config, l paths.Layout) *firecracker.Driver {
 		d.JailUID, d.JailGID = cfg.JailerUID, cfg.JailerGID
 	}
 	return d
+}
+
+// writePIDFile writes pid to path without following a symbolic link
+// planted there, and only into a regular file of this user's with one
+// name (the runtime directory is checked too: see paths.EnsureRuntime).
+func writePIDFile(path string, pid int) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0o600)
+	if err != nil {
+		return fmt.Errorf("pid file %s: %w", path, err)
+	}
+	defer f.Close()
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		return fmt.Errorf("pid file %s: %w", path, err)
+	}
+	if st.Mode&syscall.S_IFMT != syscall.S_IFREG || st.Nlink != 1 || int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("pid file %s is not a regular file of this user's with one name: refusing to write it", path)
+	}
+	if err := f.Truncate(0); err != nil {
+		return fmt.Errorf("pid file %s: %w", path, err)
+	}
+	if _, err := fmt.Fprintf(f, "%d\n", pid); err != nil {
+		return fmt.Errorf("pid file %s: %w", path, err)
+	}
+	return f.Close()
 }

@@ -49,6 +49,9 @@ type VMManager interface {
 	Prune(ctx context.Context) ([]string, error)
 	Logs(ctx context.Context, ref string) ([]byte, error)
 	Ports(ctx context.Context, ref string) ([]agent.PortInfo, error)
+	// Readiness: how far the guest has booted; WaitReady waits for a level.
+	Readiness(ctx context.Context, ref string) (api.Readiness, error)
+	WaitReady(ctx context.Context, ref, level string, timeout time.Duration) (api.Readiness, error)
 	// The streams: exec, workspace upload, sessions.
 	OpenExec(ctx context.Context, ref string, p api.ExecParams) (net.Conn, error)
 	OpenUntar(ctx context.Context, ref, dir string, clean bool) (net.Conn, error)
@@ -148,6 +151,8 @@ func (s *Server) Handler() http.Handler {
 	h("POST "+p+"/vms/{name}/workspace", s.workspacePrepare)
 	h("POST "+p+"/vms/{name}/workspace/export", s.workspaceExport)
 	h("GET "+p+"/vms/{name}/ports", s.vmPorts)
+	h("GET "+p+"/vms/{name}/readiness", s.vmReadiness)
+	h("POST "+p+"/vms/{name}/wait", s.vmWait)
 	h("GET "+p+"/vms/{name}/sessions", s.sessionList)
 	h("POST "+p+"/vms/{name}/sessions", s.sessionStart)
 	h("GET "+p+"/vms/{name}/sessions/{session}", s.sessionShow)

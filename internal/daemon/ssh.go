@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"sync"
 
 	"banger/internal/agent"
 	"banger/internal/config"
+	"banger/internal/fsutil"
 	"banger/internal/model"
 	"banger/internal/paths"
 	"banger/internal/sshkeys"
@@ -24,9 +26,12 @@ import (
 // config that `banger ssh-config --install` includes.
 type sshService struct {
 	key, pub, knownHosts, config string
-	store                        *store.Store
-	log                          *slog.Logger
-	mu                           sync.Mutex
+	// cli is banger's CLI, the ProxyCommand of every VM in the generated
+	// config ("" when it cannot be found: ssh then connects directly).
+	cli   string
+	store *store.Store
+	log   *slog.Logger
+	mu    sync.Mutex
 }
 
 func newSSH(l paths.Layout, cfg config.Config, st *store.Store, log *slog.Logger) (*sshService, error) {
@@ -41,7 +46,35 @@ func newSSH(l paths.Layout, cfg config.Config, st *store.Store, log *slog.Logger
 		return nil, fmt.Errorf("ssh key %s: %w", s.key, err)
 	}
 	s.pub = pub
+	s.cli = findCLI()
 	return s, nil
+}
+
+// findCLI returns the absolute path of the banger CLI: the one beside this
+// daemon's binary (installed and built together), else the one on PATH.
+func findCLI() string {
+	if exe, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(exe), "banger")
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0 {
+			return p
+		}
+	}
+	if p, err := exec.LookPath("banger"); err == nil {
+		if abs, err := filepath.Abs(p); err == nil {
+			return abs
+		}
+	}
+	return ""
+}
+
+// proxy is the ProxyCommand for a VM: `banger vm ssh --proxy NAME` waits
+// for the guest's sshd (plain `ssh NAME.vm` right after `vm create` would
+// otherwise meet a refused connection while the guest boots), then relays.
+func (s *sshService) proxy(v *model.VM) []string {
+	if s.cli == "" {
+		return nil
+	}
+	return []string{s.cli, "vm", "ssh", "--proxy", v.Name}
 }
 
 // hostPatterns are the names a VM's host keys are known under.
@@ -84,27 +117,35 @@ func (s *sshService) deleted(v *model.VM) {
 	}
 }
 
-// refresh rewrites the generated ssh config from the VMs that exist.
-func (s *sshService) refresh() {
+// refresh rewrites the generated ssh config from the VMs that exist,
+// atomically (fsutil.AtomicWriteFile).
+func (s *sshService) refresh() error {
 	vms, err := s.store.ListVMs(context.Background())
 	if err != nil {
-		s.log.Warn("ssh config", "err", err)
-		return
+		return fmt.Errorf("refresh ssh config: %w", err)
 	}
 	var hosts []sshkeys.Host
 	for _, v := range vms {
 		switch v.Network {
 		case vm.NetBridge:
-			hosts = append(hosts, sshkeys.Host{Name: v.Name, Alias: v.Name + ".vm", Addr: v.IP, Port: 22, User: "root"})
+			hosts = append(hosts, sshkeys.Host{Name: v.Name, Alias: v.Name + ".vm", Addr: v.IP, Port: 22, User: "root", ProxyCommand: s.proxy(v)})
 		case vm.NetUser:
-			hosts = append(hosts, sshkeys.Host{Name: v.Name, Alias: v.Name + ".vm", Addr: "127.0.0.1", Port: v.SSHPort, User: "root"})
+			hosts = append(hosts, sshkeys.Host{Name: v.Name, Alias: v.Name + ".vm", Addr: "127.0.0.1", Port: v.SSHPort, User: "root", ProxyCommand: s.proxy(v)})
 		}
 	}
 	b := sshkeys.RenderConfig(hosts, s.key, s.knownHosts)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	tmp := s.config + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err == nil {
-		os.Rename(tmp, s.config)
+	if err := fsutil.AtomicWriteFile(s.config, b, 0o600); err != nil {
+		return fmt.Errorf("refresh ssh config: %w", err)
+	}
+	return nil
+}
+
+// refreshLogged is refresh for callers that cannot return an error:
+// the failure goes to the daemon log as an error, with the path.
+func (s *sshService) refreshLogged() {
+	if err := s.refresh(); err != nil {
+		s.log.Error("ssh config not updated: `ssh NAME.vm` may reach a stale address", "config", s.config, "err", err)
 	}
 }

@@ -283,3 +283,38 @@ func (s *Server) vmPorts(w http.ResponseWriter, r *http.Request) error {
 	writeJSON(w, http.StatusOK, ports)
 	return nil
 }
+
+// vmReadiness answers how far the VM's guest has booted.
+func (s *Server) vmReadiness(w http.ResponseWriter, r *http.Request) error {
+	rd, err := s.VMs.Readiness(r.Context(), r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, rd)
+	return nil
+}
+
+// maxWait caps a wait a client asks for.
+const maxWait = 30 * time.Minute
+
+// vmWait blocks until the VM's guest reaches the asked readiness, or the
+// timeout passes.
+func (s *Server) vmWait(w http.ResponseWriter, r *http.Request) error {
+	var p api.VMWaitParams
+	if err := decode(r, &p); err != nil {
+		return err
+	}
+	if p.For == "" {
+		return api.Errorf(api.CodeBadRequest, "say what to wait for: %s, %s or %s", api.WaitAgent, api.WaitSSH, api.WaitSystem)
+	}
+	timeout := time.Duration(p.TimeoutMS) * time.Millisecond
+	if p.TimeoutMS < 0 || timeout > maxWait {
+		return api.Errorf(api.CodeBadRequest, "timeout must be between 0 and %v", maxWait)
+	}
+	rd, err := s.VMs.WaitReady(r.Context(), r.PathValue("name"), p.For, timeout)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, rd)
+	return nil
+}

@@ -7,6 +7,7 @@ import (
 	"log"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -27,13 +28,27 @@ var defaultEnv = []string{
 	"LANG=C.UTF-8",
 }
 
+// baseEnv is defaultEnv with HOME=/ when the guest has no /root directory
+// (an image without one whose /root could not be made).
+func baseEnv() []string {
+	env := append([]string{}, defaultEnv...)
+	if fi, err := os.Stat("/root"); err != nil || !fi.IsDir() {
+		for i, kv := range env {
+			if strings.HasPrefix(kv, "HOME=") {
+				env[i] = "HOME=/"
+			}
+		}
+	}
+	return env
+}
+
 // runExec runs one command and speaks the frame protocol on st until the
 // command has exited and its output is delivered. If the host goes away
 // first, the command's process group is killed.
 func runExec(ctx context.Context, lg *log.Logger, req agent.ExecRequest, st io.ReadWriteCloser) {
 	fw := agent.NewFrameWriter(st)
 	cmd := exec.Command(req.Argv[0], req.Argv[1:]...)
-	cmd.Env = append(append([]string{}, defaultEnv...), req.Env...)
+	cmd.Env = append(baseEnv(), req.Env...)
 	if req.TTY {
 		term := req.Term
 		if term == "" {

@@ -3,8 +3,10 @@ package guest
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log"
 	"os"
 	"os/exec"
@@ -102,13 +104,23 @@ func Init(lg *log.Logger) error {
 	if err := unix.Mount(p.Root, newRoot, "ext4", 0, ""); err != nil {
 		return fmt.Errorf("mount root %s: %w", p.Root, err)
 	}
+	// Every path in the image is reached through root, so that no
+	// symbolic link in it can send a write or a mount outside it.
+	root, err := os.OpenRoot(newRoot)
+	if err != nil {
+		return fmt.Errorf("open root: %w", err)
+	}
+	defer root.Close()
+	if err := PrepareRoot(root, lg); err != nil {
+		return err
+	}
 	if p.Work != "" {
-		if err := mountWork(p.Work); err != nil {
+		if err := mountWork(root, p.Work); err != nil {
 			return err
 		}
 	}
 	if p.Hostname != "" {
-		setHostname(lg, p.Hostname)
+		setHostname(lg, root, p.Hostname)
 	}
 	// Per-VM SSH host keys, made before the image's sshd ever starts.
 	if _, err := EnsureHostKeys(newRoot); err != nil {
@@ -118,8 +130,11 @@ func Init(lg *log.Logger) error {
 	if err != nil {
 		return err
 	}
-	if err := ConfigureNet(netCfg, newRoot); err != nil {
+	if err := ConfigureNet(netCfg); err != nil {
 		return err
+	}
+	if err := WriteResolvConf(root, netCfg.DNS); err != nil {
+		lg.Printf("write /etc/resolv.conf: %v", err)
 	}
 
 	init := p.Init
@@ -127,17 +142,18 @@ func Init(lg *log.Logger) error {
 		init = findInit()
 	}
 	systemd := init != "" && isSystemd(init)
-	if err := unix.Mount("tmpfs", filepath.Join(newRoot, "run"), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755"); err != nil {
+	if err := mountIn(root, "run", "tmpfs", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755"); err != nil {
 		return fmt.Errorf("mount /run: %w", err)
 	}
-	if err := installAgent(); err != nil {
+	if err := installAgent(root); err != nil {
 		return err
 	}
 	lg.Printf("root ready in %v; handing over to %s", time.Since(start).Round(time.Millisecond), orDefault(init, "banger-agent (no init in image)"))
 
-	for _, m := range []string{"/dev", "/proc", "/sys"} {
-		if err := unix.Mount(m, filepath.Join(newRoot, m), "", unix.MS_MOVE, ""); err != nil {
-			return fmt.Errorf("move %s into new root: %w", m, err)
+	// /proc last: the other targets are named through it.
+	for _, m := range []string{"dev", "sys", "proc"} {
+		if err := mountIn(root, m, "/"+m, "", unix.MS_MOVE, ""); err != nil {
+			return fmt.Errorf("move /%s into new root: %w", m, err)
 		}
 	}
 	if err := os.Chdir(newRoot); err != nil {
@@ -150,6 +166,7 @@ func Init(lg *log.Logger) error {
 		return fmt.Errorf("chroot: %w", err)
 	}
 	os.Chdir("/")
+	root.Close()
 	if systemd {
 		// Start the agent now, as a child that survives the exec of
 		// init, so the host can reach the guest long before the init
@@ -242,7 +259,7 @@ func waitDevice(dev string, timeout time.Duration) error {
 
 // mountWork mounts the VM's persistent work disk over /root. On its first
 // boot the disk is seeded with the image's own /root (dotfiles and all).
-func mountWork(dev string) error {
+func mountWork(root *os.Root, dev string) error {
 	if err := waitDevice(dev, 10*time.Second); err != nil {
 		return err
 	}
@@ -253,8 +270,7 @@ func mountWork(dev string) error {
 	}
 	marker := filepath.Join(stage, ".banger-seeded")
 	if _, err := os.Stat(marker); err != nil {
-		imageRoot := filepath.Join(newRoot, "root")
-		if err := copyTree(imageRoot, stage); err != nil {
+		if err := seedWork(root, stage); err != nil {
 			return fmt.Errorf("seed work disk: %w", err)
 		}
 		os.Remove(filepath.Join(stage, "lost+found"))
@@ -263,48 +279,66 @@ func mountWork(dev string) error {
 			return err
 		}
 	}
-	target := filepath.Join(newRoot, "root")
-	os.MkdirAll(target, 0o700)
-	if err := unix.Mount(stage, target, "", unix.MS_MOVE, ""); err != nil {
+	if err := ensureDir(root, "root", 0o700); err != nil {
+		return fmt.Errorf("work disk: /root: %w", err)
+	}
+	if err := mountIn(root, "root", stage, "", unix.MS_MOVE, ""); err != nil {
 		return fmt.Errorf("move work disk to /root: %w", err)
 	}
 	return nil
 }
 
+// seedWork copies the image's /root, when it has one, to the work disk at
+// stage.
+func seedWork(root *os.Root, stage string) error {
+	src, err := root.OpenRoot("root")
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	dst, err := os.OpenRoot(stage)
+	if err != nil {
+		return err
+	}
+	defer dst.Close()
+	return copyTree(src, dst)
+}
+
 // copyTree copies a small directory tree (the image's /root), keeping
-// modes, ownership and symlinks.
-func copyTree(src, dst string) error {
-	return filepath.Walk(src, func(path string, info os.FileInfo, err error) error {
+// modes, ownership and symlinks. Both sides are confined to their roots.
+func copyTree(src, dst *os.Root) error {
+	return fs.WalkDir(src.FS(), ".", func(name string, d fs.DirEntry, err error) error {
 		if err != nil {
-			if os.IsNotExist(err) && path == src {
-				return filepath.SkipDir
-			}
 			return err
 		}
-		rel, _ := filepath.Rel(src, path)
-		target := filepath.Join(dst, rel)
-		st, _ := info.Sys().(*syscall.Stat_t)
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
 		switch {
-		case info.IsDir():
-			if rel != "." {
-				if err := os.Mkdir(target, info.Mode().Perm()); err != nil && !os.IsExist(err) {
+		case d.IsDir():
+			if name != "." {
+				if err := dst.Mkdir(name, info.Mode().Perm()); err != nil && !errors.Is(err, fs.ErrExist) {
 					return err
 				}
 			}
-		case info.Mode()&os.ModeSymlink != 0:
-			link, err := os.Readlink(path)
+		case info.Mode()&fs.ModeSymlink != 0:
+			link, err := src.Readlink(name)
 			if err != nil {
 				return err
 			}
-			if err := os.Symlink(link, target); err != nil {
+			if err := dst.Symlink(link, name); err != nil {
 				return err
 			}
 		case info.Mode().IsRegular():
-			in, err := os.Open(path)
+			in, err := src.Open(name)
 			if err != nil {
 				return err
 			}
-			out, err := os.OpenFile(target, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, info.Mode().Perm())
+			out, err := dst.OpenFile(name, os.O_CREATE|os.O_WRONLY|os.O_TRUNC|unix.O_NOFOLLOW, info.Mode().Perm())
 			if err != nil {
 				in.Close()
 				return err
@@ -320,37 +354,14 @@ func copyTree(src, dst string) error {
 		default:
 			return nil
 		}
-		if st != nil {
-			unix.Lchown(target, int(st.Uid), int(st.Gid))
+		if st, ok := info.Sys().(*syscall.Stat_t); ok {
+			dst.Lchown(name, int(st.Uid), int(st.Gid))
 		}
-		if !info.IsDir() && info.Mode()&os.ModeSymlink == 0 {
-			os.Chmod(target, info.Mode())
+		if !d.IsDir() && info.Mode()&fs.ModeSymlink == 0 {
+			dst.Chmod(name, info.Mode())
 		}
 		return nil
 	})
-}
-
-func setHostname(lg *log.Logger, name string) {
-	if err := unix.Sethostname([]byte(name)); err != nil {
-		lg.Printf("sethostname: %v", err)
-	}
-	os.WriteFile(filepath.Join(newRoot, "etc/hostname"), []byte(name+"\n"), 0o644)
-	hosts := filepath.Join(newRoot, "etc/hosts")
-	b, _ := os.ReadFile(hosts)
-	line := "127.0.1.1\t" + name
-	if !strings.Contains(string(b), line) {
-		var kept []string
-		for _, l := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
-			if !strings.HasPrefix(l, "127.0.1.1") && l != "" {
-				kept = append(kept, l)
-			}
-		}
-		if len(kept) == 0 {
-			kept = append(kept, "127.0.0.1\tlocalhost")
-		}
-		kept = append(kept, line)
-		os.WriteFile(hosts, []byte(strings.Join(kept, "\n")+"\n"), 0o644)
-	}
 }
 
 // findInit returns the image's init, or "" when it has none.
@@ -381,14 +392,16 @@ func isSystemd(init string) bool {
 
 // installAgent copies this binary into the new root's /run, a tmpfs that
 // leaves the image untouched and vanishes at shutdown.
-func installAgent() error {
+func installAgent(root *os.Root) error {
 	self, err := os.ReadFile("/proc/self/exe")
 	if err != nil {
 		return fmt.Errorf("read own binary: %w", err)
 	}
-	dst := filepath.Join(newRoot, AgentPath)
-	os.MkdirAll(filepath.Dir(dst), 0o755)
-	if err := os.WriteFile(dst, self, 0o755); err != nil {
+	dst := strings.TrimPrefix(AgentPath, "/")
+	if err := root.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return fmt.Errorf("install agent: %w", err)
+	}
+	if err := root.WriteFile(dst, self, 0o755); err != nil {
 		return fmt.Errorf("install agent: %w", err)
 	}
 	return nil

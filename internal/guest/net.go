@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -48,10 +47,9 @@ func ParseNet(p BootParams) (NetConfig, error) {
 }
 
 // ConfigureNet brings lo up and, when asked, gives the first ethernet
-// interface its address and default route, and writes resolv.conf under
-// root. The stock kernel's ip= parameter is not built in, so this is done
-// from userspace.
-func ConfigureNet(c NetConfig, root string) error {
+// interface its address and default route. The stock kernel's ip=
+// parameter is not built in, so this is done from userspace.
+func ConfigureNet(c NetConfig) error {
 	if lo, err := netlink.LinkByName("lo"); err == nil {
 		netlink.LinkSetUp(lo)
 	}
@@ -90,16 +88,20 @@ func ConfigureNet(c NetConfig, root string) error {
 			return fmt.Errorf("default route via %s: %w", c.Gateway, err)
 		}
 	}
-	if len(c.DNS) > 0 {
-		var b strings.Builder
-		for _, d := range c.DNS {
-			fmt.Fprintf(&b, "nameserver %s\n", d)
-		}
-		path := filepath.Join(root, "etc/resolv.conf")
-		os.Remove(path) // may be a dangling symlink into a resolver's /run
-		if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
-			return fmt.Errorf("write resolv.conf: %w", err)
-		}
-	}
 	return nil
+}
+
+// WriteResolvConf points the new root's resolver at dns, replacing the
+// image's /etc/resolv.conf (often a link into a resolver's /run, dangling
+// here) and making /etc when the image has none. No servers: nothing is
+// written.
+func WriteResolvConf(root *os.Root, dns []string) error {
+	if len(dns) == 0 {
+		return nil
+	}
+	var b strings.Builder
+	for _, d := range dns {
+		fmt.Fprintf(&b, "nameserver %s\n", d)
+	}
+	return replaceFile(root, "etc/resolv.conf", []byte(b.String()), 0o644)
 }

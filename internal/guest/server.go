@@ -35,6 +35,14 @@ type Server struct {
 	// Sessions runs long-lived guest sessions; nil refuses session
 	// operations.
 	Sessions *SessionManager
+	// Readiness answers the readiness operation; nil asks this guest
+	// (a field so that tests can stand in for a guest).
+	Readiness func(ctx context.Context) agent.Readiness
+
+	system systemCache
+	// bound, when set, is called once a listener holds its address (tests
+	// wait on it instead of probing the port, which would race the bind).
+	bound func()
 }
 
 // FindPort returns the device node of the virtio-serial port called name.
@@ -213,6 +221,14 @@ func (s *Server) handle(ctx context.Context, st net.Conn) {
 			return
 		}
 		reply(st, agent.Response{OK: true, Meminfo: text, BalloonDevice: balloonDevice(), BalloonDriver: balloonDriverBound()})
+	case agent.OpReadiness:
+		var r agent.Readiness
+		if s.Readiness != nil {
+			r = s.Readiness(ctx)
+		} else {
+			r = checkReadiness(ctx, &s.system)
+		}
+		reply(st, agent.Response{OK: true, Readiness: &r})
 	case agent.OpUntar:
 		runUntar(req.Untar, &readerConn{Reader: br, Conn: st})
 	case agent.OpSessionStart, agent.OpSessionList, agent.OpSessionShow,

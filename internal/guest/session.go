@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"banger/internal/agent"
+	"banger/internal/fsutil"
 )
 
 // Session defaults.
@@ -787,11 +788,7 @@ func writeSessionMeta(dir string, meta sessionMeta) error {
 	if err != nil {
 		return fmt.Errorf("encode session metadata: %w", err)
 	}
-	tmp := filepath.Join(dir, sessionMetaFile+".tmp")
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
-		return fmt.Errorf("write session metadata: %w", err)
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, sessionMetaFile)); err != nil {
+	if err := fsutil.AtomicWriteFile(filepath.Join(dir, sessionMetaFile), append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("write session metadata: %w", err)
 	}
 	return nil

@@ -20,7 +20,7 @@ import (
 // sessionEnv returns the environment of a new session: the default one,
 // then req.Env, then TERM in TTY mode (the order runExec uses).
 func sessionEnv(req agent.SessionRequest) ([]string, error) {
-	env := append([]string{}, defaultEnv...)
+	env := baseEnv()
 	for _, kv := range req.Env {
 		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
 			return nil, fmt.Errorf("bad environment entry %q: want KEY=VALUE", kv)

@@ -63,6 +63,9 @@ func (s *Server) ServeVsock(ctx context.Context, port uint32) error {
 		return err
 	}
 	s.Log.Printf("serving on vsock port %d", port)
+	if s.bound != nil {
+		s.bound()
+	}
 	return s.serveListener(ctx, ln)
 }
 

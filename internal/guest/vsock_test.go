@@ -90,23 +90,25 @@ func TestServeVsock(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	served := make(chan error, 1)
-	go func() { served <- quietServer().ServeVsock(ctx, port) }()
+	bound := make(chan struct{})
+	srv := quietServer()
+	srv.bound = func() { close(bound) }
+	go func() { served <- srv.ServeVsock(ctx, port) }()
 
-	// Wait until bound: a second listener on the port must then fail.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		ln, err := listenVsock(port)
-		if err != nil {
-			if !errors.Is(err, unix.EADDRINUSE) {
-				t.Fatalf("second bind: %v, want EADDRINUSE", err)
-			}
-			break
-		}
+	// Once bound, a second listener on the port must fail. (Probing by
+	// binding before the server has would race it for the port.)
+	select {
+	case <-bound:
+	case err := <-served:
+		t.Fatalf("ServeVsock: %v", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("ServeVsock never bound its port")
+	}
+	if ln, err := listenVsock(port); err == nil {
 		ln.Close()
-		if time.Now().After(deadline) {
-			t.Fatal("ServeVsock never bound its port")
-		}
-		time.Sleep(10 * time.Millisecond)
+		t.Fatal("a second bind of the served port succeeded")
+	} else if !errors.Is(err, unix.EADDRINUSE) {
+		t.Fatalf("second bind: %v, want EADDRINUSE", err)
 	}
 
 	// A session needs a loopback transport (vsock_loopback) to reach our

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"banger/internal/api"
+	"banger/internal/fsutil"
 	"banger/internal/model"
 )
 
@@ -56,13 +57,18 @@ func (s *Service) buildFromImage(ctx context.Context, p api.ImageBuildParams, pr
 		var err error
 		img, err = s.install(ctx, p.Name, kernel, "image:"+base.Name, func(dir string) (string, error) {
 			out := filepath.Join(dir, "rootfs.ext4")
+			tmp := out + ".tmp"
+			defer os.Remove(tmp) // a no-op once renamed
 			// Flatten the overlay and its base into one raw ext4 file
 			// (sparse: qemu-img skips zero blocks).
-			cmd := exec.CommandContext(ctx, "qemu-img", "convert", "-q", "-f", "qcow2", "-O", "raw", rootDisk, out+".tmp")
+			cmd := exec.CommandContext(ctx, "qemu-img", "convert", "-q", "-f", "qcow2", "-O", "raw", rootDisk, tmp)
 			if b, err := cmd.CombinedOutput(); err != nil {
 				return "", fmt.Errorf("qemu-img convert: %v: %s", err, strings.TrimSpace(string(b)))
 			}
-			return out, os.Rename(out+".tmp", out)
+			if err := fsutil.SyncFile(tmp); err != nil {
+				return "", err
+			}
+			return out, fsutil.Rename(tmp, out)
 		})
 		return err
 	}

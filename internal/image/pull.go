@@ -330,7 +330,7 @@ func (s *Service) pullOCI(ctx context.Context, p api.ImagePullParams, cats *cata
 				cb = func(cur, total int64) { progress(api.Progress{Stage: "pull_layers", Current: cur, Total: total}) }
 			}
 			var err error
-			t, err = oci.Unpack(ctx, img, tree, cb)
+			t, err = oci.Unpack(ctx, img, tree, oci.UnpackOptions{Progress: cb, MaxBytes: s.MaxImageBytes})
 			return err
 		})
 		if err != nil {

@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -21,6 +22,7 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/config"
+	"banger/internal/fsutil"
 	"banger/internal/kernel"
 	"banger/internal/model"
 	"banger/internal/paths"
@@ -36,6 +38,10 @@ type Service struct {
 	AgentPath string
 	// Catalog is the configured catalog (path or URL; "" = built in).
 	Catalog string
+	// MaxImageBytes caps what a pulled OCI image may expand to (its
+	// layers uncompressed, its files together); 0 is
+	// oci.DefaultMaxBytes. Config: max_image_size.
+	MaxImageBytes int64
 	// HTTP downloads catalogs and artifacts (default http.DefaultClient).
 	HTTP *http.Client
 	// Builder boots a base image, applies a build's steps and calls save
@@ -187,6 +193,11 @@ func (s *Service) DeleteKernel(ctx context.Context, name string) error {
 // followed by a small archive holding the current agent as /init. The
 // kernel unpacks concatenated archives in order, so the current agent
 // always wins, even for kernels imported by an older banger.
+//
+// The result is cached next to the kernel with its sha256 beside it
+// (initrd-AGENT.img.sha256, written after the image): a cached copy is
+// reused only when its content still has that hash, so a file a crash
+// truncated or anything else changed is rebuilt, never booted.
 func (s *Service) Initrd(ctx context.Context, k *model.Kernel) (string, error) {
 	agentBin, err := os.ReadFile(s.AgentPath)
 	if err != nil {
@@ -194,7 +205,7 @@ func (s *Service) Initrd(ctx context.Context, k *model.Kernel) (string, error) {
 	}
 	sum := sha256.Sum256(agentBin)
 	path := filepath.Join(filepath.Dir(k.Initramfs), "initrd-"+hex.EncodeToString(sum[:6])+".img")
-	if _, err := os.Stat(path); err == nil {
+	if cachedOK(path) {
 		return path, nil
 	}
 	base, err := os.ReadFile(k.Initramfs)
@@ -209,7 +220,12 @@ func (s *Service) Initrd(ctx context.Context, k *model.Kernel) (string, error) {
 	if err := kernel.WriteInitramfs(&buf, []kernel.InitramfsFile{{Path: "init", Mode: 0o755, Data: agentBin}}); err != nil {
 		return "", err
 	}
-	if err := writeAtomic(path, buf.Bytes()); err != nil {
+	os.Remove(path + hashSuffix) // never a hash that describes another file
+	if err := fsutil.AtomicWriteFile(path, buf.Bytes(), 0o644); err != nil {
+		return "", err
+	}
+	h := sha256.Sum256(buf.Bytes())
+	if err := fsutil.AtomicWriteFile(path+hashSuffix, []byte(hex.EncodeToString(h[:])+"\n"), 0o644); err != nil {
 		return "", err
 	}
 	// Older agent variants are useless now.
@@ -217,30 +233,32 @@ func (s *Service) Initrd(ctx context.Context, k *model.Kernel) (string, error) {
 	for _, o := range old {
 		if o != path {
 			os.Remove(o)
+			os.Remove(o + hashSuffix)
 		}
 	}
 	return path, nil
 }
 
-func writeAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+// hashSuffix names the file holding a cached artifact's sha256.
+const hashSuffix = ".sha256"
+
+// cachedOK reports whether path exists with the sha256 recorded beside
+// it when it was made.
+func cachedOK(path string) bool {
+	want, err := os.ReadFile(path + hashSuffix)
 	if err != nil {
-		return err
+		return false
 	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return err
+	f, err := os.Open(path)
+	if err != nil {
+		return false
 	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
-		return err
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return false
 	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	return nil
+	return hex.EncodeToString(h.Sum(nil)) == strings.TrimSpace(string(want))
 }
 
 // Images lists images.
@@ -410,30 +428,26 @@ func (s *Service) Build(ctx context.Context, p api.ImageBuildParams, progress Pr
 }
 
 // mkfsFromDir turns a directory into an ext4 image without mounting
-// anything.
+// anything; out appears only complete and synced.
 func mkfsFromDir(ctx context.Context, dir, out string, size int64) error {
-	tmp := out + ".tmp"
-	f, err := os.Create(tmp)
+	f, err := fsutil.CreateAtomic(out, 0o644)
 	if err != nil {
 		return err
 	}
-	err = f.Truncate(size)
-	f.Close()
-	if err != nil {
-		os.Remove(tmp)
+	defer f.Abort()
+	if err := f.Truncate(size); err != nil {
 		return err
 	}
 	cmd := exec.CommandContext(ctx, "mkfs.ext4", "-q", "-F", "-L", "root", "-d", dir,
-		"-E", "lazy_itable_init=1,lazy_journal_init=1", tmp)
+		"-E", "lazy_itable_init=1,lazy_journal_init=1", f.TempPath())
 	if b, err := cmd.CombinedOutput(); err != nil {
-		os.Remove(tmp)
 		msg := strings.TrimSpace(string(b))
 		if strings.Contains(msg, "Could not allocate block") || strings.Contains(msg, "No space") {
 			return fmt.Errorf("mkfs.ext4: the tree does not fit in %d MiB; pass a larger --size", size>>20)
 		}
 		return fmt.Errorf("mkfs.ext4: %v: %s", err, msg)
 	}
-	return os.Rename(tmp, out)
+	return f.Commit()
 }
 
 func (s *Service) debootstrap(ctx context.Context, p api.ImageBuildParams, target string) error {

@@ -12,6 +12,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"banger/internal/fsutil"
 )
 
 // Names of the files Build writes in its destination directory.
@@ -123,6 +125,9 @@ func build(ctx context.Context, src, destDir string, agentBinary []byte) (BuildR
 		return BuildResult{}, err
 	}
 	if err := os.Rename(rdTmp, filepath.Join(destDir, InitramfsName)); err != nil {
+		return BuildResult{}, err
+	}
+	if err := fsutil.SyncDir(destDir); err != nil {
 		return BuildResult{}, err
 	}
 

@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"banger/internal/fsutil"
 )
 
 // BuildExt4 makes the ext4 file out (labelled "root") from dir, as
@@ -28,7 +30,8 @@ import (
 //
 // size is the file size in bytes; 0 picks one: the bytes used times 1.5
 // plus 256 MiB, rounded up to 64 MiB, at least 512 MiB. out is written
-// through a temporary file next to it and only appears when complete.
+// through a temporary file next to it and only appears when complete
+// and synced (fsutil.CreateAtomic).
 func BuildExt4(ctx context.Context, dir string, t *Tree, out string, size int64) error {
 	mkfs, err := findTool("mkfs.ext4")
 	if err != nil {
@@ -41,8 +44,8 @@ func BuildExt4(ctx context.Context, dir string, t *Tree, out string, size int64)
 	paths := t.Paths()
 	var dirs []string
 	for _, p := range paths {
-		if strings.ContainsAny(p, "\n\r") {
-			return fmt.Errorf("build ext4: %q: file names with line breaks are not supported", p)
+		if err := noControl(p); err != nil {
+			return fmt.Errorf("build ext4: file name: %w", err)
 		}
 		if t.entries[p].IsDir() {
 			dirs = append(dirs, p)
@@ -52,22 +55,13 @@ func BuildExt4(ctx context.Context, dir string, t *Tree, out string, size int64)
 		size = autoSize(t)
 	}
 
-	tmp := out + ".tmp"
-	f, err := os.Create(tmp)
+	af, err := fsutil.CreateAtomic(out, 0o644)
 	if err != nil {
 		return fmt.Errorf("build ext4: %w", err)
 	}
-	err = f.Truncate(size)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	ok := false
-	defer func() {
-		if !ok {
-			os.Remove(tmp)
-		}
-	}()
-	if err != nil {
+	defer af.Abort()
+	tmp := af.TempPath()
+	if err := af.Truncate(size); err != nil {
 		return fmt.Errorf("build ext4: %w", err)
 	}
 	work, err := os.MkdirTemp(filepath.Dir(out), ".debugfs-")
@@ -101,10 +95,9 @@ func BuildExt4(ctx context.Context, dir string, t *Tree, out string, size int64)
 	if err := verify(t, paths, got); err != nil {
 		return fmt.Errorf("build ext4: %w", err)
 	}
-	if err := os.Rename(tmp, out); err != nil {
+	if err := af.Commit(); err != nil {
 		return fmt.Errorf("build ext4: %w", err)
 	}
-	ok = true
 	return nil
 }
 
@@ -203,9 +196,11 @@ type ext4Inode struct {
 
 // listExt4 lists the directories dirs of img with one debugfs run.
 func listExt4(ctx context.Context, debugfs, img string, dirs []string, work string) (map[string]ext4Inode, error) {
-	var script bytes.Buffer
+	var script script
 	for _, d := range dirs {
-		fmt.Fprintf(&script, "ls -p %s\n", quote(d))
+		if err := script.ls(d); err != nil {
+			return nil, err
+		}
 	}
 	stdout, err := debugfsRun(ctx, debugfs, img, script.Bytes(), work, false)
 	if err != nil {
@@ -271,37 +266,52 @@ func parseLsP(line string) (string, ext4Inode, error) {
 }
 
 // fixups writes the debugfs commands that make the image match t, given
-// what mkfs.ext4 put there (got).
+// what mkfs.ext4 put there (got). Extended attribute values go to files
+// in work, which ea_set reads.
 func fixups(t *Tree, paths []string, got map[string]ext4Inode, work string) ([]byte, error) {
-	var b bytes.Buffer
+	var s script
 	nx := 0
-	eaSet := func(target string, e *Entry) error {
+	eaSet := func(tg target, e *Entry) error {
 		for _, k := range sortedKeys(e.Xattrs) {
 			nx++
 			vf := filepath.Join(work, fmt.Sprintf("xattr-%d", nx))
 			if err := os.WriteFile(vf, e.Xattrs[k], 0o600); err != nil {
 				return err
 			}
-			fmt.Fprintf(&b, "ea_set -f %s %s %s\n", quote(vf), target, quote(k))
+			if err := s.eaSet(tg, vf, k); err != nil {
+				return fmt.Errorf("%s: %w", e.Path, err)
+			}
 		}
 		return nil
 	}
-	setAll := func(target string, e *Entry, g ext4Inode, fresh bool) error {
+	setAll := func(tg target, e *Entry, g ext4Inode, fresh bool) error {
+		if e.UID < 0 || e.GID < 0 {
+			return fmt.Errorf("%s: negative owner %d:%d", e.Path, e.UID, e.GID)
+		}
+		var err error
+		set := func(field string, v uint64) {
+			if err == nil {
+				err = s.sif(tg, field, v)
+			}
+		}
 		if fresh || g.mode != e.Mode {
-			fmt.Fprintf(&b, "sif %s mode 0%o\n", target, e.Mode)
+			set("mode", uint64(e.Mode))
 		}
 		if fresh || g.uid != e.UID {
-			fmt.Fprintf(&b, "sif %s uid %d\n", target, e.UID)
+			set("uid", uint64(e.UID))
 		}
 		if fresh || g.gid != e.GID {
-			fmt.Fprintf(&b, "sif %s gid %d\n", target, e.GID)
+			set("gid", uint64(e.GID))
 		}
 		// mkfs.ext4 copied the host mtimes, except the root's; new
 		// nodes get theirs here.
 		if (fresh || e.Path == "/") && e.ModTime.Unix() > 0 {
-			fmt.Fprintf(&b, "sif %s mtime @%d\n", target, e.ModTime.Unix())
+			set("mtime", uint64(e.ModTime.Unix()))
 		}
-		return eaSet(target, e)
+		if err != nil {
+			return fmt.Errorf("%s: %w", e.Path, err)
+		}
+		return eaSet(tg, e)
 	}
 
 	done := map[uint64]bool{}
@@ -324,7 +334,7 @@ func fixups(t *Tree, paths []string, got map[string]ext4Inode, work string) ([]b
 			continue
 		}
 		done[g.ino] = true
-		if err := setAll(fmt.Sprintf("<%d>", g.ino), e, g, false); err != nil {
+		if err := setAll(inode(g.ino), e, g, false); err != nil {
 			return nil, err
 		}
 	}
@@ -334,35 +344,43 @@ func fixups(t *Tree, paths []string, got map[string]ext4Inode, work string) ([]b
 	for _, e := range missing {
 		dir, name := path.Split(e.Path)
 		if dir = path.Clean(dir); dir != cwd {
-			fmt.Fprintf(&b, "cd %s\n", quote(dir))
+			if err := s.cd(dir); err != nil {
+				return nil, err
+			}
 			cwd = dir
 		}
-		switch kind := "c"; e.Type() {
+		var err error
+		switch kind := byte('c'); e.Type() {
 		case unix.S_IFBLK:
-			kind = "b"
+			kind = 'b'
 			fallthrough
 		case unix.S_IFCHR:
 			switch {
 			case e.Major <= 0xffff && e.Minor <= 0xffff:
-				fmt.Fprintf(&b, "mknod %s %s %d %d\n", quote(name), kind, e.Major, e.Minor)
+				err = s.mknod(name, kind, e.Major, e.Minor)
 			case e.Major <= 0xfff && e.Minor <= 0xfffff:
 				// Beyond what debugfs' mknod takes: store the kernel's
 				// new-style encoding by hand.
 				enc := e.Minor&0xff | e.Major<<8 | (e.Minor&^0xff)<<12
-				fmt.Fprintf(&b, "mknod %s %s 0 0\nsif %s block[1] %d\n", quote(name), kind, quote(name), enc)
+				if err = s.mknod(name, kind, 0, 0); err == nil {
+					err = s.sif(pathTarget(e.Path), "block[1]", uint64(enc))
+				}
 			default:
 				return nil, fmt.Errorf("%s: device number %d:%d out of range", e.Path, e.Major, e.Minor)
 			}
 		default:
-			fmt.Fprintf(&b, "mknod %s p\n", quote(name))
+			err = s.mknod(name, 'p', 0, 0)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", e.Path, err)
 		}
 		// Absolute from here on: a name starting with "-" would be
 		// taken for an option by ea_set.
-		if err := setAll(quote(e.Path), e, ext4Inode{}, true); err != nil {
+		if err := setAll(pathTarget(e.Path), e, ext4Inode{}, true); err != nil {
 			return nil, err
 		}
 	}
-	return b.Bytes(), nil
+	return s.Bytes(), nil
 }
 
 // verify checks every entry of t against the image listing.
@@ -425,12 +443,6 @@ func debugfsRun(ctx context.Context, debugfs, img string, script []byte, work st
 		return nil, fmt.Errorf("debugfs: %s", strings.Join(msgs, "; "))
 	}
 	return stdout.Bytes(), nil
-}
-
-// quote quotes s for debugfs' command parser, which takes "" inside
-// double quotes as a literal quote.
-func quote(s string) string {
-	return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
 }
 
 func sortedKeys(m map[string][]byte) []string {

@@ -9,6 +9,14 @@
 // mkfs.ext4 -d and then fixes up with debugfs what the unpacking user could
 // not create on the host: ownership, exact modes, device nodes and
 // extended attributes. Nothing needs root.
+//
+// Layers are hostile input. Unpack confines every entry to its
+// directory, refuses control characters in names, link targets and
+// extended attribute names, allows only the user., security. and
+// trusted. xattr namespaces and caps what an image may expand to
+// (UnpackOptions.MaxBytes). The debugfs script is written by a generator
+// (script.go) with one checked method per command, so nothing a layer
+// holds can become a debugfs command (a '!' line runs a shell).
 package oci
 
 import (

@@ -302,7 +302,7 @@ func pipeline(t *testing.T, ref, work string) (string, string) {
 	}
 	var cur, tot int64
 	dir := filepath.Join(work, "tree")
-	tr, err := Unpack(ctx, img, dir, func(c, t int64) { cur, tot = c, t })
+	tr, err := Unpack(ctx, img, dir, UnpackOptions{Progress: func(c, t int64) { cur, tot = c, t }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -598,14 +598,14 @@ func TestBuildExt4EdgeCases(t *testing.T) {
 			reg("lost+found/x", "lf", 0o600),
 			reg(strings.Repeat("n", 255), "long name", 0o644),
 			ent{name: "long-link", typ: tar.TypeSymlink, link: "/" + strings.Repeat("t/", 100)},
-			ent{name: "tab\there #; 'x'", typ: tar.TypeReg, mode: 0o4711, uid: 3, body: "odd"},
+			ent{name: "q\"uote here #; 'x' !x", typ: tar.TypeReg, mode: 0o4711, uid: 3, body: "odd"},
 			dir("empty/", 0o000),
 			dir("-dir/", 0o755),
 			ent{name: "-dir/-dev", typ: tar.TypeChar, mode: 0o620, gid: 5, major: 4, minor: 5,
 				xattrs: map[string]string{"user.d": "v"}},
 		),
 	)
-	tr, err := Unpack(context.Background(), img, tree, nil)
+	tr, err := Unpack(context.Background(), img, tree, UnpackOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -623,7 +623,7 @@ func TestBuildExt4EdgeCases(t *testing.T) {
 		"/lost+found/x":                {mode: unix.S_IFREG | 0o600},
 		"/" + strings.Repeat("n", 255): {mode: unix.S_IFREG | 0o644},
 		"/long-link":                   {mode: unix.S_IFLNK | 0o777},
-		"/tab\there #; 'x'":            {mode: unix.S_IFREG | 0o4711, uid: 3},
+		"/q\"uote here #; 'x' !x":      {mode: unix.S_IFREG | 0o4711, uid: 3},
 		"/empty":                       {mode: unix.S_IFDIR},
 		"/-dir/-dev":                   {mode: unix.S_IFCHR | 0o620, gid: 5},
 	} {
@@ -637,7 +637,7 @@ func TestBuildExt4EdgeCases(t *testing.T) {
 			t.Errorf("%q: mode 0%o %d:%d, want 0%o %d:%d", p, got.mode, got.uid, got.gid, w.mode, w.uid, w.gid)
 		}
 	}
-	if b := debugfsR(t, out, `cat "/tab	here #; 'x'"`); b != "odd" {
+	if b := debugfsR(t, out, `cat "/q""uote here #; 'x' !x"`); b != "odd" {
 		t.Errorf("odd name: %q", b)
 	}
 	if ea := debugfsR(t, out, "ea_list /-dir/-dev"); !strings.Contains(ea, `user.d (1) = "v"`) {

@@ -2,6 +2,7 @@ package oci
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -40,9 +41,17 @@ const (
 //
 // Entries are never created through a symbolic link: a layer writing
 // below a path that is a symbolic link, or a path with "..", is
-// refused. progress, if set, gets the compressed layer bytes read so far
-// and their total. On error dir is left as is, for the caller to remove.
-func Unpack(ctx context.Context, img v1.Image, dir string, progress func(current, total int64)) (*Tree, error) {
+// refused. So are names, link targets and extended attribute names with
+// control characters, and extended attributes outside the user.,
+// security. and trusted. namespaces (see validate.go).
+//
+// o.MaxBytes bounds what the image may expand to: the uncompressed
+// layer streams together, and the regular files' sizes together (a
+// sparse or highly compressed layer is refused as soon as it claims
+// more, not after writing it). Runs of zeros are written as holes. On
+// error dir is left as is, for the caller to remove.
+func Unpack(ctx context.Context, img v1.Image, dir string, o UnpackOptions) (*Tree, error) {
+	o = o.withDefaults()
 	if err := prepareDir(dir); err != nil {
 		return nil, fmt.Errorf("unpack: %w", err)
 	}
@@ -51,6 +60,7 @@ func Unpack(ctx context.Context, img v1.Image, dir string, progress func(current
 		return nil, fmt.Errorf("unpack: list layers: %w", err)
 	}
 	var total, current int64
+	progress := o.Progress
 	if progress != nil {
 		for i, l := range layers {
 			n, err := l.Size()
@@ -64,7 +74,7 @@ func Unpack(ctx context.Context, img v1.Image, dir string, progress func(current
 		current += n
 		progress(current, total)
 	}
-	u := &unpacker{dir: dir, tree: newTree(), root: os.Geteuid() == 0}
+	u := &unpacker{dir: dir, tree: newTree(), root: os.Geteuid() == 0, limits: o}
 	for i, l := range layers {
 		if progress != nil {
 			l = &countingLayer{Layer: l, count: count}
@@ -80,6 +90,39 @@ func Unpack(ctx context.Context, img v1.Image, dir string, progress func(current
 		return nil, fmt.Errorf("unpack: %w", err)
 	}
 	return u.tree, nil
+}
+
+// DefaultMaxBytes is UnpackOptions.MaxBytes when unset: 16 GiB.
+const DefaultMaxBytes = 16 << 30
+
+// DefaultMaxEntries is UnpackOptions.MaxEntries when unset.
+const DefaultMaxEntries = 2_000_000
+
+// ErrTooLarge is wrapped by Unpack's error when an image expands beyond
+// its limits.
+var ErrTooLarge = errors.New("image too large")
+
+// UnpackOptions tune Unpack.
+type UnpackOptions struct {
+	// Progress, if set, gets the compressed layer bytes read so far and
+	// their total.
+	Progress func(current, total int64)
+	// MaxBytes caps the uncompressed size of all layers together and
+	// the total size of the regular files; default DefaultMaxBytes.
+	MaxBytes int64
+	// MaxEntries caps the number of tar entries of all layers together;
+	// default DefaultMaxEntries.
+	MaxEntries int
+}
+
+func (o UnpackOptions) withDefaults() UnpackOptions {
+	if o.MaxBytes <= 0 {
+		o.MaxBytes = DefaultMaxBytes
+	}
+	if o.MaxEntries <= 0 {
+		o.MaxEntries = DefaultMaxEntries
+	}
+	return o
 }
 
 // prepareDir creates dir (mode 0700) or checks it is an empty directory.
@@ -115,6 +158,11 @@ type unpacker struct {
 	// that layer is applied: its whiteouts and opaque markers only hide
 	// what lower layers put there.
 	touched map[string]bool
+
+	limits    UnpackOptions
+	streamed  int64 // uncompressed layer bytes read
+	fileBytes int64 // regular file sizes
+	entries   int
 }
 
 func (u *unpacker) host(p string) string { return filepath.Join(u.dir, filepath.FromSlash(p)) }
@@ -126,7 +174,8 @@ func (u *unpacker) applyLayer(ctx context.Context, l v1.Layer) error {
 	}
 	defer rc.Close()
 	u.touched = map[string]bool{"/": true}
-	tr := tar.NewReader(&ctxReader{ctx: ctx, r: rc})
+	lr := &limitReader{r: &ctxReader{ctx: ctx, r: rc}, n: &u.streamed, max: u.limits.MaxBytes}
+	tr := tar.NewReader(lr)
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
@@ -135,19 +184,25 @@ func (u *unpacker) applyLayer(ctx context.Context, l v1.Layer) error {
 		if err != nil {
 			return fmt.Errorf("read tar: %w", err)
 		}
+		if u.entries++; u.entries > u.limits.MaxEntries {
+			return fmt.Errorf("%w: more than %d entries", ErrTooLarge, u.limits.MaxEntries)
+		}
 		if err := u.apply(hdr, tr); err != nil {
-			return fmt.Errorf("%s: %w", hdr.Name, err)
+			return fmt.Errorf("%q: %w", hdr.Name, err) // quoted: names are hostile
 		}
 	}
 	// Read what the tar reader left so that the registry client reaches
 	// EOF and checks the layer digest.
-	if _, err := io.Copy(io.Discard, &ctxReader{ctx: ctx, r: rc}); err != nil {
-		return fmt.Errorf("verify layer: %w", err)
+	if _, err := io.Copy(io.Discard, lr); err != nil {
+		return fmt.Errorf("read the rest of the layer: %w", err)
 	}
 	return nil
 }
 
 func (u *unpacker) apply(hdr *tar.Header, r io.Reader) error {
+	if err := checkEntryName(hdr.Name); err != nil {
+		return err
+	}
 	p, err := cleanPath(hdr.Name)
 	if err != nil {
 		return err
@@ -178,11 +233,30 @@ func (u *unpacker) apply(hdr *tar.Header, r io.Reader) error {
 	}
 	for k, v := range hdr.PAXRecords {
 		if name, ok := strings.CutPrefix(k, xattrPAXPrefix); ok {
+			if err := checkXattrName(name); err != nil {
+				return err
+			}
+			if err := checkXattrValue(name, []byte(v)); err != nil {
+				return err
+			}
 			if e.Xattrs == nil {
 				e.Xattrs = map[string][]byte{}
 			}
-			e.Xattrs[name] = []byte(v)
+			if e.Xattrs[name] = []byte(v); len(e.Xattrs) > maxXattrs {
+				return fmt.Errorf("more than %d extended attributes", maxXattrs)
+			}
 		}
+	}
+	switch hdr.Typeflag {
+	case tar.TypeLink, tar.TypeSymlink:
+		if err := checkLinkTarget(hdr.Linkname); err != nil {
+			return err
+		}
+	case tar.TypeReg, tar.TypeCont, tar.TypeGNUSparse:
+		if hdr.Size < 0 || hdr.Size > u.limits.MaxBytes-u.fileBytes {
+			return fmt.Errorf("%w: the files add up to more than %d MiB (file of %d bytes)", ErrTooLarge, u.limits.MaxBytes>>20, hdr.Size)
+		}
+		u.fileBytes += hdr.Size
 	}
 
 	if p == "/" {
@@ -221,7 +295,7 @@ func (u *unpacker) apply(hdr *tar.Header, r io.Reader) error {
 	case tar.TypeReg, tar.TypeCont, tar.TypeGNUSparse:
 		e.Mode |= unix.S_IFREG
 		e.Size = hdr.Size
-		if err := writeFile(h, r); err != nil {
+		if err := writeFile(h, r, hdr.Size); err != nil {
 			return err
 		}
 	case tar.TypeSymlink:
@@ -436,16 +510,68 @@ func setMtime(h string, t time.Time) error {
 	return nil
 }
 
-func writeFile(h string, r io.Reader) error {
+// holeChunk is the unit writeFile checks for zeros: a multiple of
+// every common filesystem block size.
+const holeChunk = 64 << 10
+
+// writeFile writes the size bytes of r to a new file h, leaving holes
+// where whole chunks are zero (GNU sparse files arrive from the tar
+// reader as zeros, and so do runs of zeros in a compressed layer).
+func writeFile(h string, r io.Reader, size int64) error {
 	f, err := os.OpenFile(h, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return err
 	}
-	_, err = io.Copy(f, r)
+	err = copySparse(f, r, size)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	return err
+}
+
+func copySparse(f *os.File, r io.Reader, size int64) error {
+	buf := make([]byte, holeChunk)
+	var off int64
+	for off < size {
+		n, err := io.ReadFull(r, buf[:min(int64(len(buf)), size-off)])
+		if n > 0 {
+			if !allZero(buf[:n]) {
+				if _, werr := f.WriteAt(buf[:n], off); werr != nil {
+					return werr
+				}
+			}
+			off += int64(n)
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return fmt.Errorf("file ends after %d of %d bytes", off, size)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return f.Truncate(size) // a trailing hole
+}
+
+var zeros = make([]byte, holeChunk)
+
+func allZero(b []byte) bool { return bytes.Equal(b, zeros[:len(b)]) }
+
+// limitReader counts the bytes read into *n and fails once they pass
+// max: a layer that decompresses into more than the image may hold is
+// refused without reading the rest.
+type limitReader struct {
+	r   io.Reader
+	n   *int64
+	max int64
+}
+
+func (l *limitReader) Read(b []byte) (int, error) {
+	n, err := l.r.Read(b)
+	*l.n += int64(n)
+	if *l.n > l.max {
+		return n, fmt.Errorf("%w: the layers expand to more than %d MiB", ErrTooLarge, l.max>>20)
+	}
+	return n, err
 }
 
 // cleanPath turns a tar entry name into a clean absolute path, refusing

@@ -15,7 +15,7 @@ import (
 
 func unpackLayers(t *testing.T, dir string, layers ...v1.Layer) (*Tree, error) {
 	t.Helper()
-	return Unpack(context.Background(), makeImage(t, "amd64", v1.Config{}, layers...), dir, nil)
+	return Unpack(context.Background(), makeImage(t, "amd64", v1.Config{}, layers...), dir, UnpackOptions{})
 }
 
 // TestUnpackRefusesEscapes checks that no layer can write (or delete)
@@ -194,7 +194,7 @@ func TestUnpackErrors(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
 		img := makeImage(t, "amd64", v1.Config{}, gzipLayer(t, reg("a", "", 0o644)))
-		if _, err := Unpack(ctx, img, filepath.Join(t.TempDir(), "root"), nil); !errors.Is(err, context.Canceled) {
+		if _, err := Unpack(ctx, img, filepath.Join(t.TempDir(), "root"), UnpackOptions{}); !errors.Is(err, context.Canceled) {
 			t.Errorf("err = %v", err)
 		}
 	})

@@ -15,6 +15,16 @@ type Layout struct {
 	State   string // $XDG_STATE_HOME/banger: store, kernels, images, VM disks
 	Config  string // $XDG_CONFIG_HOME/banger: config.toml, ssh keys
 	Runtime string // $XDG_RUNTIME_DIR/banger: sockets, pid files
+	// RuntimeParent, when set, is a directory banger makes itself to
+	// hold Runtime: /tmp/banger-UID when there is no XDG_RUNTIME_DIR.
+	// Another local user can create it first, so it gets the same
+	// checks as Runtime.
+	RuntimeParent string
+	// RuntimeManaged marks a Runtime made by the service manager
+	// (BANGER_RUNTIME_DIR, the installed service's): systemd creates it
+	// with RuntimeDirectoryMode=0755, so only write access for group
+	// and others is refused.
+	RuntimeManaged bool
 }
 
 // FromEnv resolves the layout from the environment, with the XDG defaults
@@ -54,12 +64,12 @@ func FromEnv() (Layout, error) {
 		if !filepath.IsAbs(v) {
 			return Layout{}, fmt.Errorf("BANGER_RUNTIME_DIR must be an absolute path, got %q", v)
 		}
-		l.Runtime = v
+		l.Runtime, l.RuntimeManaged = v, true
 		return l, nil
 	}
 	uid := os.Getuid()
 	if dir := installedRuntimeDir(InstallMetadataFile, uid); dir != "" {
-		l.Runtime = dir
+		l.Runtime, l.RuntimeManaged = dir, true
 		return l, nil
 	}
 	runtime := os.Getenv("XDG_RUNTIME_DIR")
@@ -67,6 +77,7 @@ func FromEnv() (Layout, error) {
 		runtime = fmt.Sprintf("/run/user/%d", uid)
 		if _, err := os.Stat(runtime); err != nil {
 			runtime = fmt.Sprintf("/tmp/banger-%d", uid)
+			l.RuntimeParent = runtime
 		}
 	}
 	l.Runtime = filepath.Join(runtime, "banger")

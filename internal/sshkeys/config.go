@@ -24,6 +24,10 @@ type Host struct {
 	// when the port is not 22), which is what KnownHosts.Set must then
 	// be given.
 	HostKeyAlias string
+	// ProxyCommand, when set, is the command (argv) ssh runs to reach the
+	// host instead of connecting itself: banger's `vm ssh --proxy NAME`,
+	// which waits for the guest's sshd first.
+	ProxyCommand []string
 }
 
 // RenderConfig renders banger's generated ssh config: one Host block per
@@ -31,7 +35,7 @@ type Host struct {
 // bytes, then a catch-all `Host *.vm` block.
 //
 // Each VM block is complete on its own: HostName, Port when not 22, User,
-// HostKeyAlias when set, the identity (IdentitiesOnly, so ssh offers no
+// HostKeyAlias when set, ProxyCommand when set, the identity (IdentitiesOnly, so ssh offers no
 // other key), banger's known_hosts with StrictHostKeyChecking yes (keys
 // come from the guest itself, never trust on first use) and CheckHostIP
 // no (older ssh versions would otherwise also look the address up and try
@@ -76,11 +80,30 @@ func RenderConfig(hosts []Host, identity, knownHosts string) []byte {
 		if h.HostKeyAlias != "" {
 			fmt.Fprintf(&b, "\tHostKeyAlias %s\n", h.HostKeyAlias)
 		}
+		if pc, ok := proxyCommand(h.ProxyCommand); ok {
+			fmt.Fprintf(&b, "\tProxyCommand %s\n", pc)
+		}
 		common()
 	}
 	fmt.Fprintf(&b, "\n# Any other VM, found through banger's DNS.\nHost *.%s\n\tUser root\n", Domain)
 	common()
 	return b.Bytes()
+}
+
+// proxyCommand renders argv for a ProxyCommand line: ssh hands the rest
+// of the line, %-tokens expanded, to the user's shell, so each argument is
+// shell-quoted and '%' doubled. An argument with a line break or a NUL
+// cannot be written on one config line: no ProxyCommand then.
+func proxyCommand(argv []string) (string, bool) {
+	if len(argv) == 0 {
+		return "", false
+	}
+	for _, a := range argv {
+		if a == "" || strings.ContainsAny(a, "\r\n\x00") {
+			return "", false
+		}
+	}
+	return strings.ReplaceAll(QuoteArgs(argv), "%", "%%"), true
 }
 
 func orDefault(v, d string) string {

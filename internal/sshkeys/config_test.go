@@ -352,3 +352,22 @@ func TestQuoteArgs(t *testing.T) {
 		t.Errorf("exit status: %v", err)
 	}
 }
+
+func TestRenderConfigProxyCommand(t *testing.T) {
+	out := string(RenderConfig([]Host{
+		{Alias: "a.vm", Addr: "10.0.0.2", ProxyCommand: []string{"/opt/my tools/banger", "vm", "ssh", "--proxy", "a"}},
+		{Alias: "b.vm", Addr: "10.0.0.3", ProxyCommand: []string{"/x/100%/banger"}},
+		{Alias: "c.vm", Addr: "10.0.0.4", ProxyCommand: []string{"/bin/banger\nHost *\n\tProxyCommand evil"}},
+	}, "/k", "/kh"))
+	for _, want := range []string{
+		"\tProxyCommand '/opt/my tools/banger' vm ssh --proxy a\n",
+		"\tProxyCommand /x/100%%/banger\n",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("missing %q in:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "evil") || strings.Count(out, "ProxyCommand") != 2 {
+		t.Errorf("a ProxyCommand with a line break was written:\n%s", out)
+	}
+}

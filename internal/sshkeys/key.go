@@ -17,6 +17,8 @@ import (
 	"strings"
 
 	"golang.org/x/crypto/ssh"
+
+	"banger/internal/fsutil"
 )
 
 // KeyComment is the comment of the key EnsureKey creates and of the
@@ -104,19 +106,9 @@ func authorizedLine(key ssh.PublicKey, comment string) string {
 	return line
 }
 
-// writeAtomic replaces path with data: a temporary file in the same
-// directory, synced, then renamed over path.
+// writeAtomic replaces path with data (fsutil.AtomicWriteFile).
 func writeAtomic(path string, data []byte, perm fs.FileMode) error {
-	tmp, err := writeTemp(path, data, perm)
-	if err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	syncDir(filepath.Dir(path))
-	return nil
+	return fsutil.AtomicWriteFile(path, data, perm)
 }
 
 // writeExclusive creates path with data, complete or not at all; it fails
@@ -130,8 +122,7 @@ func writeExclusive(path string, data []byte, perm fs.FileMode) error {
 	if err := os.Link(tmp, path); err != nil {
 		return err
 	}
-	syncDir(filepath.Dir(path))
-	return nil
+	return fsutil.SyncDir(filepath.Dir(path))
 }
 
 func writeTemp(path string, data []byte, perm fs.FileMode) (string, error) {
@@ -154,11 +145,4 @@ func writeTemp(path string, data []byte, perm fs.FileMode) (string, error) {
 		return "", werr
 	}
 	return f.Name(), nil
-}
-
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
 }

@@ -10,11 +10,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"banger/internal/testreq"
 )
 
 // fakeSSHD is a minimal SSH server on 127.0.0.1 that accepts one public
@@ -163,5 +166,54 @@ func TestOpenSSHEndToEnd(t *testing.T) {
 	out, code = run()
 	if code != 255 || !strings.Contains(out, "verification failed") {
 		t.Errorf("stale key accepted: exit %d, %q", code, out)
+	}
+}
+
+// TestOpenSSHProxyCommand: stock ssh runs a host's ProxyCommand with its
+// arguments intact (a path with a blank, a quote and a '%') and talks to
+// sshd through it.
+func TestOpenSSHProxyCommand(t *testing.T) {
+	sshBin := testreq.RequireTools(t, "apt-get install openssh-client bash", "ssh", "bash")[0]
+	dir := t.TempDir()
+	key := filepath.Join(dir, "banger", "id_ed25519")
+	pubLine, err := EnsureKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	authorized, _, _, _, _ := ssh.ParseAuthorizedKey([]byte(pubLine))
+	_, hostPriv, _ := ed25519.GenerateKey(rand.Reader)
+	hostSigner, _ := ssh.NewSignerFromKey(hostPriv)
+	port := fakeSSHD(t, hostSigner, authorized)
+
+	// The proxy records its arguments, then relays stdio to the fake
+	// sshd (bash's /dev/tcp, no netcat needed).
+	proxyDir := filepath.Join(dir, "it's 100% here")
+	os.MkdirAll(proxyDir, 0o755)
+	proxy := filepath.Join(proxyDir, "banger")
+	script := "#!/bin/bash\nprintf '%s\\n' \"$@\" > \"$(dirname \"$0\")/args\"\n" +
+		"exec 3<>/dev/tcp/127.0.0.1/" + strconv.Itoa(port) + "\ncat <&3 &\ncat >&3\nwait\n"
+	os.WriteFile(proxy, []byte(script), 0o755)
+
+	kh := KnownHosts{Path: filepath.Join(dir, "banger", "known_hosts")}
+	if err := kh.Set([]string{HostPattern("127.0.0.1", port)}, []string{authorizedLine(hostSigner.PublicKey(), "guest")}); err != nil {
+		t.Fatal(err)
+	}
+	gen := filepath.Join(dir, "banger", "ssh_config")
+	hosts := []Host{{Name: "box", Alias: "box.vm", Addr: "127.0.0.1", Port: port,
+		ProxyCommand: []string{proxy, "vm", "ssh", "--proxy", "box"}}}
+	os.WriteFile(gen, RenderConfig(hosts, key, kh.Path), 0o600)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, sshBin, "-F", gen, "-o", "BatchMode=yes", "box.vm", "--", "echo via-proxy; exit 7")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 7 || string(out) != "via-proxy\n" {
+		t.Fatalf("ssh through the proxy: %v, %q, stderr %q\nconfig:\n%s", err, out, stderr.String(), RenderConfig(hosts, key, kh.Path))
+	}
+	args, _ := os.ReadFile(filepath.Join(proxyDir, "args"))
+	if string(args) != "vm\nssh\n--proxy\nbox\n" {
+		t.Errorf("proxy arguments: %q", args)
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"banger/internal/fsutil"
 )
 
 // rollbackTimeout bounds the systemctl commands that undo a failed Apply;
@@ -223,8 +225,7 @@ func (j *journal) write(f PlannedFile) error {
 		return err
 	}
 	j.written = append(j.written, w)
-	syncDir(dir)
-	return nil
+	return fsutil.SyncDir(dir)
 }
 
 // fill writes f's content (or its source's) to tmp, with f's mode, and
@@ -300,8 +301,7 @@ func (j *journal) moveAside(r PlannedRemoval) error {
 		return err
 	}
 	j.moved = append(j.moved, moved{full: full, aside: aside})
-	syncDir(dir)
-	return nil
+	return fsutil.SyncDir(dir)
 }
 
 // rollback undoes everything recorded, newest first.
@@ -365,12 +365,4 @@ func asideName(dir, pattern string) (string, error) {
 		return "", err
 	}
 	return name, nil
-}
-
-// syncDir makes renames in dir durable; best effort.
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
 }

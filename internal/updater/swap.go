@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"banger/internal/fsutil"
 )
 
 // journal records what swap did so that undo can reverse it.
@@ -62,7 +64,9 @@ func swap(binDir, staging string) (*journal, error) {
 		}
 		e.replaced = true
 	}
-	syncDir(binDir)
+	if err := fsutil.SyncDir(binDir); err != nil {
+		return j, fmt.Errorf("swap: %w", err)
+	}
 	return j, nil
 }
 
@@ -103,7 +107,9 @@ func (j *journal) undo(binDir string) error {
 		}
 		e.replaced = false
 	}
-	syncDir(binDir)
+	if err := fsutil.SyncDir(binDir); err != nil && first == nil {
+		first = err
+	}
 	return first
 }
 
@@ -154,13 +160,4 @@ func linkOrCopy(src, dst string) error {
 		err = cerr
 	}
 	return err
-}
-
-// syncDir flushes a directory's entries (renames) to disk; failures only
-// cost durability, so they are ignored.
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
 }

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"banger/internal/fsutil"
 )
 
 // Stage names a step of Update or Rollback for progress reports.
@@ -497,7 +499,9 @@ func Rollback(ctx context.Context, opts Options) (Result, error) {
 		}
 		res.Installed = append(res.Installed, dst)
 	}
-	syncDir(s.BinDir)
+	if err := fsutil.SyncDir(s.BinDir); err != nil {
+		return res, fmt.Errorf("rollback: %w", err)
+	}
 	if s.Restart != nil {
 		s.progress(StageRestart, "restarting the services")
 		if err := s.Restart(ctx); err != nil {

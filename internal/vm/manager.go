@@ -63,6 +63,8 @@ type Manager struct {
 	running map[string]*runtime    // per VM ID
 
 	ensureImage ImageEnsurer
+	// testSSHGrace, when set, replaces defaultSSHGrace (tests).
+	testSSHGrace time.Duration
 }
 
 type runtime struct {
@@ -172,7 +174,19 @@ func (m *Manager) Create(ctx context.Context, params api.VMCreateParams, progres
 	}
 	err = m.startLocked(ctx, vm, progress)
 	unlock()
-	return vm, err
+	if err != nil || params.Wait == "" || params.Wait == api.WaitAgent {
+		return vm, err
+	}
+	// The agent answers; wait for what the caller calls ready. The VM is
+	// made and running either way: a timeout says so.
+	err = step(progress, "wait_"+params.Wait, func() error {
+		_, err := m.WaitReady(ctx, vm.ID, params.Wait, m.cfg.BootTimeout.Duration)
+		return err
+	})
+	if err != nil {
+		return vm, fmt.Errorf("created and started; wait for %s: %w", params.Wait, err)
+	}
+	return vm, nil
 }
 
 // insert records a new VM; a bridge-mode VM gets its address here, retried
@@ -217,6 +231,9 @@ func (m *Manager) validateCreate(ctx context.Context, p api.VMCreateParams, prog
 	}
 	if err := validateResources(vcpu, mem); err != nil {
 		return nil, nil, err
+	}
+	if err := api.ValidWait(p.Wait); err != nil {
+		return nil, nil, api.Errorf(api.CodeBadRequest, "%v", err)
 	}
 	diskStr := p.DiskSize
 	if diskStr == "" {

@@ -37,6 +37,8 @@ type fakeDriver struct {
 	mu        sync.Mutex
 	instances map[string]*fakeInstance
 	failBoot  bool
+	// readiness, when set, answers the guests' readiness operation.
+	readiness func(ctx context.Context) agent.Readiness
 }
 
 type fakeInstance struct {
@@ -77,7 +79,7 @@ func (d *fakeDriver) Start(ctx context.Context, spec engine.Spec) (engine.Instan
 		inst.poweroff = true
 		go inst.exit()
 		return nil
-	}}
+	}, Readiness: d.readiness}
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -191,7 +193,7 @@ func TestCreateRejectsBadInputAndLeavesNothing(t *testing.T) {
 	ctx := context.Background()
 	cases := []api.VMCreateParams{
 		{Name: "Bad"}, {Name: "box/../evil"}, {Name: "ok", VCPU: -1}, {Name: "ok", MemoryMiB: 64},
-		{Name: "ok", DiskSize: "lots"}, {Name: "ok", Image: "missing"},
+		{Name: "ok", DiskSize: "lots"}, {Name: "ok", Image: "missing"}, {Name: "ok", Wait: "later"},
 	}
 	for _, p := range cases {
 		_, err := f.m.Create(ctx, p, nil)

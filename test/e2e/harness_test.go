@@ -40,6 +40,9 @@ type env struct {
 
 var e *env
 
+// maxImageSize is the suite's cap on what a pulled image may expand to.
+const maxImageSize = "2G"
+
 func TestMain(m *testing.M) {
 	flag.Parse()
 	if f := flag.Lookup("test.list"); f != nil && f.Value.String() != "" {
@@ -104,6 +107,8 @@ func setup() (*env, error) {
 	// a file the catalog scenarios write (missing until then).
 	os.WriteFile(filepath.Join(root, "config/banger/config.toml"),
 		[]byte("vcpu = 2\nmemory_mib = 512\ndisk_size = \"1G\"\nstop_timeout = \"20s\"\n"+
+			// Registry images of the suite stay well below; a bomb goes beyond.
+			"max_image_size = \""+maxImageSize+"\"\n"+
 			"catalog_url = \""+filepath.Join(root, "catalog.json")+"\"\n"), 0o600)
 
 	// Every guest network lives in a namespace made for this run: the

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
+
+	"banger/internal/fsutil"
 )
 
 // Clone methods reported by CloneDisk.
@@ -120,7 +122,9 @@ func cloneDisk(src, dst string, reflink func(dst, src *os.File) error) (method s
 	if err := os.Link(tmp, dst); err != nil {
 		return "", err
 	}
-	syncDir(filepath.Dir(dst))
+	if err := fsutil.SyncDir(filepath.Dir(dst)); err != nil {
+		return "", err
+	}
 	return method, nil
 }
 
@@ -190,11 +194,4 @@ func copyRange(dst, src *os.File, from, to int64, buf []byte) error {
 		off += int64(n)
 	}
 	return nil
-}
-
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
 }

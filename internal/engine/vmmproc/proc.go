@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"banger/internal/engine"
+	"banger/internal/fsutil"
 )
 
 // Proc is a handle on a process that is not our child (a daemonized VMM is
@@ -232,16 +233,7 @@ func ReadPIDFile(path string) (int, error) {
 // WritePIDFile writes pid to path atomically (a reader never sees a
 // partial file). (Firecracker writes no pidfile of its own.)
 func WritePIDFile(path string, pid int) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return nil
+	return fsutil.AtomicWriteFile(path, []byte(strconv.Itoa(pid)+"\n"), 0o644)
 }
 
 // Find lists live processes (other than this one) whose argv satisfies

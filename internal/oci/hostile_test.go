@@ -1,0 +1,256 @@
+package oci
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/klauspost/compress/zstd"
+	"golang.org/x/sys/unix"
+)
+
+// TestHostileXattrInjection: an xattr name holding a line break and a
+// debugfs shell escape is refused at unpack, and the ext4 step never
+// runs it, even given a tree that holds it.
+func TestHostileXattrInjection(t *testing.T) {
+	needE2fsprogs(t)
+	marker := filepath.Join(t.TempDir(), "pwned")
+	evil := "user.x\n!touch " + marker + " #"
+
+	_, err := unpackLayers(t, filepath.Join(t.TempDir(), "root"), gzipLayer(t,
+		ent{name: "f", typ: tar.TypeReg, mode: 0o644, body: "x", xattrs: map[string]string{evil: "v"}}))
+	if err == nil || !strings.Contains(err.Error(), "control character") {
+		t.Fatalf("unpack: err = %v, want a refusal of the control character", err)
+	}
+
+	// The script generator refuses on its own: hand BuildExt4 a tree
+	// that Unpack would never return.
+	work := t.TempDir()
+	tree := filepath.Join(work, "tree")
+	tr, err := unpackLayers(t, tree, gzipLayer(t, reg("f", "x", 0o644)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, _ := tr.Get("/f")
+	e.Xattrs = map[string][]byte{evil: []byte("v")}
+	out := filepath.Join(work, "r.ext4")
+	err = BuildExt4(context.Background(), tree, tr, out, 0)
+	if err == nil || !strings.Contains(err.Error(), "control character") {
+		t.Fatalf("BuildExt4: err = %v, want a refusal", err)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("debugfs ran the injected command")
+	}
+	assertNoLeftovers(t, work, "tree")
+}
+
+// TestHostileNames: control characters in names and link targets, and
+// xattrs outside the allowed namespaces, are refused with a clear error.
+func TestHostileNames(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		e      ent
+		errHas string
+	}{
+		{"newline in name", reg("a\n!id", "x", 0o644), "control character"},
+		{"carriage return in name", reg("a\r!id", "x", 0o644), "control character"},
+		{"escape in name", reg("a\x1b[2J", "x", 0o644), "control character"},
+		{"newline in symlink target", ent{name: "l", typ: tar.TypeSymlink, link: "x\n!id"}, "control character"},
+		{"newline in hard link target", ent{name: "l", typ: tar.TypeLink, link: "x\n!id"}, "control character"},
+		{"system namespace", ent{name: "f", typ: tar.TypeReg, xattrs: map[string]string{"system.posix_acl_access": "x"}}, "namespaces"},
+		{"no namespace", ent{name: "f", typ: tar.TypeReg, xattrs: map[string]string{"foo": "x"}}, "namespaces"},
+		{"bare namespace", ent{name: "f", typ: tar.TypeReg, xattrs: map[string]string{"user.": "x"}}, "namespaces"},
+		{"huge xattr value", ent{name: "f", typ: tar.TypeReg, xattrs: map[string]string{"user.big": strings.Repeat("v", maxXattrValue+1)}}, "too long"},
+		{"long component", reg(strings.Repeat("n", 256), "x", 0o644), "too long"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := unpackLayers(t, filepath.Join(t.TempDir(), "root"), gzipLayer(t, c.e))
+			if err == nil || !strings.Contains(err.Error(), c.errHas) {
+				t.Fatalf("err = %v, want one with %q", err, c.errHas)
+			}
+		})
+	}
+	// Binary values of allowed namespaces are fine (security.capability is binary).
+	if _, err := unpackLayers(t, filepath.Join(t.TempDir(), "root"), gzipLayer(t,
+		ent{name: "f", typ: tar.TypeReg, xattrs: map[string]string{"security.capability": "\x01\x00\x00\x02\n\x00"}})); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// gnuSparseTar is a tar holding one old-style GNU sparse file (type 'S')
+// of realSize bytes whose only data is "x" at offset 0: a few blocks
+// that expand to realSize.
+func gnuSparseTar(name string, realSize int64) []byte {
+	h := make([]byte, 512)
+	copy(h[0:], name)
+	copy(h[100:], "0000644\x00")
+	copy(h[108:], "0000000\x00")
+	copy(h[116:], "0000000\x00")
+	copy(h[124:], fmt.Sprintf("%011o\x00", 1)) // stored bytes
+	copy(h[136:], fmt.Sprintf("%011o\x00", testTime.Unix()))
+	h[156] = tar.TypeGNUSparse
+	copy(h[257:], "ustar  \x00")
+	copy(h[386:], fmt.Sprintf("%011o\x00%011o\x00", 0, 1)) // sparse[0]: offset 0, 1 byte
+	copy(h[483:], fmt.Sprintf("%011o\x00", realSize))
+	copy(h[148:], "        ")
+	var sum int
+	for _, c := range h {
+		sum += int(c)
+	}
+	copy(h[148:], fmt.Sprintf("%06o\x00 ", sum))
+	data := make([]byte, 512)
+	data[0] = 'x'
+	return append(append(h, data...), make([]byte, 1024)...)
+}
+
+// layerFrom is a layer of raw bytes (compressed or not: detected).
+func layerFrom(t testing.TB, b []byte) v1.Layer {
+	t.Helper()
+	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// TestHostileSparseBomb: a 2 KiB layer holding a GNU sparse file of 1
+// GiB is refused beyond the cap before anything is written; below the
+// cap its hole stays a hole on disk.
+func TestHostileSparseBomb(t *testing.T) {
+	bomb := gnuSparseTar("bomb", 1<<30)
+	if len(bomb) > 4096 {
+		t.Fatalf("bomb is %d bytes", len(bomb))
+	}
+	base := t.TempDir()
+	img := makeImage(t, "amd64", v1.Config{}, layerFrom(t, bomb))
+	_, err := Unpack(context.Background(), img, filepath.Join(base, "root"), UnpackOptions{MaxBytes: 64 << 20})
+	if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "64 MiB") {
+		t.Fatalf("err = %v, want ErrTooLarge naming the 64 MiB cap", err)
+	}
+	if n := diskUsage(t, base); n > 1<<20 {
+		t.Errorf("%d bytes on disk after the refusal", n)
+	}
+
+	// Under the cap: unpacked, with the hole kept.
+	small := gnuSparseTar("sparse", 256<<20)
+	dir := filepath.Join(t.TempDir(), "root")
+	if _, err := Unpack(context.Background(), makeImage(t, "amd64", v1.Config{}, layerFrom(t, small)), dir, UnpackOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(dir, "sparse"))
+	if err != nil || fi.Size() != 256<<20 {
+		t.Fatalf("sparse file: %v %v", fi, err)
+	}
+	if n := diskUsage(t, dir); n > 1<<20 {
+		t.Errorf("a 256 MiB sparse file takes %d bytes on disk: holes were written as zeros", n)
+	}
+	b := make([]byte, 2)
+	f, _ := os.Open(filepath.Join(dir, "sparse"))
+	f.ReadAt(b, 0)
+	f.Close()
+	if string(b) != "x\x00" {
+		t.Errorf("content %q", b)
+	}
+}
+
+// TestHostileCompressionBombs: a gzip or zstd layer of a few hundred
+// KiB that decompresses to 96 MiB (a small tar followed by zeros) is
+// refused once the uncompressed bytes pass the cap.
+func TestHostileCompressionBombs(t *testing.T) {
+	const zeros = 96 << 20
+	for _, c := range []struct {
+		name string
+		w    func(io.Writer) io.WriteCloser
+	}{
+		{"gzip", func(w io.Writer) io.WriteCloser { z, _ := gzip.NewWriterLevel(w, gzip.DefaultCompression); return z }},
+		{"zstd", func(w io.Writer) io.WriteCloser {
+			z, _ := zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.SpeedDefault))
+			return z
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			z := c.w(&buf)
+			z.Write(tarBytes(t, []ent{reg("f", "x", 0o644)}))
+			chunk := make([]byte, 1<<20)
+			for i := 0; i < zeros/len(chunk); i++ {
+				z.Write(chunk)
+			}
+			if err := z.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if buf.Len() > 1<<20 {
+				t.Fatalf("bomb is %d bytes", buf.Len())
+			}
+			base := t.TempDir()
+			img := makeImage(t, "amd64", v1.Config{}, layerFrom(t, buf.Bytes()))
+			_, err := Unpack(context.Background(), img, filepath.Join(base, "root"), UnpackOptions{MaxBytes: 32 << 20})
+			if !errors.Is(err, ErrTooLarge) {
+				t.Fatalf("err = %v, want ErrTooLarge", err)
+			}
+			if n := diskUsage(t, base); n > 1<<20 {
+				t.Errorf("%d bytes on disk", n)
+			}
+		})
+	}
+}
+
+// TestHostileTooManyEntries: the entry count is capped too.
+func TestHostileTooManyEntries(t *testing.T) {
+	var ents []ent
+	for i := range 20 {
+		ents = append(ents, reg(fmt.Sprintf("f%d", i), "", 0o644))
+	}
+	img := makeImage(t, "amd64", v1.Config{}, gzipLayer(t, ents...))
+	_, err := Unpack(context.Background(), img, filepath.Join(t.TempDir(), "root"), UnpackOptions{MaxEntries: 10})
+	if !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+// diskUsage is the bytes allocated under dir.
+func diskUsage(t testing.TB, dir string) int64 {
+	t.Helper()
+	var n int64
+	err := filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		if st, ok := fi.Sys().(*unix.Stat_t); ok {
+			n += st.Blocks * 512
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// assertNoLeftovers fails if dir holds anything but keep.
+func assertNoLeftovers(t *testing.T, dir string, keep ...string) {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		ok := false
+		for _, k := range keep {
+			ok = ok || e.Name() == k
+		}
+		if !ok {
+			t.Errorf("leftover %s", filepath.Join(dir, e.Name()))
+		}
+	}
+}
