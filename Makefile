@@ -1,5 +1,10 @@
 # banger: build, test, benchmark. `make help` lists the targets.
 GO        ?= go
+# The Go that scripts/quickstart.sh installs when the machine has none new
+# enough goes where go.dev/dl puts Go; it comes first, as in quickstart and
+# .ci/run, so that `make` finds it without a PATH change (and not an older
+# distribution go, such as Debian's /usr/bin/go).
+export PATH := /usr/local/go/bin:$(PATH)
 BIN       := bin
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X main.version=$(VERSION)
@@ -13,12 +18,13 @@ SHELL     := /bin/bash
 # boot a kernel directly (make integration).
 VMLINUX   := $(FIXTURES)/kernel/vmlinux
 
-.PHONY: help build unit integration fuzz fuzz-short e2e e2e-list test bench fixtures vet fmt clean quickstart golden
+.PHONY: help build unit unit-polluted integration fuzz fuzz-short e2e e2e-list test bench fixtures vet fmt clean quickstart golden
 
 help:
 	@echo "make build            build bin/banger, bin/bangerd, bin/banger-agent, bin/banger-helper"
 	@echo "make test             unit tests, short fuzzing, integration tests, then the end-to-end suite (boots real VMs)"
-	@echo "make unit             gofmt/vet + unit tests (never boot VMs); a missing tool or reference fails them"
+	@echo "make unit             gofmt/vet + unit tests (never boot VMs); a missing tool or reference fails them;"
+	@echo "                      run twice, the second time in a polluted environment (make unit-polluted)"
 	@echo "make integration      package tests that boot the fixture kernel directly (no image, no daemon)"
 	@echo "make fuzz-short       every Go fuzz target for FUZZTIME=5s each (part of make test)"
 	@echo "make fuzz             every Go fuzz target for FUZZTIME=2m each"
@@ -47,8 +53,37 @@ vet:
 # cleared: unit tests never boot a kernel. testreport prints every skipped
 # test with its reason, and what passing packages printed (the firecracker
 # contract line).
+UNIT_TEST := BANGER_TEST_STRICT=1 BANGER_TEST_BOOT= BANGER_TEST_VMLINUX= $(GO) test -count=1 -json ./...
+
+# Unit tests must not depend on the environment they are run from: `make
+# unit` runs them a second time with every BANGER_* variable banger (its
+# code and its scripts) reads set to a hostile value, and XDG_* and HOME
+# pointing at directories that cannot exist (under /dev/null, so not even
+# root can create them). Go's own directories are pinned first, so that the
+# go command keeps its caches. internal/testenv checks that this list names
+# every BANGER_* variable the code reads. The tests' own switches
+# (BANGER_TEST_*, BANGER_FAKE_*, BANGER_OCI_TEST_*, BANGER_UPDATER_PROBE_DIR)
+# are not polluted: they turn test modes on.
+POLLUTED_ENV := BANGER_ACCEL=polluted BANGER_ENGINE=polluted BANGER_NETWORK=polluted \
+  BANGER_QEMU=/dev/null/polluted-qemu BANGER_HELPER_SOCKET=/dev/null/polluted-helper.sock \
+  BANGER_CATALOG=http://127.0.0.1:9/polluted-catalog.json BANGER_RUNTIME_DIR=/dev/null/polluted-run \
+  BANGER_AGENT=/dev/null/polluted-agent \
+  BANGER_NO_DAEMON_RESTART=1 BANGER_PROGRESS=1 \
+  BANGER_BIN=/dev/null/polluted-bin BANGER_FIXTURES=/dev/null/polluted-fixtures BANGER_SUITE=polluted \
+  BANGER_MIRROR=http://127.0.0.1:9/polluted-mirror BANGER_INSTALL_BASE_URL=http://127.0.0.1:9/polluted-release \
+  BANGER_INSTALL_PUBKEY_FILE=/dev/null/polluted.pem BANGER_INSTALL_NONINTERACTIVE=1 \
+  XDG_STATE_HOME=/dev/null/polluted-state XDG_CONFIG_HOME=/dev/null/polluted-config \
+  XDG_RUNTIME_DIR=/dev/null/polluted-runtime XDG_DATA_HOME=/dev/null/polluted-data \
+  XDG_CACHE_HOME=/dev/null/polluted-cache HOME=/dev/null/polluted-home
+
 unit: fmt vet
-	BANGER_TEST_STRICT=1 BANGER_TEST_BOOT= BANGER_TEST_VMLINUX= $(GO) test -count=1 -json ./... | $(GO) run ./test/testreport
+	$(UNIT_TEST) | $(GO) run ./test/testreport
+	$(MAKE) -s unit-polluted
+
+unit-polluted:
+	@echo "unit tests again, in a polluted environment (BANGER_*, XDG_*, HOME)"
+	env GOCACHE="$$($(GO) env GOCACHE)" GOMODCACHE="$$($(GO) env GOMODCACHE)" GOPATH="$$($(GO) env GOPATH)" \
+	  GOENV="$$($(GO) env GOENV)" $(POLLUTED_ENV) $(UNIT_TEST) | $(GO) run ./test/testreport
 
 # Tests that boot the fixture kernel without a root disk (the KVM probe, a
 # panicking guest ending its VMM); BANGER_TEST_BOOT=1 makes a missing

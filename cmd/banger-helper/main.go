@@ -57,6 +57,7 @@ func parseFlags(args []string, out io.Writer) (options, bool, error) {
 	bridge := fs.String("bridge", network.DefaultBridge, "bridge interface `name`")
 	cidr := fs.String("cidr", network.DefaultCIDR, "bridge `address/length`; guests get the other addresses of the subnet")
 	tapPool := fs.Int("tap-pool", network.DefaultTapPoolSize, "`number` of warm taps kept ready (0 for none)")
+	isolate := fs.Bool("isolate-guests", false, "keep guests from reaching each other (config: guest_to_guest = false)")
 	fs.Var(&tapOwner, "tap-owner", "`uid` owning the taps, so that QEMU run by that user can open them: default the allowed uid, -1 for none")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
@@ -106,7 +107,11 @@ func parseFlags(args []string, out io.Writer) (options, bool, error) {
 	}
 	// Defaults are applied once, by NewHost and NewServer: applying them
 	// twice would turn "no pool" (0 after the first time) into the default.
-	cfg := network.Config{Bridge: *bridge, CIDR: prefix, TapPoolSize: pool, TapOwner: owner}
+	// The value ip_forward had before the helper first turned it on is
+	// kept next to the socket (in /run: forwarding resets at boot too), for
+	// `banger system uninstall` to restore.
+	cfg := network.Config{Bridge: *bridge, CIDR: prefix, TapPoolSize: pool, TapOwner: owner, IsolateGuests: *isolate,
+		ForwardRecord: privhelper.ForwardRecord(*socket)}
 	if err := cfg.WithDefaults().Validate(); err != nil {
 		return options{}, false, err
 	}

@@ -11,6 +11,7 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/cli/style"
+	"banger/internal/testenv"
 )
 
 // run invokes the CLI against an isolated, empty installation. No daemon
@@ -18,10 +19,7 @@ import (
 // the cases below must be refused before that.
 func run(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
-	dir := t.TempDir()
-	t.Setenv("XDG_STATE_HOME", filepath.Join(dir, "state"))
-	t.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config"))
-	t.Setenv("XDG_RUNTIME_DIR", filepath.Join(dir, "run"))
+	d := testenv.Isolate(t)
 	var so, se bytes.Buffer
 	app := &App{Version: "test", Stdin: strings.NewReader(""), Stdout: &so, Stderr: &se}
 	root := app.rootCmd()
@@ -33,7 +31,7 @@ func run(t *testing.T, args ...string) (int, string, string) {
 		code = 1
 		se.WriteString(formatError(err, app.errStyle()))
 	}
-	if _, err := os.Stat(filepath.Join(dir, "run/banger/bangerd.sock")); err == nil {
+	if _, err := os.Stat(filepath.Join(d.Runtime, "banger/bangerd.sock")); err == nil {
 		t.Errorf("%v reached the daemon", args)
 	}
 	return code, so.String(), se.String()

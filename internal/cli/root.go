@@ -139,6 +139,15 @@ func (a *App) rootCmd() *cobra.Command {
 		},
 	}
 	root.AddCommand(a.vmCmd(), a.kernelCmd(), a.imageCmd(), a.daemonCmd(), a.doctorCmd(), a.sshConfigCmd(), a.catalogCmd(), a.systemCmd(), a.updateCmd())
+	// Cobra's completion command, added below, binds its output writer
+	// when it is made.
+	if a.Stdout != nil {
+		root.SetOut(a.Stdout)
+	}
+	if a.Stderr != nil {
+		root.SetErr(a.Stderr)
+	}
+	refuseUnknownSubcommands(root)
 	return root
 }
 
@@ -159,8 +168,15 @@ func (a *App) setup() error {
 	return nil
 }
 
+// NoAutostartEnv names the environment variable that, when non-empty,
+// forbids the CLI to start (or replace) a daemon: commands then fail when
+// none answers. Test harnesses set it so that a CLI call made after their
+// own daemon died never starts another one somewhere else (e.g. as root
+// in the host's network namespace).
+const NoAutostartEnv = "BANGER_NO_AUTOSTART"
+
 // ensureDaemon pings the daemon and starts one in the background when
-// none answers.
+// none answers (unless NoAutostartEnv forbids it).
 func (a *App) ensureDaemon(ctx context.Context) error {
 	// A socket in a directory another user controls could be theirs.
 	if err := a.layout.CheckRuntime(); err != nil {
@@ -169,8 +185,9 @@ func (a *App) ensureDaemon(ctx context.Context) error {
 	var p api.Ping
 	err := a.client.Do(ctx, "GET", "/ping", nil, &p)
 	service := a.serviceManaged()
+	noAutostart := a.getenv(NoAutostartEnv) != ""
 	if err == nil {
-		if service || p.Version == a.Version || a.Version == "dev" || os.Getenv("BANGER_NO_DAEMON_RESTART") != "" {
+		if service || noAutostart || p.Version == a.Version || a.Version == "dev" || os.Getenv("BANGER_NO_DAEMON_RESTART") != "" {
 			return nil
 		}
 		// A daemon from another build (e.g. before an upgrade) speaks an
@@ -188,6 +205,9 @@ func (a *App) ensureDaemon(ctx context.Context) error {
 	}
 	if service {
 		return fmt.Errorf("the bangerd service does not answer on %s: see `banger system status`, or `sudo systemctl restart bangerd`", a.layout.Socket())
+	}
+	if noAutostart {
+		return fmt.Errorf("no daemon answers on %s and %s is set: start bangerd yourself", a.layout.Socket(), NoAutostartEnv)
 	}
 	if err := a.startDaemon(); err != nil {
 		return err

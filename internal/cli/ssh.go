@@ -17,6 +17,7 @@ import (
 	"banger/internal/agent"
 	"banger/internal/api"
 	"banger/internal/config"
+	"banger/internal/hosttools"
 	"banger/internal/model"
 	"banger/internal/sshkeys"
 )
@@ -102,7 +103,11 @@ func (a *App) vmSSHCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c := exec.CommandContext(ctx, "ssh", sshArgs...)
+			sshBin, err := hosttools.Path(hosttools.SSH)
+			if err != nil {
+				return err
+			}
+			c := exec.CommandContext(ctx, sshBin, sshArgs...)
 			c.Stdin, c.Stdout, c.Stderr = a.Stdin, a.Stdout, a.Stderr
 			err = c.Run()
 			var ee *exec.ExitError

@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -16,8 +15,10 @@ import (
 	"github.com/spf13/cobra"
 
 	"banger/internal/client"
+	"banger/internal/hosttools"
 	"banger/internal/model"
 	"banger/internal/network"
+	"banger/internal/privhelper"
 	"banger/internal/sysinstall"
 )
 
@@ -34,7 +35,7 @@ func (a *App) asRoot(cmd *cobra.Command, extra ...string) error {
 	if err != nil {
 		return err
 	}
-	sudo, err := exec.LookPath("sudo")
+	sudo, err := hosttools.Path(hosttools.Sudo)
 	if err != nil {
 		return fmt.Errorf("this needs root and sudo is not installed: run it as root")
 	}
@@ -172,7 +173,8 @@ func activeVMs(ctx context.Context, socket string) ([]string, error) {
 // teardownNetwork removes the bridge, taps and nftables table the helper
 // made for the installation meta describes.
 func teardownNetwork(ctx context.Context, meta *sysinstall.Metadata) error {
-	cfg := network.Config{Bridge: meta.Bridge}
+	// The helper recorded ip_forward before turning it on: restore it.
+	cfg := network.Config{Bridge: meta.Bridge, ForwardRecord: privhelper.ForwardRecord(meta.HelperSocket)}
 	if meta.CIDR != "" {
 		p, err := netip.ParsePrefix(meta.CIDR)
 		if err != nil {

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -15,6 +14,7 @@ import (
 	"banger/internal/api"
 	"banger/internal/client"
 	"banger/internal/config"
+	"banger/internal/hosttools"
 	"banger/internal/sysinstall"
 	"banger/internal/updater"
 )
@@ -194,7 +194,7 @@ func daemonHealthy(ctx context.Context, cl *client.Client, socket, binDir string
 	cmd.Env = env
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("bangerd --check-migrations: %v: %s", err, strings.TrimSpace(string(out)))
+		return hosttools.OutputError("bangerd --check-migrations", err, out)
 	}
 	return nil
 }

@@ -49,8 +49,16 @@ type Config struct {
 	// an idle VM holds about what its guest uses (default true). Read at
 	// each VM start; false is for comparisons (make bench).
 	Balloon bool `toml:"balloon"`
+	// GuestToGuest lets bridge-mode guests reach each other (default
+	// true); false isolates them from each other, on the bridge and
+	// through the host.
+	GuestToGuest bool `toml:"guest_to_guest"`
 	// DNSListen is the host loopback address where <name>.vm resolves.
 	DNSListen string `toml:"dns_listen"`
+	// DNSUpstreams are the resolvers queries outside banger's domain are
+	// forwarded to (IP or IP:port); empty means the nameservers of
+	// /etc/resolv.conf.
+	DNSUpstreams []string `toml:"dns_upstreams"`
 	// HelperSocket is the socket of banger-helper, the privileged helper
 	// a daemon not running as root uses for bridge mode; env
 	// BANGER_HELPER_SOCKET overrides it.
@@ -107,6 +115,7 @@ func Default() Config {
 		BridgeCIDR:     "172.16.0.1/24",
 		TapPoolSize:    2,
 		Balloon:        true,
+		GuestToGuest:   true,
 		DNSListen:      "127.0.0.1:42069",
 		HelperSocket:   "/run/banger/helper.sock",
 		Engine:         "auto",
@@ -116,7 +125,16 @@ func Default() Config {
 
 // Load reads path (a missing file is not an error), applies environment
 // overrides and fills defaults.
-func Load(path string) (Config, error) {
+func Load(path string) (Config, error) { return load(path, os.Getenv) }
+
+// LoadFile is Load without the environment's overrides: the config as the
+// file (and the defaults) say, for a process that does not inherit the
+// caller's environment, such as an installed service.
+func LoadFile(path string) (Config, error) {
+	return load(path, func(string) string { return "" })
+}
+
+func load(path string, getenv func(string) string) (Config, error) {
 	// Decoding onto the defaults keeps every setting the file leaves out.
 	c := Default()
 	md, err := toml.DecodeFile(path, &c)
@@ -130,22 +148,22 @@ func Load(path string) (Config, error) {
 			return Default(), fmt.Errorf("config %s: unknown setting %q", path, und[0].String())
 		}
 	}
-	if v := os.Getenv("BANGER_ACCEL"); v != "" {
+	if v := getenv("BANGER_ACCEL"); v != "" {
 		c.Accel = v
 	}
-	if v := os.Getenv("BANGER_ENGINE"); v != "" {
+	if v := getenv("BANGER_ENGINE"); v != "" {
 		c.Engine = v
 	}
-	if v := os.Getenv("BANGER_NETWORK"); v != "" {
+	if v := getenv("BANGER_NETWORK"); v != "" {
 		c.Network = v
 	}
-	if v := os.Getenv("BANGER_QEMU"); v != "" {
+	if v := getenv("BANGER_QEMU"); v != "" {
 		c.QEMU = v
 	}
-	if v := os.Getenv("BANGER_HELPER_SOCKET"); v != "" {
+	if v := getenv("BANGER_HELPER_SOCKET"); v != "" {
 		c.HelperSocket = v
 	}
-	if v := os.Getenv("BANGER_CATALOG"); v != "" {
+	if v := getenv("BANGER_CATALOG"); v != "" {
 		c.CatalogURL = v
 	}
 	return c, c.Validate()
@@ -188,6 +206,13 @@ func (c Config) Validate() error {
 	}
 	if c.TapPoolSize < 0 {
 		return fmt.Errorf("tap_pool_size must not be negative")
+	}
+	for _, u := range c.DNSUpstreams {
+		if _, err := netip.ParseAddrPort(u); err != nil {
+			if _, err := netip.ParseAddr(u); err != nil {
+				return fmt.Errorf("dns_upstreams: %q is not an IP address or IP:port", u)
+			}
+		}
 	}
 	if _, err := netip.ParseAddrPort(c.DNSListen); err != nil {
 		return fmt.Errorf("dns_listen must be ADDR:PORT, got %q", c.DNSListen)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"banger/internal/paths"
+	"banger/internal/testenv"
 )
 
 func TestParseSize(t *testing.T) {
@@ -25,6 +26,7 @@ func TestParseSize(t *testing.T) {
 }
 
 func TestLoad(t *testing.T) {
+	testenv.Isolate(t)
 	dir := t.TempDir()
 	path := filepath.Join(dir, "config.toml")
 	c, err := Load(path)
@@ -48,6 +50,42 @@ func TestLoad(t *testing.T) {
 	os.WriteFile(path, []byte("acel = \"tcg\"\n"), 0o600)
 	if _, err := Load(path); err == nil {
 		t.Errorf("unknown key accepted")
+	}
+}
+
+// Every override applies to Load and to none of LoadFile, which gives the
+// config an installed service (that does not inherit the caller's
+// environment) will use.
+func TestLoadEnvironmentOverrides(t *testing.T) {
+	testenv.Isolate(t)
+	path := filepath.Join(t.TempDir(), "config.toml")
+	os.WriteFile(path, []byte("accel = \"tcg\"\nqemu_bin = \"/opt/qemu\"\n"), 0o600)
+	env := map[string]string{
+		"BANGER_ACCEL": "kvm", "BANGER_ENGINE": "qemu", "BANGER_NETWORK": "none", "BANGER_QEMU": "/env/qemu",
+		"BANGER_HELPER_SOCKET": "/env/helper.sock", "BANGER_CATALOG": "https://catalog.example/env.json",
+	}
+	for k, v := range env {
+		t.Setenv(k, v)
+	}
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{
+		"BANGER_ACCEL": c.Accel, "BANGER_ENGINE": c.Engine, "BANGER_NETWORK": c.Network, "BANGER_QEMU": c.QEMU,
+		"BANGER_HELPER_SOCKET": c.HelperSocket, "BANGER_CATALOG": c.CatalogURL,
+	}
+	for k, v := range env {
+		if got[k] != v {
+			t.Errorf("Load: %s=%s gave %q", k, v, got[k])
+		}
+	}
+	t.Setenv("BANGER_ACCEL", "warp") // would be refused by Load
+	f, err := LoadFile(path)
+	d := Default()
+	if err != nil || f.Accel != "tcg" || f.QEMU != "/opt/qemu" || f.Engine != d.Engine || f.Network != d.Network ||
+		f.HelperSocket != d.HelperSocket || f.CatalogURL != d.CatalogURL {
+		t.Errorf("LoadFile took the environment: %+v %v", f, err)
 	}
 }
 
@@ -85,5 +123,26 @@ func TestSSHKeyPath(t *testing.T) {
 	c.SSHKey = "/keys/id"
 	if got := c.SSHKeyPath(l); got != "/keys/id" {
 		t.Errorf("ssh_key: %s", got)
+	}
+}
+
+// guest_to_guest defaults to true and can be turned off; dns_upstreams are
+// IP or IP:port.
+func TestGuestToGuestAndDNSUpstreams(t *testing.T) {
+	for _, k := range []string{"BANGER_ACCEL", "BANGER_ENGINE", "BANGER_NETWORK", "BANGER_QEMU", "BANGER_HELPER_SOCKET", "BANGER_CATALOG"} {
+		t.Setenv(k, "")
+	}
+	path := filepath.Join(t.TempDir(), "config.toml")
+	c, err := Load(path)
+	if err != nil || !c.GuestToGuest || c.DNSUpstreams != nil {
+		t.Fatalf("defaults: %+v %v", c, err)
+	}
+	os.WriteFile(path, []byte("guest_to_guest = false\ndns_upstreams = [\"10.250.1.2:53\", \"192.0.2.1\"]\n"), 0o600)
+	if c, err = Load(path); err != nil || c.GuestToGuest || len(c.DNSUpstreams) != 2 {
+		t.Fatalf("file values: %+v %v", c, err)
+	}
+	os.WriteFile(path, []byte("dns_upstreams = [\"resolver.example\"]\n"), 0o600)
+	if _, err := Load(path); err == nil {
+		t.Error("a host name accepted as a dns upstream")
 	}
 }

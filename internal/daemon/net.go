@@ -31,7 +31,7 @@ func newNetworking(ctx context.Context, cfg config.Config, resolver *dns.Server,
 	if err != nil {
 		return nil, fmt.Errorf("bridge_cidr: %w", err)
 	}
-	ncfg := network.Config{Bridge: cfg.BridgeName, CIDR: cidr, TapPoolSize: cfg.TapPoolSize, TapOwner: -1}.WithDefaults()
+	ncfg := network.Config{Bridge: cfg.BridgeName, CIDR: cidr, TapPoolSize: cfg.TapPoolSize, TapOwner: -1, IsolateGuests: !cfg.GuestToGuest}.WithDefaults()
 	if err := ncfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -46,9 +46,10 @@ func newNetworking(ctx context.Context, cfg config.Config, resolver *dns.Server,
 		}
 		n.Host = host
 		n.BridgeReady = func(ctx context.Context) error {
-			// Guests resolve through the bridge address.
+			// Guests resolve through the bridge address; only NAT
+			// guests get names outside banger's domain.
 			addr := net.JoinHostPort(cidr.Addr().String(), "53")
-			if err := resolver.ListenAndServe(svcCtx, addr); err != nil {
+			if err := resolver.ListenAndServeGuests(svcCtx, addr); err != nil {
 				log.Warn("guest dns listener", "addr", addr, "err", err)
 			}
 			return nil
@@ -83,6 +84,10 @@ func newNetworking(ctx context.Context, cfg config.Config, resolver *dns.Server,
 		log.Warn("the privileged helper's bridge differs from bridge_name/bridge_cidr; using the helper's",
 			"helper_bridge", hcfg.Bridge, "helper_cidr", hcfg.CIDR, "bridge_name", ncfg.Bridge, "bridge_cidr", ncfg.CIDR)
 	}
+	if hcfg.IsolateGuests != ncfg.IsolateGuests {
+		log.Warn("the privileged helper's guest_to_guest differs from this config; the helper's applies (re-run banger system install)",
+			"helper_isolates_guests", hcfg.IsolateGuests)
+	}
 	if hcfg.TapOwner != os.Getuid() {
 		log.Warn("the privileged helper's taps are not owned by this user: QEMU will not be able to open them (banger-helper --tap-owner)", "tap_owner", hcfg.TapOwner, "uid", os.Getuid())
 	}
@@ -98,7 +103,7 @@ func newNetworking(ctx context.Context, cfg config.Config, resolver *dns.Server,
 			log.Warn("guest dns sockets from the privileged helper", "addr", gw, "err", err)
 			return nil
 		}
-		if err := resolver.Serve(svcCtx, pc, l); err != nil {
+		if err := resolver.ServeGuests(svcCtx, pc, l); err != nil {
 			log.Warn("guest dns listener", "addr", gw, "err", err)
 		}
 		return nil

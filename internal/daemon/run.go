@@ -22,6 +22,7 @@ import (
 	"banger/internal/engine"
 	"banger/internal/engine/firecracker"
 	"banger/internal/engine/qemu"
+	"banger/internal/hosttools"
 	"banger/internal/image"
 	"banger/internal/paths"
 	"banger/internal/sdnotify"
@@ -87,7 +88,11 @@ func Run(ctx context.Context, o Options) error {
 	// DNS listener) only where banger may manage the host network.
 	svcCtx, stopServices := context.WithCancel(context.Background())
 	defer stopServices()
-	resolver := dns.New(dns.Options{Log: o.Log})
+	var upstreams []string // nil: /etc/resolv.conf
+	if len(cfg.DNSUpstreams) > 0 {
+		upstreams = cfg.DNSUpstreams
+	}
+	resolver := dns.New(dns.Options{Log: o.Log, Upstreams: upstreams})
 	if err := resolver.ListenAndServe(svcCtx, cfg.DNSListen); err != nil {
 		return fmt.Errorf("%w (set dns_listen in %s)", err, l.ConfigFile())
 	}
@@ -195,7 +200,7 @@ func newAccelCache(cfg config.Config, qemuBin, file string, log *slog.Logger) *a
 }
 
 func (a *accelCache) key(kernel string) string {
-	return qemu.KVMCacheKey(kernel, a.qemu, exec.LookPath)
+	return qemu.KVMCacheKey(kernel, a.qemu, hosttools.Path)
 }
 
 func (a *accelCache) resolve(ctx context.Context, kernel string) (string, string, error) {

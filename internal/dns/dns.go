@@ -5,7 +5,12 @@
 // guests (as the nameserver on the bridge address).
 //
 // Names in the banger domain are never forwarded: a known name gets its
-// address, an unknown one NXDOMAIN. Forwarded queries go to each upstream
+// address, an unknown one NXDOMAIN. On the sockets that serve guests
+// (ServeGuests, ListenAndServeGuests) other queries are forwarded only for
+// the clients named with SetForwarders (the guests allowed out, with NAT);
+// every other guest gets REFUSED, so the resolver is no tunnel out of a
+// guest without NAT. The client's address is trusted because the bridge
+// drops frames a guest sends from any address but its own. Forwarded queries go to each upstream
 // in turn with a short timeout; SERVFAIL comes back when none answers.
 // Two rules keep a query from looping back into the server: upstreams that
 // are one of the server's own listen addresses are skipped, and a question
@@ -85,6 +90,9 @@ type Server struct {
 
 	recMu   sync.RWMutex
 	records map[string]netip.Addr // lowercase label -> address
+	// forwarders are the guests whose queries outside the domain are
+	// forwarded when they arrive on a guest socket; guarded by recMu.
+	forwarders map[netip.Addr]bool
 
 	mu       sync.Mutex
 	bound    []netip.AddrPort           // addresses currently served
@@ -204,6 +212,27 @@ func (s *Server) Replace(records map[string]netip.Addr) {
 	s.records = m
 }
 
+// SetForwarders replaces the set of guest addresses whose queries outside
+// the banger domain are forwarded on the guest sockets. Other guests get
+// REFUSED for them.
+func (s *Server) SetForwarders(clients []netip.Addr) {
+	m := make(map[netip.Addr]bool, len(clients))
+	for _, c := range clients {
+		m[c.Unmap()] = true
+	}
+	s.recMu.Lock()
+	defer s.recMu.Unlock()
+	s.forwarders = m
+}
+
+// mayForward reports whether a query from client, received on a guest
+// socket, may be forwarded.
+func (s *Server) mayForward(client netip.Addr) bool {
+	s.recMu.RLock()
+	defer s.recMu.RUnlock()
+	return s.forwarders[client.Unmap()]
+}
+
 func (s *Server) lookup(label string) (netip.Addr, bool) {
 	s.recMu.RLock()
 	defer s.recMu.RUnlock()
@@ -230,6 +259,26 @@ func (s *Server) namesFor(a netip.Addr) []string {
 // timeout.
 func (s *Server) Handler() miekg.Handler { return handler{s: s, ctx: context.Background()} }
 
+// GuestHandler is Handler as the guest sockets serve it: queries outside the
+// domain are forwarded only for the clients named with SetForwarders.
+func (s *Server) GuestHandler() miekg.Handler {
+	return handler{s: s, ctx: context.Background(), guests: true}
+}
+
+// ListenAndServeGuests is ListenAndServe for guests (see GuestHandler).
+func (s *Server) ListenAndServeGuests(ctx context.Context, addr string) error {
+	pc, l, err := listenPair(ctx, addr)
+	if err != nil {
+		return fmt.Errorf("serve dns on %s: %w", addr, err)
+	}
+	return s.serve(ctx, pc, l, true)
+}
+
+// ServeGuests is Serve for guests (see GuestHandler).
+func (s *Server) ServeGuests(ctx context.Context, pc net.PacketConn, l net.Listener) error {
+	return s.serve(ctx, pc, l, true)
+}
+
 // ListenAndServe binds addr (e.g. "127.0.0.1:42069" or "172.16.0.1:53")
 // for UDP and TCP and serves queries on both until ctx ends. It returns as
 // soon as both sockets are bound, so a port already in use is an immediate
@@ -248,10 +297,14 @@ func (s *Server) ListenAndServe(ctx context.Context, addr string) error {
 // ctx ends, then closes them. It returns once serving has started. It lets
 // a privileged helper bind port 53 and hand the sockets over.
 func (s *Server) Serve(ctx context.Context, pc net.PacketConn, l net.Listener) error {
+	return s.serve(ctx, pc, l, false)
+}
+
+func (s *Server) serve(ctx context.Context, pc net.PacketConn, l net.Listener, guests bool) error {
 	if pc == nil && l == nil {
 		return errors.New("serve dns: no sockets")
 	}
-	h := handler{s: s, ctx: ctx}
+	h := handler{s: s, ctx: ctx, guests: guests}
 	var (
 		servers []*miekg.Server
 		addrs   []netip.AddrPort
@@ -378,10 +431,12 @@ func listenPair(ctx context.Context, addr string) (net.PacketConn, net.Listener,
 	}
 }
 
-// handler serves queries; ctx bounds forwarding.
+// handler serves queries; ctx bounds forwarding. guests marks a guest
+// socket, where only the forwarders' queries are forwarded.
 type handler struct {
-	s   *Server
-	ctx context.Context
+	s      *Server
+	ctx    context.Context
+	guests bool
 }
 
 // ServeDNS implements miekg.Handler.
@@ -390,7 +445,11 @@ func (h handler) ServeDNS(w miekg.ResponseWriter, req *miekg.Msg) {
 	if _, ok := w.RemoteAddr().(*net.TCPAddr); ok {
 		network = "tcp"
 	}
-	resp := h.s.answer(h.ctx, req, network)
+	forward := true
+	if h.guests {
+		forward = h.s.mayForward(addrPortOf(w.RemoteAddr()).Addr())
+	}
+	resp := h.s.answer(h.ctx, req, network, forward)
 	if resp == nil {
 		return
 	}
@@ -405,8 +464,9 @@ func (h handler) ServeDNS(w miekg.ResponseWriter, req *miekg.Msg) {
 }
 
 // answer computes the response to req, received over network ("udp" or
-// "tcp"); nil means no answer at all.
-func (s *Server) answer(ctx context.Context, req *miekg.Msg, network string) *miekg.Msg {
+// "tcp"); nil means no answer at all. Without forward, queries outside the
+// domain are REFUSED.
+func (s *Server) answer(ctx context.Context, req *miekg.Msg, network string, forward bool) *miekg.Msg {
 	if req.Response {
 		return nil
 	}
@@ -425,6 +485,9 @@ func (s *Server) answer(ctx context.Context, req *miekg.Msg, network string) *mi
 		if m := s.reverse(req, q, name); m != nil {
 			return m
 		}
+	}
+	if !forward {
+		return s.forwardFail(req, miekg.RcodeRefused)
 	}
 	return s.forward(ctx, req, q, name, network)
 }

@@ -437,17 +437,17 @@ func TestHandlerMalformed(t *testing.T) {
 	s := New(Options{Upstreams: noForward})
 	m := new(miekg.Msg)
 	m.Id = 7
-	if r := s.answer(context.Background(), m, "udp"); r.Rcode != miekg.RcodeFormatError {
+	if r := s.answer(context.Background(), m, "udp", true); r.Rcode != miekg.RcodeFormatError {
 		t.Errorf("no question: %v", r)
 	}
 	m.SetQuestion("box.vm.", miekg.TypeA)
 	m.Opcode = miekg.OpcodeUpdate
-	if r := s.answer(context.Background(), m, "udp"); r.Rcode != miekg.RcodeNotImplemented {
+	if r := s.answer(context.Background(), m, "udp", true); r.Rcode != miekg.RcodeNotImplemented {
 		t.Errorf("update: %v", r)
 	}
 	m.Opcode = miekg.OpcodeQuery
 	m.Response = true
-	if r := s.answer(context.Background(), m, "udp"); r != nil {
+	if r := s.answer(context.Background(), m, "udp", true); r != nil {
 		t.Errorf("answered a response: %v", r)
 	}
 	if s.Handler() == nil {
@@ -545,4 +545,42 @@ func TestResolvConfUpstreams(t *testing.T) {
 	// No resolv.conf at all: SERVFAIL, nothing forwarded.
 	os.Remove(conf)
 	wantRcode(t, query(t, "udp", addr, "example.com.", miekg.TypeA), miekg.RcodeServerFailure)
+}
+
+// On a guest socket, queries outside the domain are forwarded only for the
+// clients named with SetForwarders (guests with NAT); every other guest
+// gets REFUSED and the upstream sees nothing: the resolver is no tunnel.
+// Names in the domain are answered for everyone.
+func TestGuestSocketsForwardOnlyForForwarders(t *testing.T) {
+	up := &upstream{}
+	startUpstream(t, up, "127.0.0.1:0")
+	s := New(Options{Upstreams: []string{up.addr}})
+	s.Set("box", netip.MustParseAddr("172.16.0.2"))
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() { cancel(); s.Wait() })
+	// The client is 127.0.0.1 (a stand-in for a guest address).
+	if err := s.ListenAndServeGuests(ctx, "127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	addr := s.Addrs()[0].String()
+	client := netip.MustParseAddr("127.0.0.1")
+	for _, network := range []string{"udp", "tcp"} {
+		wantRcode(t, query(t, network, addr, "example.com.", miekg.TypeA), miekg.RcodeRefused)
+		wantRcode(t, query(t, network, addr, "tunnel-data.attacker.example.", miekg.TypeTXT), miekg.RcodeRefused)
+		wantRcode(t, query(t, network, addr, "9.9.16.172.in-addr.arpa.", miekg.TypePTR), miekg.RcodeRefused)
+		wantA(t, query(t, network, addr, "box.vm.", miekg.TypeA), "172.16.0.2")
+	}
+	if n := up.queries.Load(); n != 0 {
+		t.Fatalf("upstream saw %d queries from a client that may not forward", n)
+	}
+	s.SetForwarders([]netip.Addr{netip.MustParseAddr("172.16.0.9"), client})
+	wantA(t, query(t, "udp", addr, "example.com.", miekg.TypeA), "192.0.2.1")
+	if n := up.queries.Load(); n != 1 {
+		t.Fatalf("upstream saw %d queries, want 1", n)
+	}
+	s.SetForwarders(nil)
+	wantRcode(t, query(t, "udp", addr, "example.com.", miekg.TypeA), miekg.RcodeRefused)
+	// The host's own socket (Serve/ListenAndServe) forwards for anyone.
+	host := start(t, New(Options{Upstreams: []string{up.addr}}))
+	wantA(t, query(t, "udp", host, "example.com.", miekg.TypeA), "192.0.2.1")
 }

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -19,6 +18,7 @@ import (
 	"banger/internal/config"
 	"banger/internal/engine/firecracker"
 	"banger/internal/engine/qemu"
+	"banger/internal/hosttools"
 	"banger/internal/model"
 	"banger/internal/paths"
 	"banger/internal/privhelper"
@@ -77,7 +77,8 @@ type host struct {
 	linkType      func(name string) (string, error)
 	newHelper     func(socket string) helperClient
 	daemonRunning func(socket string) bool
-	lookPath      func(file string) (string, error)
+	// lookPath finds a host tool as the daemon does (hosttools.Path).
+	lookPath func(file string) (string, error)
 }
 
 func realHost() host {
@@ -90,7 +91,7 @@ func realHost() host {
 		linkType:      linkType,
 		newHelper:     func(socket string) helperClient { return privhelper.NewClient(socket) },
 		daemonRunning: daemonRunning,
-		lookPath:      exec.LookPath,
+		lookPath:      hosttools.Path,
 	}
 }
 
@@ -115,7 +116,7 @@ func run(ctx context.Context, l paths.Layout, opts Options, h host) []Check {
 	// Tools.
 	qemuPath, err := h.lookPath(cfg.QEMU)
 	if err != nil {
-		add("qemu", Fail, cfg.QEMU+" not found", "apt-get install qemu-system-x86 (or set qemu_bin in "+l.ConfigFile()+")")
+		add("qemu", Fail, err.Error(), "apt-get install qemu-system-x86 (or set qemu_bin in "+l.ConfigFile()+")")
 	} else {
 		tctx, cancel := context.WithTimeout(ctx, toolTimeout)
 		v, verr := qemu.Version(tctx, qemuPath)
@@ -131,10 +132,9 @@ func run(ctx context.Context, l paths.Layout, opts Options, h host) []Check {
 		}
 	}
 	out = append(out,
-		checkTool(h.lookPath, "qemu-img", "qemu-img", false, Fail, "creates the VMs' copy-on-write disks", "apt-get install qemu-utils"),
-		checkTool(h.lookPath, "e2fsprogs", "mkfs.ext4", false, Fail, "formats the VMs' work disks", "apt-get install e2fsprogs"),
-		// internal/oci looks for debugfs in the sbin directories too.
-		checkTool(h.lookPath, "debugfs", "debugfs", true, Warn, "needed to unpack images pulled from registries", "apt-get install e2fsprogs"),
+		checkTool(h.lookPath, "qemu-img", hosttools.QEMUImg, Fail),
+		checkTool(h.lookPath, "e2fsprogs", hosttools.MkfsExt4, Fail),
+		checkTool(h.lookPath, "debugfs", hosttools.Debugfs, Warn),
 	)
 
 	// State directory and the space on its filesystem.
@@ -246,26 +246,22 @@ func run(ctx context.Context, l paths.Layout, opts Options, h host) []Check {
 	return out
 }
 
-// checkTool looks for a helper program. A program installed in an sbin
-// directory that is not on PATH (usual for non-root users on Debian) is
-// fine when banger looks there too (sbinOK), and reported otherwise, since
-// banger then runs it by name.
-func checkTool(lookPath func(string) (string, error), name, file string, sbinOK bool, missing Status, why, fix string) Check {
-	if p, err := lookPath(file); err == nil {
+// checkTool looks for a host tool of hosttools' table the way the daemon
+// does (lookPath is hosttools.Path: PATH, then the sbin directories), so
+// a tool doctor passes is one the daemon finds.
+func checkTool(lookPath func(string) (string, error), name, file string, missing Status) Check {
+	tool, _ := hosttools.Lookup(file)
+	p, err := lookPath(file)
+	if err == nil {
 		return Check{Name: name, Status: Pass, Detail: p}
 	}
-	for _, dir := range []string{"/usr/sbin", "/sbin"} {
-		p := filepath.Join(dir, file)
-		if fi, err := os.Stat(p); err != nil || !fi.Mode().IsRegular() || fi.Mode()&0o111 == 0 {
-			continue
-		}
-		if sbinOK {
-			return Check{Name: name, Status: Pass, Detail: p}
-		}
-		return Check{Name: name, Status: missing, Detail: fmt.Sprintf("%s is installed but %s is not on PATH (%s)", p, dir, why),
-			Fix: fmt.Sprintf("add %s to PATH, e.g. export PATH=$PATH:%s", dir, dir)}
+	c := Check{Name: name, Status: missing, Detail: fmt.Sprintf("%v; banger needs it: it %s", err, tool.Purpose)}
+	if tool.Package != "" {
+		c.Fix = "apt-get install " + tool.Package
+	} else {
+		c.Fix = tool.Install()
 	}
-	return Check{Name: name, Status: missing, Detail: fmt.Sprintf("%s not found (%s)", file, why), Fix: fix}
+	return c
 }
 
 func checkKernels(names, missing []string) Check {

@@ -14,7 +14,9 @@ import (
 	"time"
 
 	"banger/internal/config"
+	"banger/internal/hosttools"
 	"banger/internal/paths"
+	"banger/internal/testenv"
 )
 
 func find(cs []Check, name string) Check {
@@ -30,15 +32,8 @@ func find(cs []Check, name string) Check {
 // override its config) in temp dirs.
 func freshLayout(t *testing.T) paths.Layout {
 	t.Helper()
-	dir := t.TempDir()
-	t.Setenv("HOME", dir)
-	t.Setenv("XDG_STATE_HOME", filepath.Join(dir, "state"))
-	t.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, "config"))
-	t.Setenv("XDG_RUNTIME_DIR", filepath.Join(dir, "run"))
-	t.Setenv("BANGER_HELPER_SOCKET", filepath.Join(dir, "helper", "helper.sock"))
-	for _, v := range []string{"BANGER_ACCEL", "BANGER_ENGINE", "BANGER_NETWORK", "BANGER_QEMU", "BANGER_RUNTIME_DIR", "BANGER_CATALOG"} {
-		t.Setenv(v, "")
-	}
+	d := testenv.Isolate(t)
+	t.Setenv("BANGER_HELPER_SOCKET", filepath.Join(d.Home, "helper", "helper.sock"))
 	l, err := paths.FromEnv()
 	if err != nil {
 		t.Fatal(err)
@@ -200,38 +195,25 @@ func TestRunFreshLayoutCreatesNothing(t *testing.T) {
 }
 
 func TestCheckTool(t *testing.T) {
-	notFound := func(string) (string, error) { return "", os.ErrNotExist }
-	c := checkTool(notFound, "x", "definitely-not-a-tool-banger", false, Fail, "why", "apt-get install x")
-	if c.Status != Fail || c.Fix != "apt-get install x" {
+	// Debian's PATH for ordinary users: no sbin directory. The tools are
+	// in a directory searched after PATH, as /usr/sbin is.
+	t.Setenv("PATH", t.TempDir())
+	sbin := t.TempDir()
+	mkfs := filepath.Join(sbin, "mkfs.ext4")
+	if err := os.WriteFile(mkfs, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	find := hosttools.Finder{Extra: []string{sbin}}.Path
+	if c := checkTool(find, "e2fsprogs", "mkfs.ext4", Fail); c.Status != Pass || c.Detail != mkfs {
+		t.Errorf("tool off PATH but in sbin: %+v", c)
+	}
+	c := checkTool(find, "qemu-img", "qemu-img", Fail)
+	if c.Status != Fail || c.Fix != "apt-get install qemu-utils" ||
+		!strings.Contains(c.Detail, "qemu-img not found (install Debian package qemu-utils)") {
 		t.Errorf("missing tool: %+v", c)
 	}
-	c = checkTool(func(f string) (string, error) { return "/usr/bin/" + f, nil }, "x", "tool", false, Fail, "why", "fix")
-	if c.Status != Pass {
-		t.Errorf("found tool: %+v", c)
-	}
-	c = checkTool(notFound, "debugfs", "definitely-not-a-tool-banger", true, Warn, "why", "apt-get install e2fsprogs")
-	if c.Status != Warn || c.Fix == "" {
+	if c := checkTool(find, "debugfs", "debugfs", Warn); c.Status != Warn || c.Fix != "apt-get install e2fsprogs" {
 		t.Errorf("debugfs missing: %+v", c)
-	}
-	// A tool in sbin but not on PATH: fine when banger looks there, a
-	// PATH fix otherwise.
-	for _, dir := range []string{"/usr/sbin", "/sbin"} {
-		ents, err := os.ReadDir(dir)
-		if err != nil {
-			continue
-		}
-		for _, e := range ents {
-			if fi, err := e.Info(); err != nil || !fi.Mode().IsRegular() || fi.Mode()&0o111 == 0 {
-				continue
-			}
-			if c := checkTool(notFound, "x", e.Name(), true, Fail, "why", "fix"); c.Status != Pass {
-				t.Errorf("sbin tool, sbin ok: %+v", c)
-			}
-			if c := checkTool(notFound, "x", e.Name(), false, Fail, "why", "fix"); c.Status != Fail || !strings.Contains(c.Fix, "PATH") {
-				t.Errorf("sbin tool off PATH: %+v", c)
-			}
-			return
-		}
 	}
 }
 

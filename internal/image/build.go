@@ -4,12 +4,12 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 
 	"banger/internal/api"
 	"banger/internal/fsutil"
+	"banger/internal/hosttools"
 	"banger/internal/model"
 )
 
@@ -61,9 +61,8 @@ func (s *Service) buildFromImage(ctx context.Context, p api.ImageBuildParams, pr
 			defer os.Remove(tmp) // a no-op once renamed
 			// Flatten the overlay and its base into one raw ext4 file
 			// (sparse: qemu-img skips zero blocks).
-			cmd := exec.CommandContext(ctx, "qemu-img", "convert", "-q", "-f", "qcow2", "-O", "raw", rootDisk, tmp)
-			if b, err := cmd.CombinedOutput(); err != nil {
-				return "", fmt.Errorf("qemu-img convert: %v: %s", err, strings.TrimSpace(string(b)))
+			if _, err := hosttools.Run(ctx, hosttools.QEMUImg, "convert", "-q", "-f", "qcow2", "-O", "raw", rootDisk, tmp); err != nil {
+				return "", fmt.Errorf("flatten image: %w", err)
 			}
 			if err := fsutil.SyncFile(tmp); err != nil {
 				return "", err

@@ -14,7 +14,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -23,6 +22,7 @@ import (
 	"banger/internal/api"
 	"banger/internal/config"
 	"banger/internal/fsutil"
+	"banger/internal/hosttools"
 	"banger/internal/kernel"
 	"banger/internal/model"
 	"banger/internal/paths"
@@ -438,14 +438,12 @@ func mkfsFromDir(ctx context.Context, dir, out string, size int64) error {
 	if err := f.Truncate(size); err != nil {
 		return err
 	}
-	cmd := exec.CommandContext(ctx, "mkfs.ext4", "-q", "-F", "-L", "root", "-d", dir,
-		"-E", "lazy_itable_init=1,lazy_journal_init=1", f.TempPath())
-	if b, err := cmd.CombinedOutput(); err != nil {
-		msg := strings.TrimSpace(string(b))
-		if strings.Contains(msg, "Could not allocate block") || strings.Contains(msg, "No space") {
+	if b, err := hosttools.Run(ctx, hosttools.MkfsExt4, "-q", "-F", "-L", "root", "-d", dir,
+		"-E", "lazy_itable_init=1,lazy_journal_init=1", f.TempPath()); err != nil {
+		if msg := string(b); strings.Contains(msg, "Could not allocate block") || strings.Contains(msg, "No space") {
 			return fmt.Errorf("mkfs.ext4: the tree does not fit in %d MiB; pass a larger --size", size>>20)
 		}
-		return fmt.Errorf("mkfs.ext4: %v: %s", err, msg)
+		return err
 	}
 	return f.Commit()
 }
@@ -457,15 +455,8 @@ func (s *Service) debootstrap(ctx context.Context, p api.ImageBuildParams, targe
 	if p.Mirror != "" {
 		args = append(args, p.Mirror)
 	}
-	cmd := exec.CommandContext(ctx, "debootstrap", args...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		tail := out.String()
-		if len(tail) > 2000 {
-			tail = tail[len(tail)-2000:]
-		}
-		return fmt.Errorf("debootstrap %s: %v\n%s", p.Debootstrap, err, tail)
+	if _, err := hosttools.Run(ctx, hosttools.Debootstrap, args...); err != nil {
+		return fmt.Errorf("debootstrap %s: %w", p.Debootstrap, err)
 	}
 	return nil
 }

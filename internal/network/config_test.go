@@ -9,7 +9,7 @@ import (
 func TestConfigDefaults(t *testing.T) {
 	got := Config{TapOwner: 1000}.WithDefaults()
 	want := Config{Bridge: "banger0", CIDR: netip.MustParsePrefix("172.16.0.1/24"), TapPrefix: "bgtap",
-		TapPoolSize: 2, TapOwner: 1000, Table: "banger"}
+		TapPoolSize: 2, TapOwner: 1000, Table: "banger", MaxTaps: DefaultMaxTaps}
 	if got != want {
 		t.Fatalf("WithDefaults = %+v, want %+v", got, want)
 	}

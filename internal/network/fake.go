@@ -3,6 +3,7 @@ package network
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"sync"
@@ -23,6 +24,7 @@ type Fake struct {
 	table      bool
 	pool       []string
 	inUse      map[string]bool
+	bindings   map[string]Binding
 	nat        []netip.Addr
 }
 
@@ -35,7 +37,7 @@ func NewFake(cfg Config) *Fake {
 	if err := cfg.Validate(); err != nil {
 		panic(fmt.Sprintf("network.NewFake: %v", err))
 	}
-	return &Fake{cfg: cfg, fail: map[string]error{}, inUse: map[string]bool{}}
+	return &Fake{cfg: cfg, fail: map[string]error{}, inUse: map[string]bool{}, bindings: map[string]Binding{}}
 }
 
 // Calls returns the calls so far, one string each, e.g. "EnsureBridge",
@@ -91,14 +93,23 @@ func (f *Fake) EnsureBridge(ctx context.Context) error {
 }
 
 // AcquireTap implements Host.
-func (f *Fake) AcquireTap(ctx context.Context) (string, error) {
+func (f *Fake) AcquireTap(ctx context.Context, b Binding) (string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	name, err := "", f.begin(ctx, "AcquireTap")
+	if err == nil {
+		sub, _ := newSubnet(f.cfg.CIDR) // checked by NewFake
+		if b, err = b.normalise(sub); err != nil {
+			err = fmt.Errorf("acquire tap: %w", err)
+		}
+	}
 	switch {
 	case err != nil:
 	case !f.bridge:
 		err = fmt.Errorf("acquire tap: %w: %q", ErrNoBridge, f.cfg.Bridge)
+	case len(f.inUse) >= maxPendingTaps:
+		// The Fake's taps are never opened: every one in use is pending.
+		err = fmt.Errorf("acquire tap: %w: %d taps handed out", ErrTapLimit, len(f.inUse))
 	case len(f.pool) > 0:
 		name, f.pool = f.pool[0], f.pool[1:]
 	default:
@@ -106,6 +117,12 @@ func (f *Fake) AcquireTap(ctx context.Context) (string, error) {
 	}
 	if err == nil {
 		f.inUse[name] = true
+		for t, o := range f.bindings {
+			if o.IP == b.IP {
+				delete(f.bindings, t)
+			}
+		}
+		f.bindings[name] = b
 		f.refill()
 	}
 	f.record("AcquireTap = "+name, err)
@@ -119,6 +136,9 @@ func (f *Fake) ReleaseTap(ctx context.Context, name string) error {
 	err := f.begin(ctx, "ReleaseTap")
 	if _, ok := tapIndex(f.cfg.TapPrefix, name); err == nil && !ok {
 		err = fmt.Errorf("release tap %q: %w", name, ErrNotTap)
+	}
+	if err == nil {
+		delete(f.bindings, name)
 	}
 	if err == nil && f.inUse[name] {
 		delete(f.inUse, name)
@@ -168,6 +188,9 @@ func (f *Fake) State(ctx context.Context) (State, error) {
 		NATGuests:    slices.Clone(f.nat),
 		RulesInSync:  f.table,
 	}
+	if len(f.bindings) > 0 {
+		st.Bindings = maps.Clone(f.bindings)
+	}
 	if f.bridge {
 		st.BridgeAddrs = []netip.Prefix{f.cfg.CIDR}
 	}
@@ -188,6 +211,7 @@ func (f *Fake) Teardown(ctx context.Context) error {
 		f.bridge, f.table = false, false
 		f.pool, f.nat = nil, nil
 		clear(f.inUse)
+		clear(f.bindings)
 	}
 	f.record("Teardown", err)
 	return err

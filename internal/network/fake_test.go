@@ -12,14 +12,18 @@ func TestFake(t *testing.T) {
 	ctx := context.Background()
 	f := NewFake(Config{TapPoolSize: 1})
 
-	if _, err := f.AcquireTap(ctx); !errors.Is(err, ErrNoBridge) {
+	if _, err := f.AcquireTap(ctx, tb()); !errors.Is(err, ErrNoBridge) {
 		t.Fatalf("AcquireTap before EnsureBridge: %v, want ErrNoBridge", err)
 	}
 	if err := f.EnsureBridge(ctx); err != nil {
 		t.Fatal(err)
 	}
-	a, _ := f.AcquireTap(ctx) // from the pool (bgtap0), pool refilled with bgtap1
-	b, _ := f.AcquireTap(ctx) // bgtap1, pool refilled with bgtap2
+	a, _ := f.AcquireTap(ctx, tb()) // from the pool (bgtap0), pool refilled with bgtap1
+	bindB := Binding{MAC: "02:00:00:00:00:0B", IP: guestB}
+	b, _ := f.AcquireTap(ctx, bindB) // bgtap1, pool refilled with bgtap2
+	if _, err := f.AcquireTap(ctx, Binding{MAC: "01:00:00:00:00:01", IP: guestA}); err == nil {
+		t.Fatal("AcquireTap accepted a multicast MAC")
+	}
 	if a != "bgtap0" || b != "bgtap1" {
 		t.Fatalf("acquired %q, %q; want bgtap0, bgtap1", a, b)
 	}
@@ -41,6 +45,7 @@ func TestFake(t *testing.T) {
 	}
 	want := State{Bridge: "banger0", BridgeExists: true, BridgeUp: true, BridgeAddrs: []netip.Prefix{netip.MustParsePrefix(DefaultCIDR)},
 		Forwarding: true, Pool: []string{"bgtap2"}, InUse: []string{"bgtap1"}, Table: true,
+		Bindings:  map[string]Binding{"bgtap1": {MAC: "02:00:00:00:00:0b", IP: guestB}},
 		NATGuests: []netip.Addr{guestA, guestB}, RulesInSync: true}
 	if !reflect.DeepEqual(st, want) {
 		t.Fatalf("State = %+v\nwant    %+v", st, want)
@@ -62,6 +67,7 @@ func TestFake(t *testing.T) {
 		"EnsureBridge",
 		"AcquireTap = bgtap0",
 		"AcquireTap = bgtap1",
+		"AcquireTap =  error: acquire tap: binding: mac 01:00:00:00:00:01 is not a unicast address",
 		"SetNAT [172.16.0.3 172.16.0.2]",
 		"SetNAT [10.0.0.2] error: set nat: ruleset: nat guest 10.0.0.2 is not a guest address of 172.16.0.0/24",
 		`ReleaseTap banger0 error: release tap "banger0": not a banger tap`,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -34,6 +35,8 @@ type host struct {
 	mu         sync.Mutex
 	pool       []string            // warm taps, oldest first
 	inUse      map[string]struct{} // taps handed out and not released
+	bindings   map[string]Binding  // what each tap may send (the bridge table)
+	loaded     bool                // bindings were read back from the kernel
 	refilling  bool                // a refill goroutine is running
 	stopRefill bool                // set by Teardown while it waits for the refill to stop
 	poolErr    error               // last refill error
@@ -61,7 +64,7 @@ func NewHost(cfg Config) (Host, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new host: open current network namespace: %w", err)
 	}
-	h := &host{cfg: cfg, sub: sub, bridgeMAC: mac, ns: ns, inUse: map[string]struct{}{}}
+	h := &host{cfg: cfg, sub: sub, bridgeMAC: mac, ns: ns, inUse: map[string]struct{}{}, bindings: map[string]Binding{}}
 	runtime.AddCleanup(h, func(ns netns.NsHandle) { _ = ns.Close() }, ns)
 	return h, nil
 }
@@ -117,6 +120,9 @@ func (h *host) EnsureBridge(ctx context.Context) error {
 		if err := writeSysctlIfExists(filepath.Join("net/ipv6/conf", h.cfg.Bridge, "disable_ipv6"), "1"); err != nil {
 			return err
 		}
+		if err := h.recordForwarding(); err != nil {
+			return err
+		}
 		if err := writeSysctlIfExists("net/ipv4/ip_forward", "1"); err != nil {
 			return err
 		}
@@ -127,19 +133,21 @@ func (h *host) EnsureBridge(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("open nftables: %w", err)
 		}
-		cur, err := readTable(conn, h.cfg.Table)
+		cur, err := readTable(conn, FamilyIP, h.cfg.Table)
 		if err != nil {
 			return err
 		}
 		// Keep the NAT guests that are configured, drop anything else.
-		want, err := Ruleset(h.cfg, guestsOf(h.sub, cur.table.NATGuests()))
+		want, err := Ruleset(h.cfg, guestsOf(h.sub, cur.natGuests()))
 		if err != nil {
 			return err
 		}
-		if cur.inSync(want) {
-			return nil
+		if !cur.inSync(want) {
+			if err := applyTables(conn, want); err != nil {
+				return err
+			}
 		}
-		return applyTable(conn, want)
+		return h.syncBridgeTable(nh, conn)
 	})
 	if err != nil {
 		return fmt.Errorf("ensure bridge %q: %w", h.cfg.Bridge, err)
@@ -147,6 +155,122 @@ func (h *host) EnsureBridge(ctx context.Context) error {
 	h.stopRefill = false
 	h.startRefillLocked()
 	return nil
+}
+
+// recordForwarding writes the current net.ipv4.ip_forward to
+// Config.ForwardRecord, unless a record exists already (it holds the value
+// from before banger first changed it).
+func (h *host) recordForwarding() error {
+	if h.cfg.ForwardRecord == "" {
+		return nil
+	}
+	if _, err := os.Lstat(h.cfg.ForwardRecord); err == nil || !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	cur, err := readSysctl("net/ipv4/ip_forward")
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if cur != "0" && cur != "1" {
+		return fmt.Errorf("net.ipv4.ip_forward is %q", cur)
+	}
+	if err := os.MkdirAll(filepath.Dir(h.cfg.ForwardRecord), 0o700); err != nil {
+		return fmt.Errorf("record ip_forward: %w", err)
+	}
+	f, err := os.OpenFile(h.cfg.ForwardRecord, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return fmt.Errorf("record ip_forward: %w", err)
+	}
+	_, err = f.WriteString(cur + "\n")
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(h.cfg.ForwardRecord)
+		return fmt.Errorf("record ip_forward: %w", err)
+	}
+	return nil
+}
+
+// restoreForwarding sets net.ipv4.ip_forward back to the recorded value and
+// removes the record. No record: nothing to do.
+func (h *host) restoreForwarding() error {
+	if h.cfg.ForwardRecord == "" {
+		return nil
+	}
+	b, err := os.ReadFile(h.cfg.ForwardRecord)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("restore ip_forward: %w", err)
+	}
+	v := strings.TrimSpace(string(b))
+	if v != "0" && v != "1" {
+		return fmt.Errorf("restore ip_forward: record %s holds %q", h.cfg.ForwardRecord, v)
+	}
+	if err := writeSysctlIfExists("net/ipv4/ip_forward", v); err != nil {
+		return fmt.Errorf("restore ip_forward: %w", err)
+	}
+	if err := os.Remove(h.cfg.ForwardRecord); err != nil {
+		return fmt.Errorf("restore ip_forward: %w", err)
+	}
+	return nil
+}
+
+// loadBindings reads the taps' bindings back from the kernel once, so that a
+// restarted helper keeps the running VMs' taps bound. Bindings of taps that
+// no longer exist are forgotten. h.mu must be held, inside inNS.
+func (h *host) loadBindings(nh *netlink.Handle, conn *nftables.Conn) error {
+	if h.loaded {
+		return nil
+	}
+	cur, err := readTable(conn, FamilyBridge, h.cfg.Table)
+	if err != nil {
+		return err
+	}
+	for tap, b := range cur.bindings() {
+		if _, ok := h.bindings[tap]; ok {
+			continue
+		}
+		if _, ok := tapIndex(h.cfg.TapPrefix, tap); !ok {
+			continue
+		}
+		if link, err := linkByName(nh, tap); err != nil || link == nil {
+			continue
+		}
+		if nb, err := b.normalise(h.sub); err == nil {
+			h.bindings[tap] = nb
+		}
+	}
+	h.loaded = true
+	return nil
+}
+
+// syncBridgeTable makes the kernel's bridge table match h.bindings. h.mu
+// must be held, inside inNS.
+func (h *host) syncBridgeTable(nh *netlink.Handle, conn *nftables.Conn) error {
+	if err := h.loadBindings(nh, conn); err != nil {
+		return err
+	}
+	want, err := BridgeRuleset(h.cfg, h.bindings)
+	if err != nil {
+		return err
+	}
+	cur, err := readTable(conn, FamilyBridge, h.cfg.Table)
+	if err != nil {
+		return err
+	}
+	if cur.inSync(want) {
+		return nil
+	}
+	return applyTables(conn, want)
 }
 
 // guestsOf keeps the addresses that are guests of sub (a table written for
@@ -237,32 +361,51 @@ func (h *host) bridgeLink(nh *netlink.Handle) (netlink.Link, error) {
 }
 
 // AcquireTap implements Host.
-func (h *host) AcquireTap(ctx context.Context) (string, error) {
+func (h *host) AcquireTap(ctx context.Context, b Binding) (string, error) {
 	if err := ctx.Err(); err != nil {
+		return "", fmt.Errorf("acquire tap: %w", err)
+	}
+	b, err := b.normalise(h.sub)
+	if err != nil {
 		return "", fmt.Errorf("acquire tap: %w", err)
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var name string
-	err := h.inNS(func(nh *netlink.Handle) error {
+	err = h.inNS(func(nh *netlink.Handle) error {
 		br, err := h.bridgeLink(nh)
 		if err != nil {
 			return err
 		}
-		for len(h.pool) > 0 {
-			cand := h.pool[0]
-			h.pool = h.pool[1:]
-			link, err := linkByName(nh, cand)
-			if err == nil && link != nil && pooledOK(link, br) {
-				name = cand
-				return nil
-			}
-			if link != nil {
-				_ = nh.LinkDel(link) // broken: never hand it out, never keep it
+		if err := h.checkPending(nh); err != nil {
+			return err
+		}
+		conn, err := nftables.New()
+		if err != nil {
+			return fmt.Errorf("open nftables: %w", err)
+		}
+		if err := h.loadBindings(nh, conn); err != nil {
+			return err
+		}
+		if name, err = h.takeTap(ctx, nh, br); err != nil {
+			return err
+		}
+		// The tap is bound before anyone can open it, so its guest never
+		// sends a frame the bridge table has not vetted.
+		prev := maps.Clone(h.bindings)
+		for t, o := range h.bindings {
+			if o.IP == b.IP {
+				delete(h.bindings, t) // an address has one tap: the newest
 			}
 		}
-		name, err = h.createTap(ctx, nh, br)
-		return err
+		h.bindings[name] = b
+		if err := h.syncBridgeTable(nh, conn); err != nil {
+			h.bindings = prev
+			h.pool = append(h.pool, name) // never opened: back to the pool
+			name = ""
+			return fmt.Errorf("bind tap: %w", err)
+		}
+		return nil
 	})
 	if err != nil {
 		return "", fmt.Errorf("acquire tap: %w", err)
@@ -270,6 +413,38 @@ func (h *host) AcquireTap(ctx context.Context) (string, error) {
 	h.inUse[name] = struct{}{}
 	h.startRefillLocked()
 	return name, nil
+}
+
+// takeTap takes a tap from the pool, or creates one. h.mu must be held.
+func (h *host) takeTap(ctx context.Context, nh *netlink.Handle, br netlink.Link) (string, error) {
+	for len(h.pool) > 0 {
+		cand := h.pool[0]
+		h.pool = h.pool[1:]
+		link, err := linkByName(nh, cand)
+		if err == nil && link != nil && pooledOK(link, br) {
+			return cand, nil
+		}
+		if link != nil {
+			_ = nh.LinkDel(link) // broken: never hand it out, never keep it
+		}
+	}
+	return h.createTap(ctx, nh, br)
+}
+
+// checkPending refuses when maxPendingTaps taps are handed out and not
+// opened by any process: VMs being started hold a tap only for the moment
+// between AcquireTap and their VMM's start. h.mu must be held.
+func (h *host) checkPending(nh *netlink.Handle) error {
+	pending := 0
+	for name := range h.inUse {
+		if link, err := linkByName(nh, name); err == nil && link != nil && !hasCarrier(link) {
+			pending++
+		}
+	}
+	if pending >= maxPendingTaps {
+		return fmt.Errorf("%w: %d taps were handed out and are not in use by any VM yet (at most %d)", ErrTapLimit, pending, maxPendingTaps)
+	}
+	return nil
 }
 
 // pooledOK reports whether a pooled tap is still fit to hand out: a tap,
@@ -298,6 +473,9 @@ func (h *host) createTap(ctx context.Context, nh *netlink.Handle, br netlink.Lin
 		if i, ok := tapIndex(h.cfg.TapPrefix, l.Attrs().Name); ok {
 			taken[i] = true
 		}
+	}
+	if len(taken) >= h.cfg.MaxTaps {
+		return "", fmt.Errorf("%w: %d taps exist (at most %d)", ErrTapLimit, len(taken), h.cfg.MaxTaps)
 	}
 	// Never reuse a name this Host still knows, even if the link vanished:
 	// its holder could release the newcomer by mistake.
@@ -394,6 +572,21 @@ func (h *host) ReleaseTap(ctx context.Context, name string) error {
 		return nil
 	}
 	err := h.inNS(func(nh *netlink.Handle) error {
+		// Unbind first: a tap that goes back to the pool sends nothing,
+		// and a deleted one leaves no rule behind.
+		conn, err := nftables.New()
+		if err != nil {
+			return fmt.Errorf("open nftables: %w", err)
+		}
+		if err := h.loadBindings(nh, conn); err != nil {
+			return err
+		}
+		if _, bound := h.bindings[name]; bound {
+			delete(h.bindings, name)
+			if err := h.syncBridgeTable(nh, conn); err != nil {
+				return fmt.Errorf("unbind: %w", err)
+			}
+		}
 		link, err := linkByName(nh, name)
 		if err != nil || link == nil {
 			return err
@@ -511,7 +704,7 @@ func (h *host) SetNAT(ctx context.Context, guests []netip.Addr) error {
 		if err != nil {
 			return fmt.Errorf("open nftables: %w", err)
 		}
-		cur, err := readTable(conn, h.cfg.Table)
+		cur, err := readTable(conn, FamilyIP, h.cfg.Table)
 		if err != nil {
 			return err
 		}
@@ -521,13 +714,13 @@ func (h *host) SetNAT(ctx context.Context, guests []netip.Addr) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := applyTable(conn, want); err != nil {
+		if err := applyTables(conn, want); err != nil {
 			return err
 		}
 		// The forward chain accepts established flows first, so flows that
 		// were masqueraded before would survive the rule change: end them.
 		lost := map[netip.Addr]bool{}
-		for _, g := range cur.table.NATGuests() {
+		for _, g := range cur.natGuests() {
 			if !slices.Contains(want.NATGuests(), g) {
 				lost[g] = true
 			}
@@ -635,15 +828,23 @@ func (h *host) State(ctx context.Context) (State, error) {
 		if err != nil {
 			return fmt.Errorf("open nftables: %w", err)
 		}
-		cur, err := readTable(conn, h.cfg.Table)
+		cur, err := readTable(conn, FamilyIP, h.cfg.Table)
 		if err != nil {
 			return err
 		}
-		st.Table = cur.exists
+		curBr, err := readTable(conn, FamilyBridge, h.cfg.Table)
+		if err != nil {
+			return err
+		}
+		st.Table = cur.exists && curBr.exists
 		if cur.exists {
-			st.NATGuests = cur.table.NATGuests()
+			st.NATGuests = cur.natGuests()
+			if b := curBr.bindings(); len(b) > 0 {
+				st.Bindings = b
+			}
 			want, err := Ruleset(h.cfg, st.NATGuests)
-			st.RulesInSync = err == nil && cur.inSync(want)
+			wantBr, berr := BridgeRuleset(h.cfg, st.Bindings)
+			st.RulesInSync = err == nil && berr == nil && cur.inSync(want) && curBr.inSync(wantBr)
 		}
 		return nil
 	})
@@ -673,9 +874,9 @@ func (h *host) Teardown(ctx context.Context) error {
 		var errs []error
 		conn, err := nftables.New()
 		if err == nil {
-			err = deleteTable(conn, h.cfg.Table)
+			err = deleteTables(conn, h.cfg.Table)
 		}
-		errs = append(errs, err)
+		errs = append(errs, err, h.restoreForwarding())
 		links, err := linkList(nh)
 		if err != nil {
 			return errors.Join(append(errs, err)...)
@@ -693,6 +894,8 @@ func (h *host) Teardown(ctx context.Context) error {
 	})
 	h.pool = nil
 	clear(h.inUse)
+	clear(h.bindings)
+	h.loaded = false
 	h.poolErr = nil
 	if err != nil {
 		return fmt.Errorf("teardown: %w", err)

@@ -141,9 +141,9 @@ func TestNATForReal(t *testing.T) {
 		}
 	}()
 	// Something on the host side of the bridge, to show the guest network
-	// itself works whatever NAT says.
-	// The test goroutine's thread is in the test namespace.
-	local, err := net.Listen("tcp", "172.16.0.1:0")
+	// itself works whatever NAT says: the one port guests may reach on
+	// the host, DNS. The test goroutine's thread is in the test namespace.
+	local, err := net.Listen("tcp", "172.16.0.1:53")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -63,10 +63,33 @@ type Config struct {
 	// (TUNSETOWNER), typically the user running the daemon and QEMU. -1
 	// sets no owner. Note that 0, the zero value, means root.
 	TapOwner int
-	// Table is the name of banger's nftables table (family ip), default
-	// "banger". banger owns that table entirely and touches nothing else.
+	// Table is the name of banger's nftables tables (family ip and family
+	// bridge), default "banger". banger owns those tables entirely and
+	// touches nothing else.
 	Table string
+	// IsolateGuests stops guests from reaching each other, on the bridge
+	// and through the host (config: guest_to_guest = false). By default
+	// guests on the bridge see each other, as on any LAN.
+	IsolateGuests bool
+	// MaxTaps is the hard maximum of banger's taps that exist at once (in
+	// use and pooled); 0 means DefaultMaxTaps. AcquireTap also refuses when
+	// more taps are handed out and not yet opened by a VMM than
+	// maxPendingTaps: a caller that acquires without starting VMs cannot
+	// make the host create taps without bound.
+	MaxTaps int
+	// ForwardRecord is a file where EnsureBridge records the value
+	// net.ipv4.ip_forward had before it first turned forwarding on, and
+	// from which Teardown restores it. Empty: forwarding is turned on and
+	// never restored.
+	ForwardRecord string
 }
+
+// DefaultMaxTaps is Config.MaxTaps's default: more than a /24 has guests.
+const DefaultMaxTaps = 256
+
+// maxPendingTaps is how many taps may be handed out and not yet opened by
+// any process (VMs being started) at once.
+const maxPendingTaps = 16
 
 // WithDefaults returns c with zero-valued fields replaced by the defaults.
 // TapOwner has no default: its zero value is uid 0.
@@ -88,6 +111,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.Table == "" {
 		c.Table = DefaultTable
+	}
+	if c.MaxTaps <= 0 {
+		c.MaxTaps = DefaultMaxTaps
 	}
 	return c
 }
@@ -186,9 +212,12 @@ type Host interface {
 	EnsureBridge(ctx context.Context) error
 	// AcquireTap returns the name of a tap attached to the bridge and up,
 	// taken from the warm pool (refilled in the background) or created on
-	// demand. The caller owns it until ReleaseTap. It fails with ErrNoBridge
-	// when the bridge does not exist.
-	AcquireTap(ctx context.Context) (string, error)
+	// demand, and bound to b: from then on the tap may send only from b's
+	// MAC and IPv4 address (see BridgeRuleset). The caller owns it until
+	// ReleaseTap. It fails with ErrNoBridge when the bridge does not exist,
+	// and with ErrTapLimit when Config.MaxTaps taps exist or too many
+	// acquired taps are not yet opened by a VMM.
+	AcquireTap(ctx context.Context, b Binding) (string, error)
 	// ReleaseTap hands a tap back. A tap that no process holds open any more
 	// returns to the pool if the pool is below its size (re-attached, up,
 	// addresses flushed); otherwise it is deleted. Releasing a tap that does
@@ -207,8 +236,9 @@ type Host interface {
 	SetNAT(ctx context.Context, guests []netip.Addr) error
 	// State reports what exists in the kernel, for doctor and leak checks.
 	State(ctx context.Context) (State, error)
-	// Teardown removes banger's table, every tap with the tap prefix (pooled,
-	// in use or unknown) and the bridge. IPv4 forwarding is left as it is.
+	// Teardown removes banger's tables, every tap with the tap prefix
+	// (pooled, in use or unknown) and the bridge, and restores IPv4
+	// forwarding to the value Config.ForwardRecord holds (if any).
 	// Idempotent.
 	Teardown(ctx context.Context) error
 }
@@ -236,13 +266,17 @@ type State struct {
 	// PoolError is the last error of the background pool refill, if the
 	// latest attempt failed.
 	PoolError string
-	// Table reports whether banger's nftables table exists.
+	// Table reports whether banger's nftables tables (ip and bridge)
+	// exist.
 	Table bool
+	// Bindings are the taps' anti-spoofing bindings in the kernel.
+	Bindings map[string]Binding
 	// NATGuests are the guests that have a masquerade rule in the kernel,
 	// sorted.
 	NATGuests []netip.Addr
-	// RulesInSync reports whether banger's table holds exactly
-	// Ruleset(config, NATGuests): nothing missing, nothing extra.
+	// RulesInSync reports whether banger's tables hold exactly
+	// Ruleset(config, NATGuests) and BridgeRuleset(config, Bindings):
+	// nothing missing, nothing extra.
 	RulesInSync bool
 }
 
@@ -253,4 +287,6 @@ var (
 	ErrNoBridge = errors.New("bridge does not exist")
 	// ErrNotTap reports a name that is not one of banger's taps.
 	ErrNotTap = errors.New("not a banger tap")
+	// ErrTapLimit reports that AcquireTap would exceed the tap limits.
+	ErrTapLimit = errors.New("tap limit reached")
 )

@@ -1,9 +1,11 @@
 package network
 
 import (
-	"bytes"
+	"encoding/binary"
 	"fmt"
+	"net"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 
@@ -18,8 +20,17 @@ import (
 const (
 	nftReg        = 1  // NFT_REG_1, the only data register banger uses
 	ipSaddrOffset = 12 // offset of the source address in the IPv4 header
+	ipDaddrOffset = 16 // offset of the destination address in the IPv4 header
+	etherSrcOff   = 6  // offset of the source address in the Ethernet header
+	etherTypeOff  = 12 // offset of the Ethernet type
+	arpShaOffset  = 8  // ARP sender hardware address (Ethernet/IPv4 ARP)
+	arpSpaOffset  = 14 // ARP sender protocol address
 	ifnamsiz      = unix.IFNAMSIZ
 )
+
+// arpEthIPv4 is the start of an Ethernet/IPv4 ARP header: htype 1, ptype
+// 0x0800, hlen 6, plen 4.
+var arpEthIPv4 = []byte{0, 1, 8, 0, 6, 4}
 
 // ifnameData is an interface name as `meta iifname/oifname` loads it: padded
 // with NULs to IFNAMSIZ, so that comparing all 16 bytes is an exact match.
@@ -29,24 +40,66 @@ func ifnameData(name string) []byte {
 	return b
 }
 
+func load(base expr.PayloadBase, off, n uint32) *expr.Payload {
+	return &expr.Payload{DestRegister: nftReg, Base: base, Offset: off, Len: n}
+}
+
+func cmpEq(data []byte) *expr.Cmp { return &expr.Cmp{Op: expr.CmpOpEq, Register: nftReg, Data: data} }
+
 // exprs compiles the rule to nftables expressions, in the same shape as the
 // nft command line tool produces for the rule's String.
 func (r Rule) exprs() []expr.Any {
 	var e []expr.Any
+	iface := func(key expr.MetaKey, op expr.CmpOp, data []byte) {
+		e = append(e, &expr.Meta{Key: key, Register: nftReg}, &expr.Cmp{Op: op, Register: nftReg, Data: data})
+	}
 	if r.InIface != "" {
-		e = append(e,
-			&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: nftReg},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: nftReg, Data: ifnameData(r.InIface)})
+		iface(expr.MetaKeyIIFNAME, expr.CmpOpEq, ifnameData(r.InIface))
+	}
+	if r.InPrefix != "" {
+		iface(expr.MetaKeyIIFNAME, expr.CmpOpEq, []byte(r.InPrefix))
+	}
+	if r.OutIface != "" {
+		iface(expr.MetaKeyOIFNAME, expr.CmpOpEq, ifnameData(r.OutIface))
+	}
+	if r.OutPrefix != "" {
+		iface(expr.MetaKeyOIFNAME, expr.CmpOpEq, []byte(r.OutPrefix))
 	}
 	if r.NotOutIface != "" {
-		e = append(e,
-			&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: nftReg},
-			&expr.Cmp{Op: expr.CmpOpNeq, Register: nftReg, Data: ifnameData(r.NotOutIface)})
+		iface(expr.MetaKeyOIFNAME, expr.CmpOpNeq, ifnameData(r.NotOutIface))
 	}
-	if r.Source.IsValid() {
-		e = append(e,
-			&expr.Payload{DestRegister: nftReg, Base: expr.PayloadBaseNetworkHeader, Offset: ipSaddrOffset, Len: 4},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: nftReg, Data: r.Source.AsSlice()})
+	var mac []byte
+	if r.EtherSrc != "" {
+		hw, _ := net.ParseMAC(r.EtherSrc) // checked by BridgeRuleset
+		mac = []byte(hw)
+		e = append(e, load(expr.PayloadBaseLLHeader, etherSrcOff, 6), cmpEq(mac))
+	}
+	switch r.Proto {
+	case ProtoIP:
+		e = append(e, load(expr.PayloadBaseLLHeader, etherTypeOff, 2), cmpEq(binaryutil.BigEndian.PutUint16(unix.ETH_P_IP)))
+	case ProtoARP:
+		e = append(e, load(expr.PayloadBaseLLHeader, etherTypeOff, 2), cmpEq(binaryutil.BigEndian.PutUint16(unix.ETH_P_ARP)),
+			load(expr.PayloadBaseNetworkHeader, 0, 6), cmpEq(slices.Clone(arpEthIPv4)))
+		if mac != nil {
+			e = append(e, load(expr.PayloadBaseNetworkHeader, arpShaOffset, 6), cmpEq(slices.Clone(mac)))
+		}
+		if r.Source.IsValid() {
+			e = append(e, load(expr.PayloadBaseNetworkHeader, arpSpaOffset, 4), cmpEq(r.Source.AsSlice()))
+		}
+	}
+	if r.Source.IsValid() && r.Proto != ProtoARP {
+		e = append(e, load(expr.PayloadBaseNetworkHeader, ipSaddrOffset, 4), cmpEq(r.Source.AsSlice()))
+	}
+	if r.Dest.IsValid() {
+		e = append(e, load(expr.PayloadBaseNetworkHeader, ipDaddrOffset, 4), cmpEq(r.Dest.AsSlice()))
+	}
+	if r.L4 != "" {
+		proto := byte(unix.IPPROTO_UDP)
+		if r.L4 == "tcp" {
+			proto = unix.IPPROTO_TCP
+		}
+		e = append(e, &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: nftReg}, cmpEq([]byte{proto}),
+			load(expr.PayloadBaseTransportHeader, 2, 2), cmpEq(binaryutil.BigEndian.PutUint16(r.DPort)))
 	}
 	if r.CTState != 0 {
 		e = append(e,
@@ -66,134 +119,120 @@ func (r Rule) exprs() []expr.Any {
 	return e
 }
 
-// decodeRule is the inverse of Rule.exprs: it accepts exactly the expression
-// shapes exprs produces and fails on anything else, so a rule that banger did
-// not write is never mistaken for one of its own.
-func decodeRule(chain string, exprs []expr.Any, udata []byte) (Rule, error) {
-	r := Rule{Chain: chain}
-	cmp := func(i int, op expr.CmpOp, size int) ([]byte, error) {
-		if i >= len(exprs) {
-			return nil, fmt.Errorf("expression %d: missing comparison", i)
-		}
-		c, ok := exprs[i].(*expr.Cmp)
-		if !ok || c.Op != op || c.Register != nftReg || len(c.Data) != size {
-			return nil, fmt.Errorf("expression %d: unexpected %T %+v", i, exprs[i], exprs[i])
-		}
-		return c.Data, nil
-	}
-	seen := map[string]bool{}
-	once := func(what string) error {
-		if seen[what] {
-			return fmt.Errorf("%s matched twice", what)
-		}
-		seen[what] = true
-		return nil
-	}
-	for i := 0; i < len(exprs); i++ {
-		last := i == len(exprs)-1
-		switch e := exprs[i].(type) {
-		case *expr.Meta:
-			if e.Register != nftReg || e.SourceRegister {
-				return Rule{}, fmt.Errorf("expression %d: unexpected meta %+v", i, e)
-			}
-			var (
-				op   expr.CmpOp
-				dest *string
-			)
-			switch e.Key {
-			case expr.MetaKeyIIFNAME:
-				op, dest = expr.CmpOpEq, &r.InIface
-			case expr.MetaKeyOIFNAME:
-				op, dest = expr.CmpOpNeq, &r.NotOutIface
-			default:
-				return Rule{}, fmt.Errorf("expression %d: unexpected meta key %d", i, e.Key)
-			}
-			if err := once(fmt.Sprint("meta", e.Key)); err != nil {
-				return Rule{}, err
-			}
-			data, err := cmp(i+1, op, ifnamsiz)
-			if err != nil {
-				return Rule{}, err
-			}
-			name, _, _ := bytes.Cut(data, []byte{0})
-			if len(name) == 0 || !bytes.Equal(data, ifnameData(string(name))) {
-				return Rule{}, fmt.Errorf("expression %d: malformed interface name %q", i+1, data)
-			}
-			*dest = string(name)
-			i++
-		case *expr.Payload:
-			if e.OperationType != expr.PayloadLoad || e.DestRegister != nftReg || e.Base != expr.PayloadBaseNetworkHeader ||
-				e.Offset != ipSaddrOffset || e.Len != 4 || e.CsumType != 0 || e.CsumOffset != 0 || e.CsumFlags != 0 {
-				return Rule{}, fmt.Errorf("expression %d: unexpected payload %+v", i, e)
-			}
-			if err := once("saddr"); err != nil {
-				return Rule{}, err
-			}
-			data, err := cmp(i+1, expr.CmpOpEq, 4)
-			if err != nil {
-				return Rule{}, err
-			}
-			r.Source = netip.AddrFrom4([4]byte(data))
-			i++
-		case *expr.Ct:
-			if e.Key != expr.CtKeySTATE || e.Register != nftReg || e.SourceRegister {
-				return Rule{}, fmt.Errorf("expression %d: unexpected ct %+v", i, e)
-			}
-			if err := once("ct"); err != nil {
-				return Rule{}, err
-			}
-			if i+1 >= len(exprs) {
-				return Rule{}, fmt.Errorf("expression %d: ct state without mask", i)
-			}
-			bw, ok := exprs[i+1].(*expr.Bitwise)
-			if !ok || bw.SourceRegister != nftReg || bw.DestRegister != nftReg || bw.Len != 4 ||
-				len(bw.Mask) != 4 || !bytes.Equal(bw.Xor, make([]byte, 4)) {
-				return Rule{}, fmt.Errorf("expression %d: unexpected %T %+v", i+1, exprs[i+1], exprs[i+1])
-			}
-			data, err := cmp(i+2, expr.CmpOpNeq, 4)
-			if err != nil {
-				return Rule{}, err
-			}
-			if !bytes.Equal(data, make([]byte, 4)) {
-				return Rule{}, fmt.Errorf("expression %d: ct state compared with %x", i+2, data)
-			}
-			r.CTState = CTState(binaryutil.NativeEndian.Uint32(bw.Mask))
-			if r.CTState == 0 {
-				return Rule{}, fmt.Errorf("expression %d: empty ct state mask", i+1)
-			}
-			i += 2
-		case *expr.Verdict:
-			switch {
-			case !last:
-				return Rule{}, fmt.Errorf("expression %d: verdict before the end", i)
-			case e.Kind == expr.VerdictAccept && e.Chain == "":
-				r.Action = Accept
-			case e.Kind == expr.VerdictDrop && e.Chain == "":
-				r.Action = Drop
-			default:
-				return Rule{}, fmt.Errorf("expression %d: unexpected verdict %+v", i, e)
-			}
-		case *expr.Masq:
-			if !last || *e != (expr.Masq{}) {
-				return Rule{}, fmt.Errorf("expression %d: unexpected masquerade %+v", i, e)
-			}
-			r.Action = Masquerade
-		default:
-			return Rule{}, fmt.Errorf("expression %d: unexpected %T", i, e)
-		}
-	}
-	if r.Action == "" {
-		return Rule{}, fmt.Errorf("rule without a verdict")
-	}
-	if c, _ := userdata.GetString(udata, userdata.TypeComment); c != r.comment() {
-		return Rule{}, fmt.Errorf("rule %q carries comment %q, want %q", r, c, r.comment())
-	}
-	return r, nil
+// kernelRule is a rule as read from the kernel: its chain, expressions and
+// comment, undecoded.
+type kernelRule struct {
+	chain   string
+	exprs   []expr.Any
+	comment string
 }
 
-// hookName names the hooks of the chains banger uses ("" for others).
+// matches reports whether the kernel rule is exactly r: same chain, same
+// expressions, and banger's comment for r.
+func (k kernelRule) matches(r Rule) bool {
+	return k.chain == r.Chain && k.comment == r.comment() && reflect.DeepEqual(k.exprs, r.exprs())
+}
+
+// findLoad returns the data compared for equality right after a payload
+// load of (base, offset, size), if the rule has one.
+func (k kernelRule) findLoad(base expr.PayloadBase, off, size uint32) ([]byte, bool) {
+	for i := 0; i+1 < len(k.exprs); i++ {
+		p, ok := k.exprs[i].(*expr.Payload)
+		if !ok || p.Base != base || p.Offset != off || p.Len != size {
+			continue
+		}
+		if c, ok := k.exprs[i+1].(*expr.Cmp); ok && c.Op == expr.CmpOpEq && len(c.Data) == int(size) {
+			return c.Data, true
+		}
+	}
+	return nil, false
+}
+
+// findIIF returns the exact input interface name the rule matches, if any.
+func (k kernelRule) findIIF() (string, bool) {
+	for i := 0; i+1 < len(k.exprs); i++ {
+		if m, ok := k.exprs[i].(*expr.Meta); ok && m.Key == expr.MetaKeyIIFNAME {
+			if c, ok := k.exprs[i+1].(*expr.Cmp); ok && c.Op == expr.CmpOpEq && len(c.Data) == ifnamsiz {
+				name, _, _ := strings.Cut(string(c.Data), "\x00")
+				return name, name != ""
+			}
+		}
+	}
+	return "", false
+}
+
+func (k kernelRule) last() expr.Any {
+	if len(k.exprs) == 0 {
+		return nil
+	}
+	return k.exprs[len(k.exprs)-1]
+}
+
+// kernelTable is one of banger's tables as read from the kernel.
+type kernelTable struct {
+	exists bool
+	chains []Chain
+	rules  []kernelRule
+}
+
+// inSync reports whether the kernel holds exactly want.
+func (k kernelTable) inSync(want Table) bool {
+	if !k.exists || !slices.Equal(k.chains, want.Chains) || len(k.rules) != len(want.Rules) {
+		return false
+	}
+	for i, r := range want.Rules {
+		if !k.rules[i].matches(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// natGuests returns the sources of the table's masquerade rules, sorted:
+// what the kernel NATs, whoever wrote the rule.
+func (k kernelTable) natGuests() []netip.Addr {
+	var out []netip.Addr
+	for _, r := range k.rules {
+		if _, masq := r.last().(*expr.Masq); !masq || r.chain != ChainPostrouting {
+			continue
+		}
+		if d, ok := r.findLoad(expr.PayloadBaseNetworkHeader, ipSaddrOffset, 4); ok {
+			out = append(out, netip.AddrFrom4([4]byte(d)))
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return slices.Compact(out)
+}
+
+// bindings returns the taps the bridge table lets send IPv4 (an accept rule
+// matching the tap, an Ethernet source and an IPv4 source).
+func (k kernelTable) bindings() map[string]Binding {
+	out := map[string]Binding{}
+	for _, r := range k.rules {
+		v, ok := r.last().(*expr.Verdict)
+		if !ok || v.Kind != expr.VerdictAccept || r.chain != ChainPrerouting {
+			continue
+		}
+		tap, ok1 := r.findIIF()
+		et, ok2 := r.findLoad(expr.PayloadBaseLLHeader, etherTypeOff, 2)
+		mac, ok3 := r.findLoad(expr.PayloadBaseLLHeader, etherSrcOff, 6)
+		ip, ok4 := r.findLoad(expr.PayloadBaseNetworkHeader, ipSaddrOffset, 4)
+		if ok1 && ok2 && ok3 && ok4 && binary.BigEndian.Uint16(et) == unix.ETH_P_IP {
+			out[tap] = Binding{MAC: net.HardwareAddr(mac).String(), IP: netip.AddrFrom4([4]byte(ip))}
+		}
+	}
+	return out
+}
+
+// hookName names the hooks of the chains banger uses ("" for others). The
+// bridge family uses the same numbers as inet (NF_BR_PRE_ROUTING = 0,
+// NF_BR_FORWARD = 2).
 func hookName(h nftables.ChainHook) string {
 	switch h {
+	case unix.NF_INET_PRE_ROUTING:
+		return "prerouting"
+	case unix.NF_INET_LOCAL_IN:
+		return "input"
 	case unix.NF_INET_FORWARD:
 		return "forward"
 	case unix.NF_INET_POST_ROUTING:
@@ -204,35 +243,26 @@ func hookName(h nftables.ChainHook) string {
 
 // hookByName is the inverse of hookName.
 func hookByName(name string) (*nftables.ChainHook, error) {
-	switch name {
-	case "forward":
-		return nftables.ChainHookRef(unix.NF_INET_FORWARD), nil
-	case "postrouting":
-		return nftables.ChainHookRef(unix.NF_INET_POST_ROUTING), nil
+	for _, h := range []nftables.ChainHook{unix.NF_INET_PRE_ROUTING, unix.NF_INET_LOCAL_IN, unix.NF_INET_FORWARD, unix.NF_INET_POST_ROUTING} {
+		if hookName(h) == name {
+			return nftables.ChainHookRef(h), nil
+		}
 	}
 	return nil, fmt.Errorf("unknown hook %q", name)
 }
 
-// kernelTable is banger's table as read from the kernel.
-type kernelTable struct {
-	exists bool
-	table  Table // decoded chains and rules (rules that do not decode are left out)
-	bad    []string
+func nftFamily(family string) nftables.TableFamily {
+	if family == FamilyBridge {
+		return nftables.TableFamilyBridge
+	}
+	return nftables.TableFamilyIPv4
 }
 
-// inSync reports whether the kernel holds exactly want.
-func (k kernelTable) inSync(want Table) bool {
-	return k.exists && len(k.bad) == 0 && tablesEqual(k.table, want)
-}
-
-func tablesEqual(a, b Table) bool {
-	return a.Name == b.Name && slices.Equal(a.Chains, b.Chains) && slices.Equal(a.Rules, b.Rules)
-}
-
-// readTable reads banger's table (family ip) through conn.
-func readTable(conn *nftables.Conn, name string) (kernelTable, error) {
-	k := kernelTable{table: Table{Name: name}}
-	tables, err := conn.ListTablesOfFamily(nftables.TableFamilyIPv4)
+// readTable reads one of banger's tables through conn.
+func readTable(conn *nftables.Conn, family, name string) (kernelTable, error) {
+	var k kernelTable
+	fam := nftFamily(family)
+	tables, err := conn.ListTablesOfFamily(fam)
 	if err != nil {
 		return k, fmt.Errorf("list nftables tables: %w", err)
 	}
@@ -246,9 +276,9 @@ func readTable(conn *nftables.Conn, name string) (kernelTable, error) {
 		return k, nil
 	}
 	k.exists = true
-	chains, err := conn.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
+	chains, err := conn.ListChainsOfTableFamily(fam)
 	if err != nil {
-		return k, fmt.Errorf("list chains of table %q: %w", name, err)
+		return k, fmt.Errorf("list chains of table %s %q: %w", family, name, err)
 	}
 	var mine []*nftables.Chain
 	for _, c := range chains {
@@ -272,29 +302,26 @@ func readTable(conn *nftables.Conn, name string) (kernelTable, error) {
 				ch.Policy = Accept
 			}
 		}
-		k.table.Chains = append(k.table.Chains, ch)
+		k.chains = append(k.chains, ch)
 		rules, err := conn.GetRules(t, c)
 		if err != nil {
 			return k, fmt.Errorf("list rules of chain %q: %w", c.Name, err)
 		}
 		for _, r := range rules {
-			dr, err := decodeRule(c.Name, r.Exprs, r.UserData)
-			if err != nil {
-				k.bad = append(k.bad, fmt.Sprintf("chain %s handle %d: %v", c.Name, r.Handle, err))
-				continue
-			}
-			k.table.Rules = append(k.table.Rules, dr)
+			comment, _ := userdata.GetString(r.UserData, userdata.TypeComment)
+			k.rules = append(k.rules, kernelRule{chain: c.Name, exprs: r.Exprs, comment: comment})
 		}
 	}
 	return k, nil
 }
 
-// applyTable replaces banger's table with want in one nftables transaction:
-// add the table (so the delete cannot fail), delete it with everything in it,
-// and create it again with want's chains and rules. The kernel applies the
-// batch atomically; nothing outside the table is touched.
-func applyTable(conn *nftables.Conn, want Table) error {
-	t := &nftables.Table{Name: want.Name, Family: nftables.TableFamilyIPv4}
+// queueTable queues the replacement of one of banger's tables with want on
+// conn: add the table (so the delete cannot fail), delete it with everything
+// in it, and create it again with want's chains and rules. The caller
+// flushes; the kernel applies the batch atomically, and nothing outside the
+// table is touched.
+func queueTable(conn *nftables.Conn, want Table) error {
+	t := &nftables.Table{Name: want.Name, Family: nftFamily(want.Family)}
 	conn.AddTable(t)
 	conn.DelTable(t)
 	conn.AddTable(t)
@@ -329,20 +356,32 @@ func applyTable(conn *nftables.Conn, want Table) error {
 			UserData: userdata.AppendString(nil, userdata.TypeComment, r.comment()),
 		})
 	}
+	return nil
+}
+
+// applyTables replaces each of the given tables in one nftables transaction.
+func applyTables(conn *nftables.Conn, want ...Table) error {
+	for _, t := range want {
+		if err := queueTable(conn, t); err != nil {
+			return err
+		}
+	}
 	if err := conn.Flush(); err != nil {
-		return fmt.Errorf("apply nftables table %q: %w", want.Name, err)
+		return fmt.Errorf("apply nftables tables %q: %w", want[0].Name, err)
 	}
 	return nil
 }
 
-// deleteTable removes banger's table if it exists (add then delete in one
-// batch, so a missing table is not an error).
-func deleteTable(conn *nftables.Conn, name string) error {
-	t := &nftables.Table{Name: name, Family: nftables.TableFamilyIPv4}
-	conn.AddTable(t)
-	conn.DelTable(t)
+// deleteTables removes banger's tables if they exist (add then delete in
+// one batch, so a missing table is not an error).
+func deleteTables(conn *nftables.Conn, name string) error {
+	for _, fam := range []string{FamilyIP, FamilyBridge} {
+		t := &nftables.Table{Name: name, Family: nftFamily(fam)}
+		conn.AddTable(t)
+		conn.DelTable(t)
+	}
 	if err := conn.Flush(); err != nil {
-		return fmt.Errorf("delete nftables table %q: %w", name, err)
+		return fmt.Errorf("delete nftables tables %q: %w", name, err)
 	}
 	return nil
 }

@@ -2,13 +2,13 @@ package network
 
 import (
 	"fmt"
+	"net/netip"
 	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
-	"github.com/google/nftables/userdata"
 )
 
 // ifn is an interface name as a 16-byte comparison operand.
@@ -62,37 +62,95 @@ func TestRuleExprs(t *testing.T) {
 	}
 }
 
-func TestDecodeRuleRoundTrip(t *testing.T) {
+// A kernel rule matches a Rule only with the same chain, the same
+// expressions and banger's comment for it: a foreign rule that looks alike
+// leaves the table out of sync.
+func TestKernelRuleMatchesOnlyExactRules(t *testing.T) {
 	tab := mustRuleset(t, Config{}, guestA, guestB)
 	for _, r := range tab.Rules {
-		got, err := decodeRule(r.Chain, r.exprs(), userdata.AppendString(nil, userdata.TypeComment, r.comment()))
-		if err != nil || got != r {
-			t.Errorf("decodeRule(exprs(%v)) = %v, %v", r, got, err)
+		if k := (kernelRule{r.Chain, r.exprs(), r.comment()}); !k.matches(r) {
+			t.Errorf("rule %v does not match its own expressions", r)
+		}
+	}
+	base := ruleFwdA.exprs()
+	for name, k := range map[string]kernelRule{
+		"no comment":     {"forward", base, ""},
+		"other comment":  {"forward", base, "hello"},
+		"other chain":    {"input", base, ruleFwdA.comment()},
+		"extra counter":  {"forward", append(append([]expr.Any{}, base[:6]...), &expr.Counter{}, base[6]), ruleFwdA.comment()},
+		"jump":           {"forward", append(append([]expr.Any{}, base[:6]...), &expr.Verdict{Kind: expr.VerdictJump, Chain: "x"}), ruleFwdA.comment()},
+		"no verdict":     {"forward", base[:6], ruleFwdA.comment()},
+		"iifname neq":    {"forward", append([]expr.Any{base[0], &expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ifn("banger0")}}, base[2:]...), ruleFwdA.comment()},
+		"iifname prefix": {"forward", append([]expr.Any{base[0], &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte("banger")}}, base[2:]...), ruleFwdA.comment()},
+		"other source":   {"forward", append(append([]expr.Any{}, base[:5]...), &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{172, 16, 0, 9}}, base[6]), ruleFwdA.comment()},
+	} {
+		if k.matches(ruleFwdA) {
+			t.Errorf("%s: matched %v", name, ruleFwdA)
+		}
+		kt := kernelTable{exists: true, chains: tab.Chains, rules: []kernelRule{k}}
+		if kt.inSync(Table{Chains: tab.Chains, Rules: []Rule{ruleFwdA}}) {
+			t.Errorf("%s: table in sync", name)
 		}
 	}
 }
 
-func TestDecodeRuleRejectsForeignRules(t *testing.T) {
-	comment := userdata.AppendString(nil, userdata.TypeComment, ruleFwdA.comment())
-	base := ruleFwdA.exprs()
-	for name, tc := range map[string]struct {
-		exprs []expr.Any
-		udata []byte
-	}{
-		"no comment":      {base, nil},
-		"other comment":   {base, userdata.AppendString(nil, userdata.TypeComment, "hello")},
-		"extra counter":   {append(append([]expr.Any{}, base[:6]...), &expr.Counter{}, base[6]), comment},
-		"jump":            {append(append([]expr.Any{}, base[:6]...), &expr.Verdict{Kind: expr.VerdictJump, Chain: "x"}), comment},
-		"no verdict":      {base[:6], comment},
-		"iifname neq":     {append([]expr.Any{base[0], &expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ifn("banger0")}}, base[2:]...), comment},
-		"iifname prefix":  {append([]expr.Any{base[0], &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte("banger")}}, base[2:]...), comment},
-		"daddr":           {append(append([]expr.Any{}, base[:4]...), &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4}, base[5], base[6]), comment},
-		"twice iifname":   {append(append([]expr.Any{}, base[:2]...), base...), comment},
-		"masq with flags": {append(append([]expr.Any{}, ruleMasqA.exprs()[:4]...), &expr.Masq{Random: true}), userdata.AppendString(nil, userdata.TypeComment, ruleMasqA.comment())},
-	} {
-		if r, err := decodeRule("forward", tc.exprs, tc.udata); err == nil {
-			t.Errorf("%s: decodeRule accepted it as %v", name, r)
-		}
+// The bridge rules compile to what nft makes of their text: Ethernet source,
+// Ethernet type, ARP header and sender fields, IPv4 source.
+func TestBridgeRuleExprs(t *testing.T) {
+	mac := []byte{0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0xee}
+	iif := []expr.Any{&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifn("bgtap3")}}
+	src := []expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 6, Len: 6}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: mac}}
+	ipRule := Rule{Chain: "prerouting", InIface: "bgtap3", EtherSrc: "02:aa:bb:cc:dd:ee", Proto: ProtoIP, Source: guestA, Action: Accept}
+	want := append(append(append([]expr.Any{}, iif...), src...),
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 12, Len: 2}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{8, 0}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{172, 16, 0, 2}},
+		&expr.Verdict{Kind: expr.VerdictAccept})
+	if got := ipRule.exprs(); !reflect.DeepEqual(got, want) {
+		t.Errorf("%v: exprs =\n%s\nwant\n%s", ipRule, dumpExprs(got), dumpExprs(want))
+	}
+	arpRule := ipRule
+	arpRule.Proto = ProtoARP
+	want = append(append(append([]expr.Any{}, iif...), src...),
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 12, Len: 2}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{8, 6}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 0, Len: 6}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 1, 8, 0, 6, 4}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 8, Len: 6}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: mac},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 14, Len: 4}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{172, 16, 0, 2}},
+		&expr.Verdict{Kind: expr.VerdictAccept})
+	if got := arpRule.exprs(); !reflect.DeepEqual(got, want) {
+		t.Errorf("%v: exprs =\n%s\nwant\n%s", arpRule, dumpExprs(got), dumpExprs(want))
+	}
+	drop := Rule{Chain: "prerouting", InPrefix: "bgtap", Action: Drop}
+	want = []expr.Any{&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte("bgtap")}, &expr.Verdict{Kind: expr.VerdictDrop}}
+	if got := drop.exprs(); !reflect.DeepEqual(got, want) {
+		t.Errorf("%v: exprs =\n%s\nwant\n%s", drop, dumpExprs(got), dumpExprs(want))
+	}
+	// The bindings read back from such rules are the ones written.
+	tab, err := BridgeRuleset(Config{}, map[string]Binding{"bgtap3": {MAC: "02:AA:BB:CC:DD:EE", IP: guestA}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var k kernelTable
+	for _, r := range tab.Rules {
+		k.rules = append(k.rules, kernelRule{r.Chain, r.exprs(), r.comment()})
+	}
+	if got := k.bindings(); !reflect.DeepEqual(got, map[string]Binding{"bgtap3": {MAC: "02:aa:bb:cc:dd:ee", IP: guestA}}) {
+		t.Errorf("bindings = %v", got)
+	}
+}
+
+// The input chain's DNS rule: destination address, transport protocol and
+// port.
+func TestInputRuleExprs(t *testing.T) {
+	r := Rule{Chain: "input", InIface: "banger0", Dest: netip.MustParseAddr("172.16.0.1"), L4: "udp", DPort: 53, Action: Accept}
+	want := []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifn("banger0")},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{172, 16, 0, 1}},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{17}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0, 53}},
+		&expr.Verdict{Kind: expr.VerdictAccept},
+	}
+	if got := r.exprs(); !reflect.DeepEqual(got, want) {
+		t.Errorf("%v: exprs =\n%s\nwant\n%s", r, dumpExprs(got), dumpExprs(want))
 	}
 }
 

@@ -14,7 +14,32 @@ var (
 // baseChains are the chains of banger's table whatever the guests.
 var baseChains = []Chain{
 	{Name: "forward", Type: "filter", Hook: "forward", Priority: 0, Policy: Accept},
+	{Name: "input", Type: "filter", Hook: "input", Priority: 0, Policy: Accept},
 	{Name: "postrouting", Type: "nat", Hook: "postrouting", Priority: 100, Policy: Accept},
+}
+
+var gw = netip.MustParseAddr("172.16.0.1")
+
+// inputRules are the input chain's rules for the default bridge: guests
+// reach the host's DNS and answers to the host's own connections only.
+var inputRules = []Rule{
+	{Chain: "input", InIface: br, CTState: CTEstablished | CTRelated, Action: Accept},
+	{Chain: "input", InIface: br, Dest: gw, L4: "udp", DPort: 53, Action: Accept},
+	{Chain: "input", InIface: br, Dest: gw, L4: "tcp", DPort: 53, Action: Accept},
+	{Chain: "input", InIface: br, Action: Drop},
+}
+
+func rules(parts ...any) []Rule {
+	var out []Rule
+	for _, p := range parts {
+		switch p := p.(type) {
+		case Rule:
+			out = append(out, p)
+		case []Rule:
+			out = append(out, p...)
+		}
+	}
+	return out
 }
 
 // Expected rules, spelled out. br is the default bridge.
@@ -40,7 +65,7 @@ func mustRuleset(t *testing.T, cfg Config, guests ...netip.Addr) Table {
 
 func TestRulesetNoGuests(t *testing.T) {
 	got := mustRuleset(t, Config{})
-	want := Table{Name: "banger", Chains: baseChains, Rules: []Rule{ruleEstablished, ruleDropOut}}
+	want := Table{Family: "ip", Name: "banger", Chains: baseChains, Rules: rules(ruleEstablished, ruleDropOut, inputRules)}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("Ruleset(no guests) =\n%v\nwant\n%v", got, want)
 	}
@@ -51,7 +76,7 @@ func TestRulesetNoGuests(t *testing.T) {
 
 func TestRulesetOneGuest(t *testing.T) {
 	got := mustRuleset(t, Config{}, guestA)
-	want := Table{Name: "banger", Chains: baseChains, Rules: []Rule{ruleEstablished, ruleFwdA, ruleDropOut, ruleMasqA}}
+	want := Table{Family: "ip", Name: "banger", Chains: baseChains, Rules: rules(ruleEstablished, ruleFwdA, ruleDropOut, inputRules, ruleMasqA)}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("Ruleset(a) =\n%v\nwant\n%v", got, want)
 	}
@@ -60,9 +85,9 @@ func TestRulesetOneGuest(t *testing.T) {
 func TestRulesetTwoGuests(t *testing.T) {
 	// Order and duplicates of the input do not matter; the output is sorted.
 	got := mustRuleset(t, Config{}, guestB, guestA, guestB)
-	want := Table{Name: "banger", Chains: baseChains, Rules: []Rule{
-		ruleEstablished, ruleFwdA, ruleFwdB, ruleDropOut, ruleMasqA, ruleMasqB,
-	}}
+	want := Table{Family: "ip", Name: "banger", Chains: baseChains, Rules: rules(
+		ruleEstablished, ruleFwdA, ruleFwdB, ruleDropOut, inputRules, ruleMasqA, ruleMasqB,
+	)}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("Ruleset(b, a, b) =\n%v\nwant\n%v", got, want)
 	}
@@ -76,6 +101,13 @@ func TestRulesetTwoGuests(t *testing.T) {
 		iifname "banger0" oifname != "banger0" ip saddr 172.16.0.2 accept
 		iifname "banger0" oifname != "banger0" ip saddr 172.16.0.3 accept
 		iifname "banger0" oifname != "banger0" drop
+	}
+	chain input {
+		type filter hook input priority 0; policy accept;
+		iifname "banger0" ct state established,related accept
+		iifname "banger0" ip daddr 172.16.0.1 udp dport 53 accept
+		iifname "banger0" ip daddr 172.16.0.1 tcp dport 53 accept
+		iifname "banger0" drop
 	}
 	chain postrouting {
 		type nat hook postrouting priority 100; policy accept;
@@ -94,10 +126,15 @@ func TestRulesetFollowsConfig(t *testing.T) {
 	g := netip.MustParseAddr("10.7.3.4")
 	// A 4in6 form of the address is the same guest.
 	got := mustRuleset(t, cfg, netip.AddrFrom16(g.As16()))
-	want := Table{Name: "bt", Chains: baseChains, Rules: []Rule{
+	gw := netip.MustParseAddr("10.7.0.1")
+	want := Table{Family: "ip", Name: "bt", Chains: baseChains, Rules: []Rule{
 		{Chain: "forward", CTState: CTEstablished | CTRelated, Action: Accept},
 		{Chain: "forward", InIface: "br-test", NotOutIface: "br-test", Source: g, Action: Accept},
 		{Chain: "forward", InIface: "br-test", NotOutIface: "br-test", Action: Drop},
+		{Chain: "input", InIface: "br-test", CTState: CTEstablished | CTRelated, Action: Accept},
+		{Chain: "input", InIface: "br-test", Dest: gw, L4: "udp", DPort: 53, Action: Accept},
+		{Chain: "input", InIface: "br-test", Dest: gw, L4: "tcp", DPort: 53, Action: Accept},
+		{Chain: "input", InIface: "br-test", Action: Drop},
 		{Chain: "postrouting", NotOutIface: "br-test", Source: g, Action: Masquerade},
 	}}
 	if !reflect.DeepEqual(got, want) {
@@ -124,6 +161,109 @@ func TestCTStateString(t *testing.T) {
 	} {
 		if got := s.String(); got != want {
 			t.Errorf("CTState(%#x).String() = %q, want %q", uint32(s), got, want)
+		}
+	}
+}
+
+// With guest_to_guest = false, guests cannot reach each other routed through
+// the host either: the forward chain drops bridge-to-bridge first.
+func TestRulesetIsolateGuests(t *testing.T) {
+	got := mustRuleset(t, Config{IsolateGuests: true}, guestA)
+	want := Table{Family: "ip", Name: "banger", Chains: baseChains, Rules: rules(
+		Rule{Chain: "forward", InIface: br, OutIface: br, Action: Drop},
+		ruleEstablished, ruleFwdA, ruleDropOut, inputRules, ruleMasqA)}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("Ruleset(isolated) =\n%v\nwant\n%v", got, want)
+	}
+}
+
+var (
+	macA = "02:00:00:00:00:0a"
+	macB = "02:00:00:00:00:0b"
+)
+
+var bridgeChains = []Chain{
+	{Name: "forward", Type: "filter", Hook: "forward", Priority: -200, Policy: Accept},
+	{Name: "prerouting", Type: "filter", Hook: "prerouting", Priority: -200, Policy: Accept},
+}
+
+// Each bound tap may send IPv4 and ARP from its own MAC and address only;
+// everything else from any tap (unbound ones included) is dropped.
+func TestBridgeRuleset(t *testing.T) {
+	got, err := BridgeRuleset(Config{}, map[string]Binding{
+		"bgtap10": {MAC: "02:00:00:00:00:0B", IP: guestB},
+		"bgtap2":  {MAC: macA, IP: guestA},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Table{Family: "bridge", Name: "banger", Chains: bridgeChains, Rules: []Rule{
+		{Chain: "prerouting", InIface: "bgtap2", EtherSrc: macA, Proto: ProtoIP, Source: guestA, Action: Accept},
+		{Chain: "prerouting", InIface: "bgtap2", EtherSrc: macA, Proto: ProtoARP, Source: guestA, Action: Accept},
+		{Chain: "prerouting", InIface: "bgtap10", EtherSrc: macB, Proto: ProtoIP, Source: guestB, Action: Accept},
+		{Chain: "prerouting", InIface: "bgtap10", EtherSrc: macB, Proto: ProtoARP, Source: guestB, Action: Accept},
+		{Chain: "prerouting", InPrefix: "bgtap", Action: Drop},
+	}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("BridgeRuleset =\n%v\nwant\n%v", got, want)
+	}
+	if b := got.Bindings(); !reflect.DeepEqual(b, map[string]Binding{"bgtap2": {macA, guestA}, "bgtap10": {macB, guestB}}) {
+		t.Errorf("Bindings = %v", b)
+	}
+	const text = `table bridge banger {
+	chain forward {
+		type filter hook forward priority -200; policy accept;
+	}
+	chain prerouting {
+		type filter hook prerouting priority -200; policy accept;
+		iifname "bgtap2" ether saddr 02:00:00:00:00:0a ether type ip ip saddr 172.16.0.2 accept
+		iifname "bgtap2" ether saddr 02:00:00:00:00:0a ether type arp arp htype 1 arp ptype ip arp hlen 6 arp plen 4 arp saddr ether 02:00:00:00:00:0a arp saddr ip 172.16.0.2 accept
+		iifname "bgtap10" ether saddr 02:00:00:00:00:0b ether type ip ip saddr 172.16.0.3 accept
+		iifname "bgtap10" ether saddr 02:00:00:00:00:0b ether type arp arp htype 1 arp ptype ip arp hlen 6 arp plen 4 arp saddr ether 02:00:00:00:00:0b arp saddr ip 172.16.0.3 accept
+		iifname "bgtap*" drop
+	}
+}
+`
+	if got.String() != text {
+		t.Errorf("String() =\n%s\nwant\n%s", got, text)
+	}
+	for _, r := range got.Rules {
+		if n := len(r.comment()); n > 255 {
+			t.Errorf("comment of %v is %d bytes: nftables keeps 256 at most", r, n)
+		}
+	}
+
+	// No binding: every tap is mute. Isolated guests: taps do not reach
+	// each other.
+	got, err = BridgeRuleset(Config{IsolateGuests: true}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = Table{Family: "bridge", Name: "banger", Chains: bridgeChains, Rules: []Rule{
+		{Chain: "forward", InPrefix: "bgtap", OutPrefix: "bgtap", Action: Drop},
+		{Chain: "prerouting", InPrefix: "bgtap", Action: Drop},
+	}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("BridgeRuleset(isolated, none) =\n%v\nwant\n%v", got, want)
+	}
+}
+
+func TestBridgeRulesetRejectsBadBindings(t *testing.T) {
+	for name, b := range map[string]map[string]Binding{
+		"not a tap":       {"eth0": {macA, guestA}},
+		"leading zero":    {"bgtap01": {macA, guestA}},
+		"multicast mac":   {"bgtap1": {"03:00:00:00:00:01", guestA}},
+		"zero mac":        {"bgtap1": {"00:00:00:00:00:00", guestA}},
+		"long mac":        {"bgtap1": {"02:00:00:00:00:00:00:01", guestA}},
+		"no mac":          {"bgtap1": {"", guestA}},
+		"gateway":         {"bgtap1": {macA, netip.MustParseAddr("172.16.0.1")}},
+		"outside":         {"bgtap1": {macA, netip.MustParseAddr("10.0.0.2")}},
+		"broadcast":       {"bgtap1": {macA, netip.MustParseAddr("172.16.0.255")}},
+		"no address":      {"bgtap1": {macA, netip.Addr{}}},
+		"one ip two taps": {"bgtap1": {macA, guestA}, "bgtap2": {macB, guestA}},
+	} {
+		if _, err := BridgeRuleset(Config{}, b); err == nil {
+			t.Errorf("%s: BridgeRuleset accepted %v", name, b)
 		}
 	}
 }

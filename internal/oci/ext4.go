@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"banger/internal/fsutil"
+	"banger/internal/hosttools"
 )
 
 // BuildExt4 makes the ext4 file out (labelled "root") from dir, as
@@ -33,11 +34,11 @@ import (
 // through a temporary file next to it and only appears when complete
 // and synced (fsutil.CreateAtomic).
 func BuildExt4(ctx context.Context, dir string, t *Tree, out string, size int64) error {
-	mkfs, err := findTool("mkfs.ext4")
+	mkfs, err := hosttools.Path(hosttools.MkfsExt4)
 	if err != nil {
 		return err
 	}
-	debugfs, err := findTool("debugfs")
+	debugfs, err := hosttools.Path(hosttools.Debugfs)
 	if err != nil {
 		return err
 	}
@@ -99,21 +100,6 @@ func BuildExt4(ctx context.Context, dir string, t *Tree, out string, size int64)
 		return fmt.Errorf("build ext4: %w", err)
 	}
 	return nil
-}
-
-// findTool finds an e2fsprogs binary, also in the sbin directories a
-// normal user's PATH often lacks.
-func findTool(name string) (string, error) {
-	if p, err := exec.LookPath(name); err == nil {
-		return p, nil
-	}
-	for _, d := range []string{"/usr/sbin", "/sbin"} {
-		p := filepath.Join(d, name)
-		if fi, err := os.Stat(p); err == nil && fi.Mode()&0o111 != 0 {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("%s not found: install e2fsprogs", name)
 }
 
 const (
@@ -182,7 +168,7 @@ func runMkfs(ctx context.Context, mkfs, dir, img string, size int64, entries int
 			strings.Contains(msg, "Could not allocate inode") {
 			return fmt.Errorf("mkfs.ext4: the tree does not fit in %d MiB; use a larger size", size/mib)
 		}
-		return fmt.Errorf("mkfs.ext4: %w: %s", err, msg)
+		return hosttools.OutputError("mkfs.ext4", err, []byte(msg))
 	}
 	return nil
 }
@@ -438,7 +424,7 @@ func debugfsRun(ctx context.Context, debugfs, img string, script []byte, work st
 	case ctx.Err() != nil:
 		return nil, fmt.Errorf("debugfs: %w", ctx.Err())
 	case err != nil:
-		return nil, fmt.Errorf("debugfs: %w: %s", err, strings.Join(msgs, "; "))
+		return nil, hosttools.OutputError("debugfs", err, []byte(strings.Join(msgs, "; ")))
 	case len(msgs) > 0:
 		return nil, fmt.Errorf("debugfs: %s", strings.Join(msgs, "; "))
 	}

@@ -21,6 +21,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"banger/internal/hosttools"
 )
 
 var testTime = time.Date(2023, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -159,7 +161,7 @@ func digestOf(t testing.TB, img v1.Image) string {
 func needE2fsprogs(t testing.TB) {
 	t.Helper()
 	for _, tool := range []string{"mkfs.ext4", "debugfs"} {
-		if _, err := findTool(tool); err != nil {
+		if _, err := hosttools.Path(tool); err != nil {
 			t.Skipf("%s not available", tool)
 		}
 	}
@@ -168,7 +170,7 @@ func needE2fsprogs(t testing.TB) {
 // debugfsR runs one read-only debugfs command against img.
 func debugfsR(t testing.TB, img, cmd string) string {
 	t.Helper()
-	bin, err := findTool("debugfs")
+	bin, err := hosttools.Path(hosttools.Debugfs)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,7 +30,10 @@ type Layout struct {
 // FromEnv resolves the layout from the environment, with the XDG defaults
 // when a variable is unset. Without XDG_RUNTIME_DIR it uses
 // /run/user/UID when that exists and /tmp/banger-UID otherwise.
-func FromEnv() (Layout, error) {
+func FromEnv() (Layout, error) { return fromEnv(InstallMetadataFile) }
+
+// fromEnv is FromEnv reading the install metadata from metadataFile.
+func fromEnv(metadataFile string) (Layout, error) {
 	home, _ := os.UserHomeDir()
 	base := func(env, def string) (string, error) {
 		if v := os.Getenv(env); v != "" {
@@ -68,7 +71,7 @@ func FromEnv() (Layout, error) {
 		return l, nil
 	}
 	uid := os.Getuid()
-	if dir := installedRuntimeDir(InstallMetadataFile, uid); dir != "" {
+	if dir := installedRuntimeDir(metadataFile, uid); dir != "" {
 		l.Runtime, l.RuntimeManaged = dir, true
 		return l, nil
 	}

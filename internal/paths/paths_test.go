@@ -1,17 +1,27 @@
 package paths
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"banger/internal/testenv"
 )
 
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// noMetadata is an install metadata file that does not exist: the
+// machine's own /etc/banger/install.json must not decide a test.
+func noMetadata(t *testing.T) string { return filepath.Join(t.TempDir(), "install.json") }
+
 func TestFromEnvXDG(t *testing.T) {
+	testenv.Isolate(t)
 	t.Setenv("XDG_STATE_HOME", "/s")
 	t.Setenv("XDG_CONFIG_HOME", "/c")
 	t.Setenv("XDG_RUNTIME_DIR", "/r")
 	t.Setenv("BANGER_RUNTIME_DIR", "")
-	l, err := FromEnv()
+	l, err := fromEnv(noMetadata(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -23,7 +33,26 @@ func TestFromEnvXDG(t *testing.T) {
 	}
 }
 
+// Without the XDG variables the layout is under HOME.
+func TestFromEnvHome(t *testing.T) {
+	d := testenv.Isolate(t)
+	t.Setenv("XDG_STATE_HOME", "")
+	t.Setenv("XDG_CONFIG_HOME", "")
+	l, err := fromEnv(noMetadata(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.State != filepath.Join(d.Home, ".local/state/banger") || l.Config != filepath.Join(d.Home, ".config/banger") {
+		t.Errorf("layout %+v, want under %s", l, d.Home)
+	}
+	t.Setenv("XDG_STATE_HOME", "relative")
+	if _, err := fromEnv(noMetadata(t)); err == nil {
+		t.Error("relative XDG_STATE_HOME accepted")
+	}
+}
+
 func TestFromEnvServiceRuntimeDir(t *testing.T) {
+	testenv.Isolate(t)
 	t.Setenv("XDG_STATE_HOME", "/s")
 	t.Setenv("XDG_CONFIG_HOME", "/c")
 	t.Setenv("BANGER_RUNTIME_DIR", "/run/bangerd")
@@ -37,6 +66,19 @@ func TestFromEnvServiceRuntimeDir(t *testing.T) {
 	t.Setenv("BANGER_RUNTIME_DIR", "relative")
 	if _, err := FromEnv(); err == nil {
 		t.Error("relative BANGER_RUNTIME_DIR accepted")
+	}
+}
+
+// The installed service's runtime directory wins over XDG_RUNTIME_DIR
+// for its owner.
+func TestFromEnvInstalledService(t *testing.T) {
+	testenv.Isolate(t)
+	t.Setenv("BANGER_RUNTIME_DIR", "")
+	t.Setenv("XDG_RUNTIME_DIR", "/r")
+	f := noMetadata(t)
+	os.WriteFile(f, []byte(fmt.Sprintf(`{"owner":"alice","uid":%d,"runtime_dir":"/run/bangerd"}`, os.Getuid())), 0o644)
+	if l, err := fromEnv(f); err != nil || l.Runtime != "/run/bangerd" {
+		t.Errorf("runtime %+v %v, want the service's", l, err)
 	}
 }
 

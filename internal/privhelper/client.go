@@ -53,8 +53,8 @@ func (c *Client) EnsureBridge(ctx context.Context) error {
 
 // AcquireTap implements network.Host. The tap is owned by the helper's tap
 // owner (normally the daemon's uid), so an unprivileged QEMU can open it.
-func (c *Client) AcquireTap(ctx context.Context) (string, error) {
-	resp, err := c.call(ctx, request{Op: OpAcquireTap})
+func (c *Client) AcquireTap(ctx context.Context, b network.Binding) (string, error) {
+	resp, err := c.call(ctx, request{Op: OpAcquireTap, Binding: &b})
 	if err != nil {
 		return "", err
 	}

@@ -26,17 +26,17 @@ func TestClientRoundTrip(t *testing.T) {
 	c := ts.client
 	ctx := context.Background()
 
-	if _, err := c.AcquireTap(ctx); !errors.Is(err, network.ErrNoBridge) {
+	if _, err := c.AcquireTap(ctx, tb()); !errors.Is(err, network.ErrNoBridge) {
 		t.Fatalf("AcquireTap before EnsureBridge: %v, want ErrNoBridge", err)
 	}
 	if err := c.EnsureBridge(ctx); err != nil {
 		t.Fatal(err)
 	}
-	a, err := c.AcquireTap(ctx)
+	a, err := c.AcquireTap(ctx, tb())
 	if err != nil || a != "bgtap0" {
 		t.Fatalf("AcquireTap = %q, %v", a, err)
 	}
-	b, err := c.AcquireTap(ctx)
+	b, err := c.AcquireTap(ctx, tb())
 	if err != nil || b != "bgtap1" {
 		t.Fatalf("AcquireTap = %q, %v", b, err)
 	}
@@ -87,7 +87,8 @@ func TestClientRoundTrip(t *testing.T) {
 // TestClientConfig: the helper reports its network configuration, which
 // the daemon adopts.
 func TestClientConfig(t *testing.T) {
-	cfg := network.Config{Bridge: "br-test", CIDR: netip.MustParsePrefix("10.20.30.1/24"), TapPrefix: "vt", TapPoolSize: -1, TapOwner: 1234, Table: "bt"}
+	cfg := network.Config{Bridge: "br-test", CIDR: netip.MustParsePrefix("10.20.30.1/24"), TapPrefix: "vt", TapPoolSize: -1, TapOwner: 1234, Table: "bt",
+		IsolateGuests: true, MaxTaps: 300, ForwardRecord: "/run/banger/ip_forward"}
 	ts := startServer(t, "", Options{Host: network.NewFake(cfg), Config: cfg, AllowUID: os.Getuid()})
 	got, err := ts.client.Config(context.Background())
 	if err != nil {
@@ -139,6 +140,7 @@ func TestWireStateCarriesEveryField(t *testing.T) {
 		Bridge: "b", BridgeExists: true, BridgeUp: true, BridgeAddrs: []netip.Prefix{netip.MustParsePrefix("172.16.0.1/24")},
 		Forwarding: true, Pool: []string{"bgtap1"}, InUse: []string{"bgtap0"}, Unknown: []string{"bgtap5"}, Missing: []string{"bgtap9"},
 		PoolError: "e", Table: true, NATGuests: []netip.Addr{guestA}, RulesInSync: true,
+		Bindings: map[string]network.Binding{"bgtap0": {MAC: "02:00:00:00:00:01", IP: guestA}},
 	}
 	v := reflect.ValueOf(st)
 	for i := range v.NumField() {
@@ -154,5 +156,31 @@ func TestWireStateCarriesEveryField(t *testing.T) {
 	}
 	if n, m := reflect.TypeOf(wireConfig{}).NumField(), reflect.TypeOf(network.Config{}).NumField(); n != m {
 		t.Fatalf("wireConfig has %d fields, network.Config %d", n, m)
+	}
+}
+
+// TestClientTapLimit: the helper's tap limits reach the daemon as
+// network.ErrTapLimit, and a refused acquire_tap creates no tap.
+func TestClientTapLimit(t *testing.T) {
+	ts, fake := fakeServer(t)
+	ctx := context.Background()
+	if err := ts.client.EnsureBridge(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	for ; n < 100; n++ {
+		if _, err := ts.client.AcquireTap(ctx, tb()); err != nil {
+			if !errors.Is(err, network.ErrTapLimit) {
+				t.Fatalf("AcquireTap %d: %v, want ErrTapLimit", n, err)
+			}
+			break
+		}
+	}
+	if n == 100 {
+		t.Fatal("the helper handed out 100 taps that no VMM opened")
+	}
+	st, err := fake.State(ctx)
+	if err != nil || len(st.InUse) != n {
+		t.Fatalf("State = %+v, %v; want %d taps in use", st, err, n)
 	}
 }

@@ -68,7 +68,7 @@ func childMain(sock string) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	res := childResult{UID: os.Getuid()}
-	tap, err := NewClient(sock).AcquireTap(ctx)
+	tap, err := NewClient(sock).AcquireTap(ctx, tb())
 	res.Tap = tap
 	if err != nil {
 		res.Err = err.Error()

@@ -20,7 +20,7 @@
 //
 //	op             request fields     response fields
 //	ensure_bridge  -                  -
-//	acquire_tap    -                  tap
+//	acquire_tap    binding (required) tap
 //	release_tap    tap                -
 //	set_nat        guests (required)  -
 //	state          -                  state, config
@@ -35,8 +35,12 @@
 // (SO_PEERCRED): only the allowed uid (the daemon's owner) and root may call;
 // anyone else gets a forbidden error and the refusal is logged. Arguments are
 // validated again on the server: a tap name must have the configured prefix
-// and a decimal index, NAT guests must be guest addresses of the bridge
-// subnet.
+// and a decimal index, NAT guests and a binding's address must be guest
+// addresses of the bridge subnet and a binding's MAC a unicast Ethernet
+// address. A tap is bound ({"mac":…,"ip":…}) when it is handed out: from then
+// on it may send only from that MAC and address (network.BridgeRuleset).
+// The helper hands out at most a bounded number of taps that no VMM has
+// opened yet, and keeps at most network.Config.MaxTaps taps in all.
 //
 // Closing the connection, or only its write side, before the response
 // arrives cancels the operation (release_tap still completes, as
@@ -59,6 +63,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"strings"
 
 	"banger/internal/network"
@@ -70,6 +75,14 @@ const ProtocolVersion = 1
 
 // DefaultSocket is where banger-helper listens unless told otherwise.
 const DefaultSocket = "/run/banger/helper.sock"
+
+// ForwardRecord is where a helper listening on socket records the value
+// net.ipv4.ip_forward had before it first turned forwarding on (next to the
+// socket, in /run: forwarding resets at boot too), and where `banger system
+// uninstall` finds it to restore.
+func ForwardRecord(socket string) string {
+	return filepath.Join(filepath.Dir(socket), "ip_forward.before")
+}
 
 // Operation names: the complete allow-list.
 const (
@@ -109,6 +122,8 @@ const (
 	CodeNoBridge = "no_bridge"
 	// CodeNotTap: network.ErrNotTap.
 	CodeNotTap = "not_tap"
+	// CodeTapLimit: network.ErrTapLimit.
+	CodeTapLimit = "tap_limit"
 	// CodeFailed: the operation itself failed.
 	CodeFailed = "failed"
 )
@@ -156,6 +171,8 @@ func (e *Error) Unwrap() error {
 		return network.ErrNoBridge
 	case CodeNotTap:
 		return network.ErrNotTap
+	case CodeTapLimit:
+		return network.ErrTapLimit
 	}
 	return nil
 }
@@ -167,6 +184,8 @@ type request struct {
 	Op      string `json:"op"`
 	// Tap is release_tap's tap name.
 	Tap string `json:"tap,omitempty"`
+	// Binding is acquire_tap's MAC and address the tap may send from.
+	Binding *network.Binding `json:"binding,omitempty"`
 	// Guests is set_nat's complete set of NAT guests; required for
 	// set_nat (an empty list clears NAT), so a pointer: absent and empty
 	// differ.
@@ -211,10 +230,16 @@ type wireConfig struct {
 	TapPoolSize int          `json:"tap_pool_size"`
 	TapOwner    int          `json:"tap_owner"`
 	Table       string       `json:"table"`
+	// IsolateGuests is network.Config.IsolateGuests (guest_to_guest =
+	// false).
+	IsolateGuests bool   `json:"isolate_guests,omitempty"`
+	MaxTaps       int    `json:"max_taps,omitempty"`
+	ForwardRecord string `json:"forward_record,omitempty"`
 }
 
 func toWireConfig(c network.Config) *wireConfig {
-	return &wireConfig{Bridge: c.Bridge, CIDR: c.CIDR, TapPrefix: c.TapPrefix, TapPoolSize: c.TapPoolSize, TapOwner: c.TapOwner, Table: c.Table}
+	return &wireConfig{Bridge: c.Bridge, CIDR: c.CIDR, TapPrefix: c.TapPrefix, TapPoolSize: c.TapPoolSize, TapOwner: c.TapOwner, Table: c.Table,
+		IsolateGuests: c.IsolateGuests, MaxTaps: c.MaxTaps, ForwardRecord: c.ForwardRecord}
 }
 
 // config converts back. TapPoolSize 0 on the wire means an empty pool (the
@@ -225,31 +250,33 @@ func (w *wireConfig) config() network.Config {
 	if pool == 0 {
 		pool = -1
 	}
-	return network.Config{Bridge: w.Bridge, CIDR: w.CIDR, TapPrefix: w.TapPrefix, TapPoolSize: pool, TapOwner: w.TapOwner, Table: w.Table}
+	return network.Config{Bridge: w.Bridge, CIDR: w.CIDR, TapPrefix: w.TapPrefix, TapPoolSize: pool, TapOwner: w.TapOwner, Table: w.Table,
+		IsolateGuests: w.IsolateGuests, MaxTaps: w.MaxTaps, ForwardRecord: w.ForwardRecord}
 }
 
 // wireState is network.State with stable JSON names.
 type wireState struct {
-	Bridge       string         `json:"bridge"`
-	BridgeExists bool           `json:"bridge_exists"`
-	BridgeUp     bool           `json:"bridge_up"`
-	BridgeAddrs  []netip.Prefix `json:"bridge_addrs,omitempty"`
-	Forwarding   bool           `json:"forwarding"`
-	Pool         []string       `json:"pool,omitempty"`
-	InUse        []string       `json:"in_use,omitempty"`
-	Unknown      []string       `json:"unknown,omitempty"`
-	Missing      []string       `json:"missing,omitempty"`
-	PoolError    string         `json:"pool_error,omitempty"`
-	Table        bool           `json:"table"`
-	NATGuests    []netip.Addr   `json:"nat_guests,omitempty"`
-	RulesInSync  bool           `json:"rules_in_sync"`
+	Bridge       string                     `json:"bridge"`
+	BridgeExists bool                       `json:"bridge_exists"`
+	BridgeUp     bool                       `json:"bridge_up"`
+	BridgeAddrs  []netip.Prefix             `json:"bridge_addrs,omitempty"`
+	Forwarding   bool                       `json:"forwarding"`
+	Pool         []string                   `json:"pool,omitempty"`
+	InUse        []string                   `json:"in_use,omitempty"`
+	Unknown      []string                   `json:"unknown,omitempty"`
+	Missing      []string                   `json:"missing,omitempty"`
+	PoolError    string                     `json:"pool_error,omitempty"`
+	Table        bool                       `json:"table"`
+	Bindings     map[string]network.Binding `json:"bindings,omitempty"`
+	NATGuests    []netip.Addr               `json:"nat_guests,omitempty"`
+	RulesInSync  bool                       `json:"rules_in_sync"`
 }
 
 func toWireState(s network.State) *wireState {
 	return &wireState{
 		Bridge: s.Bridge, BridgeExists: s.BridgeExists, BridgeUp: s.BridgeUp, BridgeAddrs: s.BridgeAddrs,
 		Forwarding: s.Forwarding, Pool: s.Pool, InUse: s.InUse, Unknown: s.Unknown, Missing: s.Missing,
-		PoolError: s.PoolError, Table: s.Table, NATGuests: s.NATGuests, RulesInSync: s.RulesInSync,
+		PoolError: s.PoolError, Table: s.Table, Bindings: s.Bindings, NATGuests: s.NATGuests, RulesInSync: s.RulesInSync,
 	}
 }
 
@@ -257,7 +284,7 @@ func (w *wireState) state() network.State {
 	return network.State{
 		Bridge: w.Bridge, BridgeExists: w.BridgeExists, BridgeUp: w.BridgeUp, BridgeAddrs: w.BridgeAddrs,
 		Forwarding: w.Forwarding, Pool: w.Pool, InUse: w.InUse, Unknown: w.Unknown, Missing: w.Missing,
-		PoolError: w.PoolError, Table: w.Table, NATGuests: w.NATGuests, RulesInSync: w.RulesInSync,
+		PoolError: w.PoolError, Table: w.Table, Bindings: w.Bindings, NATGuests: w.NATGuests, RulesInSync: w.RulesInSync,
 	}
 }
 

@@ -200,6 +200,8 @@ func codeOf(err error) string {
 		return CodeNoBridge
 	case errors.Is(err, network.ErrNotTap):
 		return CodeNotTap
+	case errors.Is(err, network.ErrTapLimit):
+		return CodeTapLimit
 	}
 	return CodeFailed
 }
@@ -363,7 +365,21 @@ func (s *Server) validate(req *request) error {
 	if req.Op != OpSetNAT && req.Guests != nil {
 		return coded(CodeBadRequest, "%s takes no guests", req.Op)
 	}
+	if req.Op != OpAcquireTap && req.Binding != nil {
+		return coded(CodeBadRequest, "%s takes no binding", req.Op)
+	}
 	switch req.Op {
+	case OpAcquireTap:
+		if req.Binding == nil {
+			return coded(CodeBadRequest, "acquire_tap needs a binding (the mac and ip the tap may send from)")
+		}
+		hw, err := net.ParseMAC(req.Binding.MAC)
+		if err != nil || len(hw) != 6 || hw[0]&1 != 0 {
+			return coded(CodeBadRequest, "acquire tap: mac %q is not a unicast Ethernet address", truncate(req.Binding.MAC))
+		}
+		if !validGuest(s.cfg.CIDR, req.Binding.IP.Unmap()) {
+			return coded(CodeBadRequest, "acquire tap: %s is not a guest address of %s", req.Binding.IP, s.cfg.CIDR.Masked())
+		}
 	case OpReleaseTap:
 		if !validTap(s.cfg.TapPrefix, req.Tap) {
 			return &codedError{code: CodeNotTap, err: fmt.Errorf("release tap %q: %w (want %s<N>)", truncate(req.Tap), network.ErrNotTap, s.cfg.TapPrefix)}
@@ -392,7 +408,7 @@ func (s *Server) do(ctx context.Context, req *request) (*response, []int, error)
 	case OpEnsureBridge:
 		err = s.host.EnsureBridge(ctx)
 	case OpAcquireTap:
-		resp.Tap, err = s.host.AcquireTap(ctx)
+		resp.Tap, err = s.host.AcquireTap(ctx, *req.Binding)
 	case OpReleaseTap:
 		err = s.host.ReleaseTap(ctx, req.Tap)
 	case OpSetNAT:

@@ -54,6 +54,12 @@ func TestMalformedRequests(t *testing.T) {
 		{`{"v":1,"op":"state","cmd":"rm -rf /"}`, CodeBadRequest},
 		{`{"v":1,"op":"ensure_bridge","tap":"bgtap0"}`, CodeBadRequest},
 		{`{"v":1,"op":"acquire_tap","guests":[]}`, CodeBadRequest},
+		{`{"v":1,"op":"acquire_tap"}`, CodeBadRequest},
+		{`{"v":1,"op":"acquire_tap","binding":{"mac":"01:00:5e:00:00:01","ip":"172.16.0.2"}}`, CodeBadRequest},
+		{`{"v":1,"op":"acquire_tap","binding":{"mac":"02:00:00:00:00:01","ip":"172.16.0.1"}}`, CodeBadRequest},
+		{`{"v":1,"op":"acquire_tap","binding":{"mac":"02:00:00:00:00:01","ip":"10.0.0.2"}}`, CodeBadRequest},
+		{`{"v":1,"op":"acquire_tap","binding":{"mac":"not a mac","ip":"172.16.0.2"}}`, CodeBadRequest},
+		{`{"v":1,"op":"release_tap","tap":"bgtap0","binding":{"mac":"02:00:00:00:00:01","ip":"172.16.0.2"}}`, CodeBadRequest},
 		{`{"v":1,"op":"release_tap","tap":"bgtap0","guests":["172.16.0.2"]}`, CodeBadRequest},
 		{`{"v":1,"op":"set_nat"}`, CodeBadRequest},
 		{`{"v":1,"op":"set_nat","guests":null}`, CodeBadRequest},
@@ -222,14 +228,14 @@ func newBlockingHost() *blockingHost {
 	return &blockingHost{Fake: f, entered: make(chan struct{}), release: make(chan struct{}), ctxErr: make(chan error, 1)}
 }
 
-func (h *blockingHost) AcquireTap(ctx context.Context) (string, error) {
+func (h *blockingHost) AcquireTap(ctx context.Context, b network.Binding) (string, error) {
 	h.once.Do(func() { close(h.entered) })
 	select {
 	case <-ctx.Done():
 	case <-h.release:
 	}
 	h.ctxErr <- ctx.Err()
-	return h.Fake.AcquireTap(context.Background())
+	return h.Fake.AcquireTap(context.Background(), b)
 }
 
 // TestClientGoneCancelsAndReleases: a client that cancels cancels the
@@ -241,7 +247,7 @@ func TestClientGoneCancelsAndReleases(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() {
-		_, err := ts.client.AcquireTap(ctx)
+		_, err := ts.client.AcquireTap(ctx, tb())
 		errc <- err
 	}()
 	<-h.entered
@@ -280,7 +286,7 @@ func TestClientVanishedReleases(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := conn.Write([]byte(`{"v":1,"op":"acquire_tap"}` + "\n")); err != nil {
+	if _, err := conn.Write([]byte(`{"v":1,"op":"acquire_tap","binding":{"mac":"02:00:00:00:00:01","ip":"172.16.0.2"}}` + "\n")); err != nil {
 		t.Fatal(err)
 	}
 	<-h.entered
@@ -305,7 +311,7 @@ func TestShutdownWaitsForRequests(t *testing.T) {
 	}
 	res := make(chan result, 1)
 	go func() {
-		tap, err := ts.client.AcquireTap(context.Background())
+		tap, err := ts.client.AcquireTap(context.Background(), tb())
 		res <- result{tap, err}
 	}()
 	<-h.entered

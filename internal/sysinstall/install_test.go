@@ -97,6 +97,42 @@ func TestPlanInstall(t *testing.T) {
 	}
 }
 
+// The plan shown before sudo (and by --dry-run) holds the full text of
+// every file it generates, exactly as installed: what will run as root can
+// be read before it does. The copied binaries are named, not dumped.
+func TestPlanInstallDescribeShowsGeneratedFiles(t *testing.T) {
+	e := newEnv(t)
+	p := planInstall(t, e)
+	var b bytes.Buffer
+	p.Describe(&b)
+	out := b.String()
+	if err := Apply(context.Background(), p, e.opts); err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"/etc/systemd/system/banger-helper.service", "/etc/systemd/system/bangerd.service", "/etc/banger/install.json"} {
+		installed, err := os.ReadFile(filepath.Join(e.root, path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if block := "==> " + path + " <==\n" + string(installed); !strings.Contains(out, block) {
+			t.Errorf("the plan does not show %s as installed:\n%s", path, installed)
+		}
+	}
+	for _, s := range []string{"ExecStart=/usr/local/bin/banger-helper --socket", "CapabilityBoundingSet=CAP_NET_ADMIN", "User=alice", `"owner": "alice"`} {
+		if !strings.Contains(out, s) {
+			t.Errorf("the plan lacks %q", s)
+		}
+	}
+	for _, bin := range binaries() {
+		if strings.Contains(out, "echo "+bin+"\n") || strings.Contains(out, "==> /usr/local/bin/"+bin) {
+			t.Errorf("the plan dumps the binary %s", bin)
+		}
+	}
+	if t.Failed() {
+		t.Log(out)
+	}
+}
+
 func TestPlanInstallChecksBinaries(t *testing.T) {
 	e := newEnv(t)
 	os.Remove(filepath.Join(e.src, "bangerd"))
@@ -135,6 +171,27 @@ func TestPlanInstallHelperNetworkFromOwnerConfig(t *testing.T) {
 		write(t, cfg, bad, 0o644)
 		if _, err := PlanInstall(e.opts); err == nil || !strings.Contains(err.Error(), "owner's config") {
 			t.Errorf("config %q: want a refusal naming the owner's config, got %v", bad, err)
+		}
+	}
+}
+
+// The services never see the installing shell's BANGER_* overrides, so
+// the plan does not read them either: one the config would refuse (a
+// developer's BANGER_ACCEL, sudo -E) neither stops the install nor
+// changes the units.
+func TestPlanInstallIgnoresCallerEnvironment(t *testing.T) {
+	e := newEnv(t)
+	clean := planInstall(t, e)
+	for _, k := range []string{"BANGER_ACCEL", "BANGER_ENGINE", "BANGER_NETWORK", "BANGER_QEMU", "BANGER_HELPER_SOCKET", "BANGER_CATALOG", "BANGER_RUNTIME_DIR"} {
+		t.Setenv(k, "polluted")
+	}
+	p, err := PlanInstall(e.opts)
+	if err != nil {
+		t.Fatalf("the caller's BANGER_* variables stopped the install: %v", err)
+	}
+	for i, f := range p.Files {
+		if !bytes.Equal(f.Content, clean.Files[i].Content) {
+			t.Errorf("%s changed with the caller's environment:\n%s", f.Path, f.Content)
 		}
 	}
 }

@@ -101,8 +101,10 @@ func PlanInstall(o Options) (*Plan, error) {
 			return nil, fmt.Errorf("plan install: %w", err)
 		}
 	}
-	// The helper serves the network the owner's config describes.
-	cfg, err := config.Load(filepath.Join(o.Root, owner.ConfigDir(), "config.toml"))
+	// The helper serves the network the owner's config describes: the
+	// file, not the installing shell's BANGER_* overrides, which the
+	// services never see.
+	cfg, err := config.LoadFile(filepath.Join(o.Root, owner.ConfigDir(), "config.toml"))
 	if err != nil {
 		return nil, fmt.Errorf("plan install: the owner's config: %w", err)
 	}
@@ -425,7 +427,7 @@ func PlanUninstall(o Options, purge bool) (*Plan, error) {
 		p.Explanation = append(p.Explanation, kept+", and banger's state (~/.local/state/banger: images, VM disks), which purge removes.")
 	}
 	p.Explanation = append(p.Explanation,
-		"The network the helper set up (the bridge, its bgtap taps and the nftables table \"ip banger\") is removed afterwards when no VM runs; with VMs left running it stays for them.",
+		"The network the helper set up (the bridge, its bgtap taps and the nftables tables \"ip banger\" and \"bridge banger\") is removed afterwards when no VM runs, and net.ipv4.ip_forward gets back the value it had before the helper turned it on; with VMs left running it all stays for them.",
 		"Root is needed to stop the services and to remove files from the system directories.")
 	return p, nil
 }
@@ -456,7 +458,8 @@ func checkProtected(removals []PlannedRemoval, owner Account) error {
 }
 
 // Describe writes the plan in plain words: what it does and why, every
-// directory, file and command, and why root is needed.
+// directory, file and command, the full text of every file it generates
+// (the units root will run, the metadata), and why root is needed.
 func (p *Plan) Describe(w io.Writer) {
 	title := map[string]string{
 		KindInstall:   "Install banger as system services",
@@ -517,6 +520,7 @@ func (p *Plan) Describe(w io.Writer) {
 		}
 	}
 	cmds("Then it runs:", p.Commands)
+	p.describeContents(w)
 	if p.Empty() {
 		return
 	}
@@ -528,5 +532,26 @@ func (p *Plan) Describe(w io.Writer) {
 	}
 	if p.NeedsRoot {
 		fmt.Fprintf(w, "This needs root (run it with sudo).\n")
+	}
+}
+
+// describeContents writes the full text of every file the plan generates
+// (not the binaries it copies), so that what will run as root can be read
+// before it is installed.
+func (p *Plan) describeContents(w io.Writer) {
+	first := true
+	for _, f := range p.Files {
+		if f.Source != "" {
+			continue
+		}
+		if first {
+			fmt.Fprintf(w, "\nThe files it generates, in full (the binaries are copied as they are):\n")
+			first = false
+		}
+		fmt.Fprintf(w, "\n==> %s <==\n", f.Path)
+		w.Write(f.Content)
+		if len(f.Content) > 0 && f.Content[len(f.Content)-1] != '\n' {
+			fmt.Fprintln(w)
+		}
 	}
 }

@@ -9,9 +9,10 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
+
+	"banger/internal/hosttools"
 )
 
 // Systemctl runs systemctl commands. HostSystemctl is the real one; tests
@@ -50,9 +51,12 @@ func (s HostSystemctl) Output(ctx context.Context, args ...string) ([]byte, erro
 	}
 	bin := s.Binary
 	if bin == "" {
-		bin = "systemctl"
+		bin = hosttools.Systemctl
 	}
-	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd, err := hosttools.Command(ctx, bin, args...)
+	if err != nil {
+		return nil, err
+	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

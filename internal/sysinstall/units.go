@@ -33,6 +33,8 @@ type Metadata struct {
 	Bridge  string `json:"bridge"`
 	CIDR    string `json:"cidr"`
 	TapPool int    `json:"tap_pool"`
+	// IsolateGuests is guest_to_guest = false.
+	IsolateGuests bool `json:"isolate_guests,omitempty"`
 }
 
 // DaemonSocket is the daemon's API socket.
@@ -50,7 +52,7 @@ func newMetadata(o Options, a Account, cfg config.Config) Metadata {
 		BinDir: o.BinDir, RuntimeDir: DaemonRuntimeDir, HelperSocket: HelperSocket,
 		StateDir: a.StateDir(), ConfigDir: a.ConfigDir(),
 		Version: o.Version, InstalledAt: o.Now().UTC().Truncate(time.Second),
-		Bridge: cfg.BridgeName, CIDR: cfg.BridgeCIDR, TapPool: cfg.TapPoolSize,
+		Bridge: cfg.BridgeName, CIDR: cfg.BridgeCIDR, TapPool: cfg.TapPoolSize, IsolateGuests: !cfg.GuestToGuest,
 	}
 }
 
@@ -161,7 +163,7 @@ After=network.target
 [Service]
 # Type=notify: active only once the socket answers (sd_notify READY=1).
 Type=notify
-ExecStart=%[2]s --socket %[3]s --allow-uid %[4]d --bridge %[7]s --cidr %[8]s --tap-pool %[9]d
+ExecStart=%[2]s --socket %[3]s --allow-uid %[4]d --bridge %[7]s --cidr %[8]s --tap-pool %[9]d%[10]s
 Restart=on-failure
 RestartSec=2s
 TimeoutStopSec=30
@@ -205,8 +207,17 @@ SystemCallErrorNumber=EPERM
 [Install]
 WantedBy=multi-user.target
 `, m.Owner, filepath.Join(m.BinDir, "banger-helper"), m.HelperSocket, m.UID,
-		filepath.Dir(m.HelperSocket), filepath.Base(filepath.Dir(m.HelperSocket)), m.Bridge, m.CIDR, m.TapPool)
+		filepath.Dir(m.HelperSocket), filepath.Base(filepath.Dir(m.HelperSocket)), m.Bridge, m.CIDR, m.TapPool, isolateFlag(m))
 	return b.Bytes()
+}
+
+// isolateFlag is the helper's --isolate-guests when the owner's config
+// says guest_to_guest = false.
+func isolateFlag(m Metadata) string {
+	if m.IsolateGuests {
+		return " --isolate-guests"
+	}
+	return ""
 }
 
 func renderDaemon(m Metadata, kvm bool) []byte {

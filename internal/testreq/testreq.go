@@ -7,9 +7,10 @@ package testreq
 
 import (
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
+
+	"banger/internal/hosttools"
 )
 
 // StrictEnv is the variable that turns Require's skips into failures.
@@ -31,13 +32,14 @@ func Require(t testing.TB, ok bool, why string) {
 	t.Skipf("skipping: %s (with %s=1 this fails)", why, StrictEnv)
 }
 
-// RequireTools requires each tool on $PATH and returns their paths in
-// order. hint says how to install them.
+// RequireTools requires each tool, found as banger finds it
+// (hosttools.Path: $PATH, then the sbin directories), and returns their
+// paths in order. hint says how to install them.
 func RequireTools(t testing.TB, hint string, tools ...string) []string {
 	t.Helper()
 	var paths, missing []string
 	for _, tool := range tools {
-		p, err := exec.LookPath(tool)
+		p, err := hosttools.Path(tool)
 		if err != nil {
 			missing = append(missing, tool)
 			continue

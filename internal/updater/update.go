@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"banger/internal/fsutil"
+	"banger/internal/hosttools"
 )
 
 // Stage names a step of Update or Rollback for progress reports.
@@ -524,7 +525,7 @@ func RunVersion(ctx context.Context, path string) (string, error) {
 	defer cancel()
 	out, err := exec.CommandContext(ctx, path, "--version").CombinedOutput()
 	if err != nil {
-		return "", fmt.Errorf("%s --version: %w: %s", path, err, firstLine(string(out)))
+		return "", hosttools.OutputError(path+" --version", err, []byte(firstLine(string(out))))
 	}
 	return string(out), nil
 }

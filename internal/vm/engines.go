@@ -3,12 +3,12 @@ package vm
 import (
 	"context"
 	"fmt"
-	"os/exec"
 	"path/filepath"
 	"strings"
 
 	"banger/internal/api"
 	"banger/internal/engine"
+	"banger/internal/hosttools"
 	"banger/internal/model"
 )
 
@@ -77,8 +77,8 @@ func (m *Manager) resolveEngine(requested, network string) (string, error) {
 		if network == NetUser {
 			return "", api.Errorf(api.CodeBadRequest, "firecracker has no user-mode networking: use --network bridge (as root) or --network none")
 		}
-		if _, err := exec.LookPath(m.cfg.FirecrackerBin); err != nil {
-			return "", api.Errorf(api.CodeBadRequest, "engine firecracker: %s not found (set firecracker_bin); `banger doctor` says more", m.cfg.FirecrackerBin)
+		if _, err := hosttools.Path(m.cfg.FirecrackerBin); err != nil {
+			return "", api.Errorf(api.CodeBadRequest, "engine firecracker: %v; set firecracker_bin if it is installed elsewhere (`banger doctor` says more)", err)
 		}
 		return EngineFirecracker, nil
 	}

@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -24,6 +23,7 @@ import (
 	"banger/internal/api"
 	"banger/internal/config"
 	"banger/internal/engine"
+	"banger/internal/hosttools"
 	"banger/internal/model"
 	"banger/internal/paths"
 	"banger/internal/store"
@@ -324,9 +324,9 @@ func (m *Manager) makeDisks(ctx context.Context, vm *model.VM, img *model.Image)
 		}
 		vm.DiskClone = method
 	} else {
-		if out, err := exec.CommandContext(ctx, "qemu-img", "create", "-q", "-f", "qcow2",
-			"-b", img.Rootfs, "-F", "raw", root).CombinedOutput(); err != nil {
-			return fmt.Errorf("create root overlay: %v: %s", err, strings.TrimSpace(string(out)))
+		if _, err := hosttools.Run(ctx, hosttools.QEMUImg, "create", "-q", "-f", "qcow2",
+			"-b", img.Rootfs, "-F", "raw", root); err != nil {
+			return fmt.Errorf("create root overlay: %w", err)
 		}
 		vm.DiskClone = "qcow2-overlay"
 	}
@@ -343,9 +343,9 @@ func (m *Manager) makeDisks(ctx context.Context, vm *model.VM, img *model.Image)
 	if err != nil {
 		return fmt.Errorf("size work disk: %w", err)
 	}
-	if out, err := exec.CommandContext(ctx, "mkfs.ext4", "-q", "-F", "-L", "work",
-		"-E", "lazy_itable_init=1,lazy_journal_init=1", work).CombinedOutput(); err != nil {
-		return fmt.Errorf("format work disk: %v: %s", err, strings.TrimSpace(string(out)))
+	if _, err := hosttools.Run(ctx, hosttools.MkfsExt4, "-q", "-F", "-L", "work",
+		"-E", "lazy_itable_init=1,lazy_journal_init=1", work); err != nil {
+		return fmt.Errorf("format work disk: %w", err)
 	}
 	return nil
 }

@@ -34,9 +34,13 @@ const (
 )
 
 // Resolver is where running VMs' names are published (the daemon's DNS).
+// SetForwarders names the guests whose queries for names outside banger's
+// domain are forwarded upstream: the NAT guests. Other guests get answers
+// for banger's domain only.
 type Resolver interface {
 	Set(name string, addr netip.Addr)
 	Remove(name string)
+	SetForwarders(guests []netip.Addr)
 }
 
 // Networking wires VMs to the host network. Host is nil where banger may
@@ -182,7 +186,12 @@ func (m *Manager) netSpec(ctx context.Context, vm *model.VM, spec *engine.Spec) 
 		if err := m.ensureBridge(ctx); err != nil {
 			return "", err
 		}
-		tap, err := m.net.Host.AcquireTap(ctx)
+		ip, err := netip.ParseAddr(vm.IP)
+		if err != nil {
+			return "", fmt.Errorf("vm %q has no valid address %q", vm.Name, vm.IP)
+		}
+		// The tap may send only from the VM's MAC and address.
+		tap, err := m.net.Host.AcquireTap(ctx, network.Binding{MAC: network.MACFor(vm.ID), IP: ip})
 		if err != nil {
 			return "", fmt.Errorf("get a tap: %w", err)
 		}
@@ -306,6 +315,11 @@ func (m *Manager) syncNAT(ctx context.Context, exclude string) error {
 	}
 	if err := m.ensureBridge(ctx); err != nil {
 		return err
+	}
+	// DNS first: a guest that loses NAT loses its resolver's way out
+	// even if the rule change fails.
+	if m.net.Resolver != nil {
+		m.net.Resolver.SetForwarders(guests)
 	}
 	return m.net.Host.SetNAT(ctx, guests)
 }

@@ -14,12 +14,12 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
 
 	"banger/internal/api"
+	"banger/internal/hosttools"
 )
 
 // GuestDir is where a workspace lives in the guest (on the work disk).
@@ -67,12 +67,15 @@ type Plan struct {
 var ErrNotRepo = errors.New("not a git repository")
 
 func git(ctx context.Context, dir string, args ...string) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, "git", append([]string{"-C", dir}, args...)...)
+	cmd, err := hosttools.Command(ctx, hosttools.Git, append([]string{"-C", dir}, args...)...)
+	if err != nil {
+		return nil, err
+	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return out, fmt.Errorf("git %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+		return out, hosttools.OutputError("git "+strings.Join(args, " "), err, stderr.Bytes())
 	}
 	return out, nil
 }
@@ -285,11 +288,14 @@ func minimalGitDir(ctx context.Context, p *Plan) (string, func(), error) {
 	if err != nil {
 		return fail(err)
 	}
-	cmd := exec.CommandContext(ctx, "git", "-C", p.Root, "-c", "pack.compression=0", "pack-objects",
+	cmd, err := hosttools.Command(ctx, hosttools.Git, "-C", p.Root, "-c", "pack.compression=0", "pack-objects",
 		"--quiet", "--window=0", "--depth=0", filepath.Join(gitDir, "objects/pack/pack"))
+	if err != nil {
+		return fail(err)
+	}
 	cmd.Stdin = bytes.NewReader(objects)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return fail(fmt.Errorf("git pack-objects: %v: %s", err, bytes.TrimSpace(out)))
+		return fail(hosttools.OutputError("git pack-objects", err, out))
 	}
 	if err := os.WriteFile(filepath.Join(gitDir, "shallow"), []byte(p.Head+"\n"), 0o644); err != nil {
 		return fail(err)

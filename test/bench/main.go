@@ -1,7 +1,11 @@
 // Command bench compares booting through banger with booting the same
-// kernel, initramfs and image with a bare, hand-written QEMU command line,
-// in the same run, several times each. It prints banger's stage breakdown,
-// both medians, their ratio and the QEMU process's resident memory per VM.
+// kernel, initramfs and image with a bare, hand-written QEMU command line
+// on the same machine type and accelerator as banger's own VMM, in the
+// same run, several times each, interleaved. It prints the accelerator,
+// banger's stage breakdown, both medians, their ratio and the QEMU
+// process's resident memory per VM; then workspace prepare against
+// git archive | vm exec tar x on a booted guest (time, files/s and the
+// bytes each moved over the daemon's API socket).
 //
 //	BANGER_BIN=bin BANGER_FIXTURES=/var/cache/banger-fixtures go run ./test/bench [-n 5]
 package main
@@ -10,7 +14,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -28,9 +31,14 @@ func main() {
 	ws := flag.Bool("workspace", true, "also measure workspace prepare against git archive | tar x")
 	mem := flag.Bool("memory", true, "also measure idle VMs' memory with and without the balloon (memory.go)")
 	memOnly := flag.Bool("memory-only", false, "only the memory measurements")
+	wsRounds := flag.Int("workspace-rounds", 3, "workspace measurements per side (interleaved)")
 	flag.Parse()
+	if *wsRounds < 1 {
+		fmt.Fprintln(os.Stderr, "bench: -workspace-rounds must be at least 1")
+		os.Exit(2)
+	}
 	if !*memOnly {
-		if err := run(*n, *ws); err != nil {
+		if err := run(*n, *ws, *wsRounds); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
 			os.Exit(1)
 		}
@@ -61,7 +69,7 @@ func (e *env) banger(ctx context.Context, args ...string) (string, string, error
 	return so.String(), se.String(), err
 }
 
-func run(n int, ws bool) error {
+func run(n int, ws bool, wsRounds int) error {
 	bin, fixtures := os.Getenv("BANGER_BIN"), os.Getenv("BANGER_FIXTURES")
 	if bin == "" || fixtures == "" {
 		return fmt.Errorf("set BANGER_BIN and BANGER_FIXTURES (use `make bench`)")
@@ -90,22 +98,34 @@ func run(n int, ws bool) error {
 	if _, _, err := e.banger(ctx, "vm", "run", "--rm", "--", "true"); err != nil {
 		return err
 	}
-	var kinfo struct{ Vmlinux, Initramfs string }
-	out, _, err := e.banger(ctx, "kernel", "show", "debian")
+	// A reference VM: the bare side boots exactly what banger's VMM was
+	// given (machine, accelerator, CPU model, kernel, initramfs), read from
+	// its command line; and its resident memory at rest after a command.
+	if _, _, err := e.banger(ctx, "vm", "create", "--name", "ref"); err != nil {
+		return err
+	}
+	if _, _, err := e.banger(ctx, "vm", "exec", "ref", "--", "true"); err != nil {
+		return err
+	}
+	js, _, err := e.banger(ctx, "vm", "show", "--json", "ref")
 	if err != nil {
 		return err
 	}
-	for _, l := range strings.Split(out, "\n") {
-		f := strings.Fields(l)
-		if len(f) == 2 && f[0] == "vmlinux" {
-			kinfo.Vmlinux = f[1]
-		}
+	var v struct {
+		PID   int
+		Accel string
 	}
-	initrds, _ := filepath.Glob(filepath.Join(filepath.Dir(kinfo.Vmlinux), "initrd-*.img"))
-	if len(initrds) == 0 {
-		return fmt.Errorf("no initrd variant next to %s", kinfo.Vmlinux)
+	if err := json.Unmarshal([]byte(js), &v); err != nil {
+		return fmt.Errorf("vm show ref: %w", err)
 	}
-	kinfo.Initramfs = initrds[0]
+	rssBanger := rssKiB(v.PID)
+	ref, err := vmmArgs(v.PID)
+	e.banger(ctx, "vm", "delete", "ref")
+	if err != nil {
+		return err
+	}
+	fmt.Printf("accelerator: %s on both sides (banger's VMM: -machine %s -accel %s%s; kernel %s; initramfs %s)\n",
+		v.Accel, ref.machine, ref.accel, ifSet(" -cpu ", ref.cpu), ref.kernel, ref.initrd)
 	rootfs := filepath.Join(root, "state/banger/images/debian/rootfs.ext4")
 
 	var bangerTimes, bareTimes []time.Duration
@@ -129,7 +149,7 @@ func run(n int, ws bool) error {
 				}
 			}
 		}
-		d, _, err := bareBoot(ctx, root, kinfo.Vmlinux, kinfo.Initramfs, rootfs, false)
+		d, _, err := bareBoot(ctx, root, ref, rootfs, false)
 		if err != nil {
 			return err
 		}
@@ -145,109 +165,96 @@ func run(n int, ws bool) error {
 	fmt.Printf("bare qemu boot to init       median %v  (all: %v)\n", mq.Round(time.Millisecond), rounded(bareTimes))
 	fmt.Printf("ratio banger/bare %.2f (target <= 1.25)\n", float64(mb)/float64(mq))
 
-	// Resident memory of the VMM per VM: a banger VM at rest after a
-	// command, and the bare VMM at its peak.
-	if _, _, err := e.banger(ctx, "vm", "create", "--name", "rss"); err != nil {
-		return err
-	}
-	e.banger(ctx, "vm", "exec", "rss", "--", "true")
-	js, _, _ := e.banger(ctx, "vm", "show", "--json", "rss")
-	var v struct{ PID int }
-	json.Unmarshal([]byte(js), &v)
-	rssBanger := rssKiB(v.PID)
-	e.banger(ctx, "vm", "delete", "rss")
-	_, rssBare, err := bareBoot(ctx, root, kinfo.Vmlinux, kinfo.Initramfs, rootfs, true)
+	_, rssBare, err := bareBoot(ctx, root, ref, rootfs, true)
 	if err != nil {
 		return err
 	}
 	fmt.Printf("qemu resident memory per VM: banger %d MiB (idle guest after boot), bare %d MiB (peak during boot); guest memory 512 MiB\n", rssBanger/1024, rssBare/1024)
 	if ws {
-		return benchWorkspace(ctx, e)
+		return benchWorkspace(ctx, e, wsRounds)
 	}
 	return nil
 }
 
-// benchWorkspace times a workspace prepare of a generated repository
-// (10,000 files, 100 MiB) against `git archive HEAD | banger vm exec NAME
-// -- tar x` on the same repository and VM.
-func benchWorkspace(ctx context.Context, e *env) error {
-	const files, size = 10000, 10 << 10
-	repo := filepath.Join(e.root, "wsrepo")
-	for i := 0; i < files; i++ {
-		p := filepath.Join(repo, fmt.Sprintf("d%02d/f%05d.dat", i%100, i))
-		os.MkdirAll(filepath.Dir(p), 0o755)
-		b := make([]byte, size)
-		rand.Read(b)
-		if err := os.WriteFile(p, b, 0o644); err != nil {
-			return err
-		}
+func ifSet(prefix, s string) string {
+	if s == "" {
+		return ""
 	}
-	git := func(args ...string) error {
-		cmd := exec.Command("git", append([]string{"-C", repo}, args...)...)
-		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=b", "GIT_AUTHOR_EMAIL=b@b", "GIT_COMMITTER_NAME=b", "GIT_COMMITTER_EMAIL=b@b")
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("git %v: %v %s", args, err, out)
-		}
-		return nil
-	}
-	if err := git("init", "-q"); err != nil {
-		return err
-	}
-	if err := git("add", "."); err != nil {
-		return err
-	}
-	if err := git("commit", "-qm", "bench"); err != nil {
-		return err
-	}
-	if _, _, err := e.banger(ctx, "vm", "create", "--name", "wsbench", "--disk-size", "2G"); err != nil {
-		return err
-	}
-	defer e.banger(ctx, "vm", "delete", "wsbench")
-	mib := float64(files*size) / (1 << 20)
-	t0 := time.Now()
-	if _, _, err := e.banger(ctx, "vm", "workspace", "prepare", "wsbench", repo); err != nil {
-		return err
-	}
-	dPrep := time.Since(t0)
-	e.banger(ctx, "vm", "exec", "wsbench", "--", "mkdir", "-p", "/root/archive")
-	t0 = time.Now()
-	cmd := exec.CommandContext(ctx, "sh", "-c", fmt.Sprintf("git -C %s archive HEAD | %s vm exec wsbench -- tar x -C /root/archive", repo, filepath.Join(e.bin, "banger")))
-	cmd.Env = e.environ
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("git archive | tar x: %v %s", err, out)
-	}
-	dTar := time.Since(t0)
-	fmt.Printf("workspace prepare (10000 files, %.0f MiB): %v = %.0f files/s, %.1f MiB/s\n", mib, dPrep.Round(time.Millisecond), files/dPrep.Seconds(), mib/dPrep.Seconds())
-	fmt.Printf("git archive | vm exec tar x (same repo):  %v = %.0f files/s, %.1f MiB/s\n", dTar.Round(time.Millisecond), files/dTar.Seconds(), mib/dTar.Seconds())
-	return nil
+	return prefix + s
 }
 
-// bareBoot boots the same artifacts with a hand-written QEMU command line:
-// a throwaway overlay, init=/bin/true (PID 1 exits, the kernel panics,
-// panic=-1 + -no-reboot end QEMU). It returns the wall time from exec to
-// exit and, if sample, the peak RSS.
-func bareBoot(ctx context.Context, root, vmlinux, initrd, rootfs string, sample bool) (time.Duration, int, error) {
+// vmmConfig is what the bare side copies from banger's VMM.
+type vmmConfig struct {
+	machine, accel, cpu, kernel, initrd string
+}
+
+// vmmArgs reads the machine, accelerator, CPU model, kernel and initramfs
+// from the command line of the QEMU with pid.
+func vmmArgs(pid int) (vmmConfig, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return vmmConfig{}, fmt.Errorf("read banger's VMM command line: %w", err)
+	}
+	args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+	var c vmmConfig
+	for i := 0; i+1 < len(args); i++ {
+		switch args[i] {
+		case "-machine", "-M":
+			c.machine = args[i+1]
+		case "-accel":
+			c.accel = args[i+1]
+		case "-cpu":
+			c.cpu = args[i+1]
+		case "-kernel":
+			c.kernel = args[i+1]
+		case "-initrd":
+			c.initrd = args[i+1]
+		}
+	}
+	if c.machine == "" || c.accel == "" || c.kernel == "" || c.initrd == "" {
+		return c, fmt.Errorf("banger's VMM command line lacks -machine, -accel, -kernel or -initrd: %q", args)
+	}
+	return c, nil
+}
+
+// initExited is what the guest kernel prints when PID 1 (here /bin/true,
+// started by banger's initramfs after switching to the image's root)
+// exits with status 0: proof the boot reached init.
+const initExited = "Attempted to kill init! exitcode=0x00000000"
+
+// bareBoot boots the same artifacts with a hand-written QEMU command line
+// using banger's machine, accelerator, kernel and initramfs: a throwaway
+// overlay, init=/bin/true (PID 1 exits, the kernel panics, panic=-1 +
+// -no-reboot end QEMU). A boot counts only if QEMU exits 0 and the console
+// shows init ran. It returns the wall time from exec to exit and, if
+// sample, the peak RSS.
+func bareBoot(ctx context.Context, root string, c vmmConfig, rootfs string, sample bool) (time.Duration, int, error) {
 	dir, err := os.MkdirTemp(root, "bare-")
 	if err != nil {
 		return 0, 0, err
 	}
 	defer os.RemoveAll(dir)
 	overlay := filepath.Join(dir, "root.qcow2")
-	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-b", rootfs, "-F", "raw", overlay).CombinedOutput(); err != nil {
+	if out, err := exec.CommandContext(ctx, "qemu-img", "create", "-q", "-f", "qcow2", "-b", rootfs, "-F", "raw", overlay).CombinedOutput(); err != nil {
 		return 0, 0, fmt.Errorf("qemu-img: %v %s", err, out)
 	}
+	serial := filepath.Join(dir, "serial.log")
 	khz := tscKHz()
-	args := []string{
-		"-M", "microvm,x-option-roms=off,isa-serial=on,rtc=on,pit=on,pic=on", "-accel", "tcg,thread=multi",
-		"-smp", "2", "-m", "512M", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-		"-kernel", vmlinux, "-initrd", initrd,
-		"-append", fmt.Sprintf("console=ttyS0 panic=-1 quiet banger.root=/dev/vda banger.init=/bin/true tsc_early_khz=%d", khz),
-		"-drive", "id=root,file=" + overlay + ",format=qcow2,if=none", "-device", "virtio-blk-device,drive=root",
-		"-serial", "file:" + filepath.Join(dir, "serial.log"),
+	args := []string{"-machine", c.machine, "-accel", c.accel}
+	if c.cpu != "" {
+		args = append(args, "-cpu", c.cpu)
 	}
+	args = append(args,
+		"-smp", "2", "-m", "512M", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+		"-kernel", c.kernel, "-initrd", c.initrd,
+		"-append", fmt.Sprintf("console=ttyS0 panic=-1 quiet banger.root=/dev/vda banger.init=/bin/true tsc_early_khz=%d", khz),
+		"-drive", "id=root,file="+overlay+",format=qcow2,if=none", "-device", "virtio-blk-device,drive=root",
+		"-serial", "file:"+serial,
+	)
+	var stderr bytes.Buffer
 	t0 := time.Now()
 	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", args...)
+	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		return 0, 0, err
 	}
@@ -256,21 +263,41 @@ func bareBoot(ctx context.Context, root, vmlinux, initrd, rootfs string, sample 
 	go func() { done <- cmd.Wait() }()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
+	timeout := time.NewTimer(3 * time.Minute) // once, for the whole boot
+	defer timeout.Stop()
 	for {
 		select {
-		case <-done:
-			return time.Since(t0), peak, nil
+		case err := <-done:
+			d := time.Since(t0)
+			log, _ := os.ReadFile(serial)
+			if err != nil {
+				return 0, 0, fmt.Errorf("bare qemu: %v\n%s\nconsole tail:\n%s", err, stderr.String(), tail(string(log), 20))
+			}
+			if !strings.Contains(string(log), initExited) {
+				return 0, 0, fmt.Errorf("bare boot ended without reaching init (no %q on the console); console tail:\n%s", initExited, tail(string(log), 20))
+			}
+			return d, peak, nil
 		case <-tick.C:
 			if sample {
 				if r := rssKiB(cmd.Process.Pid); r > peak {
 					peak = r
 				}
 			}
-		case <-time.After(3 * time.Minute):
+		case <-timeout.C:
 			cmd.Process.Kill()
-			return 0, 0, fmt.Errorf("bare boot did not finish")
+			<-done
+			log, _ := os.ReadFile(serial)
+			return 0, 0, fmt.Errorf("bare boot did not finish within 3 minutes; console tail:\n%s", tail(string(log), 20))
 		}
 	}
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }
 
 func tscKHz() int {

@@ -27,7 +27,14 @@ import (
 // socket keeps its namespace, so it is served from any goroutine.
 func listenInDaemonNS(t *testing.T) net.Listener {
 	t.Helper()
-	if !e.netns {
+	return listenInNS(t, e.netns, e.daemonPID)
+}
+
+// listenInNS opens a loopback TCP listener inside the network namespace of
+// process pid (in this one when inNS is false).
+func listenInNS(t *testing.T, inNS bool, pid int) net.Listener {
+	t.Helper()
+	if !inNS {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
@@ -43,7 +50,7 @@ func listenInDaemonNS(t *testing.T) net.Listener {
 		// This thread changes namespace and is never unlocked: Go
 		// discards it when the goroutine ends.
 		runtime.LockOSThread()
-		target, err := netns.GetFromPid(e.daemonPID)
+		target, err := netns.GetFromPid(pid)
 		if err != nil {
 			ch <- res{err: err}
 			return
@@ -67,7 +74,13 @@ func listenInDaemonNS(t *testing.T) net.Listener {
 // daemon's network namespace: a socket keeps the namespace of the thread
 // that created it, so dials run on a thread pinned there.
 func nsTransport(ctx context.Context) http.RoundTripper {
-	if !e.netns {
+	return nsTransportOf(ctx, e.netns, e.daemonPID)
+}
+
+// nsTransportOf is nsTransport for the network namespace of process pid
+// (this one when inNS is false).
+func nsTransportOf(ctx context.Context, inNS bool, pid int) http.RoundTripper {
+	if !inNS {
 		return http.DefaultTransport
 	}
 	type dial struct {
@@ -79,7 +92,7 @@ func nsTransport(ctx context.Context) http.RoundTripper {
 	ready := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread dies with us
-		target, err := netns.GetFromPid(e.daemonPID)
+		target, err := netns.GetFromPid(pid)
 		if err == nil {
 			err = netns.Set(target)
 			target.Close()
@@ -103,7 +116,7 @@ func nsTransport(ctx context.Context) http.RoundTripper {
 		}
 	}()
 	if err := <-ready; err != nil {
-		panic(fmt.Sprintf("enter the daemon's namespace: %v", err))
+		panic(fmt.Sprintf("enter the namespace of pid %d: %v", pid, err))
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.Proxy = nil

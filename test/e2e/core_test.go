@@ -4,6 +4,10 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -163,10 +167,23 @@ func TestInvalidName(t *testing.T) {
 		}
 	}
 	// The daemon refuses on its own too (callers other than the CLI).
-	out, err := exec.CommandContext(ctx, "curl", "-s", "--unix-socket", filepath.Join(e.root, "run/banger/bangerd.sock"),
-		"-X", "POST", "-d", `{"name":"Not_Valid"}`, "http://bangerd/v1/vms").CombinedOutput()
-	if err == nil && !strings.Contains(string(out), "bad_request") {
-		t.Errorf("daemon accepted a bad name: %s", out)
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", filepath.Join(e.root, "run/banger/bangerd.sock"))
+	}}}
+	req, _ := http.NewRequestWithContext(ctx, "POST", "http://bangerd/v1/vms", strings.NewReader(`{"name":"Not_Valid"}`))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatalf("POST /v1/vms to the daemon: %v", err)
+	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	// Create streams its progress: the refusal is the stream's error event.
+	var ev struct {
+		Error *struct{ Code, Message string } `json:"error"`
+	}
+	if err := json.Unmarshal(body, &ev); err != nil || ev.Error == nil || ev.Error.Code != "bad_request" || !strings.Contains(ev.Error.Message, "invalid vm name") {
+		t.Errorf("daemon must refuse a bad name with a bad_request error: %d %s", resp.StatusCode, body)
 	}
 	after := vmNames(t, ctx)
 	if len(after) != len(before) {
@@ -257,28 +274,48 @@ func TestRunRmCleanup(t *testing.T) {
 
 	cmd := exec.CommandContext(ctx, filepath.Join(e.bin, "banger"), "vm", "run", "--rm", "--name", "rmint", "--", "sleep", "300")
 	cmd.Env = e.environ
+	var so, se safeBuf
+	cmd.Stdout, cmd.Stderr = &so, &se
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	// Wait until the command runs in the guest, then Ctrl-C twice.
-	deadline := time.Now().Add(3 * time.Minute)
-	for time.Now().Before(deadline) {
-		if v, ok := vmNames(t, ctx)["rmint"]; ok && v.State == "running" {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	time.Sleep(time.Second)
-	cmd.Process.Signal(os.Interrupt)
-	time.Sleep(500 * time.Millisecond)
-	cmd.Process.Signal(os.Interrupt)
+	t.Cleanup(func() { e.cli(context.Background(), "", "vm", "delete", "rmint") })
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(time.Minute):
+	// Wait until the command runs in the guest (the run must not end
+	// before that), then interrupt it.
+	running := waitFor(ctx, 4*time.Minute, 500*time.Millisecond, func() bool {
+		select {
+		case err := <-done:
+			t.Fatalf("vm run ended before it was interrupted (%v):\nstdout:\n%s\nstderr:\n%s", err, so.String(), se.String())
+		default:
+		}
+		if v, ok := vmNames(t, ctx)["rmint"]; !ok || v.State != "running" {
+			return false
+		}
+		return e.cli(ctx, "", "vm", "exec", "rmint", "--", "sh", "-c", "cat /proc/[0-9]*/comm | grep -qx sleep").code == 0
+	})
+	if !running {
 		cmd.Process.Kill()
-		t.Fatal("interrupted run did not end")
+		t.Fatalf("sleep never ran in the guest of vm run:\n%s", se.String())
+	}
+	// The first Ctrl-C goes to the command; a second, if the run has not
+	// ended by then, gives up on it. Either way the VM must go.
+	cmd.Process.Signal(os.Interrupt)
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(30 * time.Second):
+		cmd.Process.Signal(os.Interrupt)
+		select {
+		case err = <-done:
+		case <-time.After(2 * time.Minute):
+			cmd.Process.Kill()
+			t.Fatal("interrupted run did not end")
+		}
+	}
+	if err == nil {
+		t.Errorf("an interrupted run exited 0:\n%s", se.String())
 	}
 	if _, ok := vmNames(t, ctx)["rmint"]; ok {
 		t.Errorf("interrupted --rm run left its VM")
@@ -292,9 +329,18 @@ func TestDaemonRestart(t *testing.T) {
 	vm := newVM(t, ctx, "survivor")
 	id1 := bootID(t, ctx, vm)
 	pid := showVM(t, ctx, vm).PID
+	e.restartDaemonAfter(t)
+	old := e.daemonPID
 	must(t, e.cli(ctx, "", "daemon", "stop"))
+	if alive(old) {
+		t.Fatalf("daemon pid %d still alive after daemon stop", old)
+	}
 	if !alive(pid) {
 		t.Fatalf("VMM pid %d died with the daemon", pid)
+	}
+	// With no daemon, the CLI refuses instead of starting one of its own.
+	if r := e.cli(ctx, "", "vm", "list"); r.code == 0 || !strings.Contains(r.stderr, "BANGER_NO_AUTOSTART") {
+		t.Errorf("vm list without a daemon: want a refusal, got %s", r)
 	}
 	if err := e.startDaemon(); err != nil {
 		t.Fatal(err)

@@ -6,6 +6,18 @@
 // isolated banger installation (its own XDG dirs, daemon, kernel and image)
 // set up in TestMain and torn down afterwards, even when scenarios fail.
 //
+// Network namespace: as root, setup makes one named namespace for the
+// whole run (banger-e2e-<pid>, /run/netns/...) and every start of the
+// suite's daemon, restarts included, joins it; so every guest network of
+// the run (bridge, taps, NAT rules, DNS) lives there and daemons re-adopt
+// the taps of their VMs. Teardown kills every process left in it, by pid,
+// then deletes it.
+//
+// The CLI runs with BANGER_NO_AUTOSTART=1: when the harness's daemon is
+// not running (a scenario died between a stop and a start), CLI calls fail
+// instead of starting bangerd themselves, as root, in the host's own
+// network namespace.
+//
 // Environment: BANGER_BIN (dir with banger, bangerd, banger-agent) and
 // BANGER_FIXTURES (the cache made by scripts/fixtures.sh).
 package e2e
@@ -33,10 +45,40 @@ type env struct {
 	root    string // temp dir holding the XDG dirs
 	environ []string
 	netns   bool
-	// daemonPID is the daemon's pid: its network namespace is where every
-	// guest network of this run lives.
+	// nsName is the run's named network namespace (empty without root).
+	nsName string
+	// daemonPID is the running daemon's pid (it lives in nsName).
 	daemonPID int
+
+	// started records the pid of every daemon the harness started, for
+	// teardown (a pointer: scenarios copy env to change its environment).
+	started *pidLog
 }
+
+// pidLog is a list of pids safe for concurrent use.
+type pidLog struct {
+	mu   sync.Mutex
+	pids []int
+}
+
+func (l *pidLog) add(pid int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.pids = append(l.pids, pid)
+}
+
+func (l *pidLog) list() []int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]int(nil), l.pids...)
+}
+
+// daemonStartTimeout bounds a daemon start: generous, since a loaded
+// 2-core CI machine is slow to schedule a fresh process.
+const daemonStartTimeout = 60 * time.Second
+
+// nsPath is the bind mount of the run's network namespace.
+func (ev *env) nsPath() string { return filepath.Join("/run/netns", ev.nsName) }
 
 var e *env
 
@@ -92,29 +134,42 @@ func setup() (*env, error) {
 	if err != nil {
 		return nil, err
 	}
-	ev := &env{bin: bin, root: root}
+	ev := &env{bin: bin, root: root, started: &pidLog{}}
 	ev.environ = append(os.Environ(),
 		"XDG_STATE_HOME="+filepath.Join(root, "state"),
 		"XDG_CONFIG_HOME="+filepath.Join(root, "config"),
 		"XDG_RUNTIME_DIR="+filepath.Join(root, "run"),
 		"BANGER_RUNTIME_DIR="+filepath.Join(root, "run", "banger"),
 		"NO_COLOR=1",
+		// Never let the CLI start a daemon of its own (see the package doc).
+		"BANGER_NO_AUTOSTART=1",
 	)
 	for _, d := range []string{"state", "config/banger", "run"} {
 		os.MkdirAll(filepath.Join(root, d), 0o700)
 	}
 	// Small VMs: scenarios assert behaviour, not capacity. The catalog is
-	// a file the catalog scenarios write (missing until then).
+	// a file the catalog scenarios write (missing until then). The DNS
+	// upstream is the resolver TestHostileNetwork runs in its uplink
+	// namespace (hostileUpstream), never this machine's resolver.
 	os.WriteFile(filepath.Join(root, "config/banger/config.toml"),
 		[]byte("vcpu = 2\nmemory_mib = 512\ndisk_size = \"1G\"\nstop_timeout = \"20s\"\n"+
 			// Registry images of the suite stay well below; a bomb goes beyond.
 			"max_image_size = \""+maxImageSize+"\"\n"+
-			"catalog_url = \""+filepath.Join(root, "catalog.json")+"\"\n"), 0o600)
+			"catalog_url = \""+filepath.Join(root, "catalog.json")+"\"\n"+
+			"dns_upstreams = [\""+hostileUpstream+"\"]\n"), 0o600)
 
 	// Every guest network lives in a namespace made for this run: the
-	// daemon (and so every VMM) runs inside it.
+	// daemon (and so every VMM) runs inside it, across restarts.
 	if os.Geteuid() == 0 {
 		ev.netns = true
+		ev.nsName = fmt.Sprintf("banger-e2e-%d", os.Getpid())
+		if out, err := exec.Command("ip", "netns", "add", ev.nsName).CombinedOutput(); err != nil {
+			ev.nsName = ""
+			return ev, fmt.Errorf("ip netns add: %v %s", err, out)
+		}
+		if out, err := exec.Command("ip", "-n", ev.nsName, "link", "set", "lo", "up").CombinedOutput(); err != nil {
+			return ev, fmt.Errorf("lo up in %s: %v %s", ev.nsName, err, out)
+		}
 	}
 	if err := ev.startDaemon(); err != nil {
 		return ev, err
@@ -130,8 +185,8 @@ func setup() (*env, error) {
 	return ev, nil
 }
 
-// startDaemon starts bangerd explicitly (inside a fresh network namespace
-// when root) so that the CLI's on-demand start is not what runs it.
+// startDaemon starts bangerd explicitly (inside the run's network
+// namespace when root), since the CLI is forbidden to start one.
 func (ev *env) startDaemon() error {
 	logf, err := os.OpenFile(filepath.Join(ev.root, "bangerd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -140,7 +195,8 @@ func (ev *env) startDaemon() error {
 	defer logf.Close()
 	var cmd *exec.Cmd
 	if ev.netns {
-		cmd = exec.Command("unshare", "--net", "--", "sh", "-c", "ip link set lo up 2>/dev/null; exec \"$0\"", filepath.Join(ev.bin, "bangerd"))
+		// nsenter execs bangerd: the pid below is the daemon's.
+		cmd = exec.Command("nsenter", "--net="+ev.nsPath(), "--", filepath.Join(ev.bin, "bangerd"))
 	} else {
 		cmd = exec.Command(filepath.Join(ev.bin, "bangerd"))
 	}
@@ -151,15 +207,62 @@ func (ev *env) startDaemon() error {
 		return err
 	}
 	ev.daemonPID = cmd.Process.Pid
-	go cmd.Wait()
-	deadline := time.Now().Add(15 * time.Second)
+	ev.started.add(cmd.Process.Pid)
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	deadline := time.Now().Add(daemonStartTimeout)
 	for time.Now().Before(deadline) {
-		if _, err := ev.run(context.Background(), "daemon", "status"); err == nil {
+		select {
+		case err := <-exited:
+			return fmt.Errorf("bangerd exited while starting (%v); log:\n%s", err, tail(ev.daemonLog(), 40))
+		default:
+		}
+		if ev.daemonUp() {
 			return nil
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return fmt.Errorf("bangerd did not come up; log:\n%s", ev.daemonLog())
+	return fmt.Errorf("bangerd did not answer within %s; log:\n%s", daemonStartTimeout, tail(ev.daemonLog(), 40))
+}
+
+// daemonUp reports whether the run's daemon answers.
+func (ev *env) daemonUp() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := ev.run(ctx, "daemon", "status")
+	return err == nil
+}
+
+// restartDaemonAfter makes sure, when t ends, that the run's daemon is up
+// again, for scenarios that stop it: one that fails between its stop and
+// its start must not leave the later scenarios without a daemon.
+func (ev *env) restartDaemonAfter(t *testing.T) {
+	t.Cleanup(func() {
+		if !ev.daemonUp() {
+			if err := ev.startDaemon(); err != nil {
+				t.Errorf("restart the daemon after %s: %v", t.Name(), err)
+			}
+		}
+	})
+}
+
+// waitFor polls cond every interval until it holds or d has passed, and
+// reports whether it held. what names the condition for the caller's
+// message.
+func waitFor(ctx context.Context, d, interval time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(interval):
+		}
+	}
 }
 
 func (ev *env) daemonLog() string {
@@ -169,25 +272,47 @@ func (ev *env) daemonLog() string {
 
 var teardownOnce sync.Once
 
-// teardown deletes every VM, stops the daemon, kills any VMM still
-// running from this run's directories and removes them.
+// teardown deletes every VM (when the daemon answers: the CLI starts none),
+// stops the daemon, then kills by pid every daemon and VMM the run started
+// that is still there, deletes the namespace and removes the directories.
 func (ev *env) teardown() {
 	teardownOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
+		var pids []int
 		if vms, err := ev.listVMs(ctx); err == nil {
 			for _, v := range vms {
+				if v.PID > 0 {
+					pids = append(pids, v.PID)
+				}
 				ev.run(ctx, "vm", "delete", v.Name)
 			}
 		}
 		ev.run(ctx, "daemon", "stop")
-		// Belt and braces: no QEMU of this run may outlive it.
-		out, _ := exec.Command("pgrep", "-f", ev.root).Output()
-		for _, f := range strings.Fields(string(out)) {
-			var pid int
-			fmt.Sscan(f, &pid)
-			if pid > 0 && pid != os.Getpid() {
+		// No daemon or VMM of this run may outlive it.
+		pids = append(pids, ev.started.list()...)
+		pids = append(pids, ev.pidFiles()...)
+		if ev.nsName != "" {
+			// Every process in the run's namespace: the daemons and VMMs of
+			// every installation the run made (the update scenario's too).
+			pids = append(pids, pidsInNetns(ev.nsPath())...)
+		}
+		for _, pid := range pids {
+			if pid > 0 && pid != os.Getpid() && ev.ours(pid) {
 				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+		waitFor(ctx, 10*time.Second, 100*time.Millisecond, func() bool {
+			for _, pid := range pids {
+				if pid != os.Getpid() && alive(pid) && ev.ours(pid) {
+					return false
+				}
+			}
+			return true
+		})
+		if ev.nsName != "" {
+			if out, err := exec.Command("ip", "netns", "del", ev.nsName).CombinedOutput(); err != nil {
+				fmt.Fprintf(os.Stderr, "e2e: ip netns del %s: %v %s\n", ev.nsName, err, out)
 			}
 		}
 		if os.Getenv("BANGER_E2E_KEEP") == "" {
@@ -196,6 +321,63 @@ func (ev *env) teardown() {
 			fmt.Fprintln(os.Stderr, "e2e: kept", ev.root)
 		}
 	})
+}
+
+// pidFiles reads the pids the run's daemon recorded: its own and its
+// VMMs'.
+func (ev *env) pidFiles() []int {
+	files, _ := filepath.Glob(filepath.Join(ev.root, "run/banger/vms/*/*.pid"))
+	files = append(files, filepath.Join(ev.root, "run/banger/bangerd.pid"))
+	var pids []int
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		var pid int
+		if _, err := fmt.Sscan(string(b), &pid); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// ours reports whether pid is still a process of this run (a recorded pid
+// may have been reused): one in the run's namespace, or, without one, one
+// whose command line names the run's directory.
+func (ev *env) ours(pid int) bool {
+	if ev.nsName != "" {
+		return sameNetns(pid, ev.nsPath())
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return err == nil && bytes.Contains(b, []byte(ev.root))
+}
+
+// sameNetns reports whether pid's network namespace is the one bound at
+// path.
+func sameNetns(pid int, path string) bool {
+	var want, got syscall.Stat_t
+	if syscall.Stat(path, &want) != nil || syscall.Stat(fmt.Sprintf("/proc/%d/ns/net", pid), &got) != nil {
+		return false
+	}
+	return want.Dev == got.Dev && want.Ino == got.Ino
+}
+
+// pidsInNetns lists the processes whose network namespace is the one
+// bound at path.
+func pidsInNetns(path string) []int {
+	ents, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, en := range ents {
+		var pid int
+		if _, err := fmt.Sscan(en.Name(), &pid); err != nil || pid <= 0 {
+			continue
+		}
+		if sameNetns(pid, path) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 // result of one CLI invocation.
@@ -342,21 +524,21 @@ func alive(pid int) bool {
 	return i > 0 && i+2 < len(s) && s[i+2] != 'Z'
 }
 
-// cliNS runs banger inside the daemon's network namespace, where the VMs'
+// cliNS runs banger inside the run's network namespace, where the VMs'
 // bridge is (for commands that talk to guests over the network: ssh).
 func (ev *env) cliNS(ctx context.Context, stdin string, args ...string) result {
 	if !ev.netns {
 		return ev.cli(ctx, stdin, args...)
 	}
-	return ev.command(ctx, stdin, "nsenter", append([]string{"-t", fmt.Sprint(ev.daemonPID), "-n", filepath.Join(ev.bin, "banger")}, args...)...)
+	return ev.command(ctx, stdin, "nsenter", append([]string{"--net=" + ev.nsPath(), "--", filepath.Join(ev.bin, "banger")}, args...)...)
 }
 
-// inNS runs name with args inside the daemon's network namespace.
+// inNS runs name with args inside the run's network namespace.
 func (ev *env) inNS(ctx context.Context, name string, args ...string) result {
 	if !ev.netns {
 		return ev.command(ctx, "", name, args...)
 	}
-	return ev.command(ctx, "", "nsenter", append([]string{"-t", fmt.Sprint(ev.daemonPID), "-n", name}, args...)...)
+	return ev.command(ctx, "", "nsenter", append([]string{"--net=" + ev.nsPath(), "--", name}, args...)...)
 }
 
 func (ev *env) command(ctx context.Context, stdin, name string, args ...string) result {

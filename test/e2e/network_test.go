@@ -28,8 +28,8 @@ func needNetns(t *testing.T) {
 	}
 }
 
-// inDaemonNS runs f on a thread switched into the daemon's network
-// namespace; sockets made there stay in it.
+// inDaemonNS runs f on a thread switched into the run's network namespace
+// (the daemon's); sockets made there stay in it.
 func inDaemonNS(t *testing.T, f func()) {
 	t.Helper()
 	runtime.LockOSThread()
@@ -39,7 +39,7 @@ func inDaemonNS(t *testing.T, f func()) {
 		t.Fatal(err)
 	}
 	defer orig.Close()
-	target, err := netns.GetFromPid(e.daemonPID)
+	target, err := netns.GetFromPath(e.nsPath())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,6 +49,40 @@ func inDaemonNS(t *testing.T, f func()) {
 	}
 	defer netns.Set(orig)
 	f()
+}
+
+// dnsQuery asks the daemon's DNS listener (in the run's namespace) for
+// name's A record: the address (empty if none) and the rcode; no answer
+// at all is an error of the test.
+func dnsQuery(t *testing.T, name string) (string, int) {
+	t.Helper()
+	ans, rcode, err := dnsLookup(t, name)
+	if err != nil {
+		t.Errorf("dns query %s: %v", name, err)
+	}
+	return ans, rcode
+}
+
+// dnsLookup is dnsQuery returning the failure to get an answer (rcode -1).
+func dnsLookup(t *testing.T, name string) (ans string, rcode int, err error) {
+	t.Helper()
+	rcode = -1
+	inDaemonNS(t, func() {
+		m := new(dns.Msg)
+		m.SetQuestion(dns.Fqdn(name), dns.TypeA)
+		var r *dns.Msg
+		r, _, err = (&dns.Client{Timeout: 3 * time.Second}).Exchange(m, "127.0.0.1:42069")
+		if err != nil {
+			return
+		}
+		rcode = r.Rcode
+		for _, rr := range r.Answer {
+			if a, ok := rr.(*dns.A); ok {
+				ans = a.A.String()
+			}
+		}
+	})
+	return ans, rcode, err
 }
 
 func vmIP(t *testing.T, ctx context.Context, name string) string {
@@ -80,26 +114,7 @@ echo; ip neigh; ip route`)
 	if !strings.Contains(out, "reached") {
 		t.Errorf("neta could not reach netb (%s) on port 22:\n%s", ipB, out)
 	}
-	query := func(name string) (string, int) {
-		var ans string
-		rcode := -1
-		inDaemonNS(t, func() {
-			m := new(dns.Msg)
-			m.SetQuestion(dns.Fqdn(name), dns.TypeA)
-			r, _, err := (&dns.Client{Timeout: 3 * time.Second}).Exchange(m, "127.0.0.1:42069")
-			if err != nil {
-				t.Errorf("dns query %s: %v", name, err)
-				return
-			}
-			rcode = r.Rcode
-			for _, rr := range r.Answer {
-				if a, ok := rr.(*dns.A); ok {
-					ans = a.A.String()
-				}
-			}
-		})
-		return ans, rcode
-	}
+	query := func(name string) (string, int) { return dnsQuery(t, name) }
 	if got, _ := query("neta.vm"); got != ipA {
 		t.Errorf("host lookup neta.vm = %q, want %s", got, ipA)
 	}
@@ -120,7 +135,7 @@ func TestSSH(t *testing.T) {
 	ctx := ctxFor(t, 5*time.Minute)
 	vm := newVM(t, ctx, "sshbox")
 	// sshd may still be starting right after boot.
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(3 * time.Minute)
 	var r result
 	for time.Now().Before(deadline) {
 		if r = e.cliNS(ctx, "", "vm", "ssh", vm, "--", "true"); r.code == 0 {
@@ -172,66 +187,11 @@ func TestSSH(t *testing.T) {
 func TestNAT(t *testing.T) {
 	needNetns(t)
 	ctx := ctxFor(t, 8*time.Minute)
-	// Uplink namespace joined to the daemon's by a veth pair.
-	uplink := fmt.Sprintf("banger-e2e-up-%d", os.Getpid())
-	if r := e.command(ctx, "", "ip", "netns", "add", uplink); r.code != 0 {
-		t.Fatalf("ip netns add: %s", r)
-	}
-	t.Cleanup(func() { e.command(context.Background(), "", "ip", "netns", "del", uplink) })
-	for _, args := range [][]string{
-		{"ip", "link", "add", "e2eup0", "type", "veth", "peer", "name", "e2eup1", "netns", uplink},
-		{"ip", "addr", "add", "10.250.0.1/30", "dev", "e2eup0"},
-		{"ip", "link", "set", "e2eup0", "up"},
-	} {
-		if r := e.inNS(ctx, args[0], args[1:]...); r.code != 0 {
-			t.Fatalf("%v: %s", args, r)
-		}
-	}
-	for _, args := range [][]string{
-		{"addr", "add", "10.250.0.2/30", "dev", "e2eup1"},
-		{"link", "set", "e2eup1", "up"},
-		{"link", "set", "lo", "up"},
-	} {
-		if r := e.command(ctx, "", "ip", append([]string{"-n", uplink}, args...)...); r.code != 0 {
-			t.Fatalf("%v: %s", args, r)
-		}
-	}
-	// An HTTP server inside the uplink namespace.
-	var ln net.Listener
-	func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		orig, _ := netns.Get()
-		defer orig.Close()
-		h, err := netns.GetFromName(uplink)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer h.Close()
-		netns.Set(h)
-		ln, err = net.Listen("tcp", "10.250.0.2:8080")
-		netns.Set(orig)
-		if err != nil {
-			t.Fatal(err)
-		}
-	}()
-	seen := make(chan string, 4)
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		seen <- r.RemoteAddr
-		io.WriteString(w, "uplink-ok\n")
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-
+	up := newUplink(t, ctx, "e2eup")
 	natVM := newVM(t, ctx, "natbox", "--nat")
 	plain := newVM(t, ctx, "nonat")
-	fetch := `timeout 5 bash -c 'exec 3<>/dev/tcp/10.250.0.2/8080; printf "GET / HTTP/1.0\r\n\r\n" >&3; cat <&3'`
-	if out := e.cli(ctx, "", "vm", "exec", natVM, "--", "sh", "-c", fetch); !strings.Contains(out.stdout, "uplink-ok") {
-		t.Errorf("--nat guest could not reach the uplink: %s", out)
-	} else if from := <-seen; !strings.HasPrefix(from, "10.250.0.1:") {
-		t.Errorf("uplink saw %s, want the masqueraded 10.250.0.1", from)
-	}
-	if out := e.cli(ctx, "", "vm", "exec", plain, "--", "sh", "-c", fetch); strings.Contains(out.stdout, "uplink-ok") {
+	up.mustReach(t, ctx, natVM)
+	if out := e.cli(ctx, "", "vm", "exec", plain, "--", "sh", "-c", uplinkFetch); strings.Contains(out.stdout, "uplink-ok") {
 		t.Errorf("guest without --nat reached the uplink")
 	}
 	natIP := vmIP(t, ctx, natVM)
@@ -245,6 +205,181 @@ func TestNAT(t *testing.T) {
 	if n := masqueradeRules(t, natIP); n != 0 {
 		t.Errorf("%d masquerade rules for %s after delete", n, natIP)
 	}
+}
+
+// uplink is a second namespace standing for the host's uplink: joined to
+// the run's namespace by a veth pair (10.250.0.1 on the run's side,
+// 10.250.0.2 in it), with an HTTP server on 10.250.0.2:8080 that reports
+// the source address of each request on seen.
+type uplink struct {
+	seen chan string
+}
+
+// uplinkFetch is the guest-side request to the uplink's server.
+const uplinkFetch = `timeout 10 bash -c 'exec 3<>/dev/tcp/10.250.0.2/8080; printf "GET / HTTP/1.0\r\n\r\n" >&3; cat <&3'`
+
+// newUplink makes the uplink namespace, its veth pair (named prefix0 and
+// prefix1) and its server, all removed when t ends.
+func newUplink(t *testing.T, ctx context.Context, prefix string) *uplink {
+	t.Helper()
+	name := fmt.Sprintf("banger-e2e-up-%d-%s", os.Getpid(), prefix)
+	if r := e.command(ctx, "", "ip", "netns", "add", name); r.code != 0 {
+		t.Fatalf("ip netns add: %s", r)
+	}
+	t.Cleanup(func() { e.command(context.Background(), "", "ip", "netns", "del", name) })
+	here, there := prefix+"0", prefix+"1"
+	for _, args := range [][]string{
+		{"ip", "link", "add", here, "type", "veth", "peer", "name", there, "netns", name},
+		{"ip", "addr", "add", "10.250.0.1/30", "dev", here},
+		{"ip", "link", "set", here, "up"},
+	} {
+		if r := e.inNS(ctx, args[0], args[1:]...); r.code != 0 {
+			t.Fatalf("%v: %s", args, r)
+		}
+	}
+	for _, args := range [][]string{
+		{"addr", "add", "10.250.0.2/30", "dev", there},
+		{"link", "set", there, "up"},
+		{"link", "set", "lo", "up"},
+	} {
+		if r := e.command(ctx, "", "ip", append([]string{"-n", name}, args...)...); r.code != 0 {
+			t.Fatalf("%v: %s", args, r)
+		}
+	}
+	var ln net.Listener
+	func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		orig, _ := netns.Get()
+		defer orig.Close()
+		h, err := netns.GetFromName(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer h.Close()
+		netns.Set(h)
+		ln, err = net.Listen("tcp", "10.250.0.2:8080")
+		netns.Set(orig)
+		if err != nil {
+			t.Fatal(err)
+		}
+	}()
+	u := &uplink{seen: make(chan string, 16)}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case u.seen <- r.RemoteAddr:
+		default:
+		}
+		io.WriteString(w, "uplink-ok\n")
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return u
+}
+
+// mustReach checks that vm reaches the uplink's server and that the
+// server saw the masqueraded address, not the guest's.
+func (u *uplink) mustReach(t *testing.T, ctx context.Context, vm string) {
+	t.Helper()
+	for len(u.seen) > 0 {
+		<-u.seen
+	}
+	out := e.cli(ctx, "", "vm", "exec", vm, "--", "sh", "-c", uplinkFetch)
+	if !strings.Contains(out.stdout, "uplink-ok") {
+		t.Errorf("%s could not reach the uplink through NAT: %s", vm, out)
+		return
+	}
+	select {
+	case from := <-u.seen:
+		if !strings.HasPrefix(from, "10.250.0.1:") {
+			t.Errorf("uplink saw %s, want the masqueraded 10.250.0.1", from)
+		}
+	case <-time.After(10 * time.Second):
+		t.Errorf("the uplink's server answered %s but recorded no request", vm)
+	}
+}
+
+// TestDaemonRestartNetwork: a bridge-mode VM with NAT keeps its address,
+// its DNS name and its NAT through a daemon restart (the new daemon
+// re-adopts its tap and rule in the same namespace), and the new daemon
+// removes them when the VM is deleted.
+func TestDaemonRestartNetwork(t *testing.T) {
+	needNetns(t)
+	ctx := ctxFor(t, 10*time.Minute)
+	up := newUplink(t, ctx, "e2ers")
+	vm := newVM(t, ctx, "keepnet", "--nat")
+	before := showVM(t, ctx, vm)
+	ip := vmIP(t, ctx, vm)
+	if ip == "" {
+		t.Fatalf("bridge VM without an address: %+v", before)
+	}
+	tap := vmmTap(before.PID)
+	check := func(stage string) {
+		t.Helper()
+		if got, rc := dnsQuery(t, vm+".vm"); got != ip {
+			t.Errorf("%s: host lookup %s.vm = %q (rcode %d), want %s", stage, vm, got, rc, ip)
+		}
+		if out := guest(t, ctx, vm, "ip -4 -o addr show; getent hosts "+vm+".vm"); strings.Count(out, ip) < 2 {
+			t.Errorf("%s: guest address or its own name lost, want %s:\n%s", stage, ip, out)
+		}
+		up.mustReach(t, ctx, vm)
+		if n := masqueradeRules(t, ip); n != 1 {
+			t.Errorf("%s: %d masquerade rules for %s, want 1", stage, n, ip)
+		}
+		if tap != "" {
+			if r := e.inNS(ctx, "ip", "-o", "link", "show", tap); r.code != 0 || !strings.Contains(r.stdout, "master") || !strings.Contains(r.stdout, "UP") {
+				t.Errorf("%s: tap %s not up on the bridge: %s", stage, tap, r)
+			}
+		}
+	}
+	check("before the restart")
+
+	e.restartDaemonAfter(t)
+	old := e.daemonPID
+	must(t, e.cli(ctx, "", "daemon", "stop"))
+	if alive(old) {
+		t.Fatalf("daemon pid %d alive after daemon stop", old)
+	}
+	if _, rc, err := dnsLookup(t, vm+".vm"); err == nil {
+		t.Fatalf("something still answers DNS with the daemon stopped (rcode %d): the check below would prove nothing", rc)
+	}
+	if err := e.startDaemon(); err != nil {
+		t.Fatal(err)
+	}
+	after := showVM(t, ctx, vm)
+	if after.State != "running" || after.PID != before.PID {
+		t.Fatalf("after the restart: %+v (pid was %d)", after, before.PID)
+	}
+	if got := vmIP(t, ctx, vm); got != ip {
+		t.Errorf("address changed across the restart: %s -> %s", ip, got)
+	}
+	check("after the restart")
+
+	// The new daemon owns the network it adopted: delete undoes it.
+	must(t, e.cli(ctx, "", "vm", "delete", vm))
+	if n := masqueradeRules(t, ip); n != 0 {
+		t.Errorf("%d masquerade rules for %s after delete", n, ip)
+	}
+	if got, rc := dnsQuery(t, vm+".vm"); got != "" || rc != dns.RcodeNameError {
+		t.Errorf("deleted VM still resolves: %q rcode %d", got, rc)
+	}
+}
+
+// vmmTap is the tap the VMM with pid uses (from its command line), or ""
+// when it names none.
+func vmmTap(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return ""
+	}
+	for _, arg := range strings.Split(string(b), "\x00") {
+		for _, opt := range strings.Split(arg, ",") {
+			if v, ok := strings.CutPrefix(opt, "ifname="); ok {
+				return v
+			}
+		}
+	}
+	return ""
 }
 
 // masqueradeRules counts banger's NAT rules mentioning ip (by their
@@ -293,7 +428,7 @@ func TestPortsAndPublish(t *testing.T) {
 		Proto, Process, Endpoint string
 		Port                     int
 	}
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(3 * time.Minute)
 	found := false
 	for time.Now().Before(deadline) && !found {
 		r := must(t, e.cli(ctx, "", "vm", "ports", "--json", vm))
@@ -313,15 +448,15 @@ func TestPortsAndPublish(t *testing.T) {
 	must(t, e.cli(ctx, "", "vm", "session", "start", vm, "--name", "web", "--",
 		"sh", "-c", "mkdir -p /root/www && echo published-ok > /root/www/index.html && exec busybox httpd -f -p 8080 -h /root/www"))
 	var body string
-	for i := 0; i < 30; i++ {
-		r := e.inNS(ctx, "curl", "-s", "--max-time", "3", "http://127.0.0.1:18080/")
-		if body = r.stdout; strings.Contains(body, "published-ok") {
-			break
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
+	waitFor(ctx, time.Minute, 500*time.Millisecond, func() bool {
+		body = e.inNS(ctx, "curl", "-s", "--max-time", "3", "http://127.0.0.1:18080/").stdout
+		return strings.Contains(body, "published-ok")
+	})
 	if !strings.Contains(body, "published-ok") {
 		t.Errorf("published port did not answer: %q", body)
+	}
+	if ep := portEndpoint(t, ctx, vm, 8080); ep != "127.0.0.1:18080" {
+		t.Errorf("vm ports: endpoint for the published 8080 is %q, want 127.0.0.1:18080", ep)
 	}
 	r := e.cli(ctx, "", "vm", "create", "--name", "clash", "--publish", "127.0.0.1:18080:80")
 	if r.code == 0 || !strings.Contains(r.stderr, "18080") {
@@ -340,7 +475,7 @@ func TestUserMode(t *testing.T) {
 	if out := guest(t, ctx, vm, "ip -4 addr show | grep -o '10.0.2.15'"); !strings.Contains(out, "10.0.2.15") {
 		t.Errorf("user-mode guest address: %q", out)
 	}
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(3 * time.Minute)
 	var r result
 	for time.Now().Before(deadline) {
 		if r = e.cliNS(ctx, "", "vm", "ssh", vm, "--", "echo", "user-ssh-ok"); r.code == 0 {
@@ -355,25 +490,35 @@ func TestUserMode(t *testing.T) {
 	must(t, e.cli(ctx, "", "vm", "session", "start", vm, "--name", "web", "--",
 		"sh", "-c", "mkdir -p /root/www && echo user-published > /root/www/index.html && exec busybox httpd -f -p 8080 -h /root/www"))
 	var body string
-	for i := 0; i < 30; i++ {
-		if body = e.inNS(ctx, "curl", "-s", "--max-time", "3", "http://127.0.0.1:18081/").stdout; strings.Contains(body, "user-published") {
-			break
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
+	waitFor(ctx, time.Minute, 500*time.Millisecond, func() bool {
+		body = e.inNS(ctx, "curl", "-s", "--max-time", "3", "http://127.0.0.1:18081/").stdout
+		return strings.Contains(body, "user-published")
+	})
 	if !strings.Contains(body, "user-published") {
 		t.Errorf("user-mode published port did not answer: %q", body)
 	}
+	if ep := portEndpoint(t, ctx, vm, 8080); ep != "127.0.0.1:18081" {
+		t.Errorf("vm ports: user-mode endpoint for 8080 is %q, want 127.0.0.1:18081", ep)
+	}
+}
+
+// portEndpoint is the endpoint `vm ports` gives for the guest's TCP port,
+// which must be listed (the server on it already answered).
+func portEndpoint(t *testing.T, ctx context.Context, vm string, port int) string {
+	t.Helper()
 	var ports []struct {
+		Proto    string
 		Port     int
 		Endpoint string
 	}
 	jsonUnmarshal(t, must(t, e.cli(ctx, "", "vm", "ports", "--json", vm)).stdout, &ports)
 	for _, p := range ports {
-		if p.Port == 8080 && p.Endpoint != "127.0.0.1:18081" {
-			t.Errorf("user-mode endpoint for 8080: %q", p.Endpoint)
+		if p.Port == port && strings.HasPrefix(p.Proto, "tcp") {
+			return p.Endpoint
 		}
 	}
+	t.Errorf("vm ports does not list tcp port %d: %+v", port, ports)
+	return ""
 }
 
 // TestNoNetworkLeaks runs last among the network scenarios: with every VM
@@ -387,18 +532,49 @@ func TestNoNetworkLeaks(t *testing.T) {
 	// Shared VMs are gone: later scenarios create them afresh.
 	shared.once, shared.err = sync.Once{}, nil
 	wsVM.once, wsVM.err = sync.Once{}, nil
-	time.Sleep(time.Second)
-	r := e.inNS(ctx, "ip", "-o", "link", "show")
+	var r result
 	taps := 0
-	for _, l := range strings.Split(r.stdout, "\n") {
-		if strings.Contains(l, "bgtap") {
-			taps++
-		}
-	}
+	waitFor(ctx, 30*time.Second, 200*time.Millisecond, func() bool {
+		r = e.inNS(ctx, "ip", "-o", "link", "show")
+		taps = strings.Count(r.stdout, "bgtap")
+		return taps <= 2
+	})
 	if taps > 2 {
 		t.Errorf("%d banger taps left (pool is 2):\n%s", taps, r.stdout)
 	}
 	if n := masqueradeRules(t, "172.16."); n != 0 {
 		t.Errorf("%d NAT rules left", n)
 	}
+	if n := tapBindings(t); n != 0 {
+		t.Errorf("%d tap bindings (anti-spoofing accept rules) left", n)
+	}
+}
+
+// tapBindings counts the accept rules of banger's bridge table: two per
+// tap bound to a guest.
+func tapBindings(t *testing.T) int {
+	t.Helper()
+	n := 0
+	inDaemonNS(t, func() {
+		c, err := nftables.New()
+		if err != nil {
+			t.Fatal(err)
+		}
+		chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyBridge)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ch := range chains {
+			if ch.Table.Name != "banger" || ch.Name != "prerouting" {
+				continue
+			}
+			rules, _ := c.GetRules(ch.Table, ch)
+			for _, r := range rules {
+				if strings.Contains(string(r.UserData), " accept") {
+					n++
+				}
+			}
+		}
+	})
+	return n
 }

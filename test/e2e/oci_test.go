@@ -67,17 +67,7 @@ func TestOCIPull(t *testing.T) {
 	t.Cleanup(func() { srv.Close() })
 	reg := l.Addr().String()
 
-	// The base layer is the fixture's debootstrap tree, tarred by GNU tar
-	// (device nodes, hardlinks, ownership as they are).
-	base := filepath.Join(t.TempDir(), "base.tar")
-	if out, err := exec.CommandContext(ctx, "tar", "-C", filepath.Join(os.Getenv("BANGER_FIXTURES"), "rootfs"),
-		"--numeric-owner", "-cf", base, ".").CombinedOutput(); err != nil {
-		t.Fatalf("tar fixture: %v %s", err, out)
-	}
-	baseLayer, err := tarball.LayerFromFile(base, tarball.WithCompressionLevel(gzip.BestSpeed))
-	if err != nil {
-		t.Fatal(err)
-	}
+	baseLayer := fixtureLayer(t, ctx)
 	lower := tarLayer(t, func(tw *tar.Writer) {
 		entry(tw, tar.Header{Name: "etc/ocitest/", Typeflag: tar.TypeDir, Mode: 0o755})
 		file(tw, "etc/ocitest/keep", 0o644, 0, "keep\n")
@@ -160,7 +150,7 @@ func TestOCIPull(t *testing.T) {
 		t.Errorf("init-less image: PID 1 should be the agent: %q", r.stdout)
 	}
 	// sshd is started by the agent (it may take a moment).
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		r = e.cli(ctx, "", "vm", "exec", "ocinoinit", "--", "sh", "-c", "cat /proc/[0-9]*/comm | grep -x sshd")
 		if r.code == 0 || time.Now().After(deadline) {
@@ -171,6 +161,22 @@ func TestOCIPull(t *testing.T) {
 	if r.code != 0 {
 		t.Errorf("sshd is not running in the init-less guest: %s", r)
 	}
+}
+
+// fixtureLayer is the fixture's debootstrap tree as one image layer,
+// tarred by GNU tar (device nodes, hardlinks, ownership as they are).
+func fixtureLayer(t *testing.T, ctx context.Context) v1.Layer {
+	t.Helper()
+	base := filepath.Join(t.TempDir(), "base.tar")
+	if out, err := exec.CommandContext(ctx, "tar", "-C", filepath.Join(os.Getenv("BANGER_FIXTURES"), "rootfs"),
+		"--numeric-owner", "-cf", base, ".").CombinedOutput(); err != nil {
+		t.Fatalf("tar fixture: %v %s", err, out)
+	}
+	l, err := tarball.LayerFromFile(base, tarball.WithCompressionLevel(gzip.BestSpeed))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
 }
 
 // pushInNS pushes an image from inside the daemon's network namespace,

@@ -420,17 +420,9 @@ func copyExecutable(t *testing.T, src, dst string) {
 // procUID returns the real uid of a process.
 func procUID(t *testing.T, pid int) int {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Fatalf("vmm pid %d: %v", pid, err)
+	uid, ok := realUID(pid)
+	if !ok {
+		t.Fatalf("no uid for pid %d", pid)
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) > 1 && f[0] == "Uid:" {
-			var uid int
-			fmt.Sscan(f[1], &uid)
-			return uid
-		}
-	}
-	t.Fatalf("no Uid in /proc/%d/status", pid)
-	return -1
+	return uid
 }

@@ -6,6 +6,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -15,9 +17,10 @@ import (
 )
 
 type sessionInfo struct {
-	Name  string `json:"name"`
-	State string `json:"state"`
-	Exit  *struct {
+	Name     string `json:"name"`
+	State    string `json:"state"`
+	Attached int    `json:"attached"`
+	Exit     *struct {
 		Code   int    `json:"code"`
 		Signal string `json:"signal"`
 	} `json:"exit"`
@@ -35,15 +38,14 @@ func showSession(t *testing.T, ctx context.Context, vm, s string) sessionInfo {
 
 func waitSession(t *testing.T, ctx context.Context, vm, s, state string) sessionInfo {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for time.Now().Before(deadline) {
-		if si := showSession(t, ctx, vm, s); si.State == state {
-			return si
-		}
-		time.Sleep(200 * time.Millisecond)
+	var si sessionInfo
+	if !waitFor(ctx, 2*time.Minute, 200*time.Millisecond, func() bool {
+		si = showSession(t, ctx, vm, s)
+		return si.State == state
+	}) {
+		t.Fatalf("session %s never reached %s: %+v", s, state, si)
 	}
-	t.Fatalf("session %s never reached %s", s, state)
-	return sessionInfo{}
+	return si
 }
 
 // TestSessions: a session keeps running with nobody attached and across a
@@ -83,23 +85,50 @@ func TestSessions(t *testing.T) {
 		t.Errorf("logs of finished session: %q", out)
 	}
 
-	// The daemon goes away and comes back; the sessions do not notice.
+	// The daemon goes away and comes back; the sessions do not notice:
+	// the ticker's output goes on from where it was, in one unbroken run.
+	tickerLog := func() (string, int) {
+		out := must(t, e.cli(ctx, "", "vm", "session", "logs", vm, "ticker")).stdout
+		n := 0
+		for _, l := range strings.Split(out, "\n") {
+			fmt.Sscanf(l, "tick %d", &n)
+		}
+		return out, n
+	}
+	var before int
+	if !waitFor(ctx, time.Minute, 200*time.Millisecond, func() bool { _, before = tickerLog(); return before >= 1 }) {
+		t.Fatalf("ticker never ticked")
+	}
+	e.restartDaemonAfter(t)
+	old := e.daemonPID
 	must(t, e.cli(ctx, "", "daemon", "stop"))
-	time.Sleep(time.Second)
+	if !waitFor(ctx, 30*time.Second, 100*time.Millisecond, func() bool { return !alive(old) }) {
+		t.Fatalf("daemon pid %d still alive after daemon stop", old)
+	}
 	if err := e.startDaemon(); err != nil {
 		t.Fatal(err)
 	}
 	if si := showSession(t, ctx, vm, "ticker"); si.State != "running" {
 		t.Errorf("ticker after daemon restart: %+v", si)
 	}
-	out := must(t, e.cli(ctx, "", "vm", "session", "logs", vm, "ticker")).stdout
-	if !strings.HasPrefix(out, "started\ntick 1\n") || !strings.Contains(out, "tick 3") {
-		t.Errorf("ticker output across the restart: %q", out)
+	var out string
+	var after int
+	if !waitFor(ctx, time.Minute, 200*time.Millisecond, func() bool { out, after = tickerLog(); return after > before+1 }) {
+		t.Errorf("ticker stopped ticking across the restart (tick %d before): %q", before, tail(out, 5))
+	}
+	want := "started\n"
+	for i := 1; i <= after; i++ {
+		want += fmt.Sprintf("tick %d\n", i)
+	}
+	if !strings.HasPrefix(out, want) {
+		t.Errorf("ticker output is not one unbroken run up to tick %d: %q", after, tail(out, 8))
 	}
 
-	// Two attachers to the cat session: input from one is seen by both.
+	// Two attachers to the cat session: input from either, typed while
+	// both are attached, reaches both live (not from the replayed log).
 	type att struct {
 		cmd *exec.Cmd
+		in  io.WriteCloser
 		out *safeBuf
 	}
 	var atts []att
@@ -108,24 +137,31 @@ func TestSessions(t *testing.T) {
 		cmd.Env = e.environ
 		b := &safeBuf{}
 		cmd.Stdout = b
-		if i == 0 {
-			cmd.Stdin = strings.NewReader("ping from attacher\n")
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
 		}
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		atts = append(atts, att{cmd, b})
-		if i == 0 {
-			time.Sleep(500 * time.Millisecond)
+		t.Cleanup(func() { in.Close(); cmd.Process.Kill() })
+		atts = append(atts, att{cmd, in, b})
+	}
+	if !waitFor(ctx, time.Minute, 200*time.Millisecond, func() bool { return showSession(t, ctx, vm, "echoer").Attached == 2 }) {
+		t.Fatalf("two attachers never attached: %+v", showSession(t, ctx, vm, "echoer"))
+	}
+	seen := func(s string) bool {
+		return strings.Contains(atts[0].out.String(), s) && strings.Contains(atts[1].out.String(), s)
+	}
+	for from := range atts {
+		line := fmt.Sprintf("live from attacher %d %d", from, time.Now().UnixNano())
+		if _, err := io.WriteString(atts[from].in, line+"\n"); err != nil {
+			t.Fatalf("write to attacher %d: %v", from, err)
 		}
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) && !(strings.Contains(atts[0].out.String(), "ping from attacher") && strings.Contains(atts[1].out.String(), "ping from attacher")) {
-		time.Sleep(100 * time.Millisecond)
-	}
-	for i, a := range atts {
-		if !strings.Contains(a.out.String(), "ping from attacher") {
-			t.Errorf("attacher %d did not see the input echoed: %q", i, a.out.String())
+		if !waitFor(ctx, 30*time.Second, 100*time.Millisecond, func() bool { return seen(line) }) {
+			for i, a := range atts {
+				t.Errorf("attacher %d did not see %q live: %q", i, line, a.out.String())
+			}
 		}
 	}
 	// Stopping the session ends both attachments.

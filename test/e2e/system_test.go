@@ -54,7 +54,7 @@ func TestSystemInstall(t *testing.T) {
 		return r.stdout
 	}
 	// The guest's systemd must be up before we talk to it.
-	mustSh("for i in $(seq 60); do s=$(systemctl is-system-running 2>/dev/null); case $s in running|degraded) exit 0;; esac; sleep 1; done; echo $s; exit 1")
+	mustSh("for i in $(seq 300); do s=$(systemctl is-system-running 2>/dev/null); case $s in running|degraded) exit 0;; esac; sleep 1; done; echo $s; exit 1")
 
 	out := mustSh("/usr/local/src/banger/banger system install --dry-run --owner alice")
 	for _, want := range []string{"/etc/systemd/system/bangerd.service", "/etc/systemd/system/banger-helper.service",
@@ -69,6 +69,13 @@ func TestSystemInstall(t *testing.T) {
 
 	mustSh("/usr/local/src/banger/banger system install --owner alice")
 	mustSh("systemctl is-active bangerd.service banger-helper.service")
+	// The dry run showed the units root now runs, in full, as installed.
+	for _, unit := range []string{"banger-helper.service", "bangerd.service"} {
+		path := "/etc/systemd/system/" + unit
+		if text := mustSh("cat " + path); !strings.Contains(out, "==> "+path+" <==\n"+text) {
+			t.Errorf("the dry run did not show %s as installed:\n%s", path, text)
+		}
+	}
 	if u := strings.TrimSpace(mustSh("stat -c %U /proc/$(systemctl show -P MainPID bangerd.service)")); u != "alice" {
 		t.Errorf("bangerd runs as %q, want alice", u)
 	}
@@ -89,7 +96,7 @@ func TestSystemInstall(t *testing.T) {
 	mustSh("sleep 600 </dev/null >/dev/null 2>&1 & echo $! > /run/fake-vmm.pid; echo $! > /sys/fs/cgroup" + cg + "/cgroup.procs")
 	pid := strings.TrimSpace(mustSh("systemctl show -P MainPID bangerd.service"))
 	mustSh("/usr/local/bin/banger system restart")
-	mustSh("for i in $(seq 30); do su alice -c 'banger daemon status' >/dev/null 2>&1 && exit 0; sleep 1; done; exit 1")
+	mustSh("for i in $(seq 120); do su alice -c 'banger daemon status' >/dev/null 2>&1 && exit 0; sleep 1; done; exit 1")
 	if p := strings.TrimSpace(mustSh("systemctl show -P MainPID bangerd.service")); p == pid {
 		t.Errorf("system restart did not restart bangerd (pid %s)", p)
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"banger/internal/engine"
+	"banger/internal/hosttools"
 )
 
 // versionTimeout bounds "firecracker --version".
@@ -38,7 +39,7 @@ func runVersion(ctx context.Context, binary string, re *regexp.Regexp) (string, 
 	defer cancel()
 	out, err := exec.CommandContext(ctx, binary, "--version").CombinedOutput()
 	if err != nil {
-		return "", fmt.Errorf("%s --version: %w: %s", binary, err, strings.TrimSpace(string(out)))
+		return "", hosttools.OutputError(binary+" --version", err, out)
 	}
 	return matchVersion(re, string(out))
 }
@@ -63,7 +64,7 @@ func matchVersion(re *regexp.Regexp, out string) (string, error) {
 // guest is the KVM probe's question.
 func (d *Driver) Check(ctx context.Context) (path, version string, err error) {
 	var errs []error
-	path, lerr := exec.LookPath(d.binary())
+	path, lerr := hosttools.Path(d.binary())
 	if lerr != nil {
 		errs = append(errs, fmt.Errorf("firecracker binary: %w", lerr))
 	} else if version, lerr = Version(ctx, path); lerr != nil {
@@ -84,7 +85,7 @@ func (d *Driver) Check(ctx context.Context) (path, version string, err error) {
 // Firecracker's version ("" if unknown).
 func (d *Driver) checkJailer(ctx context.Context, fcVersion string) []error {
 	var errs []error
-	if jpath, err := exec.LookPath(d.Jailer); err != nil {
+	if jpath, err := hosttools.Path(d.Jailer); err != nil {
 		errs = append(errs, fmt.Errorf("jailer binary: %w", err))
 	} else if jv, err := JailerVersion(ctx, jpath); err != nil {
 		errs = append(errs, err)

@@ -72,7 +72,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strconv"
@@ -80,6 +79,7 @@ import (
 	"syscall"
 
 	"banger/internal/engine"
+	"banger/internal/hosttools"
 )
 
 // DefaultChrootBase is the chroot base used when Driver.ChrootBase is
@@ -210,7 +210,7 @@ func (d *Driver) jailFor(spec engine.Spec) (*jail, error) {
 // resolved, name is bin's own file name and err says why.
 func resolveExec(bin string) (path, name string, err error) {
 	name = filepath.Base(bin)
-	p, err := exec.LookPath(bin)
+	p, err := hosttools.Path(bin)
 	if err != nil {
 		return "", name, err
 	}
@@ -258,7 +258,7 @@ func (d *Driver) JailSpec(spec engine.Spec) engine.Spec {
 // jail ids out of range.
 func (d *Driver) checkJail(j *jail) error {
 	var errs []error
-	if _, err := exec.LookPath(d.Jailer); err != nil {
+	if _, err := hosttools.Path(d.Jailer); err != nil {
 		errs = append(errs, fmt.Errorf("jailer binary: %w", err))
 	}
 	if j.execErr != nil {

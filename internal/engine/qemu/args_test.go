@@ -1,6 +1,7 @@
 package qemu
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -344,5 +345,37 @@ func assertPair(t *testing.T, argv []string, flag, want string) {
 	v := values(argv, flag)
 	if len(v) != 1 || v[0] != want {
 		t.Errorf("%s = %q, want exactly [%q]", flag, v, want)
+	}
+}
+
+// The sandbox: every VMM under seccomp with fork/exec, obsolete calls and
+// resource changes denied (set*id allowed: see SandboxArg); -runas under a
+// root daemon.
+func TestBuildArgsSandbox(t *testing.T) {
+	spec := engine.Spec{ID: "vm-1", Accel: engine.AccelTCG, VCPU: 1, MemoryMiB: 128, QMPSocket: "/run/q.sock", PIDFile: "/run/q.pid"}
+	args, err := BuildArgs(spec, ArgOptions{Sandbox: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined := strings.Join(args, " ")
+	if !strings.Contains(joined, "-sandbox on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny") ||
+		strings.Contains(joined, "-runas") || strings.Contains(joined, "-daemonize") {
+		t.Errorf("sandboxed argv: %s", joined)
+	}
+	args, err = BuildArgs(spec, ArgOptions{Sandbox: true, RunAs: VMMUser("vm-1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined = strings.Join(args, " ")
+	if !strings.Contains(joined, "-sandbox on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny -runas "+VMMUser("vm-1")) {
+		t.Errorf("sandboxed argv with runas: %s", joined)
+	}
+	u := VMMUser("vm-1")
+	if u != VMMUser("vm-1") || u == VMMUser("vm-2") {
+		t.Errorf("VMMUser not a stable per-vm id: %s %s", u, VMMUser("vm-2"))
+	}
+	var uid, gid int
+	if _, err := fmt.Sscanf(u, "%d:%d", &uid, &gid); err != nil || uid != gid || uid < VMMIDBase || uid >= VMMIDBase+VMMIDRange {
+		t.Errorf("VMMUser = %s, want uid=gid in [%d, %d)", u, VMMIDBase, VMMIDBase+VMMIDRange)
 	}
 }

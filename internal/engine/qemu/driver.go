@@ -1,10 +1,13 @@
 // Package qemu is banger's engine.Driver for QEMU's microvm machine, under
 // KVM or TCG (software emulation).
 //
-// Every VMM is started with -daemonize: QEMU double-forks, calls setsid and
-// is reparented to init, so it outlives the daemon that started it and a
-// daemon restart never stops a VM. Start and Adopt therefore track a VMM the
-// same way: through its pidfile, a pidfd (exit detection and signals that
+// Every VMM runs in the foreground of its own session (setsid), under QEMU's
+// seccomp sandbox (no fork or exec, no obsolete system calls, no scheduler
+// or resource changes) and, when the daemon runs as root, as a uid and gid
+// of its own (-runas, see VMMUser) once its files, sockets and tap are open.
+// The daemon reaps it while it lives; when the daemon exits it is reparented
+// to init, so a daemon restart never stops a VM. Start and Adopt track a VMM
+// the same way: through its pidfile, a pidfd (exit detection and signals that
 // cannot hit a recycled pid) and a QMP connection on its control socket.
 // Before a pid is trusted, /proc/PID/cmdline must show a QEMU serving the
 // spec's QMP socket.
@@ -15,11 +18,12 @@ package qemu
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -31,6 +35,7 @@ import (
 	"time"
 
 	"banger/internal/engine"
+	"banger/internal/hosttools"
 )
 
 // Timeouts the driver applies on top of the caller's context.
@@ -66,6 +71,15 @@ func New(binary string) *Driver { return &Driver{Binary: binary} }
 
 // Name returns "qemu".
 func (d *Driver) Name() string { return "qemu" }
+
+// findBinary finds the QEMU binary bin ("" for qemu-system-x86_64) as
+// every host tool is found: on PATH, then in the sbin directories.
+func findBinary(bin string) (string, error) {
+	if bin == "" {
+		bin = defaultBinary
+	}
+	return hosttools.Path(bin)
+}
 
 func (d *Driver) binary() string {
 	if d.Binary == "" {
@@ -116,7 +130,11 @@ func (d *Driver) start(ctx context.Context, spec engine.Spec) (*Instance, error)
 	if err := removeIfExists(spec.PIDFile); err != nil {
 		return nil, fmt.Errorf("remove stale pidfile: %w", err)
 	}
-	opts := ArgOptions{Daemonize: true, GuestTSCKHz: d.GuestTSCKHz}
+	opts := ArgOptions{Sandbox: true, GuestTSCKHz: d.GuestTSCKHz}
+	if os.Geteuid() == 0 {
+		// A guest that escapes into QEMU must not own what root owns.
+		opts.RunAs = VMMUser(spec.ID)
+	}
 	if opts.GuestTSCKHz == 0 && spec.Accel == engine.AccelTCG {
 		opts.GuestTSCKHz, _ = HostTSCKHz()
 	}
@@ -124,69 +142,148 @@ func (d *Driver) start(ctx context.Context, spec engine.Spec) (*Instance, error)
 	if err != nil {
 		return nil, err
 	}
+	// No live VMM serves the QMP socket (checked above): a leftover file
+	// would make the socket look ready before QEMU made its own.
+	if err := removeIfExists(spec.QMPSocket); err != nil {
+		return nil, fmt.Errorf("remove stale qmp socket: %w", err)
+	}
 
-	var stderr bytes.Buffer
-	cmd := exec.Command(d.binary(), args...)
-	cmd.Stderr = &stderr
-	// The launcher gets its own session, so a signal to the daemon's
-	// process group (Ctrl-C in a terminal) cannot reach a VMM still in
-	// its first fork.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	// QEMU's daemon child gives up the stderr pipe when it finishes
-	// initialising; never let a stray holder block us.
-	cmd.WaitDelay = 2 * time.Second
-	if err := cmd.Start(); err != nil {
+	// QEMU runs in the foreground of its own session (-daemonize cannot be
+	// combined with the seccomp sandbox, which forbids the fork and setsid
+	// it needs); it is reparented to init when the daemon exits, and the
+	// daemon reaps it meanwhile. Its stdout and stderr go to a file next to
+	// the pidfile, so start-up errors can be reported and nothing QEMU
+	// writes later depends on the daemon. That file is the VMM log when
+	// there is one: -D opens it only with -d items or -daemonize, neither
+	// of which banger uses.
+	bin, err := findBinary(d.binary())
+	if err != nil {
 		return nil, fmt.Errorf("run qemu: %w", err)
 	}
-	waited := make(chan error, 1)
-	go func() { waited <- cmd.Wait() }()
+	errPath := spec.VMMLog
+	if errPath == "" {
+		errPath = filepath.Join(filepath.Dir(spec.PIDFile), stderrFile)
+	}
+	errf, err := os.OpenFile(errPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("qemu stderr file: %w", err)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = errf, errf
+	cmd.Dir = "/"
+	// Its own session: a signal to the daemon's process group (Ctrl-C in
+	// a terminal) never reaches a VMM.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	err = cmd.Start()
+	errf.Close()
+	if err != nil {
+		return nil, fmt.Errorf("run qemu: %w", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }() // reaps the VMM whenever it exits
 
-	limit := time.NewTimer(startTimeout)
-	defer limit.Stop()
-	var werr error
-	select {
-	case werr = <-waited:
-	case <-ctx.Done():
+	fail := func(err error) (*Instance, error) {
 		cmd.Process.Kill()
-		<-waited
+		select {
+		case <-exited:
+		case <-time.After(killWait):
+		}
 		cleanup(spec)
-		return nil, ctx.Err()
-	case <-limit.C:
-		cmd.Process.Kill()
-		<-waited
-		cleanup(spec)
-		return nil, fmt.Errorf("qemu did not finish initialising within %s", startTimeout)
+		return nil, err
 	}
-	if errors.Is(werr, exec.ErrWaitDelay) && cmd.ProcessState.Success() {
-		werr = nil // exited fine; only a stray stderr holder was cut off
-	}
-	if werr != nil {
-		cleanup(spec)
-		// QEMU writes start-up errors to stderr, or to the -D log once
-		// it has opened it.
-		msg := strings.TrimSpace(stderr.String())
+	failed := func(werr error) error {
+		msg := strings.TrimSpace(readBounded(errPath, 64<<10))
 		if msg == "" && spec.VMMLog != "" {
-			if b, err := os.ReadFile(spec.VMMLog); err == nil {
-				msg = strings.TrimSpace(string(b))
-			}
+			msg = strings.TrimSpace(readBounded(spec.VMMLog, 64<<10))
 		}
 		if msg == "" {
 			msg = "no error message"
 		}
-		return nil, fmt.Errorf("qemu failed (%v): %s", werr, lastLines(msg, 5))
+		return fmt.Errorf("qemu failed (%v): %s", werr, lastLines(msg, 5))
 	}
-
-	pid, err := readPIDFile(spec.PIDFile)
-	if err != nil {
-		cleanup(spec)
-		return nil, fmt.Errorf("qemu started but left no usable pidfile: %w", err)
+	// QEMU has made its QMP socket once it has parsed its options and
+	// opened its files; attach's handshake then waits for its main loop.
+	limit := time.NewTimer(startTimeout)
+	defer limit.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if _, err := os.Stat(spec.QMPSocket); err == nil {
+			break
+		}
+		select {
+		case werr := <-exited:
+			cleanup(spec)
+			return nil, failed(werr)
+		case <-ctx.Done():
+			return fail(ctx.Err())
+		case <-limit.C:
+			return fail(fmt.Errorf("qemu did not create its qmp socket within %s", startTimeout))
+		case <-tick.C:
+		}
 	}
-	inst, err := attach(ctx, spec, pid)
+	// The socket file appears at bind(), a moment before QEMU listens on
+	// it: a refused connection is retried.
+	inst, err := attach(ctx, spec, cmd.Process.Pid)
+	for err != nil && errors.Is(err, syscall.ECONNREFUSED) {
+		select {
+		case werr := <-exited:
+			cleanup(spec)
+			return nil, failed(werr)
+		case <-ctx.Done():
+			return fail(ctx.Err())
+		case <-limit.C:
+			return fail(fmt.Errorf("qemu did not accept qmp connections within %s: %w", startTimeout, err))
+		case <-tick.C:
+		}
+		inst, err = attach(ctx, spec, cmd.Process.Pid)
+	}
 	if err != nil {
-		cleanup(spec)
-		return nil, err
+		// A QEMU that made its socket and then gave up (e.g. on a bad
+		// disk) hangs up the handshake: report its own message.
+		select {
+		case werr := <-exited:
+			cleanup(spec)
+			return nil, failed(werr)
+		case <-time.After(2 * time.Second):
+		}
+		return fail(err)
 	}
 	return inst, nil
+}
+
+// stderrFile is the file, next to the pidfile, that gets QEMU's stdout and
+// stderr.
+const stderrFile = "qemu.stderr"
+
+// readBounded reads at most max bytes of path ("" on error).
+func readBounded(path string, max int64) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	b, _ := io.ReadAll(io.LimitReader(f, max))
+	return string(b)
+}
+
+// VMM ids: when the daemon runs as root, each VM's QEMU drops to a uid and
+// gid of its own in [VMMIDBase, VMMIDBase+VMMIDRange), derived from the VM's
+// id. No account has these ids, so an escaped VMM owns nothing but what its
+// VM's QEMU opened before the drop, and cannot signal or trace the QEMU of
+// another VM (unless their ids collide: a 1 in 65536 chance per pair).
+const (
+	VMMIDBase  = 1 << 30
+	VMMIDRange = 1 << 16
+)
+
+// VMMUser returns the "UID:GID" a root daemon runs the VM with the given id
+// as.
+func VMMUser(id string) string {
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	n := VMMIDBase + int(h.Sum32()%VMMIDRange)
+	return strconv.Itoa(n) + ":" + strconv.Itoa(n)
 }
 
 // checkInputs fails early, with the field named, on input files QEMU would
@@ -389,8 +486,14 @@ func (i *Instance) watch() {
 	// QEMU removes its pidfile on a clean exit, not when killed. Remove a
 	// leftover only while it still names our pid, so a newer VMM's
 	// pidfile is never touched.
+	// A VMM that dropped to its own uid cannot remove its pidfile or
+	// sockets from the VM's directory either: do it for it.
 	if pid, err := readPIDFile(i.spec.PIDFile); err == nil && pid == i.proc.PID {
-		removeIfExists(i.spec.PIDFile)
+		for _, path := range []string{i.spec.QMPSocket, i.spec.AgentSocket, i.spec.PIDFile} {
+			if path != "" {
+				removeIfExists(path)
+			}
+		}
 	}
 	// The exiting QEMU hangs up its QMP socket; let the last events (the
 	// SHUTDOWN reason) be read before reporting the exit.

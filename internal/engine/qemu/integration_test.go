@@ -1,6 +1,8 @@
 package qemu
 
 import (
+	"golang.org/x/sys/unix"
+
 	"context"
 	"errors"
 	"net"
@@ -133,10 +135,19 @@ func TestIntegrationStartAdoptQuit(t *testing.T) {
 	if !isVMMFor(procCmdline(pid), spec.QMPSocket) {
 		t.Errorf("pid %d cmdline %q does not name the qmp socket", pid, procCmdline(pid))
 	}
-	// Detached: QEMU is not our child (it was reparented away).
+	// Detached: QEMU has a session of its own, so nothing aimed at the
+	// daemon's session or process group reaches it.
+	if sid, err := unix.Getsid(pid); err != nil || sid != pid {
+		t.Errorf("vmm session = %d, %v; want its own (%d)", sid, err, pid)
+	}
+	// Confined: QEMU's seccomp filter is on, and under root it runs as
+	// the VM's own uid.
 	if st, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status"); err == nil {
-		if m := regexp.MustCompile(`PPid:\s+(\d+)`).FindSubmatch(st); m != nil && string(m[1]) == strconv.Itoa(os.Getpid()) {
-			t.Error("vmm is a child of the test process; it would die with the daemon's session")
+		if !regexp.MustCompile(`(?m)^Seccomp:\s+2$`).Match(st) {
+			t.Errorf("vmm is not under a seccomp filter:\n%s", st)
+		}
+		if os.Geteuid() == 0 && !regexp.MustCompile(`(?m)^Uid:\s+`+strings.Split(VMMUser(spec.ID), ":")[0]+`\s`).Match(st) {
+			t.Errorf("vmm does not run as %s:\n%s", VMMUser(spec.ID), st)
 		}
 	}
 	// The agent socket is listening as soon as Start returns.
@@ -145,7 +156,7 @@ func TestIntegrationStartAdoptQuit(t *testing.T) {
 	} else {
 		c.Close()
 	}
-	// QEMU's stderr goes to the VMM log after daemonizing.
+	// QEMU's stderr goes to the VMM log.
 	if link, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/fd/2"); err != nil || link != spec.VMMLog {
 		t.Errorf("vmm stderr = %q, %v; want %s", link, err, spec.VMMLog)
 	}

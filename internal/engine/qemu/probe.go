@@ -74,14 +74,14 @@ func openKVM(dev string) string {
 }
 
 func probeKVM(ctx context.Context, qemuBinary, vmlinux, kvmDevice string, timeout time.Duration) (ok bool, detail string, err error) {
-	if qemuBinary == "" {
-		qemuBinary = defaultBinary
-	}
 	if _, err := os.Stat(vmlinux); err != nil {
 		return false, "", fmt.Errorf("probe kvm: kernel: %w", err)
 	}
 	if detail := openKVM(kvmDevice); detail != "" {
 		return false, detail, nil
+	}
+	if qemuBinary, err = findBinary(qemuBinary); err != nil {
+		return false, "", fmt.Errorf("probe kvm: %w", err)
 	}
 
 	pctx, cancel := context.WithTimeout(ctx, timeout)
@@ -212,8 +212,9 @@ func since(t time.Time) time.Duration { return time.Since(t).Round(10 * time.Mil
 // Version returns the version of qemuBinary as "major.minor.micro", from
 // `qemuBinary --version`.
 func Version(ctx context.Context, qemuBinary string) (string, error) {
-	if qemuBinary == "" {
-		qemuBinary = defaultBinary
+	qemuBinary, err := findBinary(qemuBinary)
+	if err != nil {
+		return "", fmt.Errorf("qemu version: %w", err)
 	}
 	out, err := exec.CommandContext(ctx, qemuBinary, "--version").Output()
 	if err != nil {
@@ -244,8 +245,9 @@ func parseVersion(out string) (string, error) {
 // SupportsMicrovm reports whether qemuBinary offers the microvm machine
 // type, from `qemuBinary -machine help`.
 func SupportsMicrovm(ctx context.Context, qemuBinary string) (bool, error) {
-	if qemuBinary == "" {
-		qemuBinary = defaultBinary
+	qemuBinary, err := findBinary(qemuBinary)
+	if err != nil {
+		return false, fmt.Errorf("qemu machine list: %w", err)
 	}
 	out, err := exec.CommandContext(ctx, qemuBinary, "-machine", "help").Output()
 	if err != nil {
@@ -276,7 +278,7 @@ type KVMVerdict struct {
 
 // KVMCacheKey keys a verdict by kernel file and QEMU binary (as
 // configured), each with its size/mtime, so that a new kernel or QEMU
-// build is probed again. lookPath resolves the binary (exec.LookPath).
+// build is probed again. lookPath resolves the binary (hosttools.Path).
 func KVMCacheKey(kernel, qemuBinary string, lookPath func(string) (string, error)) string {
 	k := kernel
 	if fi, err := os.Stat(kernel); err == nil {
