@@ -32,6 +32,11 @@ const (
 	OpSSHSetup = "ssh_setup"
 	// OpPorts answers the guest's listening sockets in Ports.
 	OpPorts = "ports"
+	// OpMeminfo answers the guest's /proc/meminfo text (at most
+	// memstat.MaxMeminfo bytes) in Meminfo, whether the VM has a virtio
+	// balloon in BalloonDevice, and whether its driver is bound in
+	// BalloonDriver.
+	OpMeminfo = "meminfo"
 	// OpReadiness answers how far the guest has booted, in Readiness.
 	OpReadiness = "readiness"
 )
@@ -84,6 +89,12 @@ type Response struct {
 	HostKeys []string `json:"host_keys,omitempty"`
 	// OpPorts.
 	Ports []PortInfo `json:"ports,omitempty"`
+	// OpMeminfo: /proc/meminfo as the guest reads it (hostile text:
+	// parse it with memstat.ParseMeminfo), and whether the guest kernel
+	// drives a virtio balloon.
+	Meminfo       string `json:"meminfo,omitempty"`
+	BalloonDevice bool   `json:"balloon_device,omitempty"`
+	BalloonDriver bool   `json:"balloon_driver,omitempty"`
 	// OpReadiness.
 	Readiness *Readiness `json:"readiness,omitempty"`
 }

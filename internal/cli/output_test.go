@@ -15,9 +15,9 @@ func fixtures() map[string]string {
 	now := time.Now()
 	three, two := rfc(now.Add(-3*time.Minute-5*time.Second)), rfc(now.Add(-2*time.Hour-time.Minute))
 	return map[string]string{
-		"GET /vms": fmt.Sprintf(`[{"id":"1","name":"alpha","image":"debian","vcpu":2,"memory_mib":1024,"state":"running","created_at":%q},
+		"GET /vms": fmt.Sprintf(`[{"id":"1","name":"alpha","image":"debian","vcpu":2,"memory_mib":1024,"state":"running","created_at":%q,"memory_usage":{"host_rss":188743680}},
 			{"id":"2","name":"long-vm-name","image":"alpine","vcpu":1,"memory_mib":512,"state":"stopped","created_at":%q}]`, three, two),
-		"GET /vms/alpha":                fmt.Sprintf(`{"id":"1","name":"alpha","image":"debian","kernel":"k6","vcpu":2,"memory_mib":1024,"disk_size":8589934592,"state":"running","created_at":%q}`, three),
+		"GET /vms/alpha":                fmt.Sprintf(`{"id":"1","name":"alpha","image":"debian","kernel":"k6","vcpu":2,"memory_mib":1024,"disk_size":8589934592,"state":"running","created_at":%q,"memory_usage":{"host_rss":188743680,"guest_total":1007235072,"guest_used":136314880,"guest_available":901775360,"balloon":"reporting"}}`, three),
 		"GET /kernels":                  fmt.Sprintf(`[{"name":"k6","version":"6.1.0-18-amd64","created_at":%q}]`, two),
 		"GET /kernels/k6":               fmt.Sprintf(`{"name":"k6","version":"6.1.0-18-amd64","vmlinux":"/s/vmlinux","initramfs":"/s/initrd","sha256":"ab","source":"x.deb","created_at":%q}`, two),
 		"GET /images":                   fmt.Sprintf(`[{"name":"debian","kernel":"k6","size_bytes":4294967296,"source":"debootstrap","created_at":%q}]`, two),
@@ -111,9 +111,9 @@ func TestTables(t *testing.T) {
 		want string
 	}{
 		{[]string{"vm", "list"}, "" +
-			"NAME          STATE    IMAGE   VCPU  MEMORY    CREATED\n" +
-			"alpha         running  debian  2     1024 MiB  3m ago\n" +
-			"long-vm-name  stopped  alpine  1     512 MiB   2h ago\n"},
+			"NAME          STATE    IMAGE   VCPU  MEMORY    HOST RSS  CREATED\n" +
+			"alpha         running  debian  2     1024 MiB  180 MiB   3m ago\n" +
+			"long-vm-name  stopped  alpine  1     512 MiB   -         2h ago\n"},
 		{[]string{"kernel", "list"}, "" +
 			"NAME  VERSION         IMPORTED\n" +
 			"k6    6.1.0-18-amd64  2h ago\n"},
@@ -135,8 +135,19 @@ func TestTables(t *testing.T) {
 	}
 	// Empty lists still print their headers.
 	e := startFakeDaemon(t, emptyFixtures())
-	if _, out, _ := runIn(t, e.layout, "vm", "list"); out != "NAME  STATE  IMAGE  VCPU  MEMORY  CREATED\n" {
+	if _, out, _ := runIn(t, e.layout, "vm", "list"); out != "NAME  STATE  IMAGE  VCPU  MEMORY  HOST RSS  CREATED\n" {
 		t.Errorf("empty vm list: %q", out)
+	}
+	// vm show: the memory a running VM holds on the host and in the guest.
+	_, shown, _ := runIn(t, d.layout, "vm", "show", "alpha")
+	for _, want := range []string{
+		"host memory   180 MiB (VMM resident)\n",
+		"guest memory  130 MiB used of 960 MiB (860 MiB available)\n",
+		"balloon       on, freed guest memory goes back to the host\n",
+	} {
+		if !strings.Contains(shown, want) {
+			t.Errorf("vm show lacks %q:\n%s", want, shown)
+		}
 	}
 	// Key/value listings share the column layout.
 	_, out, _ := runIn(t, d.layout, "kernel", "show", "k6")

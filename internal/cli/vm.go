@@ -255,6 +255,7 @@ func (a *App) vmShowCmd() *cobra.Command {
 			t.row("kernel", v.Kernel)
 			t.row("vcpu", v.VCPU)
 			t.row("memory", fmt.Sprintf("%d MiB", v.MemoryMiB))
+			memoryRows(t, v.Memory)
 			t.row("disk", humanBytes(v.DiskSize))
 			if v.PID != 0 {
 				t.row("pid", v.PID)
@@ -318,9 +319,13 @@ func (a *App) vmListCmd() *cobra.Command {
 			if asJSON {
 				return printJSONList(a.Stdout, vms)
 			}
-			t := newTable(a.Stdout, "name", "state", "image", "vcpu", "memory", "created")
+			t := newTable(a.Stdout, "name", "state", "image", "vcpu", "memory", "host rss", "created")
 			for _, v := range vms {
-				t.row(v.Name, v.State, v.Image, v.VCPU, fmt.Sprintf("%d MiB", v.MemoryMiB), ago(v.CreatedAt))
+				rss := "-"
+				if v.Memory != nil {
+					rss = inMiB(v.Memory.HostRSS)
+				}
+				t.row(v.Name, v.State, v.Image, v.VCPU, fmt.Sprintf("%d MiB", v.MemoryMiB), rss, ago(v.CreatedAt))
 			}
 			return t.flush()
 		},
@@ -413,6 +418,30 @@ func (a *App) vmLogsCmd() *cobra.Command {
 		},
 	}
 }
+
+// memoryRows shows a running VM's memory use (see model.MemoryUsage).
+func memoryRows(t *table, u *model.MemoryUsage) {
+	if u == nil {
+		return
+	}
+	t.row("host memory", inMiB(u.HostRSS)+" (VMM resident)")
+	if u.GuestError != "" {
+		t.row("guest memory", "unknown: "+u.GuestError)
+		return
+	}
+	t.row("guest memory", fmt.Sprintf("%s used of %s (%s available)", inMiB(u.GuestUsed), inMiB(u.GuestTotal), inMiB(u.GuestAvailable)))
+	switch u.Balloon {
+	case model.BalloonReporting:
+		t.row("balloon", "on, freed guest memory goes back to the host")
+	case model.BalloonNoDriver:
+		t.row("balloon", "no driver in the guest (re-import the kernel to add virtio_balloon)")
+	case model.BalloonOff:
+		t.row("balloon", "off")
+	}
+}
+
+// inMiB renders bytes as whole MiB.
+func inMiB(n int64) string { return fmt.Sprintf("%d MiB", n>>20) }
 
 // readinessText lists the readiness levels a guest has reached, e.g.
 // "agent, ssh; system: starting".

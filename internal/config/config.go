@@ -45,6 +45,10 @@ type Config struct {
 	BridgeName  string `toml:"bridge_name"`
 	BridgeCIDR  string `toml:"bridge_cidr"`
 	TapPoolSize int    `toml:"tap_pool_size"`
+	// Balloon gives every VM a virtio balloon with free page reporting, so
+	// an idle VM holds about what its guest uses (default true). Read at
+	// each VM start; false is for comparisons (make bench).
+	Balloon bool `toml:"balloon"`
 	// GuestToGuest lets bridge-mode guests reach each other (default
 	// true); false isolates them from each other, on the bridge and
 	// through the host.
@@ -117,6 +121,7 @@ func Default() Config {
 		BridgeName:      "banger0",
 		BridgeCIDR:      "172.16.0.1/24",
 		TapPoolSize:     2,
+		Balloon:         true,
 		GuestToGuest:    true,
 		DNSListen:       "127.0.0.1:42069",
 		HelperSocket:    "/run/banger/helper.sock",

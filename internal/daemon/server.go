@@ -36,6 +36,9 @@ import (
 type VMManager interface {
 	List(ctx context.Context) ([]*model.VM, error)
 	Get(ctx context.Context, ref string) (*model.VM, error)
+	// ListWithMemory and Show add running VMs' memory use.
+	ListWithMemory(ctx context.Context) ([]*model.VM, error)
+	Show(ctx context.Context, ref string) (*model.VM, error)
 	Create(ctx context.Context, p api.VMCreateParams, progress vm.Progress) (*model.VM, error)
 	Start(ctx context.Context, ref string, progress vm.Progress) (*model.VM, error)
 	Restart(ctx context.Context, ref string, progress vm.Progress) (*model.VM, error)

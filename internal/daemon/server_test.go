@@ -76,6 +76,18 @@ func (f *fakeVMs) List(ctx context.Context) ([]*model.VM, error) {
 	return []*model.VM{v}, nil
 }
 
+func (f *fakeVMs) Show(ctx context.Context, ref string) (*model.VM, error) {
+	v, err := f.Get(ctx, ref)
+	if err == nil && v.State == model.StateRunning {
+		v.Memory = &model.MemoryUsage{HostRSS: 180 << 20, GuestUsed: 130 << 20, GuestTotal: 1 << 30, GuestAvailable: 800 << 20, Balloon: model.BalloonReporting}
+	}
+	return v, err
+}
+
+func (f *fakeVMs) ListWithMemory(ctx context.Context) ([]*model.VM, error) {
+	return f.List(ctx)
+}
+
 func (f *fakeVMs) Create(ctx context.Context, p api.VMCreateParams, progress vm.Progress) (*model.VM, error) {
 	progress(api.Progress{Stage: "create_disk", DurationMS: 3})
 	progress(api.Progress{Stage: "boot", DurationMS: 5})

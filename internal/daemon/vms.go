@@ -16,7 +16,7 @@ import (
 )
 
 func (s *Server) vmList(w http.ResponseWriter, r *http.Request) error {
-	vms, err := s.VMs.List(r.Context())
+	vms, err := s.VMs.ListWithMemory(r.Context())
 	if err != nil {
 		return err
 	}
@@ -25,7 +25,7 @@ func (s *Server) vmList(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) vmShow(w http.ResponseWriter, r *http.Request) error {
-	v, err := s.VMs.Get(r.Context(), r.PathValue("name"))
+	v, err := s.VMs.Show(r.Context(), r.PathValue("name"))
 	if err != nil {
 		return err
 	}

@@ -74,6 +74,14 @@ type Spec struct {
 
 	Accel string // AccelKVM or AccelTCG, already resolved (see ResolveAccel)
 
+	// Balloon adds a virtio balloon device with free page reporting (the
+	// guest hands pages it frees back to the host, so an idle VM holds
+	// about what its guest uses) and deflate-on-OOM (a guest under
+	// memory pressure takes back what a balloon target took from it).
+	// The balloon starts empty. The guest needs the virtio_balloon
+	// driver (banger's initramfs loads it); without it the device idles.
+	Balloon bool
+
 	NICs []NIC // in guest order: eth0, eth1, ...
 }
 

@@ -214,6 +214,13 @@ func (s *Server) handle(ctx context.Context, st net.Conn) {
 			out = append(out, agent.PortInfo{Proto: p.Proto, Addr: p.Addr, Port: p.Port, PID: p.PID, Process: p.Process})
 		}
 		reply(st, agent.Response{OK: true, Ports: out})
+	case agent.OpMeminfo:
+		text, err := readMeminfo()
+		if err != nil {
+			reply(st, agent.Response{Error: "meminfo: " + err.Error()})
+			return
+		}
+		reply(st, agent.Response{OK: true, Meminfo: text, BalloonDevice: balloonDevice(), BalloonDriver: balloonDriverBound()})
 	case agent.OpReadiness:
 		var r agent.Readiness
 		if s.Readiness != nil {

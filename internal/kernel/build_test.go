@@ -34,12 +34,14 @@ var fakeModuleDeps = [][2]string{
 	{"kernel/fs/mbcache.ko", ""},
 	{"kernel/fs/jbd2/jbd2.ko", ""},
 	{"kernel/fs/ext4/ext4.ko", "jbd2,mbcache,crc16"},
+	{"kernel/drivers/virtio/virtio_balloon.ko", "virtio,virtio_ring"},
 	// crc16 is built in; the vsock modules are absent.
 }
 
 var fakeModuleOrder = []string{
 	"virtio_ring", "virtio", "virtio_mmio", "virtio_blk", "failover", "net_failover",
 	"virtio_net", "virtio_console", "crc32c_generic", "mbcache", "jbd2", "ext4",
+	"virtio_balloon",
 }
 
 // fakeKernelEntries is a kernel package's data.tar, minus skip (a module
@@ -202,6 +204,21 @@ func TestBuildFromDirectory(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkBuildOutput(t, dest, res, agent)
+}
+
+// A kernel without virtio_balloon (a custom build) still imports: its
+// guests just never return freed memory.
+func TestBuildWithoutBalloonModule(t *testing.T) {
+	tmp := t.TempDir()
+	deb := writeDeb(t, tmp, "data.tar.xz", makeTar(t, fakeKernelEntries(t, "kernel/drivers/virtio/virtio_balloon.ko")))
+	res, err := Build(context.Background(), deb, filepath.Join(tmp, "out"), []byte("agent"))
+	if err != nil {
+		t.Fatalf("build without virtio_balloon: %v", err)
+	}
+	want := fakeModuleOrder[:len(fakeModuleOrder)-1]
+	if !reflect.DeepEqual(res.Modules, want) {
+		t.Errorf("modules %v, want %v", res.Modules, want)
+	}
 }
 
 func TestBuildFailureLeavesNothing(t *testing.T) {

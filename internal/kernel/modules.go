@@ -16,19 +16,24 @@ import (
 
 // DefaultModules are the modules a banger guest needs, in the order given
 // in HOST-NOTES (ResolveModules orders them by their dependencies anyway):
-// virtio transport and devices, then ext4 and what it needs, then vsock.
-// The vsock modules are optional: Build accepts a kernel without them.
+// virtio transport and devices, then ext4 and what it needs, then vsock,
+// then the memory balloon (virtio_balloon: with the kernel's
+// CONFIG_PAGE_REPORTING it hands freed guest pages back to the host; it
+// loads last, after the root disk's drivers, so it costs the boot path
+// nothing it waits on). The vsock modules and the balloon are optional:
+// Build accepts a kernel without them.
 var DefaultModules = []string{
 	"virtio_ring", "virtio", "virtio_mmio", "virtio_blk",
 	"failover", "net_failover", "virtio_net", "virtio_console",
 	"crc16", "crc32c_generic", "mbcache", "jbd2", "ext4",
 	"vmw_vsock_virtio_transport_common", "vsock", "vmw_vsock_virtio_transport",
+	"virtio_balloon",
 }
 
 // optionalModules are the members of DefaultModules that Build lets be
 // missing.
 func optionalModules() []string {
-	return []string{"vmw_vsock_virtio_transport_common", "vsock", "vmw_vsock_virtio_transport"}
+	return []string{"vmw_vsock_virtio_transport_common", "vsock", "vmw_vsock_virtio_transport", "virtio_balloon"}
 }
 
 // Module is one resolved kernel module.

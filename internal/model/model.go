@@ -66,6 +66,44 @@ type VM struct {
 	// NoWorkDisk: /root stays on the root disk (VMs that build images,
 	// whose whole root disk becomes the new image).
 	NoWorkDisk bool `json:"no_work_disk,omitempty"`
+
+	// Memory is what the running VM costs the host and what its guest
+	// uses, measured when the VM is shown or listed; never stored.
+	Memory *MemoryUsage `json:"memory_usage,omitempty"`
+}
+
+// Balloon states (MemoryUsage.Balloon).
+const (
+	// BalloonReporting: the VM has a balloon and the guest drives it, so
+	// pages the guest frees go back to the host.
+	BalloonReporting = "reporting"
+	// BalloonNoDriver: the VM has a balloon but its guest kernel does not
+	// drive it (an initramfs made before banger loaded virtio_balloon:
+	// re-import the kernel).
+	BalloonNoDriver = "no-driver"
+	// BalloonOff: the VM has no balloon (config balloon = false, or a VM
+	// started by an older banger).
+	BalloonOff = "off"
+)
+
+// MemoryUsage is a running VM's memory, in bytes. Guest figures come from
+// the guest's /proc/meminfo through its agent and are zero, with
+// GuestError set, when the guest did not answer; list leaves them out.
+type MemoryUsage struct {
+	// HostRSS is the VMM process's resident memory (VmRSS): what the VM
+	// holds of the host's RAM.
+	HostRSS int64 `json:"host_rss"`
+	// GuestTotal is the guest's MemTotal.
+	GuestTotal int64 `json:"guest_total,omitempty"`
+	// GuestUsed is MemTotal - MemFree, page cache included: what the
+	// guest holds, and so the least the host can hold for it.
+	GuestUsed int64 `json:"guest_used,omitempty"`
+	// GuestAvailable is the guest's MemAvailable.
+	GuestAvailable int64 `json:"guest_available,omitempty"`
+	// Balloon is BalloonReporting, BalloonNoDriver or BalloonOff, as the
+	// guest sees it ("" when the guest did not answer).
+	Balloon    string `json:"balloon,omitempty"`
+	GuestError string `json:"guest_error,omitempty"`
 }
 
 // PortMap forwards HostIP:HostPort on the host to GuestPort in the guest.

@@ -407,6 +407,7 @@ func (m *Manager) spec(vm *model.VM, k *model.Kernel, initrd, accel string) engi
 		QMPSocket:     filepath.Join(run, "qmp.sock"),
 		PIDFile:       filepath.Join(run, "qemu.pid"),
 		Accel:         accel,
+		Balloon:       m.cfg.Balloon,
 	}
 	if vm.NoWorkDisk {
 		s.WorkDisk = ""

@@ -29,15 +29,25 @@ import (
 func main() {
 	n := flag.Int("n", 5, "boots per side")
 	ws := flag.Bool("workspace", true, "also measure workspace prepare against git archive | tar x")
+	mem := flag.Bool("memory", true, "also measure idle VMs' memory with and without the balloon (memory.go)")
+	memOnly := flag.Bool("memory-only", false, "only the memory measurements")
 	wsRounds := flag.Int("workspace-rounds", 3, "workspace measurements per side (interleaved)")
 	flag.Parse()
 	if *wsRounds < 1 {
 		fmt.Fprintln(os.Stderr, "bench: -workspace-rounds must be at least 1")
 		os.Exit(2)
 	}
-	if err := run(*n, *ws, *wsRounds); err != nil {
-		fmt.Fprintln(os.Stderr, "bench:", err)
-		os.Exit(1)
+	if !*memOnly {
+		if err := run(*n, *ws, *wsRounds); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+	}
+	if *mem || *memOnly {
+		if err := benchMemory(context.Background(), os.Getenv("BANGER_BIN"), os.Getenv("BANGER_FIXTURES")); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: memory:", err)
+			os.Exit(1)
+		}
 	}
 }
 

@@ -70,6 +70,19 @@ type Vsock struct {
 	UDSPath  string `json:"uds_path"`
 }
 
+// Balloon is the spec's Balloon (PUT /balloon): a virtio balloon device.
+// AmountMiB is how much memory the balloon holds (taken from the guest);
+// banger starts it empty. FreePageReporting makes the guest report pages
+// it frees, which Firecracker then discards (the VMM's RSS falls);
+// DeflateOnOOM lets a guest under memory pressure deflate the balloon.
+// The free_page_reporting property appeared in Firecracker's API in 1.14
+// (the definition banger validates against, 1.17.0-dev, has it).
+type Balloon struct {
+	AmountMiB         int  `json:"amount_mib"`
+	DeflateOnOOM      bool `json:"deflate_on_oom"`
+	FreePageReporting bool `json:"free_page_reporting,omitempty"`
+}
+
 // SerialDevice is the spec's SerialDevice (PUT /serial): where the guest's
 // ttyS0 output goes instead of Firecracker's stdout.
 type SerialDevice struct {
@@ -193,6 +206,11 @@ func (c *Client) PutGuestNetworkInterfaceByID(ctx context.Context, n NetworkInte
 // fails if it exists. Pre-boot only.
 func (c *Client) PutGuestVsock(ctx context.Context, v Vsock) error {
 	return c.do(ctx, http.MethodPut, "/vsock", v, nil)
+}
+
+// PutBalloon is PUT /balloon. banger sends it before boot only.
+func (c *Client) PutBalloon(ctx context.Context, b Balloon) error {
+	return c.do(ctx, http.MethodPut, "/balloon", b, nil)
 }
 
 // PutSerialDevice is PUT /serial.

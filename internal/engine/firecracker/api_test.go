@@ -85,6 +85,9 @@ func TestClientMethodsMatchOperations(t *testing.T) {
 		{"PutGuestVsock", func() error {
 			return c.PutGuestVsock(ctx, Vsock{GuestCID: 42, UDSPath: filepath.Join(dir, "v.sock")})
 		}},
+		{"PutBalloon", func() error {
+			return c.PutBalloon(ctx, Balloon{AmountMiB: 0, DeflateOnOOM: true, FreePageReporting: true})
+		}},
 		{"CreateSyncAction", func() error { return c.CreateSyncAction(ctx, InstanceActionInfo{ActionType: ActionInstanceStart}) }},
 	}
 	// Each is a method of Client, so a renamed method fails here.
@@ -188,6 +191,7 @@ func TestTypesMirrorDefinitions(t *testing.T) {
 		{Drive{}, "Drive", true},
 		{NetworkInterface{}, "NetworkInterface", true},
 		{Vsock{}, "Vsock", true},
+		{Balloon{}, "Balloon", true},
 		{SerialDevice{}, "SerialDevice", true},
 		{InstanceActionInfo{}, "InstanceActionInfo", true},
 		{InstanceInfo{}, "InstanceInfo", false},
@@ -305,6 +309,9 @@ func TestValidatorCatchesViolations(t *testing.T) {
 		{"vsock cid minimum", "PUT", "/vsock", ct, `{"guest_cid":2,"uds_path":"/v"}`, "body.guest_cid: 2 is below the minimum 3"},
 		{"path/body id mismatch", "PUT", "/drives/root", ct, `{"drive_id":"work","is_root_device":false}`, "body.drive_id work differs from path parameter drive_id=root"},
 		{"action enum", "PUT", "/actions", ct, `{"action_type":"Reboot"}`, "body.action_type: Reboot is not one of"},
+		{"valid balloon", "PUT", "/balloon", ct, `{"amount_mib":0,"deflate_on_oom":true,"free_page_reporting":true}`, ""},
+		{"balloon without deflate_on_oom", "PUT", "/balloon", ct, `{"amount_mib":0,"free_page_reporting":true}`, `body: required property "deflate_on_oom" is missing`},
+		{"balloon misspelt reporting", "PUT", "/balloon", ct, `{"amount_mib":0,"deflate_on_oom":true,"free_page_reports":true}`, "body.free_page_reports: unknown property"},
 	}
 	for _, c := range cases {
 		path, query, _ := strings.Cut(c.path, "?")
@@ -355,6 +362,7 @@ func TestSpecOperationsUsed(t *testing.T) {
 		{"put", "/drives/{drive_id}", "putGuestDriveByID", "Drive"},
 		{"put", "/network-interfaces/{iface_id}", "putGuestNetworkInterfaceByID", "NetworkInterface"},
 		{"put", "/vsock", "putGuestVsock", "Vsock"},
+		{"put", "/balloon", "putBalloon", "Balloon"},
 		{"put", "/actions", "createSyncAction", "InstanceActionInfo"},
 	} {
 		op, ok := spec.Paths[u.path][u.method]

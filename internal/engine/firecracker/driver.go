@@ -29,6 +29,8 @@
 //     (a virtio-serial port) is refused, Firecracker has none;
 //   - SerialLog receives ttyS0 (PUT /serial); without it the guest console
 //     goes to Firecracker's stdout, the VMM log;
+//   - Balloon becomes an empty balloon device with free page reporting and
+//     deflate_on_oom (PUT /balloon);
 //   - Accel must be kvm.
 //
 // With Driver.Jailer set, Firecracker runs under Firecracker's jailer:
@@ -169,7 +171,8 @@ func instanceID(spec engine.Spec) string {
 // The API calls, in order: GET / (wait for the socket), PUT
 // /machine-config, PUT /boot-source, PUT /serial (with a SerialLog), PUT
 // /drives/root and /drives/work, PUT /network-interfaces/ethN per NIC, PUT
-// /vsock (with a VsockSocket), PUT /actions InstanceStart. An API error
+// /vsock (with a VsockSocket), PUT /balloon (with Balloon), PUT /actions
+// InstanceStart. An API error
 // carries Firecracker's fault_message verbatim (see APIError).
 //
 // Under the jailer (Driver.Jailer), spec must have been through
@@ -587,6 +590,13 @@ func configure(ctx context.Context, api *Client, spec engine.Spec, paths vmmPath
 		}
 		if err := call(func(ctx context.Context) error {
 			return api.PutGuestVsock(ctx, Vsock{GuestCID: cid, UDSPath: paths.vsock})
+		}); err != nil {
+			return err
+		}
+	}
+	if spec.Balloon {
+		if err := call(func(ctx context.Context) error {
+			return api.PutBalloon(ctx, Balloon{AmountMiB: 0, DeflateOnOOM: true, FreePageReporting: true})
 		}); err != nil {
 			return err
 		}

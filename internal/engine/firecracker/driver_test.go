@@ -81,6 +81,7 @@ func newHarness(t *testing.T) *harness {
 		QMPSocket:   filepath.Join(run, "api.sock"),
 		PIDFile:     filepath.Join(run, "firecracker.pid"),
 		Accel:       engine.AccelKVM,
+		Balloon:     true,
 		NICs: []engine.NIC{
 			{Tap: "bng-dev0", MAC: "52:54:00:AB:CD:01"},
 			{Tap: "bng-dev1", MAC: "52:54:00:ab:cd:02"},
@@ -195,6 +196,7 @@ func TestStartAdoptAndCtrlAltDel(t *testing.T) {
 		{"putGuestNetworkInterfaceByID", "PUT", "/network-interfaces/eth0"},
 		{"putGuestNetworkInterfaceByID", "PUT", "/network-interfaces/eth1"},
 		{"putGuestVsock", "PUT", "/vsock"},
+		{"putBalloon", "PUT", "/balloon"},
 		{"createSyncAction", "PUT", "/actions"},
 	}
 	if len(recs) != len(want) {
@@ -225,7 +227,10 @@ func TestStartAdoptAndCtrlAltDel(t *testing.T) {
 	jsonEqual(t, "eth0", recs[6].Body, map[string]any{"iface_id": "eth0", "host_dev_name": "bng-dev0", "guest_mac": "52:54:00:ab:cd:01"})
 	jsonEqual(t, "eth1", recs[7].Body, map[string]any{"iface_id": "eth1", "host_dev_name": "bng-dev1", "guest_mac": "52:54:00:ab:cd:02"})
 	jsonEqual(t, "vsock", recs[8].Body, map[string]any{"guest_cid": 3, "uds_path": s.VsockSocket})
-	jsonEqual(t, "actions", recs[9].Body, map[string]any{"action_type": "InstanceStart"})
+	// Every request was validated against the definition by the fake
+	// (a violation fails the request), the balloon's included.
+	jsonEqual(t, "balloon", recs[9].Body, map[string]any{"amount_mib": 0, "deflate_on_oom": true, "free_page_reporting": true})
+	jsonEqual(t, "actions", recs[10].Body, map[string]any{"action_type": "InstanceStart"})
 
 	// Detached: a session of its own, our pidfile, the expected argv.
 	if got, err := readPIDFile(s.PIDFile); err != nil || got != pid {

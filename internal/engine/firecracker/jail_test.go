@@ -264,7 +264,7 @@ func TestJailedStart(t *testing.T) {
 
 	// The API calls, in order, with paths inside the jail.
 	recs := jh.records(t)
-	wantOps := []string{"describeInstance", "putMachineConfiguration", "putGuestBootSource", "putSerialDevice", "putGuestDriveByID", "putGuestDriveByID", "putGuestNetworkInterfaceByID", "putGuestNetworkInterfaceByID", "putGuestVsock", "createSyncAction"}
+	wantOps := []string{"describeInstance", "putMachineConfiguration", "putGuestBootSource", "putSerialDevice", "putGuestDriveByID", "putGuestDriveByID", "putGuestNetworkInterfaceByID", "putGuestNetworkInterfaceByID", "putGuestVsock", "putBalloon", "createSyncAction"}
 	if len(recs) != len(wantOps) {
 		t.Fatalf("%d requests, want %d: %+v", len(recs), len(wantOps), recs)
 	}
@@ -940,9 +940,9 @@ func TestLifecycle(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
-		// 10 configuration calls; the second boot adds the ctrl-alt-del.
-		if calls != 10 || calls2 != 11 {
-			t.Errorf("boots made %d and %d calls, want 10 and 11", calls, calls2)
+		// 11 configuration calls; the second boot adds the ctrl-alt-del.
+		if calls != 11 || calls2 != 12 {
+			t.Errorf("boots made %d and %d calls, want 11 and 12", calls, calls2)
 		}
 		// Delete.
 		if err := d.Cleanup(spec); err != nil {

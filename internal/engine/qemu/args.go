@@ -39,8 +39,17 @@ const (
 	agentCharID   = "agent"
 	serialCharID  = "serial0"
 	qmpCharID     = "qmp"
+	balloonID     = "balloon0"
 	defaultBinary = hosttools.QEMU
 )
+
+// BalloonDevice is the -device value of Spec.Balloon: a virtio-mmio
+// balloon (id balloon0, reachable over QMP as /machine/peripheral/balloon0)
+// with free page reporting, so pages the guest frees go back to the host
+// (QEMU discards them with MADV_DONTNEED and the VMM's RSS falls), and
+// deflate-on-oom, so a guest under pressure takes back memory a balloon
+// target took. QEMU 7.2 accepts both properties on virtio-balloon-device.
+const BalloonDevice = "virtio-balloon-device,id=" + balloonID + ",free-page-reporting=on,deflate-on-oom=on"
 
 // ArgOptions carries host facts that shape the argv but are not part of a
 // VM's Spec. The zero value is valid.
@@ -129,7 +138,8 @@ const maxCmdline = 2047
 //     size limit: for tests), or discarded;
 //   - QMP on a Unix socket, listening without waiting;
 //   - NICs as virtio-net-device: taps attached with script=no and vhost
-//     off, user NICs with optional restrict=on and hostfwd rules.
+//     off, user NICs with optional restrict=on and hostfwd rules;
+//   - with Spec.Balloon, BalloonDevice.
 func BuildArgs(spec engine.Spec, opts ArgOptions) ([]string, error) {
 	if err := spec.Validate(); err != nil {
 		return nil, err
@@ -209,6 +219,10 @@ func BuildArgs(spec engine.Spec, opts ArgOptions) ([]string, error) {
 			"-chardev", "socket,id="+agentCharID+",path="+escape(spec.AgentSocket)+",server=on,wait=off",
 			"-device", "virtserialport,chardev="+agentCharID+",name="+port,
 		)
+	}
+
+	if spec.Balloon {
+		a = append(a, "-device", BalloonDevice)
 	}
 
 	if spec.SerialSocket != "" {

@@ -26,6 +26,7 @@ func testSpec() engine.Spec {
 		SerialLog:     "/vm/serial.log",
 		PIDFile:       "/run/vm/qemu.pid",
 		Accel:         engine.AccelTCG,
+		Balloon:       true,
 	}
 }
 
@@ -52,6 +53,7 @@ func TestBuildArgsTCGFull(t *testing.T) {
 		"-device", "virtio-serial-device",
 		"-chardev", "socket,id=agent,path=/run/vm/agent.sock,server=on,wait=off",
 		"-device", "virtserialport,chardev=agent,name=org.banger.agent",
+		"-device", "virtio-balloon-device,id=balloon0,free-page-reporting=on,deflate-on-oom=on",
 		"-chardev", "file,id=serial0,path=/vm/serial.log",
 		"-serial", "chardev:serial0",
 		"-chardev", "socket,id=qmp,path=/run/vm/qmp.sock,server=on,wait=off",
@@ -245,6 +247,44 @@ func TestBuildArgsOptionalParts(t *testing.T) {
 		t.Errorf("devices %q lack the default agent port", values(got, "-device"))
 	}
 	assertPair(t, got, "-D", "/r/qemu.log")
+}
+
+// The balloon is there only when the spec asks for it, with free page
+// reporting and deflate-on-oom on.
+func TestBuildArgsBalloon(t *testing.T) {
+	s := testSpec()
+	got, err := BuildArgs(s, ArgOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var balloons []string
+	for _, d := range values(got, "-device") {
+		if strings.HasPrefix(d, "virtio-balloon") {
+			balloons = append(balloons, d)
+		}
+	}
+	if len(balloons) != 1 {
+		t.Fatalf("balloon devices %q, want one", balloons)
+	}
+	opts := strings.Split(balloons[0], ",")
+	if opts[0] != "virtio-balloon-device" {
+		t.Errorf("balloon %q is not the virtio-mmio variant microvm needs", balloons[0])
+	}
+	for _, want := range []string{"free-page-reporting=on", "deflate-on-oom=on", "id=balloon0"} {
+		if !slices.Contains(opts, want) {
+			t.Errorf("balloon %q lacks %s", balloons[0], want)
+		}
+	}
+	s.Balloon = false
+	got, err = BuildArgs(s, ArgOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range values(got, "-device") {
+		if strings.Contains(d, "balloon") {
+			t.Errorf("balloon %q without Spec.Balloon", d)
+		}
+	}
 }
 
 func TestKernelCmdline(t *testing.T) {
