@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -167,8 +168,9 @@ func waitReady(ctx context.Context, dial func(context.Context) (*Client, error))
 			c.Close()
 		}
 		// An attempt cut short by the deadline says nothing about the
-		// guest: keep the cause seen before it.
-		if last == nil || ctx.Err() == nil {
+		// guest: keep the cause seen before it. (A connection deadline set
+		// from ctx can fire a moment before ctx reports it.)
+		if last == nil || (ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, os.ErrDeadlineExceeded)) {
 			last = err
 		}
 		select {
