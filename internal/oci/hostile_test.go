@@ -11,12 +11,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/klauspost/compress/zstd"
-	"golang.org/x/sys/unix"
 )
 
 // TestHostileXattrInjection: an xattr name holding a line break and a
@@ -226,9 +226,13 @@ func diskUsage(t testing.TB, dir string) int64 {
 		if err != nil {
 			return err
 		}
-		if st, ok := fi.Sys().(*unix.Stat_t); ok {
-			n += st.Blocks * 512
+		// os reports *syscall.Stat_t (not *unix.Stat_t, which would
+		// never match and make every usage check pass).
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok {
+			t.Fatalf("%s: no stat_t (%T)", p, fi.Sys())
 		}
+		n += st.Blocks * 512
 		return nil
 	})
 	if err != nil {
@@ -252,5 +256,34 @@ func assertNoLeftovers(t *testing.T, dir string, keep ...string) {
 		if !ok {
 			t.Errorf("leftover %s", filepath.Join(dir, e.Name()))
 		}
+	}
+}
+
+// TestHostileManyEmptyDirs: every entry counts a block against
+// MaxBytes, so a small layer of thousands of empty directories (each
+// costing a block on the host, twice) is refused under a small cap
+// although its stream and its file sizes are far below it.
+func TestHostileManyEmptyDirs(t *testing.T) {
+	const n, maxBytes = 5000, 8 << 20
+	ents := make([]ent, 0, n)
+	for i := range n {
+		ents = append(ents, dir(fmt.Sprintf("d%05d/", i), 0o755))
+	}
+	raw := tarBytes(t, ents)
+	if len(raw) >= maxBytes {
+		t.Fatalf("layer stream is %d bytes, not below the cap", len(raw))
+	}
+	base := t.TempDir()
+	img := makeImage(t, "amd64", v1.Config{}, gzipLayer(t, ents...))
+	_, err := Unpack(context.Background(), img, filepath.Join(base, "root"), UnpackOptions{MaxBytes: maxBytes})
+	if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "8 MiB") {
+		t.Fatalf("err = %v, want ErrTooLarge naming the 8 MiB cap", err)
+	}
+	if u := diskUsage(t, base); u > maxBytes+1<<20 {
+		t.Errorf("%d bytes on disk after the refusal, cap %d", u, maxBytes)
+	}
+	// Under a cap that fits them, the same layer unpacks.
+	if _, err := Unpack(context.Background(), img, filepath.Join(t.TempDir(), "root"), UnpackOptions{MaxBytes: 64 << 20}); err != nil {
+		t.Fatal(err)
 	}
 }
