@@ -111,9 +111,9 @@ func (f progressWriter) Write(p []byte) (int, error) {
 
 // outputTail formats the end of a failed command's output for an error.
 func outputTail(stdout, stderr []byte) string {
-	out := strings.TrimSpace(string(stderr))
+	out := strings.TrimSpace(printable(stderr))
 	if out == "" {
-		out = strings.TrimSpace(string(stdout))
+		out = strings.TrimSpace(printable(stdout))
 	}
 	if out == "" {
 		return ""

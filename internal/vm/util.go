@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"unicode"
+	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
 )
@@ -50,4 +52,26 @@ func ParseSignal(s string) (syscall.Signal, error) {
 
 func unixSignalName(sig syscall.Signal) string {
 	return strings.TrimPrefix(unix.SignalName(sig), "SIG")
+}
+
+// printable makes guest-written text fit for an error message that ends
+// up on the user's terminal: control characters other than newline and tab
+// (escape sequences, carriage returns, bells) and invalid UTF-8 are shown
+// as \xNN instead of being sent to the terminal.
+func printable(b []byte) string {
+	var sb strings.Builder
+	for len(b) > 0 {
+		r, size := utf8.DecodeRune(b)
+		switch {
+		case r == utf8.RuneError && size <= 1,
+			r != '\n' && r != '\t' && unicode.IsControl(r):
+			for _, c := range b[:max(size, 1)] {
+				fmt.Fprintf(&sb, `\x%02x`, c)
+			}
+		default:
+			sb.Write(b[:size])
+		}
+		b = b[max(size, 1):]
+	}
+	return sb.String()
 }

@@ -209,11 +209,11 @@ func (m *Manager) Export(ctx context.Context, ref, base string) (io.ReadCloser, 
 	switch code {
 	case 0:
 	case 3:
-		return nil, api.Errorf(api.CodeBadRequest, "export from vm %q: %s", vm.Name, bytes.TrimSpace(errOut.Bytes()))
+		return nil, api.Errorf(api.CodeBadRequest, "export from vm %q: %s", vm.Name, printable(bytes.TrimSpace(errOut.Bytes())))
 	case 127:
 		return nil, api.Errorf(api.CodeOperationFailed, "export from vm %q: git is not installed in the guest", vm.Name)
 	default:
-		return nil, fmt.Errorf("export from vm %q: exit %d: %s", vm.Name, code, bytes.TrimSpace(errOut.Bytes()))
+		return nil, fmt.Errorf("export from vm %q: exit %d: %s", vm.Name, code, printable(bytes.TrimSpace(errOut.Bytes())))
 	}
 	if _, err := spool.Seek(0, io.SeekStart); err != nil {
 		return nil, fmt.Errorf("export from vm %q: %w", vm.Name, err)

@@ -165,3 +165,18 @@ func TestSerialLogCapped(t *testing.T) {
 		t.Errorf("%d bytes on disk, %d read, for a 1 MiB cap after a 20 MiB flood", total, len(got))
 	}
 }
+
+// Guest-written text in an error message cannot drive the user's terminal.
+func TestPrintableGuestText(t *testing.T) {
+	for in, want := range map[string]string{
+		"fatal: not a git repository\n\tat /root": "fatal: not a git repository\n\tat /root",
+		"\x1b]0;pwned\x07\x1b[2J":                 `\x1b]0;pwned\x07\x1b[2J`,
+		"a\rb\x00c":                               `a\x0db\x00c`,
+		"caf\xc3\xa9 \xff":                        `café \xff`,
+		"\u009b31m":                               `\xc2\x9b31m`,
+	} {
+		if got := printable([]byte(in)); got != want {
+			t.Errorf("printable(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

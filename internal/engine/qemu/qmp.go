@@ -147,8 +147,34 @@ func NewQMP(ctx context.Context, conn net.Conn) (*QMP, error) {
 	return q, nil
 }
 
+// maxQMPLine bounds one QMP message. QEMU's answers to banger's commands
+// are small; a QEMU taken over by its guest must not be able to grow the
+// daemon's memory with a line that never ends.
+const maxQMPLine = 4 << 20
+
+// errQMPLineTooLong is returned for a message over maxQMPLine bytes.
+var errQMPLineTooLong = errors.New("qmp message too long")
+
+// readLine reads one newline-terminated message of at most max bytes.
+func readLine(r *bufio.Reader, max int) ([]byte, error) {
+	var line []byte
+	for {
+		chunk, err := r.ReadSlice('\n')
+		if len(line)+len(chunk) > max+1 {
+			return nil, fmt.Errorf("%w: over %d bytes", errQMPLineTooLong, max)
+		}
+		line = append(line, chunk...)
+		if err == nil {
+			return line, nil
+		}
+		if !errors.Is(err, bufio.ErrBufferFull) {
+			return nil, err
+		}
+	}
+}
+
 func readGreeting(r *bufio.Reader, g *QMPGreeting) error {
-	line, err := r.ReadBytes('\n')
+	line, err := readLine(r, maxQMPLine)
 	if err != nil {
 		return fmt.Errorf("read greeting: %w", err)
 	}
@@ -291,7 +317,7 @@ func (q *QMP) readLoop(r *bufio.Reader) {
 
 func (q *QMP) readMessages(r *bufio.Reader) error {
 	for {
-		line, err := r.ReadBytes('\n')
+		line, err := readLine(r, maxQMPLine)
 		if err != nil {
 			return fmt.Errorf("qmp read: %w", err)
 		}

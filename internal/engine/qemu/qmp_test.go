@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"path/filepath"
 	"strings"
@@ -393,5 +394,43 @@ func TestQMPEventOverflowDropsInsteadOfBlocking(t *testing.T) {
 	}
 	if got := q.Dropped(); got != 10 {
 		t.Errorf("Dropped = %d, want 10", got)
+	}
+}
+
+// A QEMU taken over by its guest cannot grow the daemon's memory with a
+// message that never ends: the connection is dropped at maxQMPLine.
+func TestQMPRefusesEndlessMessage(t *testing.T) {
+	f := newFakeQMP(t, func(cmd map[string]any, send func(string)) {
+		send(`{"return": "` + strings.Repeat("x", maxQMPLine+1) + `"}`)
+	})
+	q := dialFake(t, f)
+	err := q.Execute(context.Background(), "query-status", nil, nil)
+	if !errors.Is(err, ErrQMPClosed) {
+		t.Fatalf("err = %v, want ErrQMPClosed", err)
+	}
+}
+
+func TestQMPReadLineBounds(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want string
+		err  error
+	}{
+		{"abc\n", "abc\n", nil},
+		{strings.Repeat("y", 100) + "\n", strings.Repeat("y", 100) + "\n", nil},
+		{strings.Repeat("z", 101) + "\n", "", errQMPLineTooLong},
+		{strings.Repeat("z", 5000), "", errQMPLineTooLong},
+		{"no newline", "", io.EOF},
+	} {
+		got, err := readLine(bufio.NewReaderSize(strings.NewReader(tc.in), 16), 100)
+		if tc.err != nil {
+			if !errors.Is(err, tc.err) {
+				t.Errorf("readLine(%.20q): %v, want %v", tc.in, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || string(got) != tc.want {
+			t.Errorf("readLine(%.20q) = %.20q, %v", tc.in, got, err)
+		}
 	}
 }
