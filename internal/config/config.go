@@ -30,8 +30,10 @@ type Config struct {
 	MemoryMiB    int    `toml:"memory_mib"`
 	DiskSize     string `toml:"disk_size"`
 	// MaxImageSize caps what a pulled registry image may expand to (its
-	// layers uncompressed, its files together): a tiny layer that
-	// claims gigabytes of zeros is refused instead of filling the disk.
+	// layers uncompressed, its entries together, each counting 4096
+	// bytes plus a regular file's size): a tiny layer that claims
+	// gigabytes of zeros, or holds millions of empty directories, is
+	// refused instead of filling the disk.
 	MaxImageSize string `toml:"max_image_size"`
 	// BootTimeout bounds how long a start waits for the guest agent.
 	BootTimeout Duration `toml:"boot_timeout"`

@@ -39,7 +39,8 @@ type Service struct {
 	// Catalog is the configured catalog (path or URL; "" = built in).
 	Catalog string
 	// MaxImageBytes caps what a pulled OCI image may expand to (its
-	// layers uncompressed, its files together); 0 is
+	// layers uncompressed, its entries together: 4096 bytes each plus a
+	// regular file's size); 0 is
 	// oci.DefaultMaxBytes. Config: max_image_size.
 	MaxImageBytes int64
 	// HTTP downloads catalogs and artifacts (default http.DefaultClient).

@@ -81,7 +81,22 @@ func BuildExt4(ctx context.Context, dir string, t *Tree, out string, size int64)
 	if err != nil {
 		return fmt.Errorf("build ext4: %w", err)
 	}
-	script, err := fixups(t, paths, got, work)
+	// Device nodes and fifos mkfs.ext4 could not copy are made first,
+	// then listed like the rest: every later command names its inode by
+	// number, never by a (long, hostile) path.
+	nodes, made, err := mknods(t, paths, got)
+	if err != nil {
+		return fmt.Errorf("build ext4: %w", err)
+	}
+	if len(nodes) > 0 {
+		if _, err := debugfsRun(ctx, debugfs, tmp, nodes, work, true); err != nil {
+			return fmt.Errorf("build ext4: %w", err)
+		}
+		if got, err = listExt4(ctx, debugfs, tmp, dirs, work); err != nil {
+			return fmt.Errorf("build ext4: %w", err)
+		}
+	}
+	script, err := fixups(t, paths, got, made, work)
 	if err != nil {
 		return fmt.Errorf("build ext4: %w", err)
 	}
@@ -251,10 +266,65 @@ func parseLsP(line string) (string, ext4Inode, error) {
 	return f[4][:i], ext4Inode{ino: ino, mode: uint32(mode), uid: uid, gid: gid}, nil
 }
 
+// mknods writes the debugfs commands that make the device nodes and
+// fifos of t that mkfs.ext4 left out of the image (got), each in its
+// directory, named by inode number. It returns the script and the
+// paths it makes.
+func mknods(t *Tree, paths []string, got map[string]ext4Inode) ([]byte, map[string]bool, error) {
+	var s script
+	made := map[string]bool{}
+	var cwd uint64
+	for _, p := range paths {
+		e := t.entries[p]
+		if _, ok := got[p]; ok {
+			continue
+		}
+		switch e.Type() {
+		case unix.S_IFCHR, unix.S_IFBLK, unix.S_IFIFO:
+		default:
+			return nil, nil, fmt.Errorf("%s is missing from the image (was the unpacked directory changed?)", p)
+		}
+		dir, name := path.Split(p)
+		d, ok := got[path.Clean(dir)]
+		if !ok || d.mode&unix.S_IFMT != unix.S_IFDIR {
+			return nil, nil, fmt.Errorf("%s: directory missing from the image", p)
+		}
+		if d.ino != cwd { // debugfs' mknod takes a name in the current directory
+			if err := s.cd(inode(d.ino)); err != nil {
+				return nil, nil, fmt.Errorf("%s: %w", p, err)
+			}
+			cwd = d.ino
+		}
+		var err error
+		switch kind := byte('c'); e.Type() {
+		case unix.S_IFBLK:
+			kind = 'b'
+			fallthrough
+		case unix.S_IFCHR:
+			switch {
+			case e.Major <= 0xffff && e.Minor <= 0xffff:
+				err = s.mknod(name, kind, e.Major, e.Minor)
+			case e.Major <= 0xfff && e.Minor <= 0xfffff:
+				err = s.mknod(name, kind, 0, 0) // fixups stores the number
+			default:
+				return nil, nil, fmt.Errorf("%s: device number %d:%d out of range", p, e.Major, e.Minor)
+			}
+		default:
+			err = s.mknod(name, 'p', 0, 0)
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", p, err)
+		}
+		made[p] = true
+	}
+	return s.Bytes(), made, nil
+}
+
 // fixups writes the debugfs commands that make the image match t, given
-// what mkfs.ext4 put there (got). Extended attribute values go to files
-// in work, which ea_set reads.
-func fixups(t *Tree, paths []string, got map[string]ext4Inode, work string) ([]byte, error) {
+// what is there (got; made: the nodes mknods made, which get every
+// field set). Every command names its inode by number. Extended
+// attribute values go to files in work, which ea_set reads.
+func fixups(t *Tree, paths []string, got map[string]ext4Inode, made map[string]bool, work string) ([]byte, error) {
 	var s script
 	nx := 0
 	eaSet := func(tg target, e *Entry) error {
@@ -280,6 +350,11 @@ func fixups(t *Tree, paths []string, got map[string]ext4Inode, work string) ([]b
 				err = s.sif(tg, field, v)
 			}
 		}
+		if fresh && (e.Major > 0xffff || e.Minor > 0xffff) {
+			// Beyond what debugfs' mknod takes: store the kernel's
+			// new-style encoding by hand.
+			set("block[1]", uint64(e.Minor&0xff|e.Major<<8|(e.Minor&^0xff)<<12))
+		}
 		if fresh || g.mode != e.Mode {
 			set("mode", uint64(e.Mode))
 		}
@@ -301,16 +376,10 @@ func fixups(t *Tree, paths []string, got map[string]ext4Inode, work string) ([]b
 	}
 
 	done := map[uint64]bool{}
-	var missing []*Entry
 	for _, p := range paths {
 		e := t.entries[p]
 		g, ok := got[p]
 		if !ok {
-			switch e.Type() {
-			case unix.S_IFCHR, unix.S_IFBLK, unix.S_IFIFO:
-				missing = append(missing, e)
-				continue
-			}
 			return nil, fmt.Errorf("%s is missing from the image (was the unpacked directory changed?)", p)
 		}
 		if g.mode&unix.S_IFMT != e.Type() {
@@ -320,49 +389,7 @@ func fixups(t *Tree, paths []string, got map[string]ext4Inode, work string) ([]b
 			continue
 		}
 		done[g.ino] = true
-		if err := setAll(inode(g.ino), e, g, false); err != nil {
-			return nil, err
-		}
-	}
-
-	// debugfs' mknod takes a name in the current directory.
-	cwd := ""
-	for _, e := range missing {
-		dir, name := path.Split(e.Path)
-		if dir = path.Clean(dir); dir != cwd {
-			if err := s.cd(dir); err != nil {
-				return nil, err
-			}
-			cwd = dir
-		}
-		var err error
-		switch kind := byte('c'); e.Type() {
-		case unix.S_IFBLK:
-			kind = 'b'
-			fallthrough
-		case unix.S_IFCHR:
-			switch {
-			case e.Major <= 0xffff && e.Minor <= 0xffff:
-				err = s.mknod(name, kind, e.Major, e.Minor)
-			case e.Major <= 0xfff && e.Minor <= 0xfffff:
-				// Beyond what debugfs' mknod takes: store the kernel's
-				// new-style encoding by hand.
-				enc := e.Minor&0xff | e.Major<<8 | (e.Minor&^0xff)<<12
-				if err = s.mknod(name, kind, 0, 0); err == nil {
-					err = s.sif(pathTarget(e.Path), "block[1]", uint64(enc))
-				}
-			default:
-				return nil, fmt.Errorf("%s: device number %d:%d out of range", e.Path, e.Major, e.Minor)
-			}
-		default:
-			err = s.mknod(name, 'p', 0, 0)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", e.Path, err)
-		}
-		// Absolute from here on: a name starting with "-" would be
-		// taken for an option by ea_set.
-		if err := setAll(pathTarget(e.Path), e, ext4Inode{}, true); err != nil {
+		if err := setAll(inode(g.ino), e, g, made[p]); err != nil {
 			return nil, err
 		}
 	}

@@ -89,13 +89,18 @@ func (o oneLayer) Layers() ([]v1.Layer, error) { return []v1.Layer{o.l}, nil }
 // FuzzScript: whatever names, keys and paths reach the debugfs script
 // generator, what it emits parses (as debugfs' ss_parse does) into
 // exactly the command and arguments asked for, one line per command; a
-// line never starts with '!' and no command but the five exists.
+// line never starts with '!' and no command but the five exists, and
+// no line (newline included) reaches maxLine, far below the buffer
+// debugfs reads lines into.
 func FuzzScript(f *testing.F) {
 	f.Add("/etc/passwd", "dev", "user.x")
 	f.Add("/a\n!touch /tmp/pwned #", "x\r!id", "user.x\n!id")
 	f.Add(`/q"uote here`, `-n"ame`, `security.cap "x"`)
 	f.Add("/", ".", "trusted.")
 	f.Add("/a\tb", "a/b", "system.posix_acl_access")
+	// The review's layer: a path of quotes that doubles to ~8000 bytes
+	// and a key whose blanks run up to '!' at debugfs' fgets cut.
+	f.Add("/"+strings.Repeat(strings.Repeat(`"`, 250)+"/", 16)+"n", strings.Repeat(`"`, 255), "user."+strings.Repeat(" ", 215)+"!touch /tmp/banger-review-pwned #")
 	f.Fuzz(func(t *testing.T, p, name, key string) {
 		var s script
 		var want [][]string
@@ -105,7 +110,8 @@ func FuzzScript(f *testing.F) {
 			}
 		}
 		try(s.ls(p), "ls", "-p", p)
-		try(s.cd(p), "cd", p)
+		try(s.cd(pathTarget(p)), "cd", p)
+		try(s.cd(inode(2)), "cd", "<2>")
 		try(s.sif(pathTarget(p), "mode", 0o100644), "sif", p, "mode", "0100644")
 		try(s.sif(inode(12), "uid", 1000), "sif", "<12>", "uid", "1000")
 		try(s.eaSet(pathTarget(p), "/work/xattr-1", key), "ea_set", "-f", "/work/xattr-1", p, key)
@@ -128,6 +134,9 @@ func FuzzScript(f *testing.F) {
 			t.Fatalf("%d lines for %d commands: %q", len(lines), len(want), s.Bytes())
 		}
 		for i, l := range lines {
+			if len(l)+1 >= maxLine {
+				t.Fatalf("line of %d bytes (with its newline), bound %d", len(l)+1, maxLine)
+			}
 			if strings.ContainsAny(l, "\r\x00") || strings.HasPrefix(strings.TrimLeft(l, " \t"), "!") {
 				t.Fatalf("line %q", l)
 			}

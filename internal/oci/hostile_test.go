@@ -11,12 +11,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/klauspost/compress/zstd"
-	"golang.org/x/sys/unix"
 )
 
 // TestHostileXattrInjection: an xattr name holding a line break and a
@@ -226,9 +226,13 @@ func diskUsage(t testing.TB, dir string) int64 {
 		if err != nil {
 			return err
 		}
-		if st, ok := fi.Sys().(*unix.Stat_t); ok {
-			n += st.Blocks * 512
+		// os reports *syscall.Stat_t (not *unix.Stat_t, which would
+		// never match and make every usage check pass).
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok {
+			t.Fatalf("%s: no stat_t (%T)", p, fi.Sys())
 		}
+		n += st.Blocks * 512
 		return nil
 	})
 	if err != nil {
@@ -251,6 +255,128 @@ func assertNoLeftovers(t *testing.T, dir string, keep ...string) {
 		}
 		if !ok {
 			t.Errorf("leftover %s", filepath.Join(dir, e.Name()))
+		}
+	}
+}
+
+// TestHostileManyEmptyDirs: every entry counts a block against
+// MaxBytes, so a small layer of thousands of empty directories (each
+// costing a block on the host, twice) is refused under a small cap
+// although its stream and its file sizes are far below it.
+func TestHostileManyEmptyDirs(t *testing.T) {
+	const n, maxBytes = 5000, 8 << 20
+	ents := make([]ent, 0, n)
+	for i := range n {
+		ents = append(ents, dir(fmt.Sprintf("d%05d/", i), 0o755))
+	}
+	raw := tarBytes(t, ents)
+	if len(raw) >= maxBytes {
+		t.Fatalf("layer stream is %d bytes, not below the cap", len(raw))
+	}
+	base := t.TempDir()
+	img := makeImage(t, "amd64", v1.Config{}, gzipLayer(t, ents...))
+	_, err := Unpack(context.Background(), img, filepath.Join(base, "root"), UnpackOptions{MaxBytes: maxBytes})
+	if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "8 MiB") {
+		t.Fatalf("err = %v, want ErrTooLarge naming the 8 MiB cap", err)
+	}
+	if u := diskUsage(t, base); u > maxBytes+1<<20 {
+		t.Errorf("%d bytes on disk after the refusal, cap %d", u, maxBytes)
+	}
+	// Under a cap that fits them, the same layer unpacks.
+	if _, err := Unpack(context.Background(), img, filepath.Join(t.TempDir(), "root"), UnpackOptions{MaxBytes: 64 << 20}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestHostileLongLineInjection is the review's exploit: debugfs reads
+// its script with fgets(buf, 8192), so a line longer than that is cut
+// and the rest runs as a command of its own, through system(3) if it
+// starts with '!'. A device node under ~4,000 bytes of '"' names
+// (doubled once quoted) and an xattr name of blanks then "!touch
+// MARKER #" placed that cut inside the blanks of the ea_set line.
+// BuildExt4 must refuse the layer with a clear error, run nothing, and
+// leave nothing behind.
+func TestHostileLongLineInjection(t *testing.T) {
+	needE2fsprogs(t)
+	mdir, err := os.MkdirTemp("", "bgr")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(mdir) })
+	marker := filepath.Join(mdir, "pwned")
+	spaces := 255 - len("user.") - len("!touch ") - len(marker) - len(" #")
+	if spaces < 100 {
+		t.Fatalf("temporary directory %s too long for the exploit's xattr name", mdir)
+	}
+	key := "user." + strings.Repeat(" ", spaces) + "!touch " + marker + " #"
+
+	work := t.TempDir()
+	out := filepath.Join(work, "r.ext4")
+	// The old ea_set line: ea_set -f "VALUEFILE" "PATH" "KEY", VALUEFILE
+	// being WORK/.debugfs-NNNNNNNNN/xattr-1. Size the doubled path so
+	// that byte 8191 (where fgets cuts) falls in the middle of the
+	// blanks.
+	vf := len(work) + len("/.debugfs-123456789/xattr-1")
+	pre := len(`ea_set -f "`) + vf + len(`" "`)
+	post := len(`" "user.`) + spaces/2
+	doubled := 8191 - pre - post // 2*quotes + slashes + len("n")
+	var comps []string
+	for rest := doubled - 1; rest > 0; {
+		n := min(255, (rest-1)/2) // a slash then n quotes, doubled
+		if n <= 0 {
+			break
+		}
+		comps = append(comps, strings.Repeat(`"`, n))
+		rest -= 2*n + 1
+	}
+	name := strings.Join(comps, "/") + "/n"
+	if len(name) < 3900 || len(name) > 4095 {
+		t.Fatalf("exploit path is %d bytes", len(name))
+	}
+
+	tree := filepath.Join(work, "tree")
+	tr, err := unpackLayers(t, tree, gzipLayer(t,
+		ent{name: name, typ: tar.TypeChar, mode: 0o644, major: 1, minor: 3, xattrs: map[string]string{key: "v"}}))
+	if err != nil {
+		t.Fatalf("unpack: %v", err) // the layer itself is legal
+	}
+	err = BuildExt4(context.Background(), tree, tr, out, 0)
+	if err == nil || !strings.Contains(err.Error(), "the limit is") {
+		t.Fatalf("BuildExt4: err = %v, want a refusal of the long line", err)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("debugfs ran the injected command")
+	}
+	assertNoLeftovers(t, work, "tree")
+}
+
+// TestScriptLineBound: the generator refuses a command that would reach
+// maxLine rather than emit (or split) it, and emits nothing for it.
+func TestScriptLineBound(t *testing.T) {
+	var s script
+	long := "/" + strings.Repeat(`"`, 2100) // 4,200+ bytes once quoted
+	if err := s.ls(long); err == nil || !strings.Contains(err.Error(), "the limit is") {
+		t.Fatalf("ls: err = %v", err)
+	}
+	if err := s.sif(pathTarget(long), "mode", 0o644); err == nil {
+		t.Fatal("sif accepted a long line")
+	}
+	if err := s.eaSet(inode(12), "/w/x", "user."+strings.Repeat(`"`, 250)); err != nil {
+		t.Fatalf("eaSet of a short line: %v", err) // ~520 bytes: fine
+	}
+	ok := "/" + strings.Repeat("a", 4096-len(`ls -p "/"`)-2) // just below the bound
+	if err := s.ls(ok); err != nil {
+		t.Fatalf("ls of a %d byte line: %v", len(ok)+len(`ls -p ""`)+1, err)
+	}
+	if err := s.ls(ok + "a"); err == nil {
+		t.Fatal("ls of a line reaching the bound accepted")
+	}
+	if s.Len() != 2 || strings.Count(string(s.Bytes()), "\n") != 2 {
+		t.Fatalf("%d commands, script %d bytes", s.Len(), len(s.Bytes()))
+	}
+	for _, l := range strings.Split(strings.TrimSuffix(string(s.Bytes()), "\n"), "\n") {
+		if len(l)+1 >= maxLine {
+			t.Fatalf("line of %d bytes", len(l)+1)
 		}
 	}
 }

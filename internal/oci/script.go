@@ -76,10 +76,26 @@ func noControl(s string) error {
 	return nil
 }
 
-func (s *script) line(words ...string) {
-	s.b.WriteString(strings.Join(words, " "))
+// maxLine bounds a script line, its '\n' included. debugfs -f reads
+// its file with fgets(buf, BUFSIZ) (8192 on glibc): a longer line is
+// cut there and its remainder runs as a command of its own, and a
+// remainder starting with '!' goes to system(3). A long name, doubled
+// quotes and a hostile extended attribute name are enough to place
+// that cut. So a line that could come near BUFSIZ is refused, never
+// split: 4096 leaves half of glibc's buffer spare, and is also the
+// smallest BUFSIZ of the C libraries e2fsprogs is built against.
+const maxLine = 4096
+
+// line appends one command, or refuses it if it would reach maxLine.
+func (s *script) line(words ...string) error {
+	l := strings.Join(words, " ")
+	if len(l)+1 >= maxLine {
+		return fmt.Errorf("script: %s command of %d bytes, the limit is %d (name too long once quoted?)", words[0], len(l)+1, maxLine-1)
+	}
+	s.b.WriteString(l)
 	s.b.WriteByte('\n')
 	s.n++
+	return nil
 }
 
 // ls lists directory dir (absolute) with inode, mode and owner.
@@ -88,8 +104,7 @@ func (s *script) ls(dir string) error {
 	if err != nil {
 		return err
 	}
-	s.line("ls", "-p", a)
-	return nil
+	return s.line("ls", "-p", a)
 }
 
 // sifFields are the inode fields set_inode_field may change.
@@ -111,8 +126,7 @@ func (s *script) sif(t target, field string, value uint64) error {
 	case "mtime":
 		v = "@" + v
 	}
-	s.line("sif", a, field, v)
-	return nil
+	return s.line("sif", a, field, v)
 }
 
 // eaSet sets extended attribute key of t to the content of valueFile
@@ -136,18 +150,16 @@ func (s *script) eaSet(t target, valueFile, key string) error {
 	if err != nil {
 		return err
 	}
-	s.line("ea_set", "-f", vf, a, k)
-	return nil
+	return s.line("ea_set", "-f", vf, a, k)
 }
 
-// cd changes debugfs' current directory (absolute).
-func (s *script) cd(dir string) error {
-	a, err := pathTarget(dir).arg()
+// cd changes debugfs' current directory.
+func (s *script) cd(dir target) error {
+	a, err := dir.arg()
 	if err != nil {
 		return err
 	}
-	s.line("cd", a)
-	return nil
+	return s.line("cd", a)
 }
 
 // mknod makes name (one path component) in the current directory: kind
@@ -163,14 +175,13 @@ func (s *script) mknod(name string, kind byte, major, minor uint32) error {
 	}
 	switch kind {
 	case 'p':
-		s.line("mknod", n, "p")
+		return s.line("mknod", n, "p")
 	case 'c', 'b':
 		if major > 0xffff || minor > 0xffff {
 			return fmt.Errorf("script: device %d:%d out of mknod's range", major, minor)
 		}
-		s.line("mknod", n, string(kind), strconv.FormatUint(uint64(major), 10), strconv.FormatUint(uint64(minor), 10))
+		return s.line("mknod", n, string(kind), strconv.FormatUint(uint64(major), 10), strconv.FormatUint(uint64(minor), 10))
 	default:
 		return fmt.Errorf("script: mknod kind %q", kind)
 	}
-	return nil
 }

@@ -46,7 +46,8 @@ const (
 // security. and trusted. namespaces (see validate.go).
 //
 // o.MaxBytes bounds what the image may expand to: the uncompressed
-// layer streams together, and the regular files' sizes together (a
+// layer streams together, and the entries together (4096 bytes each
+// plus a regular file's size: see UnpackOptions.MaxBytes) (a
 // sparse or highly compressed layer is refused as soon as it claims
 // more, not after writing it). Runs of zeros are written as holes. On
 // error dir is left as is, for the caller to remove.
@@ -92,6 +93,11 @@ func Unpack(ctx context.Context, img v1.Image, dir string, o UnpackOptions) (*Tr
 	return u.tree, nil
 }
 
+// entryCost is what every tar entry (directory, link, device, empty
+// file...) counts against UnpackOptions.MaxBytes besides a regular
+// file's size: one block, its least cost on disk.
+const entryCost = 4096
+
 // DefaultMaxBytes is UnpackOptions.MaxBytes when unset: 16 GiB.
 const DefaultMaxBytes = 16 << 30
 
@@ -108,7 +114,9 @@ type UnpackOptions struct {
 	// their total.
 	Progress func(current, total int64)
 	// MaxBytes caps the uncompressed size of all layers together and
-	// the total size of the regular files; default DefaultMaxBytes.
+	// the total size of the entries: each tar entry counts entryCost
+	// (4096) bytes plus, for a regular file, its size; default
+	// DefaultMaxBytes.
 	MaxBytes int64
 	// MaxEntries caps the number of tar entries of all layers together;
 	// default DefaultMaxEntries.
@@ -161,7 +169,7 @@ type unpacker struct {
 
 	limits    UnpackOptions
 	streamed  int64 // uncompressed layer bytes read
-	fileBytes int64 // regular file sizes
+	fileBytes int64 // entryCost per entry plus regular file sizes
 	entries   int
 }
 
@@ -252,12 +260,24 @@ func (u *unpacker) apply(hdr *tar.Header, r io.Reader) error {
 		if err := checkLinkTarget(hdr.Linkname); err != nil {
 			return err
 		}
+	}
+	// Every entry costs at least an inode and a block on the host twice
+	// (the unpacked tree and the ext4 image), whatever its size: charge
+	// entryCost for each, plus the size of a regular file, against the
+	// same budget, so that a small layer of many empty directories
+	// cannot take gigabytes.
+	cost := int64(entryCost)
+	switch hdr.Typeflag {
 	case tar.TypeReg, tar.TypeCont, tar.TypeGNUSparse:
-		if hdr.Size < 0 || hdr.Size > u.limits.MaxBytes-u.fileBytes {
+		if hdr.Size < 0 || hdr.Size > u.limits.MaxBytes-entryCost {
 			return fmt.Errorf("%w: the files add up to more than %d MiB (file of %d bytes)", ErrTooLarge, u.limits.MaxBytes>>20, hdr.Size)
 		}
-		u.fileBytes += hdr.Size
+		cost += hdr.Size
 	}
+	if cost > u.limits.MaxBytes-u.fileBytes {
+		return fmt.Errorf("%w: the entries add up to more than %d MiB (each entry counts %d bytes plus a file's size)", ErrTooLarge, u.limits.MaxBytes>>20, entryCost)
+	}
+	u.fileBytes += cost
 
 	if p == "/" {
 		if hdr.Typeflag != tar.TypeDir {
