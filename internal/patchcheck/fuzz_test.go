@@ -3,6 +3,9 @@ package patchcheck
 import (
 	"bytes"
 	"errors"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -28,4 +31,86 @@ func FuzzCheck(f *testing.F) {
 			t.Fatal("accepted a +++ path outside the repository")
 		}
 	})
+}
+
+// FuzzSymlinkChain creates, in a real directory, two symlinks whose
+// targets escapes accepts (none beyond the other, as git apply
+// refuses), and checks that the kernel's way of resolving each one stays
+// inside the repository, however one link leads through the other.
+func FuzzSymlinkChain(f *testing.F) {
+	f.Add("a/x", "..", "a/y", "x/..")
+	f.Add("a/x", "..", "a/y", "x/a/f")
+	f.Add("a/b/x", "../..", "c", "a/b/x/a/b/x")
+	f.Add("l", "m", "m", "l")
+	f.Fuzz(func(t *testing.T, l1, t1, l2, t2 string) {
+		links := [][2]string{{l1, t1}, {l2, t2}}
+		for _, l := range links {
+			if len(l[0]) > 200 || len(l[1]) > 200 || unsafePath(l[0]) != "" || escapes(l[0], l[1]) != "" {
+				t.Skip()
+			}
+		}
+		if strings.HasPrefix(l2+"/", l1+"/") || strings.HasPrefix(l1+"/", l2+"/") {
+			t.Skip() // the same path, or one beyond the other
+		}
+		root, err := filepath.EvalSymlinks(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		repo := filepath.Join(root, "outer", "repo")
+		for _, l := range links {
+			p := filepath.Join(repo, l[0])
+			if os.MkdirAll(filepath.Dir(p), 0o755) != nil || os.Symlink(l[1], p) != nil {
+				t.Skip() // a name the file system refuses
+			}
+		}
+		for _, l := range links {
+			got, ok := resolve(repo, l[0], 0)
+			if ok && got != repo && !strings.HasPrefix(got, repo+"/") {
+				t.Fatalf("%q -> %q and %q -> %q accepted, but %q resolves to %s, outside %s", l1, t1, l2, t2, l[0], got, repo)
+			}
+		}
+	})
+}
+
+// resolve follows rel from the real directory dir as the kernel does,
+// reading symlinks on disk. A missing component is taken as a directory
+// that may be created later (the rest is joined lexically). ok is false
+// on a symlink loop.
+func resolve(dir, rel string, depth int) (string, bool) {
+	if depth > 40 {
+		return "", false
+	}
+	cur := dir
+	if strings.HasPrefix(rel, "/") {
+		cur = "/"
+	}
+	parts := strings.Split(rel, "/")
+	for i, c := range parts {
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			cur = filepath.Dir(cur)
+			continue
+		}
+		next := filepath.Join(cur, c)
+		fi, err := os.Lstat(next)
+		switch {
+		case err != nil:
+			return filepath.Join(append([]string{next}, parts[i+1:]...)...), true
+		case fi.Mode()&os.ModeSymlink != 0:
+			target, err := os.Readlink(next)
+			if err != nil {
+				return "", false
+			}
+			r, ok := resolve(cur, target, depth+1)
+			if !ok {
+				return "", false
+			}
+			cur = r
+		default:
+			cur = next
+		}
+	}
+	return cur, true
 }

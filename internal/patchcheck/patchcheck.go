@@ -158,10 +158,18 @@ func (p *parser) run() error {
 }
 
 // entry is what the checker learns about one file of the patch.
+//
+// Modes follow git apply's own model: "old mode", "deleted file mode" and
+// the mode of an "index" line all set the old mode; "new mode" and "new
+// file mode" set the new mode. When no new mode is given, git apply keeps
+// the file's current mode, whose type must match the old mode ("wrong
+// type" otherwise), so the result has the new mode's type, else the old
+// one's. Each side may be set by one line only (git diff never writes
+// more), so later lines cannot contradict what was checked.
 type entry struct {
 	names              []string // every name the headers gave (prefix stripped)
-	oldMode, newMode   string   // from mode lines
-	indexMode          string   // from the index line (unchanged mode)
+	oldMode, newMode   string   // see above
+	sawIndex           bool
 	renameOrCopy       bool
 	deleted            bool
 	isNew              bool
@@ -173,17 +181,29 @@ type entry struct {
 	hunkNewStartBeyond bool
 }
 
-// resultMode is the file's mode after the patch ("" when unknown).
+// resultMode is the file's mode after the patch ("" when it is deleted or
+// the patch does not say).
 func (e *entry) resultMode() string {
 	switch {
 	case e.deleted:
 		return ""
 	case e.newMode != "":
 		return e.newMode
-	case e.indexMode != "":
-		return e.indexMode
 	}
-	return ""
+	return e.oldMode
+}
+
+// setMode records a mode line's mode on one side of the entry, refusing
+// a second line for the same side.
+func (p *parser) setMode(e *entry, side *string, m string) error {
+	if err := p.mode(m); err != nil {
+		return err
+	}
+	if *side != "" {
+		return p.fail(e.newPath, "more than one header line gives the same mode")
+	}
+	*side = m
+	return nil
 }
 
 func (p *parser) file(gitLine string) error {
@@ -200,7 +220,7 @@ func (p *parser) file(gitLine string) error {
 		}
 		e.newPath = e.names[1]
 	}
-	var minus, plus string
+	var minus, plus, m string
 	sawNames := false
 	for {
 		l, err := p.header()
@@ -212,22 +232,22 @@ func (p *parser) file(gitLine string) error {
 		case l.eof || strings.HasPrefix(t, "diff --git "):
 			p.unread(l)
 			return p.finish(e, ok || sawNames)
-		case cut(t, "old mode ", &e.oldMode):
-			if err := p.mode(e.oldMode); err != nil {
+		case cut(t, "old mode ", &m):
+			if err := p.setMode(e, &e.oldMode, m); err != nil {
 				return err
 			}
-		case cut(t, "new mode ", &e.newMode):
-			if err := p.mode(e.newMode); err != nil {
+		case cut(t, "new mode ", &m):
+			if err := p.setMode(e, &e.newMode, m); err != nil {
 				return err
 			}
-		case cut(t, "deleted file mode ", &e.oldMode):
+		case cut(t, "deleted file mode ", &m):
 			e.deleted = true
-			if err := p.mode(e.oldMode); err != nil {
+			if err := p.setMode(e, &e.oldMode, m); err != nil {
 				return err
 			}
-		case cut(t, "new file mode ", &e.newMode):
+		case cut(t, "new file mode ", &m):
 			e.isNew = true
-			if err := p.mode(e.newMode); err != nil {
+			if err := p.setMode(e, &e.newMode, m); err != nil {
 				return err
 			}
 		case strings.HasPrefix(t, "similarity index "), strings.HasPrefix(t, "dissimilarity index "):
@@ -335,11 +355,12 @@ func (p *parser) index(e *entry, s string) error {
 	if !found || !isHex(o) || !isHex(n) {
 		return p.fail("", "bad index line %q", clip([]byte(s)))
 	}
+	if e.sawIndex {
+		return p.fail(e.newPath, "more than one index line")
+	}
+	e.sawIndex = true
 	if hasMode {
-		if err := p.mode(mode); err != nil {
-			return err
-		}
-		e.indexMode = mode
+		return p.setMode(e, &e.oldMode, mode)
 	}
 	return nil
 }
@@ -610,18 +631,28 @@ func (p *parser) finish(e *entry, named bool) error {
 	if !named || e.newPath == "" && !e.deleted {
 		return p.fail("", "cannot tell which file the entry changes")
 	}
-	if e.resultMode() == modeSymlink || (e.renameOrCopy && e.resultMode() == "") {
+	if e.deleted {
+		if e.newMode != "" {
+			return p.fail(e.newPath, "entry both deletes and creates the file")
+		}
+		return nil
+	}
+	switch e.resultMode() {
+	case "":
+		// Without a mode git apply keeps the file's current one: an
+		// existing symlink (or a renamed one) would get a target nobody
+		// checked. git diff always gives a mode ("index H..H MODE" when
+		// it is unchanged), so a patch without one is not git's.
+		return p.fail(e.newPath, "the patch does not give the file's mode: cannot rule out a symlink")
+	case modeSymlink:
 		return p.symlink(e)
 	}
 	return nil
 }
 
-// symlink checks an entry whose result is (or may be) a symlink.
+// symlink checks an entry whose result is a symlink.
 func (p *parser) symlink(e *entry) error {
 	link := e.newPath
-	if e.resultMode() == "" {
-		return p.fail(link, "rename or copy with no mode given: cannot rule out a symlink")
-	}
 	p.sum.Symlinks++
 	switch {
 	case e.binary:
@@ -642,6 +673,23 @@ func (p *parser) symlink(e *entry) error {
 
 // escapes says why a symlink at link (repository-relative) pointing to
 // target is refused ("" when it stays inside the repository).
+//
+// Judging the target by itself with path.Clean is not enough: with
+// "a/x -> .." a second link "a/y -> x/.." looks like it stays at "a",
+// but the kernel resolves x first and y lands in the repository's parent.
+// So the raw target may hold ".." (and ".") only as leading components,
+// and those may not climb above the repository root from the link's
+// directory. That is sound because:
+//   - the link's directory has no symlink in it: path checks keep it
+//     free of "." and "..", and git apply refuses to write any path
+//     "beyond a symbolic link", whether the link is in the work tree or
+//     created by the same patch;
+//   - so every ".." is applied to the link's real directory, never after
+//     traversing another symlink, and the leading part of the target
+//     names a real directory inside the repository;
+//   - the rest only descends by plain names; a symlink met there either
+//     was created or changed by this patch, and is then itself checked by
+//     this rule to stay inside, or was already in the repository.
 func escapes(link, target string) string {
 	switch {
 	case target == "":
@@ -650,6 +698,19 @@ func escapes(link, target string) string {
 		return "contains control characters"
 	case strings.HasPrefix(target, "/"):
 		return "points outside the repository (absolute)"
+	}
+	named := false
+	for _, c := range strings.Split(target, "/") {
+		switch {
+		case c == "":
+			return "has an empty component (\"//\" or a trailing \"/\")"
+		case c == "." || c == "..":
+			if named {
+				return "has \".\" or \"..\" after a name: it could climb out through another symlink"
+			}
+		default:
+			named = true
+		}
 	}
 	resolved := path.Clean(path.Join(path.Dir(link), target))
 	if resolved == ".." || strings.HasPrefix(resolved, "../") {

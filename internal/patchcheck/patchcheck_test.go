@@ -83,6 +83,21 @@ func TestAcceptsRealPatches(t *testing.T) {
 			os.Remove(filepath.Join(dir, "link"))
 			os.Symlink("src", filepath.Join(dir, "link"))
 		}},
+		"symlink retargeted": {change: func(dir string) {
+			os.Remove(filepath.Join(dir, "link"))
+			os.Symlink("src/main.go", filepath.Join(dir, "link"))
+		}, extra: []string{"--no-renames"}},
+		"type changes": {change: func(dir string) {
+			os.Remove(filepath.Join(dir, "link"))
+			write(t, dir, "link", "now a file\n")
+			os.Remove(filepath.Join(dir, "gone.txt"))
+			os.Symlink("README", filepath.Join(dir, "gone.txt"))
+		}, extra: []string{"--no-renames"}},
+		"mode and content change": {change: func(dir string) {
+			write(t, dir, "src/main.go", "package main\n\nfunc main() {}\n")
+			os.Chmod(filepath.Join(dir, "src/main.go"), 0o755)
+			os.Chmod(filepath.Join(dir, "bin.dat"), 0o755)
+		}, extra: []string{"--no-renames"}},
 		"renames": {change: func(dir string) {
 			os.Rename(filepath.Join(dir, "old name.txt"), filepath.Join(dir, "new name.txt"))
 			write(t, dir, "src/copy.go", "package main\n")
@@ -173,6 +188,18 @@ func TestRefusesHostilePatches(t *testing.T) {
 		{"mode change to symlink", "diff --git a/f b/f\nold mode 100644\nnew mode 120000\n", "f", "not in the patch"},
 		{"modified symlink escapes", "diff --git a/l b/l\nindex 1111111..2222222 120000\n--- a/l\n+++ b/l\n@@ -1 +1 @@\n-README\n\\ No newline at end of file\n+../../etc/passwd\n\\ No newline at end of file\n", "l", "points outside"},
 		{"binary symlink", "diff --git a/l b/l\nnew file mode 120000\nindex 0000000..1111111\nGIT binary patch\nliteral 4\nLcmZ?wOiuy;1E2u_\n\nliteral 0\nHcmV?d00001\n\n", "l", "binary"},
+		{"modified symlink without mode", "diff --git a/CLAUDE.md b/CLAUDE.md\n--- a/CLAUDE.md\n+++ b/CLAUDE.md\n@@ -1 +1 @@\n-AGENTS.md\n\\ No newline at end of file\n+/etc/passwd\n\\ No newline at end of file\n", "CLAUDE.md", "does not give the file's mode"},
+		{"index mode without mode", "diff --git a/x b/x\nindex 1111111..2222222\n--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n", "x", "does not give the file's mode"},
+		{"old mode only", "diff --git a/x b/x\nold mode 120000\n--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+/etc\n\\ No newline at end of file\n", "x", "points outside"},
+		{"index mode overridden by old mode", "diff --git a/l b/l\nindex 1111111..2222222 100644\nold mode 120000\n--- a/l\n+++ b/l\n@@ -1 +1 @@\n-a\n+/etc\n\\ No newline at end of file\n", "l", "more than one header line gives the same mode"},
+		{"two new modes", "diff --git a/l b/l\nnew mode 100644\nnew mode 120000\n", "l", "more than one header line gives the same mode"},
+		{"two index lines", "diff --git a/l b/l\nindex 1111111..2222222\nindex 1111111..2222222 100644\n", "l", "more than one index line"},
+		{"deleted and new", "diff --git a/l b/l\ndeleted file mode 100644\nnew file mode 120000\n", "l", "both deletes and creates"},
+		{"chained symlink", sl("a/x", "..") + sl("a/y", "x/.."), "a/y", "after a name"},
+		{"dot after name", sl("a/y", "x/./../.."), "a/y", "after a name"},
+		{"dotdot after name deep", sl("l", "src/../../etc"), "l", "after a name"},
+		{"trailing slash", sl("l", "src/"), "l", "empty component"},
+		{"double slash", sl("l", "..//x"), "l", "empty component"},
 		{"pure rename unknown mode", "diff --git a/l b/m\nsimilarity index 100%\nrename from l\nrename to m\n", "m", "cannot rule out"},
 		{"garbage before", "hello\n" + text("x"), "", "expected a \"diff --git\""},
 		{"garbage in header", "diff --git a/x b/x\nrm -rf /\n", "", "unexpected line"},
@@ -208,6 +235,8 @@ func TestAcceptsInsideSymlinks(t *testing.T) {
 	for _, p := range []string{
 		"diff --git a/a/l b/a/l\nnew file mode 120000\nindex 0000000..1111111\n--- /dev/null\n+++ b/a/l\n@@ -0,0 +1 @@\n+../README\n\\ No newline at end of file\n",
 		"diff --git a/l b/l\nnew file mode 120000\nindex 0000000..1111111\n--- /dev/null\n+++ b/l\n@@ -0,0 +1 @@\n+src/x\n\\ No newline at end of file\n",
+		"diff --git a/a/b/l b/a/b/l\nnew file mode 120000\nindex 0000000..1111111\n--- /dev/null\n+++ b/a/b/l\n@@ -0,0 +1 @@\n+./../../c/d\n\\ No newline at end of file\n",
+		"diff --git a/l b/l\nnew file mode 120000\nindex 0000000..1111111\n--- /dev/null\n+++ b/l\n@@ -0,0 +1 @@\n+.\n\\ No newline at end of file\n",
 	} {
 		if _, err := Check(strings.NewReader(p)); err != nil {
 			t.Errorf("%v\n%s", err, p)
@@ -222,5 +251,58 @@ func TestHugeContentLine(t *testing.T) {
 	p := "diff --git a/x b/x\nindex 1111111..2222222 100644\n--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+" + huge + "\n"
 	if _, err := Check(strings.NewReader(p)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The two bypasses a security review demonstrated: git apply takes both
+// patches (checked here so the test cannot go stale), the checker must
+// not.
+func TestRefusesDemonstratedExploits(t *testing.T) {
+	if _, err := exec.LookPath("git"); err != nil {
+		t.Skip("git not installed")
+	}
+	cases := []struct {
+		name, patch, path, reason string
+	}{
+		{"existing symlink modified without a mode",
+			"diff --git a/CLAUDE.md b/CLAUDE.md\n--- a/CLAUDE.md\n+++ b/CLAUDE.md\n@@ -1 +1 @@\n-AGENTS.md\n\\ No newline at end of file\n+/etc/passwd\n\\ No newline at end of file\n",
+			"CLAUDE.md", "does not give the file's mode"},
+		{"index mode then old mode",
+			"diff --git a/CLAUDE.md b/CLAUDE.md\nindex 1111111..2222222 100644\nold mode 120000\n--- a/CLAUDE.md\n+++ b/CLAUDE.md\n@@ -1 +1 @@\n-AGENTS.md\n\\ No newline at end of file\n+/etc/passwd\n\\ No newline at end of file\n",
+			"CLAUDE.md", "more than one header line"},
+		{"chained symlinks",
+			"diff --git a/a/x b/a/x\nnew file mode 120000\nindex 0000000..1111111\n--- /dev/null\n+++ b/a/x\n@@ -0,0 +1 @@\n+..\n\\ No newline at end of file\n" +
+				"diff --git a/a/y b/a/y\nnew file mode 120000\nindex 0000000..1111111\n--- /dev/null\n+++ b/a/y\n@@ -0,0 +1 @@\n+x/..\n\\ No newline at end of file\n",
+			"a/y", "after a name"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			t.Setenv("HOME", dir)
+			t.Setenv("XDG_CONFIG_HOME", filepath.Join(dir, ".config"))
+			t.Setenv("GIT_CONFIG_NOSYSTEM", "1")
+			repo := filepath.Join(dir, "repo")
+			write(t, repo, "AGENTS.md", "rules\n")
+			write(t, repo, "a/f", "x\n")
+			if err := os.Symlink("AGENTS.md", filepath.Join(repo, "CLAUDE.md")); err != nil {
+				t.Fatal(err)
+			}
+			write(t, dir, "p.diff", c.patch)
+			for _, args := range [][]string{{"init", "-q"}, {"add", "-A"}, {"apply", "--check", "../p.diff"}} {
+				cmd := exec.Command("git", args...)
+				cmd.Dir = repo
+				if out, err := cmd.CombinedOutput(); err != nil {
+					t.Fatalf("git %v: %v\n%s", args, err, out)
+				}
+			}
+			_, err := Check(strings.NewReader(c.patch))
+			var pe *Error
+			if !errors.As(err, &pe) {
+				t.Fatalf("accepted (or odd error %v):\n%s", err, c.patch)
+			}
+			if pe.Path != c.path || !strings.Contains(pe.Reason, c.reason) {
+				t.Errorf("refused for the wrong reason: %v (want path %q, reason containing %q)", err, c.path, c.reason)
+			}
+		})
 	}
 }

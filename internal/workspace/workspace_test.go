@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"banger/internal/patchcheck"
 )
 
 func sh(t *testing.T, dir, script string) string {
@@ -148,7 +150,9 @@ func TestTarRoundTrip(t *testing.T) {
 	if after := sh(t, out, "git status --porcelain; ls .git"); after != before {
 		t.Errorf("export changed the guest repository:\n%s\nvs\n%s", before, after)
 	}
-	os.WriteFile(filepath.Join(t.TempDir(), "p"), []byte(patch), 0o644)
+	if _, err := patchcheck.Check(strings.NewReader(patch)); err != nil {
+		t.Errorf("the host's checker refuses the export script's patch: %v\n%s", err, patch)
+	}
 	pf := filepath.Join(t.TempDir(), "export.patch")
 	os.WriteFile(pf, []byte(patch), 0o644)
 	sh(t, repo, "git stash -q && git apply --check "+pf+" && git apply "+pf)
