@@ -75,9 +75,12 @@ func TestImageInUse(t *testing.T) {
 func TestRunRmBootFailure(t *testing.T) {
 	ctx := ctxFor(t, 5*time.Minute)
 	// An ext4 image whose group descriptors are destroyed: the magic is
-	// fine (register accepts it) but the guest cannot mount it.
+	// fine (register accepts it) but the guest cannot mount it. 4 KiB
+	// blocks put the descriptors in block 1 (a small file system would
+	// otherwise get 1 KiB blocks, and the overwrite would miss them; an
+	// empty but mountable image now boots, with the agent as PID 1).
 	img := filepath.Join(t.TempDir(), "broken.ext4")
-	if out, err := exec.Command("sh", "-c", "truncate -s 64M "+img+" && mkfs.ext4 -q -F "+img+" && dd if=/dev/urandom of="+img+" bs=4096 seek=1 count=8 conv=notrunc status=none").CombinedOutput(); err != nil {
+	if out, err := exec.Command("sh", "-c", "truncate -s 64M "+img+" && mkfs.ext4 -q -F -b 4096 "+img+" && dd if=/dev/urandom of="+img+" bs=4096 seek=1 count=8 conv=notrunc status=none").CombinedOutput(); err != nil {
 		t.Fatalf("make broken image: %v %s", err, out)
 	}
 	must(t, e.cli(ctx, "", "image", "register", "broken", "--rootfs", img, "--kernel", "debian"))
