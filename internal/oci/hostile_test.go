@@ -17,6 +17,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/klauspost/compress/zstd"
+
+	"banger/internal/oci/ocitest"
 )
 
 // TestHostileXattrInjection: an xattr name holding a line break and a
@@ -87,30 +89,9 @@ func TestHostileNames(t *testing.T) {
 	}
 }
 
-// gnuSparseTar is a tar holding one old-style GNU sparse file (type 'S')
-// of realSize bytes whose only data is "x" at offset 0: a few blocks
-// that expand to realSize.
+// gnuSparseTar is ocitest.GNUSparseTar with this file's mtime.
 func gnuSparseTar(name string, realSize int64) []byte {
-	h := make([]byte, 512)
-	copy(h[0:], name)
-	copy(h[100:], "0000644\x00")
-	copy(h[108:], "0000000\x00")
-	copy(h[116:], "0000000\x00")
-	copy(h[124:], fmt.Sprintf("%011o\x00", 1)) // stored bytes
-	copy(h[136:], fmt.Sprintf("%011o\x00", testTime.Unix()))
-	h[156] = tar.TypeGNUSparse
-	copy(h[257:], "ustar  \x00")
-	copy(h[386:], fmt.Sprintf("%011o\x00%011o\x00", 0, 1)) // sparse[0]: offset 0, 1 byte
-	copy(h[483:], fmt.Sprintf("%011o\x00", realSize))
-	copy(h[148:], "        ")
-	var sum int
-	for _, c := range h {
-		sum += int(c)
-	}
-	copy(h[148:], fmt.Sprintf("%06o\x00 ", sum))
-	data := make([]byte, 512)
-	data[0] = 'x'
-	return append(append(h, data...), make([]byte, 1024)...)
+	return ocitest.GNUSparseTar(name, realSize, testTime.Unix())
 }
 
 // layerFrom is a layer of raw bytes (compressed or not: detected).

@@ -8,7 +8,6 @@ import (
 	"compress/gzip"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"io"
 	"log"
 	"net/http"
@@ -27,6 +26,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/klauspost/compress/zstd"
+
+	"banger/internal/oci/ocitest"
 )
 
 // TestHostileImages: a registry offers images built to attack the host
@@ -205,29 +206,9 @@ func bomb(t *testing.T, n int64, compress func(io.Writer) (io.WriteCloser, error
 	return rawLayer(t, buf.Bytes())
 }
 
-// gnuSparseTar is a tar of one old-style GNU sparse file (type 'S') of
-// realSize bytes (less than 8 GiB) holding only "x" at offset 0.
+// gnuSparseTar is ocitest.GNUSparseTar with this file's mtime.
 func gnuSparseTar(name string, realSize int64) []byte {
-	h := make([]byte, 512)
-	copy(h[0:], name)
-	copy(h[100:], "0000644\x00")
-	copy(h[108:], "0000000\x00")
-	copy(h[116:], "0000000\x00")
-	copy(h[124:], fmt.Sprintf("%011o\x00", 1))
-	copy(h[136:], fmt.Sprintf("%011o\x00", 1700000000))
-	h[156] = tar.TypeGNUSparse
-	copy(h[257:], "ustar  \x00")
-	copy(h[386:], fmt.Sprintf("%011o\x00%011o\x00", 0, 1))
-	copy(h[483:], fmt.Sprintf("%011o\x00", realSize))
-	copy(h[148:], "        ")
-	var sum int
-	for _, c := range h {
-		sum += int(c)
-	}
-	copy(h[148:], fmt.Sprintf("%06o\x00 ", sum))
-	data := make([]byte, 512)
-	data[0] = 'x'
-	return append(append(h, data...), make([]byte, 1024)...)
+	return ocitest.GNUSparseTar(name, realSize, 1700000000)
 }
 
 // allocated is the bytes allocated on disk under dir.
