@@ -37,7 +37,8 @@
 // chrooted in <ChrootBase>/<firecracker file name>/<id>/root, as a
 // dedicated uid and gid, with the spec's files linked into the chroot and
 // its sockets inside it (see jail.go for the layout and the rules, and
-// Driver.JailSpec for the socket paths the caller must use).
+// Driver.JailSpec for the socket paths the caller must use; Driver.Layout
+// applies it).
 package firecracker
 
 import (
