@@ -421,6 +421,9 @@ func TestFirecrackerEngineCreate(t *testing.T) {
 	if _, err := f.m.Start(ctx, "fc", nil); err == nil || !strings.Contains(err.Error(), "needs a usable KVM") {
 		t.Errorf("firecracker start under tcg: %v", err)
 	}
+	if got, _ := f.m.Get(ctx, "fc"); got.State != model.StateCreated {
+		t.Errorf("after a refused start: state %s", got.State)
+	}
 	if _, err := f.m.Create(ctx, api.VMCreateParams{Name: "q", NoStart: true}, nil); err != nil {
 		t.Fatal(err)
 	}

@@ -76,6 +76,15 @@ func (m *Manager) startLocked(ctx context.Context, vm *model.VM, progress Progre
 	if warning != "" && progress != nil {
 		progress(api.Progress{Stage: "warning", Detail: warning})
 	}
+	// An engine that cannot run here is refused before the VM is marked
+	// starting.
+	eng, err := m.engineFor(vm)
+	if err != nil {
+		return fmt.Errorf("start vm %q: %w", vm.Name, err)
+	}
+	if err := m.checkAccel(vm, eng, accel); err != nil {
+		return err
+	}
 	vm.State, vm.Accel, vm.LastError = model.StateStarting, accel, ""
 	if err := m.store.UpdateVM(ctx, vm); err != nil {
 		return err
@@ -84,14 +93,7 @@ func (m *Manager) startLocked(ctx context.Context, vm *model.VM, progress Progre
 	if err != nil {
 		return fmt.Errorf("start vm %q: %w", vm.Name, err)
 	}
-	eng, err := m.engineFor(vm)
-	if err != nil {
-		return fmt.Errorf("start vm %q: %w", vm.Name, err)
-	}
 	spec := m.specFor(vm, eng, k, initrd, accel)
-	if err := m.checkAccel(vm, eng, accel); err != nil {
-		return err
-	}
 	if err := os.MkdirAll(m.layout.VMRunDir(vm.ID), 0o700); err != nil {
 		return err
 	}
