@@ -47,7 +47,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -340,49 +339,29 @@ const qcow2Magic = "QFI\xfb"
 // log directories that do not exist (under the jailer the sockets'
 // directory is the jail's, made later).
 func checkInputs(spec engine.Spec, jailed bool) error {
-	for _, f := range []struct {
-		field, path string
-		disk        bool
-	}{
-		{"kernel", spec.Kernel, false},
-		{"initramfs", spec.Initramfs, false},
-		{"root disk", spec.RootDisk, true},
-		{"work disk", spec.WorkDisk, true},
-	} {
-		if f.path == "" {
-			continue
-		}
-		st, err := os.Stat(f.path)
-		if err != nil {
-			return fmt.Errorf("%s: %w", f.field, err)
-		}
-		if !st.Mode().IsRegular() {
-			return fmt.Errorf("%s %s is not a regular file", f.field, f.path)
-		}
-		if f.disk {
-			if isQcow2(f.path) {
-				return fmt.Errorf("%s %s is a qcow2 image; firecracker needs raw images (make one with CloneDisk)", f.field, f.path)
-			}
+	disks := []vmmproc.File{{Field: "root disk", Path: spec.RootDisk}, {Field: "work disk", Path: spec.WorkDisk}}
+	if err := vmmproc.CheckInputs(append([]vmmproc.File{
+		{Field: "kernel", Path: spec.Kernel},
+		{Field: "initramfs", Path: spec.Initramfs},
+	}, disks...)...); err != nil {
+		return err
+	}
+	for _, f := range disks {
+		if f.Path != "" && isQcow2(f.Path) {
+			return fmt.Errorf("%s %s is a qcow2 image; firecracker needs raw images (make one with CloneDisk)", f.Field, f.Path)
 		}
 	}
-	for _, f := range []struct{ field, path string }{
-		{"api socket", spec.QMPSocket},
-		{"vsock socket", spec.VsockSocket},
-		{"serial log", spec.SerialLog},
-		{"pid file", spec.PIDFile},
-		{"vmm log", spec.VMMLog},
-	} {
-		if f.path == "" || jailed && (f.path == spec.QMPSocket || f.path == spec.VsockSocket) {
-			continue
-		}
-		dir := filepath.Dir(f.path)
-		if st, err := os.Stat(dir); err != nil {
-			return fmt.Errorf("%s directory: %w", f.field, err)
-		} else if !st.IsDir() {
-			return fmt.Errorf("%s directory %s is not a directory", f.field, dir)
-		}
+	var dirs []vmmproc.File
+	if !jailed {
+		// Under the jailer the sockets' directory is the jail's, made
+		// later.
+		dirs = append(dirs, vmmproc.File{Field: "api socket", Path: spec.QMPSocket}, vmmproc.File{Field: "vsock socket", Path: spec.VsockSocket})
 	}
-	return nil
+	return vmmproc.CheckDirs(append(dirs,
+		vmmproc.File{Field: "serial log", Path: spec.SerialLog},
+		vmmproc.File{Field: "pid file", Path: spec.PIDFile},
+		vmmproc.File{Field: "vmm log", Path: spec.VMMLog},
+	)...)
 }
 
 func isQcow2(path string) bool {

@@ -271,42 +271,22 @@ func VMMUser(id string) string {
 // otherwise reject with a terser message, and on socket and log
 // directories that do not exist.
 func checkInputs(spec engine.Spec) error {
-	for _, f := range []struct{ field, path string }{
-		{"kernel", spec.Kernel},
-		{"initramfs", spec.Initramfs},
-		{"root disk", spec.RootDisk},
-		{"work disk", spec.WorkDisk},
-	} {
-		if f.path == "" {
-			continue
-		}
-		st, err := os.Stat(f.path)
-		if err != nil {
-			return fmt.Errorf("%s: %w", f.field, err)
-		}
-		if !st.Mode().IsRegular() {
-			return fmt.Errorf("%s %s is not a regular file", f.field, f.path)
-		}
+	if err := vmmproc.CheckInputs(
+		vmmproc.File{Field: "kernel", Path: spec.Kernel},
+		vmmproc.File{Field: "initramfs", Path: spec.Initramfs},
+		vmmproc.File{Field: "root disk", Path: spec.RootDisk},
+		vmmproc.File{Field: "work disk", Path: spec.WorkDisk},
+	); err != nil {
+		return err
 	}
-	for _, f := range []struct{ field, path string }{
-		{"agent socket", spec.AgentSocket},
-		{"qmp socket", spec.QMPSocket},
-		{"serial log", spec.SerialLog},
-		{"serial socket", spec.SerialSocket},
-		{"pid file", spec.PIDFile},
-		{"vmm log", spec.VMMLog},
-	} {
-		if f.path == "" {
-			continue
-		}
-		dir := filepath.Dir(f.path)
-		if st, err := os.Stat(dir); err != nil {
-			return fmt.Errorf("%s directory: %w", f.field, err)
-		} else if !st.IsDir() {
-			return fmt.Errorf("%s directory %s is not a directory", f.field, dir)
-		}
-	}
-	return nil
+	return vmmproc.CheckDirs(
+		vmmproc.File{Field: "agent socket", Path: spec.AgentSocket},
+		vmmproc.File{Field: "qmp socket", Path: spec.QMPSocket},
+		vmmproc.File{Field: "serial log", Path: spec.SerialLog},
+		vmmproc.File{Field: "serial socket", Path: spec.SerialSocket},
+		vmmproc.File{Field: "pid file", Path: spec.PIDFile},
+		vmmproc.File{Field: "vmm log", Path: spec.VMMLog},
+	)
 }
 
 // cleanup kills every VMM serving spec's QMP socket (the pidfile's and any

@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -221,4 +222,43 @@ func VMName(spec engine.Spec) string {
 		return spec.Name
 	}
 	return spec.ID
+}
+
+// File is a spec field's name and path, for CheckInputs and CheckDirs.
+type File struct{ Field, Path string }
+
+// CheckInputs fails, with the field named, on an input file (kernel,
+// disk) that is missing or not a regular file: the VMM would reject it
+// with a terser message. Empty paths are skipped.
+func CheckInputs(files ...File) error {
+	for _, f := range files {
+		if f.Path == "" {
+			continue
+		}
+		st, err := os.Stat(f.Path)
+		if err != nil {
+			return fmt.Errorf("%s: %w", f.Field, err)
+		}
+		if !st.Mode().IsRegular() {
+			return fmt.Errorf("%s %s is not a regular file", f.Field, f.Path)
+		}
+	}
+	return nil
+}
+
+// CheckDirs fails, with the field named, when the directory a socket, log
+// or pid file is to be made in does not exist. Empty paths are skipped.
+func CheckDirs(files ...File) error {
+	for _, f := range files {
+		if f.Path == "" {
+			continue
+		}
+		dir := filepath.Dir(f.Path)
+		if st, err := os.Stat(dir); err != nil {
+			return fmt.Errorf("%s directory: %w", f.Field, err)
+		} else if !st.IsDir() {
+			return fmt.Errorf("%s directory %s is not a directory", f.Field, dir)
+		}
+	}
+	return nil
 }
