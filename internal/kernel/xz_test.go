@@ -349,3 +349,21 @@ func runXZ(t *testing.T, xzBin string, data []byte, args ...string) []byte {
 	}
 	return out
 }
+
+// FuzzDecompressFirstXZ: whatever the bytes, finding and decoding the
+// first xz stream fails or succeeds without a panic, and a success
+// decodes a stream no longer than the input.
+func FuzzDecompressFirstXZ(f *testing.F) {
+	f.Add(xzX86Compress(f, x86ish(3000, 1)))
+	f.Add(append(xzCompress(f, []byte("hello hello hello"), xz.CRC64), 0, 1, 2, 3))
+	if golden, err := os.ReadFile("testdata/x86ish-120000-7.xz"); err == nil {
+		f.Add(golden)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		n, err := xzStreamLen(data)
+		if err == nil && (n < 32 || n > len(data)) {
+			t.Fatalf("stream length %d of %d bytes", n, len(data))
+		}
+		decompressFirst(context.Background(), compXZ, data, 0) //nolint:errcheck // only checking for panics
+	})
+}
