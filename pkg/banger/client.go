@@ -332,7 +332,7 @@ func (c *Client) stream(ctx context.Context, method, path string, in, out any) e
 	sc.Buffer(make([]byte, 64<<10), 16<<20)
 	for sc.Scan() {
 		var ev struct {
-			Progress *Progress      `json:"progress"`
+			Progress *Progress       `json:"progress"`
 			Result   json.RawMessage `json:"result"`
 			Error    *Error          `json:"error"`
 		}
