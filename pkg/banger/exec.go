@@ -71,7 +71,8 @@ func (c *Client) Output(ctx context.Context, vm string, argv ...string) (*Output
 
 // Run creates a VM, boots it and runs cmd in it, in one call; with
 // create.AutoRemove the daemon deletes the VM when the command ends,
-// fails or the client goes away. It returns the VM's name (known once
+// fails or the client goes away (Run returns once it is deleted; a
+// failure to delete it is returned with the exit status). It returns the VM's name (known once
 // the VM was created, also on most failures) and the exit status.
 func (c *Client) Run(ctx context.Context, create CreateParams, cmd Cmd) (string, *ExitStatus, error) {
 	if len(cmd.Argv) == 0 {
@@ -89,7 +90,23 @@ func (c *Client) Run(ctx context.Context, create CreateParams, cmd Cmd) (string,
 			name = pg.Detail
 		}
 	})
-	return name, st, err
+	if err != nil {
+		return name, st, err
+	}
+	// With auto_remove the daemon deletes the VM after the exit frame
+	// and reports a failure to do so in one more frame before it hangs up.
+	for {
+		t, p, rerr := agent.ReadFrame(conn)
+		if rerr != nil {
+			return name, st, nil
+		}
+		if t == agent.FrameError {
+			var ae Error
+			if json.Unmarshal(p, &ae) == nil && ae.Code != "" {
+				return name, st, &ae
+			}
+		}
+	}
 }
 
 // upgrade makes an upgraded call and returns the frame connection; ctx
