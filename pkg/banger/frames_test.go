@@ -216,4 +216,3 @@ func TestRunFrames(t *testing.T) {
 		t.Errorf("run whose VM could not be deleted: %q %+v %v", name, st, err)
 	}
 }
-
