@@ -18,17 +18,7 @@ import (
 // their handlers and is not merged yet. Each entry must name a route the
 // document describes and the daemon does not serve; once the branch is
 // merged the test fails until the entry is removed here.
-var pendingRoutes = map[string]string{
-	"GET /v1/vms/{name}/files":         "pending: files branch",
-	"PUT /v1/vms/{name}/files":         "pending: files branch",
-	"DELETE /v1/vms/{name}/files":      "pending: files branch",
-	"GET /v1/vms/{name}/files/stat":    "pending: files branch",
-	"GET /v1/vms/{name}/files/list":    "pending: files branch",
-	"POST /v1/vms/{name}/files/mkdir":  "pending: files branch",
-	"GET /v1/vms/{name}/files/watch":   "pending: files branch",
-	"GET /v1/vms/{name}/files/archive": "pending: files branch",
-	"PUT /v1/vms/{name}/files/archive": "pending: files branch",
-}
+var pendingRoutes = map[string]string{}
 
 // TestOpenAPIDescribesEveryRoute fails when the daemon serves a route the
 // document does not describe, or the document describes a route the

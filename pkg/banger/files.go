@@ -1,43 +1,34 @@
 package banger
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"io/fs"
 	"net/http"
 	"net/url"
-	"strconv"
-	"time"
+
+	"banger/internal/api"
 )
 
-// FileInfo describes a guest path.
-type FileInfo struct {
-	Name string `json:"name"`
-	Path string `json:"path"`
-	// Type is "file", "dir", "symlink" or "other".
-	Type string `json:"type"`
-	Size int64  `json:"size"`
-	// Mode is the permission bits in octal, e.g. "0644".
-	Mode  string    `json:"mode"`
-	MTime time.Time `json:"mtime"`
-	// Target is a symbolic link's target.
-	Target string `json:"target,omitempty"`
-}
+// FileInfo describes a guest path: Type is "file", "dir", "symlink" or
+// "other"; Mode is the permission and set-id/sticky bits in octal
+// ("0644"); Target is a symbolic link's target.
+type FileInfo = api.FileInfo
 
-// Perm returns Mode as permission bits.
-func (f FileInfo) Perm() fs.FileMode {
-	m, _ := strconv.ParseUint(f.Mode, 8, 32)
-	return fs.FileMode(m)
-}
+// FileList is a guest directory's entries (at most 10000; Truncated
+// says there were more).
+type FileList = api.FileList
 
-// FileList is a guest directory's entries.
-type FileList struct {
-	Path    string     `json:"path"`
-	Entries []FileInfo `json:"entries"`
-	// Truncated: the directory had more entries than the daemon returns.
-	Truncated bool `json:"truncated"`
-}
+// FileEvent is one change a Watch reports: Op is "ready" (first, once
+// the watch is armed), "create", "write", "remove", "rename", "chmod" or
+// "overflow" (the guest dropped events).
+type FileEvent = api.FileEvent
+
+// ArchiveResult says what PutArchive extracted.
+type ArchiveResult = api.ArchiveResult
 
 // Files reaches a running VM's files. Paths are absolute guest paths,
 // resolved in the guest by its agent.
@@ -65,7 +56,7 @@ func (f *Files) Open(ctx context.Context, path string) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, err
 	}
-	return resp.Body, nil
+	return &trailerReader{resp: resp}, nil
 }
 
 // Read reads a whole guest file into memory (at most max bytes; a larger
@@ -129,9 +120,22 @@ func (f *Files) List(ctx context.Context, path string) (*FileList, error) {
 	return decodeInto[FileList](resp)
 }
 
-// Remove removes a guest file, symbolic link or directory.
+// Remove removes a guest file, symbolic link or empty directory.
 func (f *Files) Remove(ctx context.Context, path string) error {
-	resp, err := f.do(ctx, http.MethodDelete, "", pathQuery(path), nil, "")
+	return f.remove(ctx, path, false)
+}
+
+// RemoveAll removes a guest path and, for a directory, what it holds.
+func (f *Files) RemoveAll(ctx context.Context, path string) error {
+	return f.remove(ctx, path, true)
+}
+
+func (f *Files) remove(ctx context.Context, path string, recursive bool) error {
+	q := pathQuery(path)
+	if recursive {
+		q.Set("recursive", "true")
+	}
+	resp, err := f.do(ctx, http.MethodDelete, "", q, nil, "")
 	if err != nil {
 		return err
 	}
@@ -139,13 +143,10 @@ func (f *Files) Remove(ctx context.Context, path string) error {
 	return nil
 }
 
-// Mkdir creates a guest directory (and its parents with parents).
+// Mkdir creates a guest directory (and its parents with parents); mode
+// 0 means 0755.
 func (f *Files) Mkdir(ctx context.Context, path string, mode fs.FileMode, parents bool) (*FileInfo, error) {
-	in := struct {
-		Path    string `json:"path"`
-		Mode    string `json:"mode,omitempty"`
-		Parents bool   `json:"parents,omitempty"`
-	}{Path: path, Parents: parents}
+	in := api.MkdirParams{Path: path, Parents: parents}
 	if mode != 0 {
 		in.Mode = fmt.Sprintf("%04o", mode.Perm())
 	}
@@ -171,3 +172,79 @@ func decodeInto[T any](resp *http.Response) (*T, error) {
 	}
 	return &v, nil
 }
+
+// GetArchive streams a guest file or directory as a tar archive (modes
+// and symbolic links kept); the caller closes the reader. A failure the
+// daemon reports after the first byte is returned by the reader's last
+// Read.
+func (f *Files) GetArchive(ctx context.Context, path string) (io.ReadCloser, error) {
+	resp, err := f.do(ctx, http.MethodGet, "/archive", pathQuery(path), nil, "")
+	if err != nil {
+		return nil, err
+	}
+	return &trailerReader{resp: resp}, nil
+}
+
+// PutArchive extracts a tar stream under the guest directory dir.
+func (f *Files) PutArchive(ctx context.Context, dir string, tar io.Reader) (*ArchiveResult, error) {
+	resp, err := f.do(ctx, http.MethodPut, "/archive", pathQuery(dir), tar, "application/x-tar")
+	if err != nil {
+		return nil, err
+	}
+	return decodeInto[ArchiveResult](resp)
+}
+
+// Watch reports changes under a guest directory to fn, from the "ready"
+// event on, until ctx ends (then it returns nil), fn returns an error
+// (returned), or the stream ends.
+func (f *Files) Watch(ctx context.Context, path string, recursive bool, fn func(FileEvent) error) error {
+	q := pathQuery(path)
+	if recursive {
+		q.Set("recursive", "true")
+	}
+	resp, err := f.do(ctx, http.MethodGet, "/watch", q, nil, "")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		var ev FileEvent
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			return fmt.Errorf("bad watch event: %w", err)
+		}
+		if err := fn(ev); err != nil {
+			return err
+		}
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("watch %s: %w", path, err)
+	}
+	return fmt.Errorf("watch %s: the daemon ended the stream", path)
+}
+
+// trailerReader reads a download and turns an error the daemon put in
+// the X-Banger-Error trailer into the last Read's error.
+type trailerReader struct {
+	resp *http.Response
+}
+
+func (t *trailerReader) Read(p []byte) (int, error) {
+	n, err := t.resp.Body.Read(p)
+	if err == io.EOF {
+		if v := t.resp.Trailer.Get(api.ErrorTrailer); v != "" {
+			var ae Error
+			if json.Unmarshal([]byte(v), &ae) == nil && ae.Code != "" {
+				return n, &ae
+			}
+			return n, fmt.Errorf("download failed: %s", v)
+		}
+	}
+	return n, err
+}
+
+func (t *trailerReader) Close() error { return t.resp.Body.Close() }

@@ -156,43 +156,86 @@ func TestGoSDK(t *testing.T) {
 		t.Errorf("export: %v %q", err, patch.String())
 	}
 
-	// Files: the routes of the files branch.
-	t.Run("files", func(t *testing.T) {
-		files := c.Files(name)
-		_, err := files.Stat(ctx, "/root")
-		if banger.ErrorCode(err) == banger.CodeUnknownMethod {
-			t.Skip("GET /v1/vms/{name}/files/stat is not served: the files branch is not merged into this build")
+	// Files.
+	files := c.Files(name)
+	if fi, err := files.Stat(ctx, "/root"); err != nil || fi.Type != "dir" {
+		t.Fatalf("stat /root: %+v %v", fi, err)
+	}
+	data := []byte("written by the Go SDK\n")
+	if fi, err := files.Write(ctx, "/root/sdk/dir/x.txt", bytes.NewReader(data), banger.WriteOptions{Mode: 0o640, Parents: true}); err != nil || fi.Size != int64(len(data)) || fi.Mode != "0640" || fi.Type != "file" {
+		t.Fatalf("write: %+v %v", fi, err)
+	}
+	if b, err := files.Read(ctx, "/root/sdk/dir/x.txt", 1<<20); err != nil || !bytes.Equal(b, data) {
+		t.Errorf("read: %q %v", b, err)
+	}
+	if o, err := c.Output(ctx, name, "stat", "-c", "%a", "/root/sdk/dir/x.txt"); err != nil || strings.TrimSpace(string(o.Stdout)) != "640" {
+		t.Errorf("mode in the guest: %+v %v", o, err)
+	}
+	if fi, err := files.Mkdir(ctx, "/root/sdk/made", 0o700, false); err != nil || fi.Type != "dir" || fi.Mode != "0700" {
+		t.Errorf("mkdir: %+v %v", fi, err)
+	}
+	if l, err := files.List(ctx, "/root/sdk"); err != nil || len(l.Entries) != 2 || l.Entries[0].Name != "dir" || l.Entries[1].Name != "made" || l.Truncated {
+		t.Errorf("list: %+v %v", l, err)
+	}
+	// A tar out of the guest and back in elsewhere.
+	rc, err := files.GetArchive(ctx, "/root/sdk/dir")
+	if err != nil {
+		t.Fatalf("get archive: %v", err)
+	}
+	var tarball bytes.Buffer
+	_, err = tarball.ReadFrom(rc)
+	rc.Close()
+	if err != nil || tarball.Len() == 0 {
+		t.Fatalf("read archive: %v (%d bytes)", err, tarball.Len())
+	}
+	if res, err := files.PutArchive(ctx, "/root/sdk/made", &tarball); err != nil || res.Files < 1 {
+		t.Errorf("put archive: %+v %v", res, err)
+	}
+	if o, err := c.Output(ctx, name, "sh", "-c", "cat /root/sdk/made/*/x.txt /root/sdk/made/x.txt 2>/dev/null | head -1"); err != nil || string(o.Stdout) != string(data) {
+		t.Errorf("extracted archive: %+v %v", o, err)
+	}
+	// Watch: a file created after the ready event is reported.
+	wctx, wcancel := context.WithTimeout(ctx, 2*time.Minute)
+	seen := make(chan banger.FileEvent, 16)
+	werr := make(chan error, 1)
+	go func() {
+		werr <- files.Watch(wctx, "/root/sdk", false, func(ev banger.FileEvent) error {
+			if ev.Op == "ready" {
+				go files.Write(wctx, "/root/sdk/new.txt", strings.NewReader("n"), banger.WriteOptions{})
+			}
+			seen <- ev
+			return nil
+		})
+	}()
+	var events []string
+	for ev := range seen {
+		events = append(events, ev.Op+" "+ev.Path)
+		if ev.Path == "/root/sdk/new.txt" || wctx.Err() != nil {
+			break
 		}
-		if err != nil {
-			t.Fatalf("stat /root: %v", err)
-		}
-		data := []byte("written by the Go SDK\n")
-		if fi, err := files.Write(ctx, "/root/sdk/dir/x.txt", bytes.NewReader(data), banger.WriteOptions{Mode: 0o640, Parents: true}); err != nil || fi.Size != int64(len(data)) || fi.Mode != "0640" {
-			t.Fatalf("write: %+v %v", fi, err)
-		}
-		if b, err := files.Read(ctx, "/root/sdk/dir/x.txt", 1<<20); err != nil || !bytes.Equal(b, data) {
-			t.Errorf("read: %q %v", b, err)
-		}
-		if o, err := c.Output(ctx, name, "stat", "-c", "%a", "/root/sdk/dir/x.txt"); err != nil || strings.TrimSpace(string(o.Stdout)) != "640" {
-			t.Errorf("mode in the guest: %+v %v", o, err)
-		}
-		if fi, err := files.Mkdir(ctx, "/root/sdk/made", 0o700, false); err != nil || fi.Type != "dir" {
-			t.Errorf("mkdir: %+v %v", fi, err)
-		}
-		l, err := files.List(ctx, "/root/sdk")
-		if err != nil || len(l.Entries) != 2 {
-			t.Errorf("list: %+v %v", l, err)
-		}
-		if err := files.Remove(ctx, "/root/sdk/dir/x.txt"); err != nil {
-			t.Errorf("remove: %v", err)
-		}
-		if _, err := files.Stat(ctx, "/root/sdk/dir/x.txt"); !banger.IsNotFound(err) {
-			t.Errorf("stat after remove: %v, want not_found", err)
-		}
-		if _, err := files.Read(ctx, "/root/no-such-file", 1<<20); !banger.IsNotFound(err) {
-			t.Errorf("read of a missing file: %v, want not_found", err)
-		}
-	})
+	}
+	wcancel()
+	if err := <-werr; err != nil {
+		t.Errorf("watch: %v", err)
+	}
+	if len(events) < 2 || !strings.HasPrefix(events[0], "ready") || !strings.HasSuffix(events[len(events)-1], "/root/sdk/new.txt") {
+		t.Errorf("watch events: %v", events)
+	}
+	if err := files.Remove(ctx, "/root/sdk/dir"); err == nil {
+		t.Errorf("remove of a non-empty directory without recursive succeeded")
+	}
+	if err := files.RemoveAll(ctx, "/root/sdk"); err != nil {
+		t.Errorf("remove all: %v", err)
+	}
+	if _, err := files.Stat(ctx, "/root/sdk/dir/x.txt"); !banger.IsNotFound(err) {
+		t.Errorf("stat after remove: %v, want not_found", err)
+	}
+	if _, err := files.Read(ctx, "/root/no-such-file", 1<<20); !banger.IsNotFound(err) {
+		t.Errorf("read of a missing file: %v, want not_found", err)
+	}
+	if _, err := files.Stat(ctx, "relative/path"); banger.ErrorCode(err) != banger.CodeBadRequest {
+		t.Errorf("relative path: %v, want bad_request", err)
+	}
 
 	if err := c.Delete(ctx, name); err != nil {
 		t.Fatalf("delete: %v", err)
