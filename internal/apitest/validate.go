@@ -144,6 +144,9 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			t.fail(req, "request: %v", err)
 		}
 	} else {
+		// A stream (file, tar): its bytes are the caller's, never read
+		// here; the clone shares the body, so it gets none.
+		rreq.Body, rreq.ContentLength = http.NoBody, 0
 		o := *opts
 		o.ExcludeRequestBody = true
 		in.Options = &o
