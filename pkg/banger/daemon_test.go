@@ -177,6 +177,56 @@ func TestRealDaemonAnswersMatchDocument(t *testing.T) {
 			t.Errorf("GET %s: the validator did not notice an undescribed route", path)
 		}
 	}
+	// A described path with a method it does not serve.
+	req, _ := http.NewRequest(http.MethodPut, "http://bangerd/v1/ping", nil)
+	if resp, err := hc.Do(req); err != nil {
+		t.Fatal(err)
+	} else {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 404 || !bytes.Contains(b, []byte(`"unknown_method"`)) {
+			t.Errorf("PUT /v1/ping: %s %s", resp.Status, b)
+		}
+		col.take() // not described: the validator says so
+	}
+	// Long calls that fail: the error is the last event of the stream,
+	// every line checked against the document.
+	for path, body := range map[string]string{
+		"/v1/kernels":      `{"name":"k","from":"/nonexistent/linux-image.deb"}`,
+		"/v1/kernels/pull": `{"name":"no-such-kernel"}`,
+		"/v1/images/pull":  `{"ref":"no-such-image"}`,
+		"/v1/images":       `{"name":"img","from_dir":"/nonexistent/rootfs"}`,
+	} {
+		resp, err := hc.Post("http://bangerd"+path, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+		if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/x-ndjson" || !strings.HasPrefix(lines[len(lines)-1], `{"error":`) {
+			t.Errorf("POST %s: %s %s", path, resp.Status, b)
+		}
+	}
+	if resp, err := hc.Post("http://bangerd/v1/images/register", "application/json", strings.NewReader(`{"name":"img","rootfs":"/nonexistent.ext4","kernel":"nope"}`)); err != nil {
+		t.Fatal(err)
+	} else {
+		resp.Body.Close()
+		if resp.StatusCode/100 != 4 {
+			t.Errorf("register with a missing kernel: %s", resp.Status)
+		}
+	}
+	for _, e := range col.take() {
+		t.Errorf("openapi: %v", e)
+	}
+	if ks, _ := c.List(ctx); len(ks) != 0 {
+		t.Errorf("failed calls left vms %v", ks)
+	}
+	for _, path := range []string{"/v1/kernels", "/v1/images"} {
+		if _, b := get(path); strings.TrimSpace(string(b)) != "[]" {
+			t.Errorf("failed calls left %s: %s", path, b)
+		}
+	}
 	// A body the daemon refuses: 400 before any stream starts.
 	resp, err := hc.Post("http://bangerd/v1/vms", "application/json", strings.NewReader(`{"bogus": 1}`))
 	if err != nil {
