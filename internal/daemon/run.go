@@ -16,7 +16,6 @@ import (
 	"syscall"
 	"time"
 
-	"banger/internal/api"
 	"banger/internal/config"
 	"banger/internal/dns"
 	"banger/internal/engine"
@@ -70,19 +69,7 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	images := &image.Service{Store: st, Layout: l, Log: o.Log, AgentPath: agentPath}
-	driver := qemu.New(cfg.QEMU)
 	accel := newAccelCache(cfg, cfg.QEMU, filepath.Join(l.State, qemu.KVMCacheFile), o.Log)
-	images.Catalog = cfg.CatalogURL
-	images.MaxImageBytes, _ = config.ParseSize(cfg.MaxImageSize) // checked by config.Load
-	mgr := vm.New(st, l, cfg, driver, accel.resolve, images.Initrd, o.Log)
-	mgr.SetImageEnsurer(func(ctx context.Context, ref string, progress func(api.Progress)) (string, error) {
-		return images.EnsureImage(ctx, ref, progress)
-	})
-	images.Builder = func(ctx context.Context, p api.ImageBuildParams, save func(context.Context, string) error, progress image.Progress) error {
-		return mgr.BuildImage(ctx, p, save, vm.Progress(progress))
-	}
-	mgr.SetEngine(newFirecracker(cfg, l), firecracker.CloneDisk)
 
 	// Networking: DNS for <name>.vm on loopback always; the bridge (and its
 	// DNS listener) only where banger may manage the host network.
@@ -107,7 +94,15 @@ func Run(ctx context.Context, o Options) error {
 	netw.AfterBoot = ssh.afterBoot
 	netw.Deleted = ssh.deleted
 	netw.Changed = ssh.refreshLogged
-	mgr.SetNetworking(netw)
+
+	// The VM manager first, then the image service that runs image builds
+	// in the manager's throwaway VMs. Neither calls the other otherwise:
+	// a VM create gets its image resolved by the server (createVM).
+	mgr := vm.New(st, l, cfg, qemu.New(cfg.QEMU), accel.resolve, image.Initrd(agentPath), o.Log, vm.WithNetworking(netw))
+	mgr.SetEngine(newFirecracker(cfg, l), firecracker.CloneDisk)
+	maxImage, _ := config.ParseSize(cfg.MaxImageSize) // checked by config.Load
+	images := &image.Service{Store: st, Layout: l, Log: o.Log, AgentPath: agentPath,
+		Catalog: cfg.CatalogURL, MaxImageBytes: maxImage, DefaultImage: cfg.DefaultImage, Builder: mgr}
 	if err := mgr.Recover(ctx); err != nil {
 		return fmt.Errorf("recover vms: %w", err)
 	}
