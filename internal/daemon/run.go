@@ -83,17 +83,14 @@ func Run(ctx context.Context, o Options) error {
 	if err := resolver.ListenAndServe(svcCtx, cfg.DNSListen); err != nil {
 		return fmt.Errorf("%w (set dns_listen in %s)", err, l.ConfigFile())
 	}
-	netw, err := newNetworking(ctx, cfg, resolver, svcCtx, o.Log)
-	if err != nil {
-		return err
-	}
 	ssh, err := newSSH(l, cfg, st, o.Log)
 	if err != nil {
 		return err
 	}
-	netw.AfterBoot = ssh.afterBoot
-	netw.Deleted = ssh.deleted
-	netw.Changed = ssh.refreshLogged
+	netw, err := newNetworking(ctx, cfg, resolver, ssh, svcCtx, o.Log)
+	if err != nil {
+		return err
+	}
 
 	// The VM manager first, then the image service that runs image builds
 	// in the manager's throwaway VMs. Neither calls the other otherwise:
