@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -18,6 +20,7 @@ import (
 	"banger/internal/agent"
 	"banger/internal/api"
 	"banger/internal/model"
+	"banger/internal/testreq"
 )
 
 // fakeDaemon answers the calls the server makes, from memory.
@@ -240,5 +243,42 @@ func TestCleanupAllSkipsReusedNames(t *testing.T) {
 	}
 	if recs, _ := st.List(); len(recs) != 0 {
 		t.Errorf("records left: %+v", recs)
+	}
+}
+
+// TestWorkspaceRootMustBeAllowed: allowing a directory inside a
+// repository does not let the repository's other files out: the
+// repository root must be allowed too.
+func TestWorkspaceRootMustBeAllowed(t *testing.T) {
+	git := testreq.RequireTools(t, "apt-get install git", "git")[0]
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	repo := t.TempDir()
+	sub := filepath.Join(repo, "sub")
+	os.MkdirAll(sub, 0o755)
+	os.WriteFile(filepath.Join(repo, "secret.txt"), []byte("top secret\n"), 0o600)
+	os.WriteFile(filepath.Join(sub, "ok.txt"), []byte("fine\n"), 0o644)
+	for _, args := range [][]string{{"init", "-q"}, {"add", "-A"}, {"-c", "user.name=t", "-c", "user.email=t@example.invalid", "commit", "-q", "-m", "x"}} {
+		cmd := exec.Command(git, append([]string{"-C", repo}, args...)...)
+		cmd.Env = append(os.Environ(), "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+	}
+	d := &fakeDaemon{vms: map[string]*model.VM{}}
+	al, _ := NewAllowlist([]string{sub})
+	s := New(Options{Daemon: d, Allow: al, State: State{Path: filepath.Join(t.TempDir(), "s.json")}})
+	ct, srvT := mcp.NewInMemoryTransports()
+	go s.Run(ctx, srvT)
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "test"}, nil).Connect(ctx, ct, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	var sb Sandbox
+	call(t, ctx, cs, "sandbox_create", map[string]any{"name": "ws"}, &sb)
+	res := call(t, ctx, cs, "workspace_prepare", map[string]any{"sandbox": sb.Name, "path": sub}, nil)
+	if !res.IsError || !strings.Contains(errText(res), "outside the allowed") {
+		t.Fatalf("a repository rooted above the allowed directory was accepted: %s", errText(res))
 	}
 }
