@@ -69,7 +69,7 @@ def test_exec_failures(sb: banger.Sandbox) -> None:
         sb.exec(["false"]).check()
     with pytest.raises(banger.ExecTimeoutError) as ei:
         sb.exec(["sh", "-c", "echo begun; sleep 60"], timeout=3)
-    assert ei.value.partial.stdout == b"begun\n"
+    assert ei.value.partial is not None and ei.value.partial.stdout == b"begun\n"
     # The agent kills the command when the connection closes.
     count = "cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' '\\n' | grep -cx 60 || true"
     for _ in range(40):

@@ -348,7 +348,7 @@ def test_exec_timeout_kills_and_keeps_partial_output(fake: FakeDaemon, client: b
     with pytest.raises(banger.ExecTimeoutError) as ei:
         client.exec("slow", ["sleep", "100"], timeout=0.5)
     assert isinstance(ei.value, TimeoutError)
-    assert ei.value.partial.stdout == b"started\n"
+    assert ei.value.partial is not None and ei.value.partial.stdout == b"started\n"
     assert ended.wait(5), "the connection stayed open after the timeout"
 
 
@@ -429,7 +429,10 @@ def sandbox_routes(fake: FakeDaemon, deleted: List[str]) -> None:
     @fake.route("POST", "/vms")
     def _(r: Any) -> None:
         p = json.loads(r.body)
-        fake.routes[("DELETE", "/v1/vms/" + p["name"])] = lambda rr: (deleted.append(p["name"]), rr.answer(200, {"ok": True}))
+        def delete(rr: Any) -> None:
+            deleted.append(p["name"])
+            rr.answer(200, {"ok": True})
+        fake.routes[("DELETE", "/v1/vms/" + p["name"])] = delete
         r.answer(200, raw=json.dumps({"result": {"id": "1", "name": p["name"], "image": p["image"], "state": "running"}}).encode() + b"\n")
 
 

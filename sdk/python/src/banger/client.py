@@ -148,7 +148,10 @@ class Client:
 
     def ping(self) -> Dict[str, Any]:
         """The daemon's identity: version, pid, socket."""
-        return self._t.call("GET", "/ping")
+        obj = self._t.call("GET", "/ping")
+        if not isinstance(obj, dict):
+            raise errors.ProtocolError("bad ping answer from daemon")
+        return obj
 
     def list(self) -> List[VM]:
         """Every VM of this daemon."""

@@ -8,7 +8,10 @@ message and the operation id that also appears in the daemon's log
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Type
+from typing import TYPE_CHECKING, Dict, Optional, Type
+
+if TYPE_CHECKING:
+    from .client import ExecResult
 
 
 class BangerError(Exception):
@@ -100,7 +103,7 @@ class ExecTimeoutError(BangerError, TimeoutError):
 
     code = "timeout"
 
-    def __init__(self, message: str, partial: "object" = None) -> None:
+    def __init__(self, message: str, partial: "Optional[ExecResult]" = None) -> None:
         super().__init__(message)
         self.partial = partial
 
@@ -111,7 +114,7 @@ class CommandError(BangerError):
 
     code = "command_failed"
 
-    def __init__(self, message: str, result: "object") -> None:
+    def __init__(self, message: str, result: "ExecResult") -> None:
         super().__init__(message)
         self.result = result
 
