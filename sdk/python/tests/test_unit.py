@@ -96,7 +96,7 @@ class FakeDaemon:
                 pass  # a client that hangs up early (the tests make some) is no failure
 
         self.server = Server(self.socket, Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 
     def route(self, method: str, path: str) -> Callable[[Callable[[Any], None]], Callable[[Any], None]]:
