@@ -324,12 +324,26 @@ func TestMCP(t *testing.T) {
 		t.Errorf("sandbox_delete left %s:\n%s", sb2.Name, stderr2)
 	}
 	toolError(t, ctx, cs2, "sandbox_exec", map[string]any{"sandbox": sb2.Name, "command": []string{"true"}})
+	// A VM the session did not create, even one named like its own, is
+	// out of the tools' reach.
+	must(t, e.cli(ctx, "", "vm", "create", "--no-start", "--name", "mcp-reused"))
+	for tool, args := range map[string]map[string]any{
+		"sandbox_delete": {"sandbox": "mcp-reused"},
+		"file_read":      {"sandbox": "mcp-reused", "path": "/etc/hostname"},
+		"sandbox_exec":   {"sandbox": "mcp-reused", "command": []string{"true"}},
+	} {
+		if msg := toolError(t, ctx, cs2, tool, args); !strings.Contains(msg, "no sandbox") {
+			t.Errorf("%s on a foreign VM: %q", tool, msg)
+		}
+	}
 	cs2.Close()
+	if !vmExists(t, ctx, "mcp-reused") {
+		t.Fatal("the end of a session deleted a VM it had not created")
+	}
 
 	// --cleanup: a recorded orphan (as a crashed server leaves one) is
 	// deleted; a VM that took a recorded name later (another id) is not.
 	must(t, e.cli(ctx, "", "vm", "create", "--no-start", "--name", "mcp-orphan"))
-	must(t, e.cli(ctx, "", "vm", "create", "--no-start", "--name", "mcp-reused"))
 	orphan := showVM(t, ctx, "mcp-orphan")
 	state := fmt.Sprintf(`{"sandboxes":[{"name":"mcp-orphan","id":%q,"pid":1},{"name":"mcp-reused","id":"not-its-id","pid":1}]}`, orphan.ID)
 	os.WriteFile(filepath.Join(e.root, "state", "banger", "mcp", "sandboxes.json"), []byte(state), 0o600)
