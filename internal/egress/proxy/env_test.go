@@ -60,7 +60,7 @@ type upstream struct {
 }
 
 type env struct {
-	t          *testing.T
+	t          testing.TB
 	upCA       *ca.CA
 	upPool     *x509.CertPool
 	bangerCA   *ca.CA
@@ -75,7 +75,7 @@ type env struct {
 	ctx        context.Context
 }
 
-func newEnv(t *testing.T, spec policy.Spec, tweak ...func(*Config)) *env {
+func newEnv(t testing.TB, spec policy.Spec, tweak ...func(*Config)) *env {
 	t.Helper()
 	dir := t.TempDir()
 	e := &env{t: t, res: &fakeResolver{m: map[string][]netip.Addr{}}}
