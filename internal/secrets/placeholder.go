@@ -26,6 +26,11 @@ func NewPlaceholder() (string, error) {
 	return PlaceholderPrefix + hex.EncodeToString(b[:]), nil
 }
 
+// IsPlaceholder reports whether s is exactly one well-formed placeholder.
+func IsPlaceholder(s string) bool {
+	return len(s) == len(PlaceholderPrefix)+32 && placeholderRE.MatchString(s)
+}
+
 // FindPlaceholders returns every placeholder-shaped string in s, in order
 // of appearance (duplicates kept).
 func FindPlaceholders(s string) []string { return placeholderRE.FindAllString(s, -1) }
@@ -46,16 +51,28 @@ type Bindings struct {
 }
 
 // Bind makes a placeholder for each secret of p.
-func Bind(p *policy.Policy) (*Bindings, error) { return Rebind(nil, p) }
+func Bind(p *policy.Policy) (*Bindings, error) { return Restore(p, nil) }
 
 // Rebind makes Bindings for p, keeping the placeholder old gave a secret
 // that p still names (old may be nil).
 func Rebind(old *Bindings, p *policy.Policy) (*Bindings, error) {
+	var saved map[string]string
+	if old != nil {
+		saved = old.bySecret
+	}
+	return Restore(p, saved)
+}
+
+// Restore makes Bindings for p reusing saved placeholders (secret name ->
+// placeholder, as Placeholders returned them and the daemon stored them
+// with the VM), so a VM keeps its guest environment across daemon
+// restarts. A saved placeholder that is not well formed is an error.
+func Restore(p *policy.Policy, saved map[string]string) (*Bindings, error) {
 	b := &Bindings{byPlaceholder: map[string]Binding{}, bySecret: map[string]string{}}
 	for _, s := range p.Secrets {
-		ph := ""
-		if old != nil {
-			ph = old.bySecret[s.Name]
+		ph := saved[s.Name]
+		if ph != "" && !IsPlaceholder(ph) {
+			return nil, fmt.Errorf("restore secret %q: malformed placeholder", s.Name)
 		}
 		if ph == "" {
 			var err error
@@ -101,6 +118,18 @@ func (b *Bindings) Env() map[string]string {
 		env[bd.Secret.Env] = ph
 	}
 	return env
+}
+
+// Placeholders returns secret name -> placeholder, for the daemon to
+// store with the VM (see Restore).
+func (b *Bindings) Placeholders() map[string]string {
+	out := map[string]string{}
+	if b != nil {
+		for k, v := range b.bySecret {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // All returns the bindings sorted by secret name.

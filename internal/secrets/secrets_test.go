@@ -194,6 +194,21 @@ func TestBindings(t *testing.T) {
 	if l, _ := c.Lookup(ph); !l.Secret.AllowsHost("api2.openai.com", 443) || l.Secret.AllowsHost("api.openai.com", 443) {
 		t.Error("Rebind kept the old hosts")
 	}
+	// A daemon restart: the stored placeholders come back.
+	saved := a.Placeholders()
+	r, err := Restore(p, saved)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := r.Placeholder("GH"); got != saved["GH"] || len(r.All()) != 2 {
+		t.Errorf("Restore: %v", r.Placeholders())
+	}
+	if _, err := Restore(p, map[string]string{"GH": "banger-secret-../../x"}); err == nil {
+		t.Error("Restore accepted a malformed placeholder")
+	}
+	if !IsPlaceholder(saved["GH"]) || IsPlaceholder(saved["GH"]+"0") || IsPlaceholder("x"+saved["GH"]) {
+		t.Error("IsPlaceholder")
+	}
 	var nilB *Bindings
 	if _, ok := nilB.Lookup(ph); ok || len(nilB.Env()) != 0 {
 		t.Error("nil Bindings not empty")
