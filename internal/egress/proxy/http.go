@@ -42,6 +42,10 @@ func (p *Proxy) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Connection", "close")
 		http.Error(w, "banger egress: "+reason, status)
 	}
+	if r.Method == http.MethodConnect && info.kind != kindExplicit {
+		deny(http.StatusMethodNotAllowed, "CONNECT is only for the explicit proxy")
+		return
+	}
 	switch info.kind {
 	case kindExplicit:
 		if r.Method == http.MethodConnect {
@@ -230,17 +234,26 @@ func (v *VM) forward(w http.ResponseWriter, r *http.Request, t target, rec egres
 			w.WriteHeader(http.StatusBadGateway)
 		},
 	}
+	// ReverseProxy aborts the handler with a panic (http.ErrAbortHandler)
+	// when the copy fails midway: the record is written in any case.
+	completed := false
+	defer func() {
+		mu.Lock()
+		defer mu.Unlock()
+		rec.Status = cw.status
+		rec.BytesUp, rec.BytesDown = body.n, cw.n
+		rec.Duration = p.cfg.Now().Sub(start).Seconds()
+		rec.Verdict = egresslog.Allow
+		switch {
+		case upstreamErr != nil:
+			rec.Verdict, rec.Reason = egresslog.Deny, fmt.Sprintf("upstream: %v", upstreamErr)
+		case !completed:
+			rec.Reason = "aborted while streaming"
+		}
+		v.record(rec)
+	}()
 	rp.ServeHTTP(cw, r.WithContext(httptrace.WithClientTrace(r.Context(), trace)))
-	mu.Lock()
-	defer mu.Unlock()
-	rec.Status = cw.status
-	rec.BytesUp, rec.BytesDown = body.n, cw.n
-	rec.Duration = p.cfg.Now().Sub(start).Seconds()
-	rec.Verdict = egresslog.Allow
-	if upstreamErr != nil {
-		rec.Verdict, rec.Reason = egresslog.Deny, fmt.Sprintf("upstream: %v", upstreamErr)
-	}
-	v.record(rec)
+	completed = true
 }
 
 // substitute checks the request's placeholders against t and replaces the

@@ -562,3 +562,38 @@ func TestServeSharedListener(t *testing.T) {
 	}
 	c.Close()
 }
+
+// Interception verifies the upstream: a server whose certificate the
+// host does not trust gets no request (and no secret).
+func TestInterceptVerifiesUpstream(t *testing.T) {
+	e := newEnv(t, policy.Spec{Secrets: []policy.SecretSpec{secretSpec("api.test")}}, func(c *Config) { c.ExtraRootCAs = nil })
+	up := e.upstream("api.test", "127.0.0.1", false)
+	code, body, err := get(e.client(e.explicit(), true, e.bangerPool, nil), httpsURL("api.test", up), "Authorization", e.placeholder("MY_KEY"))
+	if err != nil || code != http.StatusBadGateway || strings.Contains(body, realSecret) {
+		t.Errorf("untrusted upstream: %d %q %v", code, body, err)
+	}
+	if r := e.lastRecord(1); r.Verdict != egresslog.Deny || !strings.Contains(r.Reason, "certificate") {
+		t.Errorf("record %+v", r)
+	}
+}
+
+// A CONNECT sent inside an intercepted or transparent connection is not
+// a way to open a second tunnel.
+func TestNestedConnectRefused(t *testing.T) {
+	e := newEnv(t, policy.Spec{Allow: []string{"web.test"}})
+	web := e.upstream("web.test", "127.0.0.1", true)
+	e.vm.RecordAnswer("web.test", []netip.Addr{web.addr.Addr()}, time.Minute)
+	c, err := net.Dial("tcp", e.transparent(web.addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "CONNECT web.test:%d HTTP/1.1\r\nHost: web.test:%d\r\n\r\n", web.addr.Port(), web.addr.Port())
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil || resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("nested CONNECT: %v %v", resp, err)
+	}
+	if web.conns.Load() != 0 {
+		t.Error("upstream contacted")
+	}
+}
