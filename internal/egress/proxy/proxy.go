@@ -66,6 +66,25 @@
 // request header must arrive within HandshakeTimeout), an idle timeout on
 // every read and write, a header size cap, and a per-VM cap on concurrent
 // connections; every upstream dial and TLS handshake has a timeout.
+//
+// # Wiring (what the daemon does)
+//
+//	ca, _ := ca.LoadOrCreate(stateDir + "/egress-ca")   // ca.CertPEM() -> guest trust store
+//	store, _ := secrets.Open(stateDir)
+//	px, _ := proxy.New(proxy.Config{CA: ca, Secrets: store, Resolver: &proxy.DNSResolver{...}})
+//	// per VM, at create/start (policy.Spec persisted with the VM):
+//	pol, _ := policy.Build(spec)
+//	b, _ := secrets.Restore(pol, savedPlaceholders)      // b.Env() -> agent env; b.Placeholders() -> store
+//	lg, _ := egresslog.Open(runDir + "/egress.jsonl", 4<<20)
+//	vm, _ := px.NewVM(proxy.VMConfig{Name: name, Policy: pol, Bindings: b, Log: lg})
+//	// bridge mode: one shared listener, nftables redirects each tap's TCP 80/443 to it
+//	go px.Serve(ctx, ln, func(src netip.Addr) *proxy.VM { return byGuestIP[src] })
+//	// user mode: a listener per VM, reached through QEMU's forward; HTTP(S)_PROXY in the guest
+//	go vm.Serve(ctx, ln)
+//	// DNS server, for every answer it gives the VM:
+//	vm.RecordAnswer(qname, addrs, ttl)   // and policy.AllowsResolve(qname) to decide NXDOMAIN
+//	// vm set NAME --allow ...:
+//	vm.SetPolicy(newPol, secrets.Rebind(b, newPol))
 package proxy
 
 import (
@@ -296,6 +315,49 @@ type VM struct {
 	log      *egresslog.Log
 	resolved *resolvedNames
 	sem      chan struct{}
+
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
+}
+
+// Close ends every open connection of the VM and refuses new ones (the
+// VM stops, or its policy was narrowed and open tunnels must not outlive
+// it: a new VM value then takes over).
+func (v *VM) Close() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.closed = true
+	for c := range v.conns {
+		c.Close()
+	}
+}
+
+// CloseConns ends every open connection of the VM but keeps serving new
+// ones, e.g. after SetPolicy narrowed the policy: open pass-through
+// tunnels were decided under the old one.
+func (v *VM) CloseConns() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for c := range v.conns {
+		c.Close()
+	}
+}
+
+func (v *VM) track(c net.Conn) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.closed {
+		return false
+	}
+	v.conns[c] = struct{}{}
+	return true
+}
+
+func (v *VM) untrack(c net.Conn) {
+	v.mu.Lock()
+	delete(v.conns, c)
+	v.mu.Unlock()
 }
 
 type vmState struct {
@@ -313,7 +375,7 @@ func (p *Proxy) NewVM(c VMConfig) (*VM, error) {
 		return nil, fmt.Errorf("egress proxy: vm %q without a policy", c.Name)
 	}
 	v := &VM{p: p, name: c.Name, log: c.Log, resolved: newResolvedNames(p.cfg.Now),
-		sem: make(chan struct{}, p.cfg.MaxConnsPerVM)}
+		sem: make(chan struct{}, p.cfg.MaxConnsPerVM), conns: map[net.Conn]struct{}{}}
 	v.state.Store(&vmState{policy: c.Policy, bindings: c.Bindings})
 	return v, nil
 }
@@ -443,6 +505,11 @@ func (v *VM) ServeConn(ctx context.Context, c net.Conn, origDst netip.AddrPort) 
 		return
 	}
 	defer p.untrack(c)
+	if !v.track(c) {
+		c.Close()
+		return
+	}
+	defer v.untrack(c)
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()

@@ -392,6 +392,44 @@ func TestPolicyChangeLive(t *testing.T) {
 	if e.vm.Policy() != p2 {
 		t.Error("Policy() is stale")
 	}
+	// A tunnel opened before a change survives SetPolicy until CloseConns.
+	e.vm.SetPolicy(e.vm.Policy(), nil)
+	p3, _ := policy.Build(policy.Spec{Allow: []string{"api.test"}})
+	e.vm.SetPolicy(p3, nil)
+	c, err := net.Dial("tcp", px)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "CONNECT api.test:%d HTTP/1.1\r\nHost: x\r\n\r\n", up.addr.Port())
+	br := bufio.NewReader(c)
+	if line, _ := br.ReadString('\n'); !strings.Contains(line, "200") {
+		t.Fatalf("CONNECT: %q", line)
+	}
+	if line, _ := br.ReadString('\n'); line != "\r\n" {
+		t.Fatalf("CONNECT response: %q", line)
+	}
+	tc := tls.Client(c, &tls.Config{ServerName: "api.test", RootCAs: e.upPool})
+	tc.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := tc.Handshake(); err != nil {
+		t.Fatalf("TLS through the tunnel: %v", err)
+	}
+	e.vm.CloseConns()
+	tc.SetDeadline(time.Now().Add(3 * time.Second)) // under the 5 s idle timeout
+	_, err = tc.Read(make([]byte, 1))
+	if ne, ok := err.(net.Error); err == nil || ok && ne.Timeout() {
+		t.Errorf("tunnel still open after CloseConns: %v", err)
+	}
+	e.vm.Close()
+	c2, err := net.Dial("tcp", px)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	c2.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c2.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("new connection to a closed VM: %v", err)
+	}
 }
 
 func TestUpstreamHostRefusedByDefault(t *testing.T) {
