@@ -238,8 +238,14 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	p := &Proxy{cfg: cfg, log: lg, ln: newChanListener(), conns: map[net.Conn]struct{}{}}
 	p.transport = &http.Transport{
-		Proxy:                  nil, // never the daemon's own proxy settings
-		DialContext:            p.dialUpstream,
+		Proxy: nil, // never the daemon's own proxy settings
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := p.dialUpstream(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return newIdleConn(c, cfg.IdleTimeout), nil // a stalled upstream body is cut too
+		},
 		TLSClientConfig:        &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12},
 		TLSHandshakeTimeout:    cfg.DialTimeout,
 		ResponseHeaderTimeout:  cfg.ResponseTimeout,

@@ -635,3 +635,41 @@ func TestNestedConnectRefused(t *testing.T) {
 		t.Error("upstream contacted")
 	}
 }
+
+// An upstream that stalls mid-body is cut after the idle timeout instead
+// of holding the guest's request (and a connection slot) forever.
+func TestUpstreamStallBounded(t *testing.T) {
+	e := newEnv(t, policy.Spec{Allow: []string{"slow.test"}}, func(c *Config) { c.IdleTimeout = 500 * time.Millisecond })
+	release := make(chan struct{})
+	defer close(release)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "1000")
+		io.WriteString(w, "partial")
+		w.(http.Flusher).Flush()
+		<-release
+	})}
+	go srv.Serve(ln)
+	defer srv.Close()
+	e.res.set("slow.test", "127.0.0.1")
+	port := ln.Addr().(*net.TCPAddr).Port
+	start := time.Now()
+	resp, err := e.client(e.explicit(), true, nil, nil).Get(fmt.Sprintf("http://slow.test:%d/", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err == nil {
+		t.Error("a truncated body read as complete")
+	}
+	if d := time.Since(start); d > 8*time.Second {
+		t.Errorf("stalled upstream held the request for %v", d)
+	}
+	if r := e.lastRecord(1); r.Reason == "" {
+		t.Errorf("record of a cut request has no reason: %+v", r)
+	}
+}
