@@ -10,13 +10,17 @@ import (
 	"time"
 )
 
-// idleConn bounds every Read and Write by an idle timeout, on top of any
-// deadline its user (e.g. net/http) sets: the effective deadline of an
-// operation is the earlier of the two. A peer that stalls (slowloris,
-// a dead upstream) is cut after idle. It also counts bytes.
+// idleConn cuts a connection that has been idle (no byte read or written)
+// for its idle timeout, on top of any deadline its user (e.g. net/http)
+// sets: a peer that stalls (slowloris, a dead upstream) is cut, while a
+// long one-way transfer (a download during which the guest sends
+// nothing) is not, since activity in either direction counts. The two
+// ends of a tunnel share one activity clock (newIdlePair). It also
+// counts bytes.
 type idleConn struct {
 	net.Conn
 	idle time.Duration
+	act  *atomic.Int64 // last activity, Unix nanoseconds
 
 	mu            sync.Mutex
 	readDeadline  time.Time
@@ -26,7 +30,28 @@ type idleConn struct {
 }
 
 func newIdleConn(c net.Conn, idle time.Duration) *idleConn {
-	return &idleConn{Conn: c, idle: idle}
+	act := new(atomic.Int64)
+	act.Store(time.Now().UnixNano())
+	return &idleConn{Conn: c, idle: idle, act: act}
+}
+
+// shareActivity makes o (not yet in use) share c's activity clock.
+func (c *idleConn) shareActivity(o *idleConn) { o.act = c.act }
+
+// findIdle returns the idleConn under c's wrappers, or nil.
+func findIdle(c net.Conn) *idleConn {
+	for {
+		switch x := c.(type) {
+		case *idleConn:
+			return x
+		case *rewindConn:
+			c = x.Conn
+		case *servedConn:
+			c = x.Conn
+		default:
+			return nil
+		}
+	}
 }
 
 func earlier(a, b time.Time) time.Time {
@@ -36,24 +61,53 @@ func earlier(a, b time.Time) time.Time {
 	return a
 }
 
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// io runs op (a read or a write) with the earlier of the user's deadline
+// and the idle limit, again as long as the idle limit fired while the
+// connection was in fact active in the other direction.
+func (c *idleConn) io(p []byte, user func() time.Time, set func(time.Time) error, op func([]byte) (int, error), count *atomic.Int64) (int, error) {
+	for {
+		u := user()
+		last := time.Unix(0, c.act.Load())
+		set(earlier(u, last.Add(c.idle)))
+		n, err := op(p)
+		if n > 0 {
+			c.act.Store(time.Now().UnixNano())
+			count.Add(int64(n))
+		}
+		if err != nil && isTimeout(err) {
+			now := time.Now()
+			if (u.IsZero() || now.Before(u)) && now.Sub(time.Unix(0, c.act.Load())) < c.idle {
+				if n > 0 {
+					return n, nil // progress; the caller goes on
+				}
+				continue
+			}
+		}
+		return n, err
+	}
+}
+
 func (c *idleConn) Read(p []byte) (int, error) {
-	c.mu.Lock()
-	d := earlier(c.readDeadline, time.Now().Add(c.idle))
-	c.mu.Unlock()
-	c.Conn.SetReadDeadline(d)
-	n, err := c.Conn.Read(p)
-	c.in.Add(int64(n))
-	return n, err
+	return c.io(p, func() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.readDeadline },
+		c.Conn.SetReadDeadline, c.Conn.Read, &c.in)
 }
 
 func (c *idleConn) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	d := earlier(c.writeDeadline, time.Now().Add(c.idle))
-	c.mu.Unlock()
-	c.Conn.SetWriteDeadline(d)
-	n, err := c.Conn.Write(p)
-	c.out.Add(int64(n))
-	return n, err
+	written := 0
+	for written < len(p) { // a write cut by a deadline may have sent part
+		n, err := c.io(p[written:], func() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.writeDeadline },
+			c.Conn.SetWriteDeadline, c.Conn.Write, &c.out)
+		written += n
+		if err != nil {
+			return written, err
+		}
+	}
+	return written, nil
 }
 
 func (c *idleConn) SetDeadline(t time.Time) error {

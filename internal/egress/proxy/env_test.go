@@ -148,8 +148,14 @@ func (e *env) placeholder(secret string) string {
 // makes the proxy's resolver answer name -> ip.
 func (e *env) upstream(name, ip string, plain bool) *upstream {
 	e.t.Helper()
+	return e.upstreamWith(name, ip, plain, nil)
+}
+
+// upstreamWith is upstream with handler h instead of the echo.
+func (e *env) upstreamWith(name, ip string, plain bool, h http.Handler) *upstream {
+	e.t.Helper()
 	u := &upstream{}
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	echo := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		cert := ""
 		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
@@ -157,6 +163,9 @@ func (e *env) upstream(name, ip string, plain bool) *upstream {
 		}
 		fmt.Fprintf(w, "server=%s\nhost=%s\nauth=%s\nbody=%s\nclientcert=%s\n", name, r.Host, r.Header.Get("Authorization"), body, cert)
 	})
+	if h == nil {
+		h = echo
+	}
 	srv := httptest.NewUnstartedServer(h)
 	ln, err := net.Listen("tcp", ip+":0")
 	if err != nil {

@@ -139,6 +139,9 @@ func (v *VM) passthrough(ctx context.Context, guest net.Conn, name string, port 
 	}
 	rec.IP = addrPortOf(up.RemoteAddr()).Addr().String()
 	iu := newIdleConn(up, p.cfg.IdleTimeout)
+	if g := findIdle(guest); g != nil {
+		g.shareActivity(iu) // a long download with a silent guest is not idle
+	}
 	if !p.track(iu) {
 		iu.Close()
 		return
