@@ -252,3 +252,91 @@ func copyHalf(dst, src net.Conn) int64 {
 	src.Close()
 	return n
 }
+
+// rawTCP unwraps c down to its *net.TCPConn, collecting the bytes its
+// rewind wrappers still hold (in the order they would be read).
+func rawTCP(c net.Conn) (*net.TCPConn, []byte, bool) {
+	var pending []byte
+	for {
+		switch x := c.(type) {
+		case *net.TCPConn:
+			return x, pending, true
+		case *rewindConn:
+			pending = append(pending, x.buf...)
+			c = x.Conn
+		case *servedConn:
+			c = x.Conn
+		case *idleConn:
+			c = x.Conn
+		default:
+			return nil, nil, false
+		}
+	}
+}
+
+// spliceTunnel is splice for a tunnel between two TCP connections: the
+// kernel moves the bytes (splice(2) through TCPConn.ReadFrom), in chunks
+// between which the shared activity clock is updated, so the idle rule
+// (silent both ways for idle) holds as in idleConn. It falls back to
+// splice when a side is not plain TCP underneath.
+func spliceTunnel(guest, up net.Conn, idle time.Duration) (ab, ba int64) {
+	g, pending, ok1 := rawTCP(guest)
+	u, upPending, ok2 := rawTCP(up)
+	if !ok1 || !ok2 || len(upPending) > 0 {
+		return splice(guest, up)
+	}
+	act := new(atomic.Int64)
+	act.Store(time.Now().UnixNano())
+	if len(pending) > 0 {
+		u.SetWriteDeadline(time.Now().Add(idle))
+		n, err := u.Write(pending)
+		ab += int64(n)
+		if err != nil {
+			g.Close()
+			u.Close()
+			return ab, 0
+		}
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		ba = tcpHalf(g, u, act, idle)
+	}()
+	ab += tcpHalf(u, g, act, idle)
+	wg.Wait()
+	return ab, ba
+}
+
+const spliceChunk = 4 << 20
+
+func tcpHalf(dst, src *net.TCPConn, act *atomic.Int64, idle time.Duration) int64 {
+	var total int64
+	for {
+		limit := time.Unix(0, act.Load()).Add(idle)
+		src.SetReadDeadline(limit)
+		dst.SetWriteDeadline(limit)
+		n, err := dst.ReadFrom(&io.LimitedReader{R: src, N: spliceChunk})
+		total += n
+		if n > 0 {
+			act.Store(time.Now().UnixNano())
+		}
+		if err == nil {
+			if n == spliceChunk {
+				continue
+			}
+			// The source ended: pass the half-close on.
+			if dst.CloseWrite() != nil {
+				dst.Close()
+				src.Close()
+			}
+			return total
+		}
+		if isTimeout(err) && time.Since(time.Unix(0, act.Load())) < idle {
+			continue // the other direction is active
+		}
+		dst.Close()
+		src.Close()
+		return total
+	}
+}
