@@ -147,7 +147,7 @@ func (v *VM) passthrough(ctx context.Context, guest net.Conn, name string, port 
 		return
 	}
 	defer p.untrack(iu)
-	up2, down := spliceTunnel(guest, iu, p.cfg.IdleTimeout)
+	up2, down := splice(guest, iu)
 	rec.Verdict = egresslog.Allow
 	rec.BytesUp, rec.BytesDown = up2, down
 	rec.Duration = p.cfg.Now().Sub(start).Seconds()
