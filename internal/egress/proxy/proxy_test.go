@@ -702,12 +702,12 @@ func TestConnCap(t *testing.T) {
 // takes several idle timeouts to arrive, while the guest sends nothing,
 // goes through, pass-through and read by the proxy alike.
 func TestLongOneWayTransfer(t *testing.T) {
-	e := newEnv(t, policy.Spec{Allow: []string{"api.test", "web.test"}}, func(c *Config) { c.IdleTimeout = 300 * time.Millisecond })
+	e := newEnv(t, policy.Spec{Allow: []string{"api.test", "web.test"}}, func(c *Config) { c.IdleTimeout = time.Second })
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		for i := 0; i < 8; i++ {
 			io.WriteString(w, "chunk\n")
 			w.(http.Flusher).Flush()
-			time.Sleep(150 * time.Millisecond)
+			time.Sleep(300 * time.Millisecond)
 		}
 	})
 	tlsUp := e.upstreamWith("api.test", "127.0.0.1", false, h)
