@@ -20,6 +20,8 @@ type Client struct {
 	// opTimeout gives an operation's default deadline (OpTimeout;
 	// shortened by tests).
 	opTimeout func(op string) time.Duration
+	// idle, when set, replaces FileIdle (tests).
+	idle time.Duration
 }
 
 // Dial connects to the VMM's end of the agent channel at socketPath.
@@ -149,6 +151,19 @@ func (c *Client) Ping(ctx context.Context) (Response, error) {
 // connection can never confuse the new one.
 func WaitReady(ctx context.Context, socketPath string) (*Client, Response, error) {
 	return waitReady(ctx, func(ctx context.Context) (*Client, error) { return Dial(ctx, socketPath) })
+}
+
+// WaitReadyDial is WaitReady over connections that dial makes (an
+// engine's agent channel): it connects and pings until the agent answers
+// or ctx ends, each attempt with a fresh connection.
+func WaitReadyDial(ctx context.Context, dial func(context.Context) (net.Conn, error)) (*Client, Response, error) {
+	return waitReady(ctx, func(ctx context.Context) (*Client, error) {
+		conn, err := dial(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return NewClient(conn)
+	})
 }
 
 // waitReady makes sessions with dial and pings until the agent answers or
