@@ -119,7 +119,7 @@ type Driver interface {
 
 // Optional capabilities. A driver implements those it has; NewRegistry
 // looks them up once and the lifecycle code uses Engine's fields, never
-// type assertions of its own. (Issue 13's Snapshotter joins this list.)
+// type assertions of its own.
 
 // Cleaner is a driver that keeps per-VM state outside the VM's directories
 // (Firecracker's jail), removed when the VM is deleted.
@@ -143,4 +143,16 @@ type Checker interface {
 	// Available reports, cheaply (no VMM is run), why the engine cannot be
 	// used here; nil if it can.
 	Available() error
+}
+
+// Pauser is a driver that can stop and continue a guest's vCPUs while its
+// VMM, memory and devices stay as they are.
+type Pauser interface {
+	// Pause stops the vCPUs of inst; pausing a paused VM is a no-op.
+	Pause(ctx context.Context, inst Instance) error
+	// Resume continues a paused inst; resuming a running VM is a no-op.
+	Resume(ctx context.Context, inst Instance) error
+	// Paused reports whether inst's vCPUs are stopped (as the VMM says,
+	// whatever the daemon recorded).
+	Paused(ctx context.Context, inst Instance) (bool, error)
 }

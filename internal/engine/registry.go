@@ -13,6 +13,7 @@ type Engine struct {
 	Cleaner    Cleaner
 	CtrlAltDel CtrlAltDeler
 	Checker    Checker
+	Pauser     Pauser
 }
 
 // Registry holds the drivers a daemon runs VMs with, by name. It is
@@ -43,6 +44,7 @@ func NewRegistry(drivers ...Driver) (*Registry, error) {
 		e.Cleaner, _ = d.(Cleaner)
 		e.CtrlAltDel, _ = d.(CtrlAltDeler)
 		e.Checker, _ = d.(Checker)
+		e.Pauser, _ = d.(Pauser)
 		r.engines[name] = e
 		r.names = append(r.names, name)
 		if r.def == nil {

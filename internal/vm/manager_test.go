@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -54,6 +55,33 @@ type fakeInstance struct {
 	done     chan struct{}
 	once     sync.Once
 	poweroff bool
+
+	mu     sync.Mutex
+	paused bool
+	clocks []int64 // times the guest's clock was set to
+}
+
+func (d *fakeDriver) Pause(_ context.Context, inst engine.Instance) error {
+	fi := inst.(*fakeInstance)
+	fi.mu.Lock()
+	defer fi.mu.Unlock()
+	fi.paused = true
+	return nil
+}
+
+func (d *fakeDriver) Resume(_ context.Context, inst engine.Instance) error {
+	fi := inst.(*fakeInstance)
+	fi.mu.Lock()
+	defer fi.mu.Unlock()
+	fi.paused = false
+	return nil
+}
+
+func (d *fakeDriver) Paused(_ context.Context, inst engine.Instance) (bool, error) {
+	fi := inst.(*fakeInstance)
+	fi.mu.Lock()
+	defer fi.mu.Unlock()
+	return fi.paused, nil
 }
 
 func (i *fakeInstance) PID() int              { return os.Getpid() }
@@ -111,7 +139,12 @@ func (d *fakeDriver) Start(ctx context.Context, spec engine.Spec) (engine.Instan
 		inst.poweroff = true
 		go inst.exit()
 		return nil
-	}, Readiness: d.readiness}
+	}, Readiness: d.readiness, SetClock: func(ns int64) error {
+		inst.mu.Lock()
+		defer inst.mu.Unlock()
+		inst.clocks = append(inst.clocks, ns)
+		return nil
+	}}
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -517,5 +550,71 @@ func TestRecordWorkspaceKeepsOptions(t *testing.T) {
 	}
 	if err := f.m.RecordWorkspace(ctx, "nosuch", p); err == nil {
 		t.Error("recorded a workspace for a missing vm")
+	}
+}
+
+func TestPauseResume(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	v, err := f.create(ctx, api.VMCreateParams{Name: "sleepy"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.m.Resume(ctx, "sleepy"); err != nil {
+		t.Fatalf("resume of a running vm is a no-op, got %v", err)
+	}
+	p, err := f.m.Pause(ctx, "sleepy")
+	if err != nil || p.State != model.StatePaused {
+		t.Fatalf("pause: %v %v", p, err)
+	}
+	if _, err := f.m.Pause(ctx, "sleepy"); err != nil {
+		t.Fatalf("pause of a paused vm is a no-op, got %v", err)
+	}
+	// Everything that needs the guest is refused with a pointer to resume.
+	_, err = f.m.OpenExec(ctx, "sleepy", api.ExecParams{Argv: []string{"true"}})
+	if apiCode(err) != api.CodeConflict || !strings.Contains(err.Error(), "banger vm resume sleepy") {
+		t.Fatalf("exec on a paused vm: %v", err)
+	}
+	if _, err := f.m.FileAgent(ctx, "sleepy"); err == nil || !strings.Contains(err.Error(), "vm resume") {
+		t.Fatalf("files on a paused vm: %v", err)
+	}
+	if _, err := f.m.Start(ctx, "sleepy", nil); err == nil {
+		t.Fatal("start of a paused vm succeeded")
+	}
+
+	// A daemon restart keeps it paused and adopted.
+	f.m.Shutdown()
+	f.m = f.newManager()
+	if err := f.m.Recover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := f.m.Get(ctx, "sleepy"); got.State != model.StatePaused {
+		t.Fatalf("after recover: state %s", got.State)
+	}
+	before := time.Now().UnixNano()
+	r, err := f.m.Resume(ctx, "sleepy")
+	if err != nil || r.State != model.StateRunning {
+		t.Fatalf("resume: %v %v", r, err)
+	}
+	inst := f.driver.instances[v.ID]
+	inst.mu.Lock()
+	clocks := slices.Clone(inst.clocks)
+	inst.mu.Unlock()
+	if len(clocks) != 1 || clocks[0] < before {
+		t.Fatalf("guest clock set to %v, want one time after %d", clocks, before)
+	}
+	if code, _ := execIn(t, f.m, "sleepy", "true"); code != 0 {
+		t.Fatalf("exec after resume: %d", code)
+	}
+	if _, err := f.m.Resume(ctx, "nosuch"); apiCode(err) != api.CodeNotFound {
+		t.Fatalf("resume of a missing vm: %v", err)
+	}
+	// A paused VM can be stopped (it is continued first) and killed.
+	f.m.Pause(ctx, "sleepy")
+	if s, err := f.m.Stop(ctx, "sleepy"); err != nil || s.State != model.StateStopped {
+		t.Fatalf("stop of a paused vm: %v %v", s, err)
+	}
+	if _, err := f.m.Pause(ctx, "sleepy"); apiCode(err) != api.CodeNotRunning {
+		t.Fatalf("pause of a stopped vm: %v", err)
 	}
 }
