@@ -51,6 +51,11 @@ type VMManager interface {
 	// guest's clock.
 	Pause(ctx context.Context, ref string) (*model.VM, error)
 	Resume(ctx context.Context, ref string) (*model.VM, error)
+	// Snapshots: take, list, show, remove.
+	CreateSnapshot(ctx context.Context, p api.SnapshotCreateParams) (*model.Snapshot, error)
+	Snapshots(ctx context.Context) ([]*model.Snapshot, error)
+	GetSnapshot(ctx context.Context, ref string) (*model.Snapshot, error)
+	DeleteSnapshot(ctx context.Context, ref string) error
 	Delete(ctx context.Context, ref string) error
 	Set(ctx context.Context, ref string, p api.VMSetParams) (*model.VM, error)
 	Prune(ctx context.Context) ([]string, error)
@@ -193,6 +198,11 @@ func (s *Server) Handler() http.Handler {
 	h("GET "+p+"/vms/{name}/files/watch", s.fileWatch)
 	h("GET "+p+"/vms/{name}/files/archive", s.archiveGet)
 	h("PUT "+p+"/vms/{name}/files/archive", s.archivePut)
+
+	h("GET "+p+"/snapshots", s.snapshotList)
+	h("POST "+p+"/snapshots", s.snapshotCreate)
+	h("GET "+p+"/snapshots/{name}", s.snapshotShow)
+	h("DELETE "+p+"/snapshots/{name}", s.snapshotDelete)
 
 	h("GET "+p+"/kernels", s.kernelList)
 	h("POST "+p+"/kernels", s.kernelImport)

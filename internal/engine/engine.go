@@ -19,6 +19,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
 	"syscall"
 )
 
@@ -155,4 +156,18 @@ type Pauser interface {
 	// Paused reports whether inst's vCPUs are stopped (as the VMM says,
 	// whatever the daemon recorded).
 	Paused(ctx context.Context, inst Instance) (bool, error)
+}
+
+// Snapshotter is a driver that can save a paused VM's memory and device
+// state (snapshots; the disks are the lifecycle code's job).
+type Snapshotter interface {
+	// SaveState writes the state of inst, which must be paused, to f, a
+	// file the caller opened for writing (the VMM gets the open file, so
+	// it never needs rights on the path). It returns once the state is
+	// complete, or fails with the VMM's own reason. A VMM may keep its
+	// disks inactive until the next Resume.
+	SaveState(ctx context.Context, inst Instance, f *os.File) error
+	// VMMVersion is the version of the VMM running inst: state is only
+	// restored by the same version.
+	VMMVersion(ctx context.Context, inst Instance) (string, error)
 }

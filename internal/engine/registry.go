@@ -13,7 +13,8 @@ type Engine struct {
 	Cleaner    Cleaner
 	CtrlAltDel CtrlAltDeler
 	Checker    Checker
-	Pauser     Pauser
+	Pauser      Pauser
+	Snapshotter Snapshotter
 }
 
 // Registry holds the drivers a daemon runs VMs with, by name. It is
@@ -45,6 +46,7 @@ func NewRegistry(drivers ...Driver) (*Registry, error) {
 		e.CtrlAltDel, _ = d.(CtrlAltDeler)
 		e.Checker, _ = d.(Checker)
 		e.Pauser, _ = d.(Pauser)
+		e.Snapshotter, _ = d.(Snapshotter)
 		r.engines[name] = e
 		r.names = append(r.names, name)
 		if r.def == nil {

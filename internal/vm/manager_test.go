@@ -28,6 +28,7 @@ import (
 	"banger/internal/model"
 	"banger/internal/network"
 	"banger/internal/paths"
+	"banger/internal/snapshot"
 	"banger/internal/store"
 	"banger/internal/testreq"
 )
@@ -43,6 +44,7 @@ type fakeDriver struct {
 	mu        sync.Mutex
 	instances map[string]*fakeInstance
 	failBoot  bool
+	failSave  bool // SaveState fails after writing part of the state
 	// serialFlood, when set, is how many bytes of console output the
 	// fake VMM sends each client of the spec's serial socket.
 	serialFlood int
@@ -76,6 +78,24 @@ func (d *fakeDriver) Resume(_ context.Context, inst engine.Instance) error {
 	fi.paused = false
 	return nil
 }
+
+func (d *fakeDriver) SaveState(_ context.Context, inst engine.Instance, f *os.File) error {
+	fi := inst.(*fakeInstance)
+	fi.mu.Lock()
+	paused := fi.paused
+	fi.mu.Unlock()
+	if !paused {
+		return errors.New("the vm must be paused")
+	}
+	if d.failSave {
+		f.Write([]byte("half a state"))
+		return errors.New("migration failed: injected")
+	}
+	_, err := f.Write([]byte("fake vmm state"))
+	return err
+}
+
+func (d *fakeDriver) VMMVersion(context.Context, engine.Instance) (string, error) { return "fake-1", nil }
 
 func (d *fakeDriver) Paused(_ context.Context, inst engine.Instance) (bool, error) {
 	fi := inst.(*fakeInstance)
@@ -616,5 +636,91 @@ func TestPauseResume(t *testing.T) {
 	}
 	if _, err := f.m.Pause(ctx, "sleepy"); apiCode(err) != api.CodeNotRunning {
 		t.Fatalf("pause of a stopped vm: %v", err)
+	}
+}
+
+func TestSnapshotCreateListDelete(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	v, err := f.create(ctx, api.VMCreateParams{Name: "src"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snapDirs := func() []string {
+		entries, _ := os.ReadDir(filepath.Join(f.layout.State, "snapshots"))
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		return names
+	}
+	// Bad input and failures leave no row, no directory, and the VM running.
+	for _, p := range []api.SnapshotCreateParams{
+		{VM: "src", Name: "Bad_Name"},
+		{VM: "nosuch", Name: "ok"},
+	} {
+		if _, err := f.m.CreateSnapshot(ctx, p); err == nil {
+			t.Errorf("snapshot %+v accepted", p)
+		}
+	}
+	f.driver.failSave = true
+	if _, err := f.m.CreateSnapshot(ctx, api.SnapshotCreateParams{VM: "src", Name: "broken"}); err == nil || !strings.Contains(err.Error(), "injected") {
+		t.Fatalf("failed save: %v", err)
+	}
+	f.driver.failSave = false
+	if list, _ := f.m.Snapshots(ctx); len(list) != 0 || len(snapDirs()) != 0 {
+		t.Fatalf("failed snapshots left %v and dirs %v", list, snapDirs())
+	}
+	if got, _ := f.m.Get(ctx, "src"); got.State != model.StateRunning {
+		t.Fatalf("vm after a failed snapshot: %s", got.State)
+	}
+
+	sn, err := f.m.CreateSnapshot(ctx, api.SnapshotCreateParams{VM: "src", Name: "warm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sn.Engine != "qemu" || sn.VMMVersion != "fake-1" || sn.VMID != v.ID || sn.StateBytes != int64(len("fake vmm state")) || sn.MemoryMiB != v.MemoryMiB {
+		t.Fatalf("snapshot %+v", sn)
+	}
+	dir := f.layout.SnapshotDir(sn.ID)
+	meta, err := snapshot.ReadMeta(dir)
+	if err != nil || meta.Name != "warm" {
+		t.Fatalf("metadata: %+v %v", meta, err)
+	}
+	for _, name := range []string{snapshot.StateFile, snapshot.RootDisk, snapshot.WorkDisk} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+			t.Errorf("snapshot file %s: %v", name, err)
+		}
+	}
+	if got, _ := f.m.Get(ctx, "src"); got.State != model.StateRunning {
+		t.Fatalf("vm after snapshot: %s", got.State)
+	}
+	if code, _ := execIn(t, f.m, "src", "true"); code != 0 {
+		t.Fatalf("exec after snapshot: %d", code)
+	}
+	if _, err := f.m.CreateSnapshot(ctx, api.SnapshotCreateParams{VM: "src", Name: "warm"}); apiCode(err) != api.CodeAlreadyExists {
+		t.Fatalf("duplicate name: %v", err)
+	}
+	kept, err := f.m.CreateSnapshot(ctx, api.SnapshotCreateParams{VM: "src", KeepPaused: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(kept.Name, "src-") {
+		t.Errorf("default name %q", kept.Name)
+	}
+	if got, _ := f.m.Get(ctx, "src"); got.State != model.StatePaused {
+		t.Fatalf("vm after --keep-paused: %s", got.State)
+	}
+	if list, _ := f.m.Snapshots(ctx); len(list) != 2 {
+		t.Fatalf("list: %v", list)
+	}
+	if err := f.m.DeleteSnapshot(ctx, "warm"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("snapshot dir after delete: %v", err)
+	}
+	if _, err := f.m.GetSnapshot(ctx, "warm"); apiCode(err) != api.CodeNotFound {
+		t.Fatalf("get after delete: %v", err)
 	}
 }

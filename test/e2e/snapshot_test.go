@@ -84,3 +84,84 @@ func TestPauseResume(t *testing.T) {
 		t.Fatalf("stop of a paused vm: %+v", v)
 	}
 }
+
+type snapshotInfo struct {
+	Name       string `json:"name"`
+	VMName     string `json:"vm_name"`
+	Engine     string `json:"engine"`
+	VMMVersion string `json:"vmm_version"`
+	StateBytes int64  `json:"state_bytes"`
+	DiskBytes  int64  `json:"disk_bytes"`
+	SaveMS     int64  `json:"save_ms"`
+}
+
+// TestSnapshot: a snapshot of a running VM records its engine and QEMU
+// version, holds its state and disks, and the VM runs on (a session
+// started before keeps running); --keep-paused leaves it paused; bad names
+// leave nothing; rm removes it.
+func TestSnapshot(t *testing.T) {
+	ctx := ctxFor(t, 8*time.Minute)
+	vm := newVM(t, ctx, "snapsrc")
+	must(t, e.cli(ctx, "", "vm", "exec", vm, "--", "sh", "-c", "echo before > /root/marker && sync"))
+	must(t, e.cli(ctx, "", "vm", "session", "start", vm, "--name", "ticker", "--",
+		"sh", "-c", "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.3; done"))
+
+	for _, bad := range [][]string{{vm, "--name", "Bad_Name"}, {"nosuchvm", "--name", "ok"}} {
+		if r := e.cli(ctx, "", append([]string{"snapshot", "create"}, bad...)...); r.code == 0 {
+			t.Errorf("snapshot create %v accepted", bad)
+		}
+	}
+	if out := must(t, e.cli(ctx, "", "snapshot", "list", "--json")).stdout; strings.TrimSpace(out) != "[]" {
+		t.Fatalf("refused snapshots left rows: %s", out)
+	}
+
+	t.Cleanup(func() {
+		c, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		e.cli(c, "", "snapshot", "rm", "warm")
+		e.cli(c, "", "snapshot", "rm", "frozen")
+	})
+	r := must(t, e.cli(ctx, "", "snapshot", "create", vm, "--name", "warm"))
+	t.Logf("snapshot create: %s", strings.TrimSpace(r.stdout))
+	var sn snapshotInfo
+	jsonUnmarshal(t, must(t, e.cli(ctx, "", "snapshot", "show", "--json", "warm")).stdout, &sn)
+	if sn.VMName != vm || sn.Engine != "qemu" || !strings.HasPrefix(sn.VMMVersion, "7.") || sn.StateBytes < 1<<20 || sn.DiskBytes <= 0 {
+		t.Errorf("snapshot show: %+v", sn)
+	}
+	t.Logf("snapshot: state %d bytes, disks %d bytes, vm paused %d ms", sn.StateBytes, sn.DiskBytes, sn.SaveMS)
+	if v := showVM(t, ctx, vm); v.State != "running" {
+		t.Fatalf("vm after snapshot: %+v", v)
+	}
+	// The VM runs on: exec answers, the file is there, the session ticks.
+	if out := must(t, e.cli(ctx, "", "vm", "exec", vm, "--", "cat", "/root/marker")).stdout; strings.TrimSpace(out) != "before" {
+		t.Errorf("marker after snapshot: %q", out)
+	}
+	if si := showSession(t, ctx, vm, "ticker"); si.State != "running" {
+		t.Errorf("session after snapshot: %+v", si)
+	}
+	if skew := guestClockSkew(t, ctx, vm); math.Abs(skew) > 3 {
+		t.Errorf("guest clock is %.1f s off after the snapshot", skew)
+	}
+
+	must(t, e.cli(ctx, "", "snapshot", "create", vm, "--name", "frozen", "--keep-paused"))
+	if v := showVM(t, ctx, vm); v.State != "paused" {
+		t.Fatalf("vm after --keep-paused: %+v", v)
+	}
+	if r := e.cli(ctx, "", "snapshot", "create", vm, "--name", "warm"); r.code == 0 || !strings.Contains(r.stderr, "exists") {
+		t.Errorf("duplicate snapshot name: %s", r)
+	}
+	must(t, e.cli(ctx, "", "vm", "resume", vm))
+	if out := must(t, e.cli(ctx, "", "vm", "exec", vm, "--", "cat", "/root/marker")).stdout; strings.TrimSpace(out) != "before" {
+		t.Errorf("marker after resume: %q", out)
+	}
+	var list []snapshotInfo
+	jsonUnmarshal(t, must(t, e.cli(ctx, "", "snapshot", "list", "--json")).stdout, &list)
+	if len(list) != 2 {
+		t.Fatalf("snapshot list: %+v", list)
+	}
+	must(t, e.cli(ctx, "", "snapshot", "rm", "warm"))
+	must(t, e.cli(ctx, "", "snapshot", "rm", "frozen"))
+	if r := e.cli(ctx, "", "snapshot", "show", "warm"); r.code == 0 {
+		t.Errorf("snapshot show after rm: %s", r)
+	}
+}
