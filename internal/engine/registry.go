@@ -10,9 +10,9 @@ import (
 // once at registration. A nil capability means the driver lacks it.
 type Engine struct {
 	Driver
-	Cleaner    Cleaner
-	CtrlAltDel CtrlAltDeler
-	Checker    Checker
+	Cleaner     Cleaner
+	CtrlAltDel  CtrlAltDeler
+	Checker     Checker
 	Pauser      Pauser
 	Snapshotter Snapshotter
 }

@@ -95,7 +95,9 @@ func (d *fakeDriver) SaveState(_ context.Context, inst engine.Instance, f *os.Fi
 	return err
 }
 
-func (d *fakeDriver) VMMVersion(context.Context, engine.Instance) (string, error) { return "fake-1", nil }
+func (d *fakeDriver) VMMVersion(context.Context, engine.Instance) (string, error) {
+	return "fake-1", nil
+}
 
 func (d *fakeDriver) Paused(_ context.Context, inst engine.Instance) (bool, error) {
 	fi := inst.(*fakeInstance)
