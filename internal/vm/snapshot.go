@@ -78,6 +78,8 @@ func (m *Manager) snapshotLocked(ctx context.Context, vm *model.VM, p api.Snapsh
 			if wasRunning {
 				if rerr := m.resumeLocked(context.WithoutCancel(ctx), vm, rt); rerr != nil {
 					m.log.Error("resume after a failed snapshot", "vm", vm.Name, "err", rerr)
+					vm.State = model.StatePaused
+					m.store.UpdateVM(context.WithoutCancel(ctx), vm)
 				}
 			}
 			err = fmt.Errorf("snapshot vm %q: %w", vm.Name, err)
@@ -118,8 +120,12 @@ func (m *Manager) snapshotLocked(ctx context.Context, vm *model.VM, p api.Snapsh
 	// From here the snapshot exists: what follows only concerns the VM.
 	if wasRunning && !p.KeepPaused {
 		if rerr := m.resumeLocked(context.WithoutCancel(ctx), vm, rt); rerr != nil {
+			// The snapshot is good; the VM stands still and says so.
 			m.log.Error("resume after a snapshot", "vm", vm.Name, "err", rerr)
-			return sn, nil // the snapshot is good; the VM's state says the rest
+			vm.State = model.StatePaused
+			m.store.UpdateVM(context.WithoutCancel(ctx), vm)
+			m.changed()
+			return sn, nil
 		}
 		m.setClock(ctx, vm, rt)
 	} else {

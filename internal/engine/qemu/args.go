@@ -223,7 +223,11 @@ func BuildArgs(spec engine.Spec, opts ArgOptions) ([]string, error) {
 				"-add-fd", "fd="+strconv.Itoa(fd)+",set="+sid,
 				"-add-fd", "fd="+strconv.Itoa(fd+1)+",set="+sid,
 			)
-			file = "/dev/fdset/" + sid
+			// No image locks: banger runs one VMM per VM (Start checks),
+			// and QEMU's locks on the set's two open files conflict with
+			// each other when it takes its disks back after a migration
+			// ("Failed to get \"write\" lock" on cont).
+			file = "/dev/fdset/" + sid + ",file.locking=off"
 			fd, set = fd+2, set+1
 		}
 		a = append(a,

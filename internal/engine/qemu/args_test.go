@@ -415,8 +415,8 @@ func TestBuildArgsDiskFDs(t *testing.T) {
 	}
 	joined := strings.Join(args, " ")
 	for _, want := range []string{
-		"-add-fd fd=3,set=1 -add-fd fd=4,set=1 -drive id=root,file=/dev/fdset/1,format=qcow2",
-		"-add-fd fd=5,set=2 -add-fd fd=6,set=2 -drive id=work,file=/dev/fdset/2,format=raw",
+		"-add-fd fd=3,set=1 -add-fd fd=4,set=1 -drive id=root,file=/dev/fdset/1,file.locking=off,format=qcow2",
+		"-add-fd fd=5,set=2 -add-fd fd=6,set=2 -drive id=work,file=/dev/fdset/2,file.locking=off,format=raw",
 	} {
 		if !strings.Contains(joined, want) {
 			t.Errorf("args lack %q:\n%s", want, joined)
