@@ -105,3 +105,13 @@ func boolInt(b bool) int {
 	}
 	return 0
 }
+
+// CountSnapshotsUsingImage returns how many snapshots were taken of VMs of
+// the named image (their root disks are layered over it).
+func (s *Store) CountSnapshotsUsingImage(ctx context.Context, image string) (int, error) {
+	var n int
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM snapshots WHERE image = ?`, image).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count snapshots using image %q: %w", image, err)
+	}
+	return n, nil
+}

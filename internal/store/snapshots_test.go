@@ -36,6 +36,12 @@ func TestSnapshotRows(t *testing.T) {
 			t.Fatalf("got %+v, want %+v", got, sn)
 		}
 	}
+	if n, err := st.CountSnapshotsUsingImage(ctx, "img"); err != nil || n != 1 {
+		t.Fatalf("snapshots using img: %d %v", n, err)
+	}
+	if n, _ := st.CountSnapshotsUsingImage(ctx, "other"); n != 0 {
+		t.Fatalf("snapshots using other: %d", n)
+	}
 	list, err := st.ListSnapshots(ctx)
 	if err != nil || len(list) != 1 {
 		t.Fatalf("list: %v %v", list, err)
