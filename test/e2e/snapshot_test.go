@@ -140,7 +140,9 @@ func TestSnapshot(t *testing.T) {
 		t.Errorf("session after snapshot: %+v", si)
 	}
 	if skew := guestClockSkew(t, ctx, vm); math.Abs(skew) > 3 {
-		t.Errorf("guest clock is %.1f s off after the snapshot", skew)
+		time.Sleep(3 * time.Second)
+		t.Errorf("guest clock is %.1f s off after the snapshot (%.1f s three seconds later); daemon log:\n%s",
+			skew, guestClockSkew(t, ctx, vm), tail(e.daemonLog(), 15))
 	}
 
 	must(t, e.cli(ctx, "", "snapshot", "create", vm, "--name", "frozen", "--keep-paused"))
