@@ -11,15 +11,14 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
 
 	"banger/internal/fsutil"
 	"banger/internal/model"
+	"banger/internal/untar"
 )
 
 // Names of a bundle's members.
@@ -228,7 +227,6 @@ func readBundle(ctx context.Context, r io.Reader, dir string) (_ Manifest, _ str
 		return Manifest{}, "", err
 	}
 	defer dec.Close()
-	tr := tar.NewReader(dec)
 
 	var (
 		m        *Manifest
@@ -240,57 +238,48 @@ func readBundle(ctx context.Context, r io.Reader, dir string) (_ Manifest, _ str
 			os.Remove(tmpName)
 		}
 	}()
-	for {
-		if err := ctx.Err(); err != nil {
-			return Manifest{}, "", err
-		}
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return Manifest{}, "", fmt.Errorf("read: %w", err)
-		}
-		name, err := bundleMemberName(h.Name)
-		if err != nil {
-			return Manifest{}, "", err
-		}
-		if name == "" && h.Typeflag == tar.TypeDir {
-			continue // "./", as written by `tar -C dir .`
+	err = untar.Walk(ctx, dec, untar.WalkOptions{Limits: untar.Limits{MaxEntries: maxBundleEntries}}, func(e untar.Entry, r io.Reader) error {
+		h := e.Header
+		if e.Name == "" && h.Typeflag == tar.TypeDir {
+			return nil // "./", as written by `tar -C dir .`
 		}
 		switch h.Typeflag {
 		case tar.TypeReg, tar.TypeGNUSparse:
 		case tar.TypeSymlink, tar.TypeLink:
-			return Manifest{}, "", fmt.Errorf("member %q is a link", h.Name)
+			return fmt.Errorf("member %q is a link", h.Name)
 		default:
-			return Manifest{}, "", fmt.Errorf("member %q is not a regular file", h.Name)
+			return fmt.Errorf("member %q is not a regular file", h.Name)
 		}
 		first := !sawFirst
 		sawFirst = true
-		switch name {
+		var err error
+		switch e.Name {
 		case ManifestName:
 			if m != nil {
-				return Manifest{}, "", fmt.Errorf("duplicate %s", ManifestName)
+				return fmt.Errorf("duplicate %s", ManifestName)
 			}
 			if !first {
-				return Manifest{}, "", fmt.Errorf("%s must be the first member", ManifestName)
+				return fmt.Errorf("%s must be the first member", ManifestName)
 			}
-			if m, err = readManifest(tr, h.Size); err != nil {
-				return Manifest{}, "", err
-			}
+			m, err = readManifest(r, h.Size)
 		case RootfsName:
 			if m == nil {
-				return Manifest{}, "", fmt.Errorf("%s comes before %s", RootfsName, ManifestName)
+				return fmt.Errorf("%s comes before %s", RootfsName, ManifestName)
 			}
 			if tmpName != "" {
-				return Manifest{}, "", fmt.Errorf("duplicate %s", RootfsName)
+				return fmt.Errorf("duplicate %s", RootfsName)
 			}
-			if tmpName, err = writeSparse(ctx, tr, dir, h.Size, *m); err != nil {
-				return Manifest{}, "", err
-			}
+			tmpName, err = writeSparse(ctx, r, dir, h.Size, *m)
 		default:
-			return Manifest{}, "", fmt.Errorf("unexpected member %q", h.Name)
+			return fmt.Errorf("unexpected member %q", h.Name)
 		}
+		return err
+	})
+	if ne := (*untar.NameError)(nil); errors.As(err, &ne) {
+		return Manifest{}, "", fmt.Errorf("member %q: %w", ne.Name, err)
+	}
+	if err != nil {
+		return Manifest{}, "", err
 	}
 	if m == nil {
 		return Manifest{}, "", fmt.Errorf("no %s", ManifestName)
@@ -308,23 +297,8 @@ func readBundle(ctx context.Context, r io.Reader, dir string) (_ Manifest, _ str
 	return *m, final, nil
 }
 
-// bundleMemberName cleans a member name ("./rootfs.ext4" is
-// "rootfs.ext4", "./" is ""), refusing absolute names and "..".
-func bundleMemberName(name string) (string, error) {
-	if strings.HasPrefix(name, "/") {
-		return "", fmt.Errorf("member %q has an absolute name", name)
-	}
-	for _, el := range strings.Split(name, "/") {
-		if el == ".." {
-			return "", fmt.Errorf("member %q has a name with \"..\"", name)
-		}
-	}
-	clean := path.Clean(name)
-	if clean == "." {
-		return "", nil
-	}
-	return clean, nil
-}
+// maxBundleEntries caps a bundle's members (it has two, plus maybe "./").
+const maxBundleEntries = 16
 
 func readManifest(r io.Reader, size int64) (*Manifest, error) {
 	if size > maxManifestSize {

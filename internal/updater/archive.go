@@ -12,6 +12,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"banger/internal/untar"
 )
 
 // The binaries a release consists of.
@@ -116,7 +118,7 @@ func download(ctx context.Context, hc Doer, rawURL, dst string, limit int64) (st
 // extractArchive unpacks the release archive at src into dir, which must
 // be empty of the binary names. It accepts exactly the four binaries as
 // regular files and writes them with mode 0755.
-func extractArchive(src, dir string) error {
+func extractArchive(ctx context.Context, src, dir string) error {
 	f, err := os.Open(src)
 	if err != nil {
 		return fmt.Errorf("open archive: %w", err)
@@ -127,37 +129,31 @@ func extractArchive(src, dir string) error {
 		return fmt.Errorf("archive: %w", err)
 	}
 	defer gz.Close()
-	tr := tar.NewReader(gz)
 	got := make(map[string]bool)
-	for {
-		hdr, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return fmt.Errorf("archive: %w", err)
-		}
-		if hdr.Typeflag == tar.TypeXGlobalHeader {
-			continue
-		}
-		name := strings.TrimPrefix(hdr.Name, "./")
+	lim := untar.Limits{MaxEntries: 64, MaxBytes: int64(len(Binaries())) * MaxBinarySize}
+	err = untar.Walk(ctx, gz, untar.WalkOptions{Limits: lim}, func(e untar.Entry, r io.Reader) error {
+		hdr, name := e.Header, e.Name
 		if !isBinary(name) {
-			return fmt.Errorf("archive: unexpected member %q", hdr.Name)
+			return fmt.Errorf("unexpected member %q", hdr.Name)
 		}
 		// The reader reports old-style regular files (TypeRegA) as TypeReg.
 		if hdr.Typeflag != tar.TypeReg {
-			return fmt.Errorf("archive: %s is not a regular file", hdr.Name)
+			return fmt.Errorf("%s is not a regular file", hdr.Name)
 		}
 		if got[name] {
-			return fmt.Errorf("archive: %s appears twice", name)
+			return fmt.Errorf("%s appears twice", name)
 		}
 		got[name] = true
 		if hdr.Size > MaxBinarySize {
-			return fmt.Errorf("archive: %s is larger than %d bytes", name, int64(MaxBinarySize))
+			return fmt.Errorf("%s is larger than %d bytes", name, int64(MaxBinarySize))
 		}
-		if err := writeFile(filepath.Join(dir, name), tr, hdr.Size); err != nil {
-			return fmt.Errorf("archive: %w", err)
-		}
+		return writeFile(filepath.Join(dir, name), r, hdr.Size)
+	})
+	if ne := (*untar.NameError)(nil); errors.As(err, &ne) {
+		return fmt.Errorf("archive: unexpected member %q: %w", ne.Name, err)
+	}
+	if err != nil {
+		return fmt.Errorf("archive: %w", err)
 	}
 	for _, b := range Binaries() {
 		if !got[b] {

@@ -347,7 +347,7 @@ func Update(ctx context.Context, opts Options) (Result, error) {
 
 	// 5. Unpack and ask the staged binaries their version.
 	s.progress(StageExtract, "unpacking %s", archiveName)
-	if err := extractArchive(archivePath, staging); err != nil {
+	if err := extractArchive(ctx, archivePath, staging); err != nil {
 		return Result{}, err
 	}
 	if err := os.Remove(archivePath); err != nil {
