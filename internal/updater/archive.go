@@ -86,35 +86,6 @@ func ChecksumFor(sums []byte, name string) (string, error) {
 	return found, nil
 }
 
-// download streams rawURL into a new file at dst (at most limit bytes)
-// and returns the hex SHA-256 of what it wrote.
-func download(ctx context.Context, hc Doer, rawURL, dst string, limit int64) (string, error) {
-	resp, err := get(ctx, hc, rawURL)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	if resp.ContentLength > limit {
-		return "", fmt.Errorf("get %s: %d bytes is more than the limit of %d", rawURL, resp.ContentLength, limit)
-	}
-	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return "", fmt.Errorf("create %s: %w", dst, err)
-	}
-	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(resp.Body, limit+1))
-	if cerr := f.Close(); err == nil && cerr != nil {
-		err = cerr
-	}
-	if err != nil {
-		return "", fmt.Errorf("get %s: %w", rawURL, err)
-	}
-	if n > limit {
-		return "", fmt.Errorf("get %s: response is larger than the limit of %d bytes", rawURL, limit)
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
 // extractArchive unpacks the release archive at src into dir, which must
 // be empty of the binary names. It accepts exactly the four binaries as
 // regular files and writes them with mode 0755.
