@@ -231,4 +231,3 @@ func TestFetchCancel(t *testing.T) {
 	}
 	assertEmptyDir(t, dir)
 }
-
