@@ -230,12 +230,13 @@ func readBundle(ctx context.Context, r io.Reader, dir string) (_ Manifest, _ str
 
 	var (
 		m        *Manifest
-		tmpName  string
+		rootfs   *fsutil.AtomicFile
 		sawFirst bool
 	)
+	final := filepath.Join(dir, RootfsName)
 	defer func() {
-		if err != nil && tmpName != "" {
-			os.Remove(tmpName)
+		if rootfs != nil {
+			rootfs.Abort() // a no-op once committed
 		}
 	}()
 	err = untar.Walk(ctx, dec, untar.WalkOptions{Limits: untar.Limits{MaxEntries: maxBundleEntries}}, func(e untar.Entry, r io.Reader) error {
@@ -266,10 +267,10 @@ func readBundle(ctx context.Context, r io.Reader, dir string) (_ Manifest, _ str
 			if m == nil {
 				return fmt.Errorf("%s comes before %s", RootfsName, ManifestName)
 			}
-			if tmpName != "" {
+			if rootfs != nil {
 				return fmt.Errorf("duplicate %s", RootfsName)
 			}
-			tmpName, err = writeSparse(ctx, r, dir, h.Size, *m)
+			rootfs, err = writeSparse(ctx, r, final, h.Size, *m)
 		default:
 			return fmt.Errorf("unexpected member %q", h.Name)
 		}
@@ -284,14 +285,10 @@ func readBundle(ctx context.Context, r io.Reader, dir string) (_ Manifest, _ str
 	if m == nil {
 		return Manifest{}, "", fmt.Errorf("no %s", ManifestName)
 	}
-	if tmpName == "" {
+	if rootfs == nil {
 		return Manifest{}, "", fmt.Errorf("no %s", RootfsName)
 	}
-	final := filepath.Join(dir, RootfsName)
-	if err := os.Rename(tmpName, final); err != nil {
-		return Manifest{}, "", err
-	}
-	if err := fsutil.SyncDir(dir); err != nil {
+	if err := rootfs.Commit(); err != nil {
 		return Manifest{}, "", err
 	}
 	return *m, final, nil
@@ -318,21 +315,21 @@ func readManifest(r io.Reader, size int64) (*Manifest, error) {
 	return &m, nil
 }
 
-// writeSparse copies the size-byte rootfs from r to a new temporary file in
-// dir, leaving holes for all-zero chunks, and checks it against m. It
-// returns the file's name; on error the file is removed.
-func writeSparse(ctx context.Context, r io.Reader, dir string, size int64, m Manifest) (_ string, err error) {
+// writeSparse copies the size-byte rootfs from r to the temporary file of
+// target (mode 0644), leaving holes for all-zero chunks, and checks it
+// against m. It returns the file, for the caller to commit; on error the
+// file is removed.
+func writeSparse(ctx context.Context, r io.Reader, target string, size int64, m Manifest) (_ *fsutil.AtomicFile, err error) {
 	if size != m.RootfsSize {
-		return "", fmt.Errorf("rootfs size mismatch: member has %d bytes, manifest says %d", size, m.RootfsSize)
+		return nil, fmt.Errorf("rootfs size mismatch: member has %d bytes, manifest says %d", size, m.RootfsSize)
 	}
-	f, err := os.CreateTemp(dir, ".partial-*")
+	f, err := fsutil.CreateAtomic(target, 0o644)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	defer func() {
 		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
+			f.Abort()
 		}
 	}()
 	h := sha256.New()
@@ -341,22 +338,22 @@ func writeSparse(ctx context.Context, r io.Reader, dir string, size int64, m Man
 	checked := false
 	for off := int64(0); off < size; {
 		if err := ctx.Err(); err != nil {
-			return "", err
+			return nil, err
 		}
 		n := int(min(int64(sparseChunk), size-off))
 		if _, err := io.ReadFull(r, buf[:n]); err != nil {
-			return "", fmt.Errorf("read %s: %w", RootfsName, err)
+			return nil, fmt.Errorf("read %s: %w", RootfsName, err)
 		}
 		h.Write(buf[:n])
 		if !checked && off <= extMagicOffset && off+int64(n) >= extMagicOffset+2 {
 			if err := checkMagicBytes(buf[extMagicOffset-off:]); err != nil {
-				return "", fmt.Errorf("%s: %w", RootfsName, err)
+				return nil, fmt.Errorf("%s: %w", RootfsName, err)
 			}
 			checked = true
 		}
 		if !bytes.Equal(buf[:n], zero[:n]) {
 			if _, err := f.WriteAt(buf[:n], off); err != nil {
-				return "", err
+				return nil, err
 			}
 		}
 		off += int64(n)
@@ -364,22 +361,13 @@ func writeSparse(ctx context.Context, r io.Reader, dir string, size int64, m Man
 	if !checked {
 		// Unreachable: validate requires the size to cover the magic,
 		// and the first chunk does.
-		return "", fmt.Errorf("%s: superblock magic not checked", RootfsName)
+		return nil, fmt.Errorf("%s: superblock magic not checked", RootfsName)
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != m.RootfsSHA256 {
-		return "", fmt.Errorf("rootfs sha256 mismatch: got %s, manifest says %s", got, m.RootfsSHA256)
+		return nil, fmt.Errorf("rootfs sha256 mismatch: got %s, manifest says %s", got, m.RootfsSHA256)
 	}
 	if err := f.Truncate(size); err != nil {
-		return "", err
+		return nil, err
 	}
-	if err := f.Chmod(0o644); err != nil {
-		return "", err
-	}
-	if err := f.Sync(); err != nil {
-		return "", err
-	}
-	if err := f.Close(); err != nil {
-		return "", err
-	}
-	return f.Name(), nil
+	return f, nil
 }

@@ -154,7 +154,7 @@ func CleanName(name string) (string, error) {
 		case "", ".":
 			continue
 		case "..":
-			return "", &NameError{name, `has a ".." component (leaves the root)`}
+			return "", &NameError{name, `has a ".." component: it leaves the root (escapes the target)`}
 		}
 		out = append(out, c)
 	}
