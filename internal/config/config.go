@@ -57,6 +57,11 @@ type Config struct {
 	GuestToGuest bool `toml:"guest_to_guest"`
 	// DNSListen is the host loopback address where <name>.vm resolves.
 	DNSListen string `toml:"dns_listen"`
+	// APIListen, when set ("127.0.0.1:7070"), also serves the API on
+	// this TCP address; every request there must carry the bearer token
+	// of the file paths.Layout.APIToken (created at first use, 0600).
+	// Off by default: the Unix socket needs no token.
+	APIListen string `toml:"api_listen"`
 	// DNSUpstreams are the resolvers queries outside banger's domain are
 	// forwarded to (IP or IP:port); empty means the nameservers of
 	// /etc/resolv.conf.
@@ -90,6 +95,9 @@ type Config struct {
 	// ExportMaxMiB caps a workspace export: the guest's patch is spooled
 	// to disk and refused beyond this size.
 	ExportMaxMiB int `toml:"export_max_mib"`
+	// FileMaxMiB caps one file or archive sent to or read from a guest
+	// through the files API and `vm cp`.
+	FileMaxMiB int `toml:"file_max_mib"`
 	// SerialLogMaxMiB caps the disk space of a VM's serial console log
 	// (the current file plus one rotated copy).
 	SerialLogMaxMiB int `toml:"serial_log_max_mib"`
@@ -130,6 +138,7 @@ func Default() Config {
 		Engine:          "auto",
 		FirecrackerBin:  "firecracker",
 		ExportMaxMiB:    256,
+		FileMaxMiB:      4096,
 		SerialLogMaxMiB: 8,
 	}
 }
@@ -228,11 +237,19 @@ func (c Config) Validate() error {
 	if c.ExportMaxMiB < 1 {
 		return fmt.Errorf("export_max_mib must be at least 1, got %d", c.ExportMaxMiB)
 	}
+	if c.FileMaxMiB < 1 {
+		return fmt.Errorf("file_max_mib must be at least 1, got %d", c.FileMaxMiB)
+	}
 	if c.SerialLogMaxMiB < 1 {
 		return fmt.Errorf("serial_log_max_mib must be at least 1, got %d", c.SerialLogMaxMiB)
 	}
 	if _, err := netip.ParseAddrPort(c.DNSListen); err != nil {
 		return fmt.Errorf("dns_listen must be ADDR:PORT, got %q", c.DNSListen)
+	}
+	if c.APIListen != "" {
+		if _, err := netip.ParseAddrPort(c.APIListen); err != nil {
+			return fmt.Errorf("api_listen must be IP:PORT such as 127.0.0.1:7070, got %q", c.APIListen)
+		}
 	}
 	if !filepath.IsAbs(c.HelperSocket) {
 		return fmt.Errorf("helper_socket must be an absolute path, got %q", c.HelperSocket)

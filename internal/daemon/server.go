@@ -61,6 +61,11 @@ type VMManager interface {
 	Export(ctx context.Context, ref, base string) (io.ReadCloser, error)
 	SessionCall(ctx context.Context, ref, op string, req agent.SessionRequest) (agent.Response, error)
 	OpenSession(ctx context.Context, ref, op string, req agent.SessionRequest) (net.Conn, error)
+	// FileAgent is the agent of a running VM, for the files API (the
+	// agent resolves and bounds the file operations); FileMax caps what
+	// that API moves.
+	FileAgent(ctx context.Context, ref string) (*agent.Client, error)
+	FileMax() int64
 }
 
 // ImageService is what the API needs of the kernel and image service
@@ -97,6 +102,9 @@ type Server struct {
 	Stop func()
 
 	wg sync.WaitGroup // long-lived streams (exec, run)
+
+	// patterns records every route Handler registers (see Routes).
+	patterns []string
 }
 
 type ctxKey struct{}
@@ -116,7 +124,9 @@ func newOpID() string {
 // Handler returns the routed API.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
+	s.patterns = nil
 	h := func(pattern string, f func(w http.ResponseWriter, r *http.Request) error) {
+		s.patterns = append(s.patterns, pattern)
 		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 			id := newOpID()
 			r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, id))
@@ -161,6 +171,16 @@ func (s *Server) Handler() http.Handler {
 	h("POST "+p+"/vms/{name}/sessions/{session}/stop", s.sessionStop)
 	h("POST "+p+"/vms/{name}/sessions/{session}/logs", s.sessionStream(agent.OpSessionLogs))
 	h("POST "+p+"/vms/{name}/sessions/{session}/attach", s.sessionStream(agent.OpSessionAttach))
+
+	h("GET "+p+"/vms/{name}/files", s.fileRead)
+	h("PUT "+p+"/vms/{name}/files", s.fileWrite)
+	h("DELETE "+p+"/vms/{name}/files", s.fileRemove)
+	h("GET "+p+"/vms/{name}/files/stat", s.fileStat)
+	h("GET "+p+"/vms/{name}/files/list", s.fileList)
+	h("POST "+p+"/vms/{name}/files/mkdir", s.fileMkdir)
+	h("GET "+p+"/vms/{name}/files/watch", s.fileWatch)
+	h("GET "+p+"/vms/{name}/files/archive", s.archiveGet)
+	h("PUT "+p+"/vms/{name}/files/archive", s.archivePut)
 
 	h("GET "+p+"/kernels", s.kernelList)
 	h("POST "+p+"/kernels", s.kernelImport)
@@ -212,6 +232,8 @@ func httpStatus(code string) int {
 		return http.StatusConflict
 	case api.CodeBadRequest:
 		return http.StatusBadRequest
+	case api.CodeUnauthorized:
+		return http.StatusUnauthorized
 	}
 	return http.StatusInternalServerError
 }
