@@ -237,8 +237,9 @@ func SyncDirIn(root *os.Root, dir string) error {
 }
 
 // CopyFile copies the regular file src to dst, which must not exist,
-// with src's permission bits, synced; on error dst is removed.
-func CopyFile(src, dst string) (err error) {
+// with mode perm (src's permission bits when perm is 0), synced; on
+// error dst is removed.
+func CopyFile(src, dst string, perm fs.FileMode) (err error) {
 	in, err := os.Open(src)
 	if err != nil {
 		return err
@@ -251,7 +252,10 @@ func CopyFile(src, dst string) (err error) {
 	if !st.Mode().IsRegular() {
 		return fmt.Errorf("copy %s: not a regular file", src)
 	}
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, st.Mode().Perm())
+	if perm == 0 {
+		perm = st.Mode().Perm()
+	}
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
 	if err != nil {
 		return err
 	}
@@ -263,7 +267,7 @@ func CopyFile(src, dst string) (err error) {
 	_, err = io.Copy(out, in)
 	if err == nil {
 		// The mode given at creation is subject to the umask.
-		err = out.Chmod(st.Mode().Perm())
+		err = out.Chmod(perm)
 	}
 	if err == nil {
 		err = out.Sync()

@@ -179,7 +179,7 @@ func TestCopyFile(t *testing.T) {
 	src, dst := filepath.Join(dir, "src"), filepath.Join(dir, "dst")
 	os.WriteFile(src, []byte("content"), 0o751)
 	os.Chmod(src, 0o751)
-	if err := CopyFile(src, dst); err != nil {
+	if err := CopyFile(src, dst, 0); err != nil {
 		t.Fatal(err)
 	}
 	b, _ := os.ReadFile(dst)
@@ -187,11 +187,17 @@ func TestCopyFile(t *testing.T) {
 	if string(b) != "content" || fi.Mode().Perm() != 0o751 {
 		t.Errorf("copy: %q %v", b, fi.Mode())
 	}
-	if err := CopyFile(src, dst); !errors.Is(err, fs.ErrExist) {
+	if err := CopyFile(src, dst, 0); !errors.Is(err, fs.ErrExist) {
 		t.Errorf("copy over an existing file: %v", err)
 	}
-	if err := CopyFile(dir, filepath.Join(dir, "d2")); err == nil {
+	if err := CopyFile(dir, filepath.Join(dir, "d2"), 0); err == nil {
 		t.Error("copied a directory")
 	}
-	assertOnly(t, dir, "dst", "src")
+	if err := CopyFile(src, filepath.Join(dir, "ro"), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(filepath.Join(dir, "ro")); fi.Mode().Perm() != 0o400 {
+		t.Errorf("copy with perm: %v", fi.Mode())
+	}
+	assertOnly(t, dir, "dst", "ro", "src")
 }

@@ -135,5 +135,5 @@ func linkOrCopy(src, dst string) error {
 	if err := os.Link(src, dst); err == nil {
 		return nil
 	}
-	return fsutil.CopyFile(src, dst)
+	return fsutil.CopyFile(src, dst, 0)
 }
