@@ -464,6 +464,19 @@ func (c *Client) upload(ctx context.Context, op string, req FileRequest, r io.Re
 	var serr error
 	select {
 	case res := <-done:
+		if res.err == nil && res.resp.OK {
+			// The guest answers once it has read the last (empty) frame,
+			// so its answer can be seen before the sender reports that
+			// frame sent: give the sender a moment before calling the
+			// answer early.
+			select {
+			case serr := <-sendErr:
+				if serr == nil {
+					return res.resp, nil
+				}
+			case <-time.After(time.Second):
+			}
+		}
 		// The guest answered before everything was sent: a failure.
 		st.Close()
 		if res.err == nil && res.resp.OK {
