@@ -20,6 +20,8 @@ type Client struct {
 	// opTimeout gives an operation's default deadline (OpTimeout;
 	// shortened by tests).
 	opTimeout func(op string) time.Duration
+	// idle, when set, replaces FileIdle (tests).
+	idle time.Duration
 }
 
 // Dial connects to the VMM's end of the agent channel at socketPath.

@@ -49,6 +49,12 @@ var opTimeouts = map[string]time.Duration{
 	OpPoweroff: 30 * time.Second,
 	OpPorts:    30 * time.Second,
 	OpSSHSetup: time.Minute, // may generate host keys first
+	// File operations: the first line only (transfers are bounded by
+	// FileIdle); a recursive removal or a watch armed on a large tree
+	// takes a while under emulation.
+	OpFileList:   2 * time.Minute,
+	OpFileRemove: 10 * time.Minute,
+	OpFileWatch:  2 * time.Minute,
 }
 
 // DefaultCallTimeout applies to the operations opTimeouts does not name

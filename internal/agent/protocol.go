@@ -9,6 +9,8 @@
 // unchanged to the CLI.
 package agent
 
+import "banger/internal/api"
+
 // PortName is the virtio-serial port name the agent looks for in the guest.
 const PortName = "org.banger.agent"
 
@@ -67,6 +69,8 @@ type Request struct {
 	Untar *UntarRequest `json:"untar,omitempty"`
 	// Session, for the session operations.
 	Session *SessionRequest `json:"session,omitempty"`
+	// File, for the file operations (files.go).
+	File *FileRequest `json:"file,omitempty"`
 	// AuthorizedKey, for OpSSHSetup: an authorized_keys line.
 	AuthorizedKey string `json:"authorized_key,omitempty"`
 	// Force, for poweroff, skips the init system's orderly shutdown: the
@@ -97,6 +101,11 @@ type Response struct {
 	BalloonDriver bool   `json:"balloon_driver,omitempty"`
 	// OpReadiness.
 	Readiness *Readiness `json:"readiness,omitempty"`
+	// File operations (files.go): the error's class, the file, the
+	// result of an extraction.
+	Code      string             `json:"code,omitempty"`
+	File      *api.FileInfo      `json:"file_info,omitempty"`
+	Extracted *api.ArchiveResult `json:"extracted,omitempty"`
 }
 
 // PortInfo is one listening socket in the guest.

@@ -90,6 +90,9 @@ type Config struct {
 	// ExportMaxMiB caps a workspace export: the guest's patch is spooled
 	// to disk and refused beyond this size.
 	ExportMaxMiB int `toml:"export_max_mib"`
+	// FileMaxMiB caps one file or archive sent to or read from a guest
+	// through the files API and `vm cp`.
+	FileMaxMiB int `toml:"file_max_mib"`
 	// SerialLogMaxMiB caps the disk space of a VM's serial console log
 	// (the current file plus one rotated copy).
 	SerialLogMaxMiB int `toml:"serial_log_max_mib"`
@@ -130,6 +133,7 @@ func Default() Config {
 		Engine:          "auto",
 		FirecrackerBin:  "firecracker",
 		ExportMaxMiB:    256,
+		FileMaxMiB:      4096,
 		SerialLogMaxMiB: 8,
 	}
 }
@@ -227,6 +231,9 @@ func (c Config) Validate() error {
 	}
 	if c.ExportMaxMiB < 1 {
 		return fmt.Errorf("export_max_mib must be at least 1, got %d", c.ExportMaxMiB)
+	}
+	if c.FileMaxMiB < 1 {
+		return fmt.Errorf("file_max_mib must be at least 1, got %d", c.FileMaxMiB)
 	}
 	if c.SerialLogMaxMiB < 1 {
 		return fmt.Errorf("serial_log_max_mib must be at least 1, got %d", c.SerialLogMaxMiB)

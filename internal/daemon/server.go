@@ -61,6 +61,11 @@ type VMManager interface {
 	Export(ctx context.Context, ref, base string) (io.ReadCloser, error)
 	SessionCall(ctx context.Context, ref, op string, req agent.SessionRequest) (agent.Response, error)
 	OpenSession(ctx context.Context, ref, op string, req agent.SessionRequest) (net.Conn, error)
+	// FileAgent is the agent of a running VM, for the files API (the
+	// agent resolves and bounds the file operations); FileMax caps what
+	// that API moves.
+	FileAgent(ctx context.Context, ref string) (*agent.Client, error)
+	FileMax() int64
 }
 
 // ImageService is what the API needs of the kernel and image service
@@ -161,6 +166,16 @@ func (s *Server) Handler() http.Handler {
 	h("POST "+p+"/vms/{name}/sessions/{session}/stop", s.sessionStop)
 	h("POST "+p+"/vms/{name}/sessions/{session}/logs", s.sessionStream(agent.OpSessionLogs))
 	h("POST "+p+"/vms/{name}/sessions/{session}/attach", s.sessionStream(agent.OpSessionAttach))
+
+	h("GET "+p+"/vms/{name}/files", s.fileRead)
+	h("PUT "+p+"/vms/{name}/files", s.fileWrite)
+	h("DELETE "+p+"/vms/{name}/files", s.fileRemove)
+	h("GET "+p+"/vms/{name}/files/stat", s.fileStat)
+	h("GET "+p+"/vms/{name}/files/list", s.fileList)
+	h("POST "+p+"/vms/{name}/files/mkdir", s.fileMkdir)
+	h("GET "+p+"/vms/{name}/files/watch", s.fileWatch)
+	h("GET "+p+"/vms/{name}/files/archive", s.archiveGet)
+	h("PUT "+p+"/vms/{name}/files/archive", s.archivePut)
 
 	h("GET "+p+"/kernels", s.kernelList)
 	h("POST "+p+"/kernels", s.kernelImport)

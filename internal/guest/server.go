@@ -231,6 +231,10 @@ func (s *Server) handle(ctx context.Context, st net.Conn) {
 		reply(st, agent.Response{OK: true, Readiness: &r})
 	case agent.OpUntar:
 		runUntar(req.Untar, &readerConn{Reader: br, Conn: st})
+	case agent.OpFileStat, agent.OpFileList, agent.OpFileRead, agent.OpFileWrite,
+		agent.OpFileRemove, agent.OpFileMkdir, agent.OpFileWatch,
+		agent.OpFileArchive, agent.OpFileExtract:
+		s.handleFile(ctx, req, &readerConn{Reader: br, Conn: st})
 	case agent.OpSessionStart, agent.OpSessionList, agent.OpSessionShow,
 		agent.OpSessionLogs, agent.OpSessionAttach, agent.OpSessionStop:
 		if s.Sessions == nil {
