@@ -64,6 +64,13 @@ func TestFiles(t *testing.T) {
 		if got := exec(`stat -c %a /root/renamed.sh && /root/renamed.sh`); got != "755\nhi\n" {
 			t.Errorf("renamed.sh: %q", got)
 		}
+		// A DST that links to a directory receives the copy inside it.
+		exec(`ln -sfn /root/src/sub /root/sublink`)
+		must(t, e.cli(ctx, "", "vm", "cp", filepath.Join(src, "run.sh"), vm+":/root/sublink"))
+		if got := exec(`readlink /root/sublink && stat -c %a /root/src/sub/run.sh`); got != "/root/src/sub\n755\n" {
+			t.Errorf("copy through a symlinked DST: %q", got)
+		}
+		exec(`rm /root/src/sub/run.sh /root/sublink`)
 	})
 
 	t.Run("cp out", func(t *testing.T) {
