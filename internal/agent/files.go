@@ -472,8 +472,11 @@ func (c *Client) upload(ctx context.Context, op string, req FileRequest, r io.Re
 			}
 			return Response{}, fmt.Errorf("agent %s: the guest answered before the upload ended: %w", op, serr)
 		}
-		// The guest failed midway and said so: stop sending.
+		// The guest failed midway and said so: stop sending. The sender
+		// ends at its next write (the caller's reader is not read after
+		// upload returns).
 		st.Close()
+		<-sendErr
 		if res.err != nil {
 			return Response{}, res.err
 		}
