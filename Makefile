@@ -42,7 +42,7 @@ build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/banger-helper ./cmd/banger-helper
 
 fmt:
-	@out=$$(gofmt -l cmd internal test); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@out=$$(gofmt -l cmd internal pkg examples test); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 vet:
 	$(GO) vet ./...

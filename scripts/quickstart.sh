@@ -33,10 +33,11 @@ say() { printf '==> %s\n' "$*" >&2; }
 
 need=()
 # debugfs (e2fsprogs) builds images pulled from registries; the tests also
-# use git, ssh, curl, ip (iproute2), openssl and python3 (release scripts).
+# use git, ssh, curl, ip (iproute2), openssl, python3 (release scripts) and
+# xz (the kernel package's xz decoder is checked against it).
 for pair in qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils mkfs.ext4:e2fsprogs debugfs:e2fsprogs \
             debootstrap:debootstrap make:make git:git ssh:openssh-client curl:curl ip:iproute2 \
-            openssl:openssl python3:python3; do
+            openssl:openssl python3:python3 xz:xz-utils; do
   cmd=${pair%%:*} pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need+=("$pkg")
 done

@@ -26,6 +26,9 @@ const (
 	CodeOperationFailed = "operation_failed"
 	CodeUnknownMethod   = "unknown_method"
 	CodeBadVersion      = "bad_version"
+	// CodeUnauthorized: a request on the TCP listener (api_listen)
+	// without the right bearer token.
+	CodeUnauthorized = "unauthorized"
 )
 
 // Error is every failed call's answer. OpID also appears in the daemon's

@@ -57,6 +57,11 @@ type Config struct {
 	GuestToGuest bool `toml:"guest_to_guest"`
 	// DNSListen is the host loopback address where <name>.vm resolves.
 	DNSListen string `toml:"dns_listen"`
+	// APIListen, when set ("127.0.0.1:7070"), also serves the API on
+	// this TCP address; every request there must carry the bearer token
+	// of the file paths.Layout.APIToken (created at first use, 0600).
+	// Off by default: the Unix socket needs no token.
+	APIListen string `toml:"api_listen"`
 	// DNSUpstreams are the resolvers queries outside banger's domain are
 	// forwarded to (IP or IP:port); empty means the nameservers of
 	// /etc/resolv.conf.
@@ -240,6 +245,11 @@ func (c Config) Validate() error {
 	}
 	if _, err := netip.ParseAddrPort(c.DNSListen); err != nil {
 		return fmt.Errorf("dns_listen must be ADDR:PORT, got %q", c.DNSListen)
+	}
+	if c.APIListen != "" {
+		if _, err := netip.ParseAddrPort(c.APIListen); err != nil {
+			return fmt.Errorf("api_listen must be IP:PORT such as 127.0.0.1:7070, got %q", c.APIListen)
+		}
 	}
 	if !filepath.IsAbs(c.HelperSocket) {
 		return fmt.Errorf("helper_socket must be an absolute path, got %q", c.HelperSocket)

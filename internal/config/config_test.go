@@ -146,3 +146,21 @@ func TestGuestToGuestAndDNSUpstreams(t *testing.T) {
 		t.Error("a host name accepted as a dns upstream")
 	}
 }
+
+func TestAPIListen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.toml")
+	c, err := LoadFile(path)
+	if err != nil || c.APIListen != "" {
+		t.Fatalf("default: %q %v, want off", c.APIListen, err)
+	}
+	os.WriteFile(path, []byte("api_listen = \"127.0.0.1:7070\"\n"), 0o600)
+	if c, err = LoadFile(path); err != nil || c.APIListen != "127.0.0.1:7070" {
+		t.Fatalf("api_listen: %q %v", c.APIListen, err)
+	}
+	for _, bad := range []string{"7070", "localhost:7070", ":7070", "127.0.0.1", "127.0.0.1:x"} {
+		os.WriteFile(path, []byte("api_listen = \""+bad+"\"\n"), 0o600)
+		if _, err := LoadFile(path); err == nil {
+			t.Errorf("api_listen %q accepted", bad)
+		}
+	}
+}

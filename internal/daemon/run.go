@@ -132,6 +132,14 @@ func Run(ctx context.Context, o Options) error {
 	defer cancel()
 	srv := &Server{VMs: mgr, Images: images, Log: o.Log, Version: o.Version, Socket: sock, Stop: cancel}
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	if cfg.APIListen != "" {
+		stopTCP, err := serveTCP(cfg.APIListen, l.APIToken(), hs.Handler, o.Log)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		defer stopTCP()
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	o.Log.Info("bangerd serving", "socket", sock, "pid", os.Getpid(), "version", o.Version, "agent", agentPath)

@@ -102,6 +102,9 @@ type Server struct {
 	Stop func()
 
 	wg sync.WaitGroup // long-lived streams (exec, run)
+
+	// patterns records every route Handler registers (see Routes).
+	patterns []string
 }
 
 type ctxKey struct{}
@@ -121,7 +124,9 @@ func newOpID() string {
 // Handler returns the routed API.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
+	s.patterns = nil
 	h := func(pattern string, f func(w http.ResponseWriter, r *http.Request) error) {
+		s.patterns = append(s.patterns, pattern)
 		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 			id := newOpID()
 			r = r.WithContext(context.WithValue(r.Context(), ctxKey{}, id))
@@ -227,6 +232,8 @@ func httpStatus(code string) int {
 		return http.StatusConflict
 	case api.CodeBadRequest:
 		return http.StatusBadRequest
+	case api.CodeUnauthorized:
+		return http.StatusUnauthorized
 	}
 	return http.StatusInternalServerError
 }

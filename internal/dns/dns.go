@@ -20,6 +20,7 @@
 package dns
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -758,7 +759,7 @@ func (s *Server) resolvUpstreams() []netip.AddrPort {
 	if s.resolv.loaded && fi.ModTime().Equal(s.resolv.modTime) && fi.Size() == s.resolv.size {
 		return s.resolv.servers
 	}
-	data, err := os.ReadFile(s.resolvConf)
+	data, err := readResolvConf(s.resolvConf)
 	if err != nil {
 		s.log.Warn("dns: cannot read resolver config", "path", s.resolvConf, "err", err)
 		return nil
@@ -767,29 +768,55 @@ func (s *Server) resolvUpstreams() []netip.AddrPort {
 	return s.resolv.servers
 }
 
+// maxResolvConfSize bounds how much of a resolv.conf is read; a real one
+// is a few hundred bytes, and what lies beyond the bound is ignored.
+const maxResolvConfSize = 64 << 10
+
+// readResolvConf reads at most maxResolvConfSize bytes of the file at path.
+func readResolvConf(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, maxResolvConfSize))
+}
+
+// maxResolvServers is how many nameservers of a resolv.conf are used: the
+// first three, as glibc (MAXNS), musl and Go's own resolver do, so guests
+// ask the servers the host's programs ask, and a file listing thousands
+// cannot make one query try them all in turn.
+const maxResolvServers = 3
+
 // ParseResolvConf returns the nameservers of a resolv.conf file, port 53,
-// in order. Loopback stubs such as systemd-resolved's 127.0.0.53 are kept:
-// the server runs on the host, where they are reachable, and they give the
+// in order, without duplicates and at most maxResolvServers of them; the
+// file is read by miekg/dns's ClientConfigFromReader, which stops at a line
+// longer than 64 KiB. Entries that are not IP addresses are skipped.
+// Loopback stubs such as systemd-resolved's 127.0.0.53 are kept: the
+// server runs on the host, where they are reachable, and they give the
 // guests the host's own view of DNS (VPN split DNS, search of local
 // zones, caching). Forwarding back into the server itself is prevented
 // separately.
 func ParseResolvConf(data []byte) []netip.AddrPort {
+	conf, err := miekg.ClientConfigFromReader(bytes.NewReader(data))
+	if err != nil {
+		return nil
+	}
 	var out []netip.AddrPort
-	for line := range strings.Lines(string(data)) {
-		if i := strings.IndexAny(line, "#;"); i >= 0 {
-			line = line[:i]
+	for _, name := range conf.Servers {
+		if i := strings.IndexAny(name, "#;"); i >= 0 {
+			name = name[:i] // a comment right after the address
 		}
-		f := strings.Fields(line)
-		if len(f) < 2 || f[0] != "nameserver" {
-			continue
-		}
-		a, err := netip.ParseAddr(f[1])
+		a, err := netip.ParseAddr(name)
 		if err != nil {
 			continue
 		}
 		ap := netip.AddrPortFrom(a.Unmap(), 53)
 		if !slices.Contains(out, ap) {
 			out = append(out, ap)
+		}
+		if len(out) == maxResolvServers {
+			break
 		}
 	}
 	return out

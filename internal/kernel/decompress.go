@@ -92,14 +92,25 @@ func newDecompressor(c compression, r io.Reader) (io.Reader, func(), error) {
 func decompressFirst(ctx context.Context, c compression, data []byte, sizeHint int) ([]byte, error) {
 	out := bytes.NewBuffer(make([]byte, 0, max(sizeHint, 0)))
 	switch c {
-	case compXZ, compLZMA:
-		if c == compLZMA && (len(data) < 13 || binary.LittleEndian.Uint32(data[1:5]) > 1<<30) {
+	case compXZ:
+		n, err := xzStreamLen(data)
+		if err != nil {
+			return nil, err
+		}
+		r, err := newXZReader(bytes.NewReader(data[:n]))
+		if err != nil {
+			return nil, err
+		}
+		if _, err := io.Copy(out, ctxReader{ctx, r}); err != nil {
+			return nil, err
+		}
+	case compLZMA:
+		if len(data) < 13 || binary.LittleEndian.Uint32(data[1:5]) > 1<<30 {
 			// The decoder allocates the declared dictionary up front.
 			return nil, errors.New("lzma: implausible header")
 		}
-		// The xz reader stops at data that is not another stream; the
-		// lzma reader stops at its end marker or declared size.
-		r, _, err := newDecompressor(c, bytes.NewReader(data))
+		// The lzma reader stops at its end marker or declared size.
+		r, err := lzma.NewReader(bytes.NewReader(data))
 		if err != nil {
 			return nil, err
 		}

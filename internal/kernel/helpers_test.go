@@ -142,8 +142,15 @@ func xzCompress(t testing.TB, data []byte, check byte) []byte {
 // LZMA2, as the kernel's build does, and a CRC32 check.
 func xzX86Compress(t testing.TB, data []byte) []byte {
 	t.Helper()
-	filtered := bytes.Clone(data)
-	newBCJX86(0, true).code(filtered)
+	return xzX86CompressDict(t, data, 8)
+}
+
+// xzX86CompressDict is xzX86Compress with the LZMA2 dictionary size byte
+// of the block header set to dictProp (8 = 64 KiB, the size the data is
+// compressed with; 40 = 4 GiB). A decoder allocates what the header says.
+func xzX86CompressDict(t testing.TB, data []byte, dictProp byte) []byte {
+	t.Helper()
+	filtered := bcjX86Encode(data)
 	var lz bytes.Buffer
 	w, err := lzma.Writer2Config{DictCap: 1 << 16}.NewWriter2(&lz)
 	if err != nil {
@@ -155,13 +162,13 @@ func xzX86Compress(t testing.TB, data []byte) []byte {
 	}
 	le := binary.LittleEndian
 	var out bytes.Buffer
-	flags := []byte{0, xzCheckCRC32}
+	flags := []byte{0, 0x01} // CRC32 check
 	out.Write(xzMagic)
 	out.Write(flags)
 	out.Write(le.AppendUint32(nil, crc32.ChecksumIEEE(flags)))
 	// Block header: size byte, flags (2 filters), x86 (no props),
-	// LZMA2 (1 prop byte: 64 KiB dictionary = 8), padding, CRC32.
-	bh := []byte{0, 0x01, 0x04, 0x00, 0x21, 0x01, 8}
+	// LZMA2 (1 prop byte: the dictionary size), padding, CRC32.
+	bh := []byte{0, 0x01, 0x04, 0x00, 0x21, 0x01, dictProp}
 	for (len(bh)+4)%4 != 0 {
 		bh = append(bh, 0)
 	}
@@ -188,6 +195,67 @@ func xzX86Compress(t testing.TB, data []byte) []byte {
 	out.Write(ft)
 	out.WriteString("YZ")
 	return out.Bytes()
+}
+
+// bcjX86Encode returns data run through the encoding side of the xz x86
+// BCJ filter (start offset 0), as `xz --x86` does before LZMA2: the
+// relative targets of E8/E9 (call/jmp rel32) instructions become absolute.
+// It follows XZ Embedded's filter; the golden file made by xz(1) checks that
+// the decoder undoes the real thing, and this makes streams of any content.
+func bcjX86Encode(data []byte) []byte {
+	buf := bytes.Clone(data)
+	maskToBitNumber := [5]uint32{0, 1, 2, 2, 3}
+	msByte := func(b byte) bool { return b == 0 || b == 0xff }
+	var prevMask uint32
+	prevPos := ^uint32(4) // 0 - 5
+	for i := 0; i+5 <= len(buf); {
+		b := buf[i]
+		if b != 0xe8 && b != 0xe9 {
+			i++
+			continue
+		}
+		cur := uint32(i)
+		offset := cur - prevPos
+		prevPos = cur
+		if offset > 5 {
+			prevMask = 0
+		} else {
+			for k := uint32(0); k < offset; k++ {
+				prevMask &= 0x77
+				prevMask <<= 1
+			}
+		}
+		b = buf[i+4]
+		if !msByte(b) || prevMask>>1 > 4 || prevMask>>1 == 3 {
+			i++
+			prevMask |= 1
+			if msByte(b) {
+				prevMask |= 0x10
+			}
+			continue
+		}
+		src := binary.LittleEndian.Uint32(buf[i+1:])
+		var dest uint32
+		for {
+			dest = src + (cur + 5)
+			if prevMask == 0 {
+				break
+			}
+			n := maskToBitNumber[prevMask>>1]
+			if !msByte(byte(dest >> (24 - n*8))) {
+				break
+			}
+			src = dest ^ (1<<(32-n*8) - 1)
+		}
+		dest &= 0x01ffffff
+		if dest&0x01000000 != 0 {
+			dest |= 0xff000000
+		}
+		binary.LittleEndian.PutUint32(buf[i+1:], dest)
+		i += 5
+		prevMask = 0
+	}
+	return buf
 }
 
 func appendXZVarint(b []byte, v uint64) []byte {

@@ -141,5 +141,9 @@ func (l Layout) SSHKey() string { return filepath.Join(l.Config, "ssh", "id_ed25
 // SSHConfig is the generated ssh config that ~/.ssh/config includes.
 func (l Layout) SSHConfig() string { return filepath.Join(l.Config, "ssh", "config") }
 
+// APIToken is the bearer token that requests on the daemon's TCP
+// listener (config api_listen) must carry; the daemon creates it, 0600.
+func (l Layout) APIToken() string { return filepath.Join(l.Config, "api-token") }
+
 // KnownHosts is banger's own known_hosts, filled from the guests' host keys.
 func (l Layout) KnownHosts() string { return filepath.Join(l.State, "ssh", "known_hosts") }

@@ -148,6 +148,21 @@ func TestVersionOrder(t *testing.T) {
 	}
 }
 
+// TestVersionBuildMetadataRefused: semver ignores build metadata in
+// precedence, so two different builds would compare equal; banger refuses
+// it, which makes such a string "not a release", older than every release.
+func TestVersionBuildMetadataRefused(t *testing.T) {
+	if got := CompareVersions("v2.0.0+build.7", "v0.0.1-alpha"); got != -1 {
+		t.Errorf("CompareVersions(v2.0.0+build.7, v0.0.1-alpha) = %d, want -1", got)
+	}
+	if got := CompareVersions("v2.0.0+a", "v2.0.0+b"); got != -1 {
+		t.Errorf("CompareVersions(v2.0.0+a, v2.0.0+b) = %d, want -1 (bytewise, not equal)", got)
+	}
+	if _, err := ParseVersion("v2.0.0+build.7"); err == nil || !strings.Contains(err.Error(), "build metadata") {
+		t.Errorf("ParseVersion(v2.0.0+build.7): err = %v, want a build metadata error", err)
+	}
+}
+
 func TestParseVersion(t *testing.T) {
 	v, err := ParseVersion("v1.22.333-rc.1.x-y")
 	if err != nil {
@@ -159,6 +174,7 @@ func TestParseVersion(t *testing.T) {
 	for _, bad := range []string{
 		"", "dev", "1.2.3", "v1.2", "v1.2.3.4", "v01.2.3", "v1.02.3", "v1.2.3-", "v1.2.3-01",
 		"v1.2.3-a..b", "v1.2.3+build", "v1.2.3-a_b", "v-1.2.3", "v1.2.x", "27736fe-dirty",
+		"v1", "v1.2.3-rc.1+build", "v1.2.3+", "V1.2.3", " v1.2.3", "v1.2.3\n", "v18446744073709551616.0.0",
 	} {
 		if _, err := ParseVersion(bad); err == nil {
 			t.Errorf("ParseVersion(%q) accepted", bad)

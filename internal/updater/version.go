@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"golang.org/x/mod/semver"
 )
 
 // Version is a parsed release version vMAJOR.MINOR.PATCH[-PRERELEASE].
@@ -15,42 +17,39 @@ type Version struct {
 }
 
 // ParseVersion parses vMAJOR.MINOR.PATCH[-PRERELEASE] following semantic
-// versioning 2.0.0 (no leading zeros, identifiers of [0-9A-Za-z-]). The
-// leading "v" is required; build metadata ("+...") is not accepted.
+// versioning 2.0.0 (no leading zeros, identifiers of [0-9A-Za-z-]), as
+// golang.org/x/mod/semver reads it, with two refusals of banger's own:
+// build metadata ("+...") is not accepted, since precedence ignores it and
+// two different releases would then compare equal, and neither are the
+// shorthands vMAJOR and vMAJOR.MINOR that semver allows. The leading "v"
+// is required.
 func ParseVersion(s string) (Version, error) {
 	var v Version
-	rest, ok := strings.CutPrefix(s, "v")
-	if !ok {
+	if !strings.HasPrefix(s, "v") {
 		return v, fmt.Errorf("version %q does not start with \"v\"", s)
 	}
-	core, pre, hasPre := strings.Cut(rest, "-")
-	parts := strings.Split(core, ".")
-	if len(parts) != 3 {
+	if !semver.IsValid(s) {
+		return v, fmt.Errorf("version %q is not a semantic version vMAJOR.MINOR.PATCH[-PRERELEASE]", s)
+	}
+	if semver.Build(s) != "" {
+		return v, fmt.Errorf("version %q: build metadata is not accepted", s)
+	}
+	if semver.Canonical(s) != s {
 		return v, fmt.Errorf("version %q is not vMAJOR.MINOR.PATCH", s)
 	}
+	pre := semver.Prerelease(s)
+	core := strings.Split(strings.TrimSuffix(s[1:], pre), ".")
 	nums := make([]uint64, 3)
-	for i, p := range parts {
-		if !isNumeric(p) || (len(p) > 1 && p[0] == '0') {
-			return v, fmt.Errorf("version %q: %q is not a number without leading zeros", s, p)
-		}
+	for i, p := range core {
 		n, err := strconv.ParseUint(p, 10, 64)
 		if err != nil {
-			return v, fmt.Errorf("version %q: %w", s, err)
+			return Version{}, fmt.Errorf("version %q: %w", s, err)
 		}
 		nums[i] = n
 	}
 	v.Major, v.Minor, v.Patch = nums[0], nums[1], nums[2]
-	if hasPre {
-		ids := strings.Split(pre, ".")
-		for _, id := range ids {
-			if id == "" || !isIdentifier(id) {
-				return v, fmt.Errorf("version %q: bad pre-release identifier %q", s, id)
-			}
-			if isNumeric(id) && len(id) > 1 && id[0] == '0' {
-				return v, fmt.Errorf("version %q: numeric pre-release identifier %q has a leading zero", s, id)
-			}
-		}
-		v.Pre = ids
+	if pre != "" {
+		v.Pre = strings.Split(pre[1:], ".")
 	}
 	return v, nil
 }
@@ -68,34 +67,7 @@ func (v Version) String() string {
 // older than w, 0 when equal, +1 when newer. A pre-release is older than
 // its final release.
 func (v Version) Compare(w Version) int {
-	for _, c := range [][2]uint64{{v.Major, w.Major}, {v.Minor, w.Minor}, {v.Patch, w.Patch}} {
-		if c[0] != c[1] {
-			if c[0] < c[1] {
-				return -1
-			}
-			return 1
-		}
-	}
-	switch {
-	case len(v.Pre) == 0 && len(w.Pre) == 0:
-		return 0
-	case len(v.Pre) == 0:
-		return 1
-	case len(w.Pre) == 0:
-		return -1
-	}
-	for i := 0; i < len(v.Pre) && i < len(w.Pre); i++ {
-		if c := compareIdentifier(v.Pre[i], w.Pre[i]); c != 0 {
-			return c
-		}
-	}
-	switch {
-	case len(v.Pre) < len(w.Pre):
-		return -1
-	case len(v.Pre) > len(w.Pre):
-		return 1
-	}
-	return 0
+	return semver.Compare(v.String(), w.String())
 }
 
 // CompareVersions orders two version strings like Version.Compare. A
@@ -113,53 +85,6 @@ func CompareVersions(a, b string) int {
 		return 1
 	case errB == nil:
 		return -1
-	case a == b:
-		return 0
-	case a < b:
-		return -1
-	}
-	return 1
-}
-
-// compareIdentifier orders two pre-release identifiers: numeric ones
-// numerically and below alphanumeric ones, which compare in ASCII order.
-func compareIdentifier(a, b string) int {
-	na, nb := isNumeric(a), isNumeric(b)
-	switch {
-	case na && nb:
-		// No leading zeros, so a longer number is a larger one.
-		if len(a) != len(b) {
-			if len(a) < len(b) {
-				return -1
-			}
-			return 1
-		}
-		return strings.Compare(a, b)
-	case na:
-		return -1
-	case nb:
-		return 1
 	}
 	return strings.Compare(a, b)
-}
-
-func isNumeric(s string) bool {
-	if s == "" {
-		return false
-	}
-	for _, r := range s {
-		if r < '0' || r > '9' {
-			return false
-		}
-	}
-	return true
-}
-
-func isIdentifier(s string) bool {
-	for _, r := range s {
-		if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r == '-') {
-			return false
-		}
-	}
-	return true
 }
