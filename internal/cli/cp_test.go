@@ -52,7 +52,7 @@ type hent struct {
 	mode             int64
 }
 
-func hostileTar(t *testing.T, ents ...hent) string {
+func hostileTar(t testing.TB, ents ...hent) string {
 	t.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
@@ -205,3 +205,37 @@ func TestWriteTree(t *testing.T) {
 		t.Errorf("sub: %+v", h)
 	}
 }
+
+// FuzzExtractGuestTar: whatever a guest's tar stream holds, a copy out
+// writes only the copied path, renamed, below the destination.
+func FuzzExtractGuestTar(f *testing.F) {
+	f.Add([]byte(hostileTar(f, hent{name: "d/", typ: tar.TypeDir}, hent{name: "d/l", typ: tar.TypeSymlink, link: "../../victim"}, hent{name: "d/l/x", body: "p"})))
+	f.Add([]byte(hostileTar(f, hent{name: "d/h", typ: tar.TypeLink, link: "d/../../victim/x"}, hent{name: "other", body: "p"})))
+	f.Add([]byte(hostileTar(f, hent{name: "d", body: "file"}, hent{name: "./d/../d/x", body: "p"})))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		base := t.TempDir()
+		dst, victim := filepath.Join(base, "dst"), filepath.Join(base, "victim")
+		os.Mkdir(dst, 0o755)
+		os.Mkdir(victim, 0o755)
+		extractGuestTar(context.Background(), bytes.NewReader(data), dst, "d", "out")
+		filepath.WalkDir(dst, func(p string, d os.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				os.Chmod(p, 0o755) // let the cleanup in
+			}
+			return nil
+		})
+		if ents, _ := os.ReadDir(victim); len(ents) > 0 {
+			t.Fatalf("wrote outside the destination: %v", ents)
+		}
+		if ents, _ := os.ReadDir(base); len(ents) != 2 {
+			t.Fatalf("wrote next to the destination: %v", ents)
+		}
+		for _, e := range must(os.ReadDir(dst)) {
+			if e.Name() != "out" {
+				t.Fatalf("wrote %s, which is not the copied path", e.Name())
+			}
+		}
+	})
+}
+
+func must[T any](v T, _ error) T { return v }
