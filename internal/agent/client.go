@@ -153,6 +153,19 @@ func WaitReady(ctx context.Context, socketPath string) (*Client, Response, error
 	return waitReady(ctx, func(ctx context.Context) (*Client, error) { return Dial(ctx, socketPath) })
 }
 
+// WaitReadyDial is WaitReady over connections that dial makes (an
+// engine's agent channel): it connects and pings until the agent answers
+// or ctx ends, each attempt with a fresh connection.
+func WaitReadyDial(ctx context.Context, dial func(context.Context) (net.Conn, error)) (*Client, Response, error) {
+	return waitReady(ctx, func(ctx context.Context) (*Client, error) {
+		conn, err := dial(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return NewClient(conn)
+	})
+}
+
 // waitReady makes sessions with dial and pings until the agent answers or
 // ctx ends.
 func waitReady(ctx context.Context, dial func(context.Context) (*Client, error)) (*Client, Response, error) {

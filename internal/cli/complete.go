@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"banger/internal/agent"
+	"banger/internal/engine"
 	"banger/internal/model"
 )
 
@@ -104,7 +105,7 @@ func (a *App) completeCreateFlags(c *cobra.Command) {
 	fixed := func(choices ...string) cobra.CompletionFunc {
 		return cobra.FixedCompletions(choices, cobra.ShellCompDirectiveNoFileComp)
 	}
-	c.RegisterFlagCompletionFunc("engine", fixed("auto", "qemu", "firecracker"))
+	c.RegisterFlagCompletionFunc("engine", fixed(engine.Choices()...))
 	c.RegisterFlagCompletionFunc("network", fixed("bridge", "user", "none"))
 	c.RegisterFlagCompletionFunc("wait", fixed("agent", "ssh", "system"))
 }

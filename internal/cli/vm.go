@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"banger/internal/api"
+	"banger/internal/engine"
 	"banger/internal/model"
 	"banger/internal/portfwd"
 )
@@ -43,7 +44,7 @@ func (f *createFlags) register(c *cobra.Command) {
 	c.Flags().StringVar(&f.network, "network", "", "bridge, user or none (default from config: bridge as root, user otherwise)")
 	c.Flags().BoolVar(&f.nat, "nat", false, "let the guest reach beyond this host")
 	c.Flags().StringArrayVarP(&f.publish, "publish", "p", nil, "publish a guest port: [HOSTIP:]HOSTPORT:GUESTPORT (repeatable)")
-	c.Flags().StringVar(&f.engine, "engine", "", "VMM: auto (QEMU), qemu or firecracker (default from config)")
+	c.Flags().StringVar(&f.engine, "engine", "", "VMM: "+engine.Help()+" (default from config)")
 	c.Flags().StringVar(&f.wait, "wait", api.WaitAgent, "what ready means before returning: agent (the guest agent answers), ssh (sshd listens) or system (the guest's init finished booting)")
 }
 
@@ -61,10 +62,8 @@ func (f *createFlags) params(c *cobra.Command) (api.VMCreateParams, error) {
 	if c.Flags().Changed("memory") && f.memory < 128 {
 		return api.VMCreateParams{}, fmt.Errorf("--memory must be at least 128 (MiB), got %d", f.memory)
 	}
-	switch f.engine {
-	case "", "auto", "qemu", "firecracker":
-	default:
-		return api.VMCreateParams{}, fmt.Errorf("--engine must be auto, qemu or firecracker, got %q", f.engine)
+	if err := engine.ValidChoice(f.engine); f.engine != "" && err != nil {
+		return api.VMCreateParams{}, fmt.Errorf("--engine %w", err)
 	}
 	switch f.network {
 	case "", "bridge", "user", "none":

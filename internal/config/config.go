@@ -15,6 +15,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"banger/internal/engine"
 	"banger/internal/paths"
 )
 
@@ -80,8 +81,9 @@ type Config struct {
 	// banger has no published release channel yet).
 	UpdateURL string `toml:"update_url"`
 
-	// Engine is the default VMM of new VMs: "auto" (QEMU), "qemu" or
-	// "firecracker"; env BANGER_ENGINE overrides it.
+	// Engine is the default VMM of new VMs: one of engine.Choices(),
+	// "auto" (QEMU), "qemu" or "firecracker"; env BANGER_ENGINE overrides
+	// it.
 	Engine         string `toml:"engine"`
 	FirecrackerBin string `toml:"firecracker_bin"`
 	JailerBin      string `toml:"jailer_bin"`
@@ -219,10 +221,8 @@ func (c Config) Validate() error {
 	if p, err := netip.ParsePrefix(c.BridgeCIDR); err != nil || !p.Addr().Is4() || p.Bits() > 30 {
 		return fmt.Errorf("bridge_cidr must be an IPv4 address/prefix of at most /30 such as 172.16.0.1/24, got %q", c.BridgeCIDR)
 	}
-	switch c.Engine {
-	case "auto", "qemu", "firecracker":
-	default:
-		return fmt.Errorf("engine must be auto, qemu or firecracker, got %q", c.Engine)
+	if err := engine.ValidChoice(c.Engine); err != nil {
+		return fmt.Errorf("engine %w", err)
 	}
 	if c.TapPoolSize < 0 {
 		return fmt.Errorf("tap_pool_size must not be negative")

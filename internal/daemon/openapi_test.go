@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"banger/internal/apitest"
+	"banger/internal/engine"
 )
 
 // pendingRoutes are described in api/openapi.yaml for a branch that adds
@@ -107,6 +108,32 @@ func TestOpenAPIErrorCodes(t *testing.T) {
 	for _, c := range codes {
 		if c != "operation_failed" && httpStatus(c) == 500 {
 			t.Errorf("code %q has no status of its own", c)
+		}
+	}
+}
+
+// TestOpenAPIEngineChoices: every engine field of the document offers
+// exactly the choices of internal/engine, the one list of engine names.
+func TestOpenAPIEngineChoices(t *testing.T) {
+	doc, err := apitest.Load(context.Background(), apitest.DocPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"VMCreateParams"} {
+		s, err := doc.Schema(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := s.Properties["engine"]
+		if p == nil || p.Value == nil {
+			t.Fatalf("%s has no engine property", name)
+		}
+		var enum []string
+		for _, v := range p.Value.Enum {
+			enum = append(enum, v.(string))
+		}
+		if want := engine.Choices(); !slices.Equal(enum, want) {
+			t.Errorf("%s.engine enum %v, internal/engine offers %v", name, enum, want)
 		}
 	}
 }

@@ -20,7 +20,7 @@ import (
 	"banger/internal/config"
 	"banger/internal/dns"
 	"banger/internal/engine"
-	"banger/internal/engine/firecracker"
+	"banger/internal/engine/builtin"
 	"banger/internal/engine/qemu"
 	"banger/internal/hosttools"
 	"banger/internal/image"
@@ -71,18 +71,20 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	images := &image.Service{Store: st, Layout: l, Log: o.Log, AgentPath: agentPath}
-	driver := qemu.New(cfg.QEMU)
+	engines, err := builtin.Registry(cfg, l)
+	if err != nil {
+		return err
+	}
 	accel := newAccelCache(cfg, cfg.QEMU, filepath.Join(l.State, qemu.KVMCacheFile), o.Log)
 	images.Catalog = cfg.CatalogURL
 	images.MaxImageBytes, _ = config.ParseSize(cfg.MaxImageSize) // checked by config.Load
-	mgr := vm.New(st, l, cfg, driver, accel.resolve, images.Initrd, o.Log)
+	mgr := vm.New(st, l, cfg, engines, accel.resolve, images.Initrd, o.Log)
 	mgr.SetImageEnsurer(func(ctx context.Context, ref string, progress func(api.Progress)) (string, error) {
 		return images.EnsureImage(ctx, ref, progress)
 	})
 	images.Builder = func(ctx context.Context, p api.ImageBuildParams, save func(context.Context, string) error, progress image.Progress) error {
 		return mgr.BuildImage(ctx, p, save, vm.Progress(progress))
 	}
-	mgr.SetEngine(newFirecracker(cfg, l), firecracker.CloneDisk)
 
 	// Networking: DNS for <name>.vm on loopback always; the bridge (and its
 	// DNS listener) only where banger may manage the host network.
@@ -236,20 +238,6 @@ func (a *accelCache) resolve(ctx context.Context, kernel string) (string, string
 		}
 		return ok, detail, nil
 	})
-}
-
-// newFirecracker configures the Firecracker driver, jailed when jailer_bin
-// is set.
-func newFirecracker(cfg config.Config, l paths.Layout) *firecracker.Driver {
-	d := firecracker.New(cfg.FirecrackerBin, cfg.JailerBin)
-	if cfg.JailerBin != "" {
-		d.ChrootBase = cfg.JailerChrootBase
-		if d.ChrootBase == "" {
-			d.ChrootBase = filepath.Join(l.State, "jailer")
-		}
-		d.JailUID, d.JailGID = cfg.JailerUID, cfg.JailerGID
-	}
-	return d
 }
 
 // writePIDFile writes pid to path without following a symbolic link

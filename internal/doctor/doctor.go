@@ -16,7 +16,8 @@ import (
 	"time"
 
 	"banger/internal/config"
-	"banger/internal/engine/firecracker"
+	"banger/internal/engine"
+	"banger/internal/engine/builtin"
 	"banger/internal/engine/qemu"
 	"banger/internal/hosttools"
 	"banger/internal/model"
@@ -218,17 +219,10 @@ func run(ctx context.Context, l paths.Layout, opts Options, h host) []Check {
 	out = append(out, checkSSHKey(cfg.SSHKeyPath(l)))
 
 	// Firecracker is optional: a FAIL only when it is the configured engine.
-	fc := firecracker.New(cfg.FirecrackerBin, cfg.JailerBin)
-	if cfg.JailerBin != "" {
-		fc.ChrootBase = cfg.JailerChrootBase
-		if fc.ChrootBase == "" {
-			fc.ChrootBase = filepath.Join(l.State, "jailer")
-		}
-		fc.JailUID, fc.JailGID = cfg.JailerUID, cfg.JailerGID
-	}
+	fc := builtin.Firecracker(cfg, l)
 	if path, ver, err := fc.Check(ctx); err != nil {
 		s := Warn
-		if cfg.Engine == "firecracker" {
+		if cfg.Engine == engine.Firecracker {
 			s = Fail
 		}
 		add("firecracker", s, "not usable: "+strings.ReplaceAll(err.Error(), "\n", "; "), "install firecracker (and a KVM that boots guests) to use --engine firecracker; QEMU is used otherwise")

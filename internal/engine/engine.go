@@ -7,14 +7,18 @@
 // never stops a VM; Instance values are therefore cheap handles that can be
 // dropped (Close) and re-created (Driver.Adopt) at will.
 //
-// The QEMU driver lives in the qemu subpackage; this package holds only the
-// driver-independent types and helpers (Spec validation, accelerator
-// resolution), so that callers can be tested against a fake Driver.
+// Each engine is one package implementing Driver (qemu, firecracker); the
+// code both share for tracking VMM processes is in vmmproc. This package
+// holds only the driver-independent types and helpers (the engine names,
+// the Registry, Spec validation, accelerator resolution) and links no
+// driver, so that the CLI can use it and callers can be tested against a
+// fake Driver.
 package engine
 
 import (
 	"context"
 	"errors"
+	"net"
 	"syscall"
 )
 
@@ -57,10 +61,51 @@ type Instance interface {
 	Close() error
 }
 
-// Driver starts and re-attaches VMM processes.
+// Dirs are the two directories banger gives every VM; a driver decides
+// which files of the VM live where (see Driver.Layout). File names a driver
+// chose once must never change: a daemon upgraded in place finds existing
+// VMs' disks and running VMMs' sockets by them.
+type Dirs struct {
+	// State holds what outlives a boot: disks and logs. Removed when the
+	// VM is deleted.
+	State string
+	// Run holds what lives while the VMM runs: control socket, pidfile,
+	// agent socket. Removed whenever the VM stops.
+	Run string
+}
+
+// Traits are what an engine needs from the host and what it offers, as
+// data: the lifecycle code checks them instead of branching on names.
+type Traits struct {
+	// NeedsKVM: the engine cannot run guests under TCG.
+	NeedsKVM bool
+	// UserNetworking: the engine has user-mode (slirp) NICs.
+	UserNetworking bool
+}
+
+// Driver is one engine: everything that differs between VMMs. A driver
+// lives in a package of its own (qemu, firecracker); optional capabilities
+// are the small interfaces below, found once by NewRegistry.
 type Driver interface {
-	// Name identifies the driver, e.g. "qemu".
+	// Name identifies the engine; one of Names() for the built-in ones.
 	Name() string
+	// Traits describes the engine's requirements and features.
+	Traits() Traits
+	// Layout completes spec, whose engine-independent fields (resources,
+	// kernel, work disk, serial log, VMM log, accelerator, NICs) are set,
+	// with the engine's files in dirs: the root disk, the control socket,
+	// the pidfile and the guest agent's channel (and whatever the kernel
+	// command line needs to find it). It touches nothing on disk and
+	// always returns the same paths for the same dirs.
+	Layout(spec Spec, dirs Dirs) Spec
+	// PrepareRootDisk makes the VM's root disk, Layout(spec, dirs).RootDisk,
+	// from image (a raw ext4 file that must not change) and returns how it
+	// was made (recorded as the VM's disk clone method).
+	PrepareRootDisk(ctx context.Context, image string, dirs Dirs) (method string, err error)
+	// DialAgent connects to the guest agent of the VM spec runs (spec as
+	// returned by Layout): one stream to speak the agent protocol on. It
+	// does not wait for the guest beyond ctx.
+	DialAgent(ctx context.Context, spec Spec) (net.Conn, error)
 	// Start launches a VMM for spec and returns once the VMM process is
 	// running and its control channel answers. On any error nothing is left
 	// running and no pidfile is left behind.
@@ -70,4 +115,32 @@ type Driver interface {
 	// spec.QMPSocket. It fails with an error wrapping ErrNotRunning if that
 	// VMM is gone, or if the recorded pid now belongs to something else.
 	Adopt(ctx context.Context, spec Spec) (Instance, error)
+}
+
+// Optional capabilities. A driver implements those it has; NewRegistry
+// looks them up once and the lifecycle code uses Engine's fields, never
+// type assertions of its own. (Issue 13's Snapshotter joins this list.)
+
+// Cleaner is a driver that keeps per-VM state outside the VM's directories
+// (Firecracker's jail), removed when the VM is deleted.
+type Cleaner interface {
+	// Cleanup kills a VMM still serving spec and removes what the driver
+	// keeps for it outside dirs. It is idempotent.
+	Cleanup(spec Spec) error
+}
+
+// CtrlAltDeler is a driver that can press Ctrl+Alt+Del on a guest's
+// keyboard: a graceful-stop fallback when the guest agent does not answer.
+type CtrlAltDeler interface {
+	// SendCtrlAltDel returns once the keys are injected; wait on
+	// inst.Done for the exit.
+	SendCtrlAltDel(ctx context.Context, inst Instance) error
+}
+
+// Checker is a driver whose VMM may be missing on this host. Engines
+// without it are assumed present (their absence shows at start).
+type Checker interface {
+	// Available reports, cheaply (no VMM is run), why the engine cannot be
+	// used here; nil if it can.
+	Available() error
 }

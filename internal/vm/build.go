@@ -17,6 +17,7 @@ import (
 
 	"banger/internal/agent"
 	"banger/internal/api"
+	"banger/internal/engine"
 )
 
 // SaveFunc turns a build VM's root disk (a qcow2 overlay over the base
@@ -36,7 +37,7 @@ func (m *Manager) BuildImage(ctx context.Context, p api.ImageBuildParams, save S
 	create := api.VMCreateParams{
 		Name:       fmt.Sprintf("build-%x", suffix),
 		Image:      p.FromImage,
-		Engine:     EngineQEMU, // the root disk is saved from its qcow2 overlay
+		Engine:     engine.QEMU, // the root disk is saved from its qcow2 overlay
 		Network:    NetNone,
 		AutoRemove: true, // a daemon restart mid-build removes it
 		NoWorkDisk: true,
@@ -94,7 +95,7 @@ func (m *Manager) BuildImage(ctx context.Context, p api.ImageBuildParams, save S
 	}); err != nil {
 		return fmt.Errorf("power off build vm: %w", err)
 	}
-	return step(progress, "save_image", func() error { return save(ctx, m.rootDiskPath(vm)) })
+	return step(progress, "save_image", func() error { return save(ctx, m.rootDisk(vm)) })
 }
 
 // buildRunIdle ends a --run command that prints nothing for this long

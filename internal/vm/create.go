@@ -11,6 +11,7 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/config"
+	"banger/internal/engine"
 	"banger/internal/hosttools"
 	"banger/internal/model"
 	"banger/internal/store"
@@ -27,14 +28,16 @@ func (m *Manager) Create(ctx context.Context, params api.VMCreateParams, progres
 	if err := m.prepareNetwork(ctx, vm, params); err != nil {
 		return nil, err
 	}
-	if vm.Engine, err = m.resolveEngine(params.Engine, vm.Network); err != nil {
+	eng, err := m.resolveEngine(params.Engine, vm.Network)
+	if err != nil {
 		return nil, err
 	}
+	vm.Engine = eng.Name()
 	if err := m.insert(ctx, vm); err != nil {
 		return nil, err
 	}
 	unlock := m.lock(vm.ID)
-	err = step(progress, "prepare_disks", func() error { return m.makeDisks(ctx, vm, img) })
+	err = step(progress, "prepare_disks", func() error { return m.makeDisks(ctx, vm, eng, img) })
 	if err != nil {
 		m.removeFiles(vm)
 		m.store.DeleteVM(context.WithoutCancel(ctx), vm.ID)
@@ -183,27 +186,18 @@ func (m *Manager) resolveImage(ctx context.Context, name string) (*model.Image, 
 	return img, err
 }
 
-// makeDisks creates the copy-on-write root disk over the image and the
-// VM's own work disk.
-func (m *Manager) makeDisks(ctx context.Context, vm *model.VM, img *model.Image) error {
+// makeDisks has the engine make the copy-on-write root disk over the
+// image, and makes the VM's own work disk.
+func (m *Manager) makeDisks(ctx context.Context, vm *model.VM, eng *engine.Engine, img *model.Image) error {
 	dir := m.layout.VMDir(vm.ID)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	root := m.rootDiskPath(vm)
-	if engineOf(vm) == EngineFirecracker {
-		method, err := m.cloneDisk(img.Rootfs, root)
-		if err != nil {
-			return fmt.Errorf("clone root disk: %w", err)
-		}
-		vm.DiskClone = method
-	} else {
-		if _, err := hosttools.Run(ctx, hosttools.QEMUImg, "create", "-q", "-f", "qcow2",
-			"-b", img.Rootfs, "-F", "raw", root); err != nil {
-			return fmt.Errorf("create root overlay: %w", err)
-		}
-		vm.DiskClone = "qcow2-overlay"
+	method, err := eng.PrepareRootDisk(ctx, img.Rootfs, m.dirs(vm))
+	if err != nil {
+		return err
 	}
+	vm.DiskClone = method
 	if vm.NoWorkDisk {
 		return nil
 	}

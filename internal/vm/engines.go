@@ -1,148 +1,108 @@
 package vm
 
+// The seam to the engines: the manager asks a VM's engine (engine.Driver
+// and the capabilities its registry entry found) for everything that
+// differs between VMMs, and never branches on an engine's name.
+
 import (
 	"context"
+	"errors"
 	"fmt"
-	"path/filepath"
-	"strings"
+	"net"
+	"slices"
 
+	"banger/internal/agent"
 	"banger/internal/api"
 	"banger/internal/engine"
-	"banger/internal/hosttools"
 	"banger/internal/model"
 )
 
-// Engine names.
-const (
-	EngineQEMU        = "qemu"
-	EngineFirecracker = "firecracker"
-)
-
-// diskCloner makes a raw copy-on-write root disk (Firecracker takes raw
-// files only); firecracker.CloneDisk in production.
-type diskCloner func(src, dst string) (method string, err error)
-
-// SetEngine registers a further VMM driver (e.g. Firecracker) and how its
-// raw root disks are cloned.
-func (m *Manager) SetEngine(d engine.Driver, clone func(src, dst string) (string, error)) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.drivers == nil {
-		m.drivers = map[string]engine.Driver{}
+// engineFor returns the engine that runs vm; rows from before engines
+// existed (no engine recorded) are the default engine's (QEMU's).
+func (m *Manager) engineFor(vm *model.VM) (*engine.Engine, error) {
+	e, err := m.engines.Lookup(vm.Engine)
+	if err != nil {
+		return nil, fmt.Errorf("vm %q uses engine %q, which this daemon does not have", vm.Name, vm.Engine)
 	}
-	m.drivers[d.Name()] = d
-	m.cloneDisk = clone
+	return e, nil
 }
 
-// engineOf is a VM's engine; rows from before engines existed are QEMU.
-func engineOf(vm *model.VM) string {
-	if vm.Engine == "" {
-		return EngineQEMU
+// resolveEngine picks the engine of a new VM (the request's, else the
+// configured one; auto is the default engine) and checks that it can run
+// it here.
+func (m *Manager) resolveEngine(requested, network string) (*engine.Engine, error) {
+	name := requested
+	if name == "" {
+		name = m.cfg.Engine
 	}
-	return vm.Engine
-}
-
-// driverFor returns the driver that runs vm.
-func (m *Manager) driverFor(vm *model.VM) (engine.Driver, error) {
-	name := engineOf(vm)
-	if name == EngineQEMU || name == m.driver.Name() {
-		return m.driver, nil
-	}
-	m.mu.Lock()
-	d := m.drivers[name]
-	m.mu.Unlock()
-	if d == nil {
-		return nil, fmt.Errorf("vm %q uses engine %q, which this daemon does not have", vm.Name, name)
-	}
-	return d, nil
-}
-
-// resolveEngine picks the engine of a new VM. "auto" means QEMU: it runs
-// everywhere (with KVM or TCG); Firecracker is chosen explicitly.
-func (m *Manager) resolveEngine(requested, network string) (string, error) {
-	e := requested
-	if e == "" {
-		e = m.cfg.Engine
-	}
-	switch e {
-	case "", "auto", EngineQEMU:
-		return EngineQEMU, nil
-	case EngineFirecracker:
-		m.mu.Lock()
-		d := m.drivers[EngineFirecracker]
-		m.mu.Unlock()
-		if d == nil {
-			return "", api.Errorf(api.CodeBadRequest, "engine firecracker is not available in this daemon")
+	e, err := m.engines.Lookup(name)
+	if errors.Is(err, engine.ErrUnknown) {
+		if !slices.Contains(engine.Names(), name) {
+			return nil, api.Errorf(api.CodeBadRequest, "engine %v", engine.ValidChoice(name))
 		}
-		if network == NetUser {
-			return "", api.Errorf(api.CodeBadRequest, "firecracker has no user-mode networking: use --network bridge (as root) or --network none")
-		}
-		if _, err := hosttools.Path(m.cfg.FirecrackerBin); err != nil {
-			return "", api.Errorf(api.CodeBadRequest, "engine firecracker: %v; set firecracker_bin if it is installed elsewhere (`banger doctor` says more)", err)
-		}
-		return EngineFirecracker, nil
+		return nil, api.Errorf(api.CodeBadRequest, "engine %s is not available in this daemon", name)
 	}
-	return "", api.Errorf(api.CodeBadRequest, "engine must be auto, qemu or firecracker, got %q", e)
-}
-
-// rootDiskPath is the VM's root disk: a qcow2 overlay for QEMU, a raw
-// clone for Firecracker.
-func (m *Manager) rootDiskPath(vm *model.VM) string {
-	if engineOf(vm) == EngineFirecracker {
-		return filepath.Join(m.layout.VMDir(vm.ID), "root.raw")
+	if err != nil {
+		return nil, err
 	}
-	return filepath.Join(m.layout.VMDir(vm.ID), "root.qcow2")
-}
-
-// adjustSpec turns the QEMU-shaped spec into a Firecracker one: raw root
-// disk, the agent over hybrid vsock instead of a virtio-serial port, the
-// API socket in place of QMP.
-func (m *Manager) adjustSpec(vm *model.VM, spec *engine.Spec) {
-	if engineOf(vm) != EngineFirecracker {
-		return
+	if network == NetUser && !e.Traits().UserNetworking {
+		return nil, api.Errorf(api.CodeBadRequest, "%s has no user-mode networking: use --network bridge (as root) or --network none", e.Name())
 	}
-	run := m.layout.VMRunDir(vm.ID)
-	spec.RootDisk = m.rootDiskPath(vm)
-	spec.AgentSocket, spec.AgentPortName = "", ""
-	// Firecracker writes its serial output to a file itself (no size
-	// cap there yet).
-	spec.SerialSocket = ""
-	spec.VsockSocket = filepath.Join(run, "vsock.sock")
-	spec.QMPSocket = filepath.Join(run, "api.sock")
-	spec.PIDFile = filepath.Join(run, "firecracker.pid")
-	if !strings.Contains(spec.Cmdline, "banger.agent=") {
-		spec.Cmdline += " banger.agent=vsock"
-	}
-	// A jailed Firecracker has its sockets inside its chroot.
-	if d, err := m.driverFor(vm); err == nil {
-		if j, ok := d.(interface{ JailSpec(engine.Spec) engine.Spec }); ok {
-			*spec = j.JailSpec(*spec)
+	if e.Checker != nil {
+		if err := e.Checker.Available(); err != nil {
+			return nil, api.Errorf(api.CodeBadRequest, "engine %s: %v (`banger doctor` says more)", e.Name(), err)
 		}
 	}
+	return e, nil
+}
+
+// dirs are vm's directories, in which its engine lays out its files.
+func (m *Manager) dirs(vm *model.VM) engine.Dirs {
+	return engine.Dirs{State: m.layout.VMDir(vm.ID), Run: m.layout.VMRunDir(vm.ID)}
+}
+
+// checkAccel refuses to start vm under an accelerator its engine cannot
+// use.
+func (m *Manager) checkAccel(vm *model.VM, e *engine.Engine, accel string) error {
+	if e.Traits().NeedsKVM && accel != engine.AccelKVM {
+		return fmt.Errorf("start vm %q: %s needs a usable KVM (this host runs guests under %s); recreate it with --engine %s", vm.Name, e.Name(), accel, m.engines.Default().Name())
+	}
+	return nil
 }
 
 // cleanupEngine removes what the engine keeps per VM outside the VM's own
 // directories (a Firecracker jail).
 func (m *Manager) cleanupEngine(vm *model.VM) {
-	if engineOf(vm) != EngineFirecracker {
+	e, err := m.engineFor(vm)
+	if err != nil || e.Cleaner == nil {
 		return
 	}
-	d, err := m.driverFor(vm)
-	if err != nil {
-		return
-	}
-	if c, ok := d.(interface{ Cleanup(engine.Spec) error }); ok {
-		k := &model.Kernel{Vmlinux: "/nonexistent"}
-		if err := c.Cleanup(m.specFor(vm, k, "", "kvm")); err != nil {
-			m.log.Warn("engine cleanup", "vm", vm.Name, "err", err)
-		}
+	if err := e.Cleaner.Cleanup(m.specFor(vm, e, &model.Kernel{}, "", engine.AccelKVM)); err != nil {
+		m.log.Warn("engine cleanup", "vm", vm.Name, "err", err)
 	}
 }
 
-// ctrlAltDel is the Firecracker fallback for a guest the agent cannot
-// power off.
-func ctrlAltDel(ctx context.Context, inst engine.Instance) {
-	if s, ok := inst.(interface{ SendCtrlAltDel(context.Context) error }); ok {
-		s.SendCtrlAltDel(ctx)
+// ctrlAltDel is the fallback for a guest the agent cannot power off, on
+// engines that have it.
+func ctrlAltDel(ctx context.Context, rt *runtime) {
+	if rt.eng.CtrlAltDel != nil {
+		rt.eng.CtrlAltDel.SendCtrlAltDel(ctx, rt.inst)
 	}
+}
+
+// waitAgent connects to the guest agent of the VM rt runs and pings it
+// until it answers or ctx ends.
+func waitAgent(ctx context.Context, rt *runtime) (*agent.Client, agent.Response, error) {
+	return agent.WaitReadyDial(ctx, func(ctx context.Context) (net.Conn, error) {
+		return rt.eng.DialAgent(ctx, rt.spec)
+	})
+}
+
+// rootDisk is the path of vm's root disk, as its engine lays it out.
+func (m *Manager) rootDisk(vm *model.VM) string {
+	e, err := m.engineFor(vm)
+	if err != nil {
+		return ""
+	}
+	return m.specFor(vm, e, &model.Kernel{}, "", engine.AccelKVM).RootDisk
 }

@@ -23,13 +23,7 @@ func (m *Manager) agentClient(ctx context.Context, rt *runtime, timeout time.Dur
 	}
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	var c *agent.Client
-	var err error
-	if rt.spec.VsockSocket != "" {
-		c, _, err = agent.WaitReadyVsock(wctx, rt.spec.VsockSocket, agent.VsockPort)
-	} else {
-		c, _, err = agent.WaitReady(wctx, rt.spec.AgentSocket)
-	}
+	c, _, err := waitAgent(wctx, rt)
 	if err != nil {
 		return nil, err
 	}

@@ -38,14 +38,11 @@ type Manager struct {
 	store  *store.Store
 	layout paths.Layout
 	cfg    config.Config
-	driver engine.Driver // QEMU, the default engine
-	// drivers holds further engines by name; cloneDisk makes their raw
-	// root disks.
-	drivers   map[string]engine.Driver
-	cloneDisk diskCloner
-	log       *slog.Logger
-	accel     AccelResolver
-	initrd    InitrdFunc
+	// engines run the VMs; a VM's engine is fixed at create.
+	engines *engine.Registry
+	log     *slog.Logger
+	accel   AccelResolver
+	initrd  InitrdFunc
 
 	net   *Networking
 	netst netState
@@ -63,8 +60,9 @@ type Manager struct {
 }
 
 type runtime struct {
+	eng  *engine.Engine
 	inst engine.Instance
-	spec engine.Spec
+	spec engine.Spec // as the engine laid it out
 
 	closed     chan struct{} // closed by forget: stop monitoring
 	closeOnce  sync.Once
@@ -73,10 +71,11 @@ type runtime struct {
 	expectExit bool // a stop/kill/delete is under way; the monitor leaves the row alone
 }
 
-// New makes a Manager.
-func New(st *store.Store, layout paths.Layout, cfg config.Config, driver engine.Driver, accel AccelResolver, initrd InitrdFunc, log *slog.Logger) *Manager {
+// New makes a Manager that runs VMs with the engines registered in
+// engines.
+func New(st *store.Store, layout paths.Layout, cfg config.Config, engines *engine.Registry, accel AccelResolver, initrd InitrdFunc, log *slog.Logger) *Manager {
 	return &Manager{
-		store: st, layout: layout, cfg: cfg, driver: driver, accel: accel, initrd: initrd, log: log,
+		store: st, layout: layout, cfg: cfg, engines: engines, accel: accel, initrd: initrd, log: log,
 		locks:   map[string]*sync.Mutex{},
 		running: map[string]*runtime{},
 	}

@@ -21,6 +21,8 @@ import (
 	"banger/internal/api"
 	"banger/internal/config"
 	"banger/internal/engine"
+	"banger/internal/engine/firecracker"
+	"banger/internal/engine/qemu"
 	"banger/internal/guest"
 	"banger/internal/model"
 	"banger/internal/network"
@@ -32,8 +34,11 @@ import (
 // fakeDriver "boots" a VM by serving the real guest agent protocol on the
 // spec's agent socket in-process; commands run on the test host. No VM is
 // booted. Instances survive a Manager being replaced, like detached VMMs
-// survive a daemon restart.
+// survive a daemon restart. It is the QEMU engine in all but Start and
+// Adopt: its layout, root disk (a qcow2 overlay) and agent channel are
+// QEMU's.
 type fakeDriver struct {
+	*qemu.Driver
 	mu        sync.Mutex
 	instances map[string]*fakeInstance
 	failBoot  bool
@@ -65,8 +70,6 @@ func (i *fakeInstance) exit() {
 		close(i.done)
 	})
 }
-
-func (d *fakeDriver) Name() string { return "fake" }
 
 func (d *fakeDriver) Start(ctx context.Context, spec engine.Spec) (engine.Instance, error) {
 	ln, err := net.Listen("unix", spec.AgentSocket)
@@ -144,6 +147,7 @@ type fixture struct {
 	st     *store.Store
 	layout paths.Layout
 	driver *fakeDriver
+	extra  []engine.Driver // registered after driver, the default
 	m      *Manager
 }
 
@@ -163,7 +167,7 @@ func newFixture(t *testing.T) *fixture {
 	}
 	st.CreateKernel(ctx, &model.Kernel{Name: "k", Vmlinux: "/nonexistent/vmlinux", Initramfs: "/nonexistent/initrd"})
 	st.CreateImage(ctx, &model.Image{Name: "img", Rootfs: rootfs, Kernel: "k"})
-	f := &fixture{t: t, st: st, layout: l, driver: &fakeDriver{instances: map[string]*fakeInstance{}}}
+	f := &fixture{t: t, st: st, layout: l, driver: &fakeDriver{Driver: qemu.New(""), instances: map[string]*fakeInstance{}}}
 	f.m = f.newManager()
 	t.Cleanup(func() {
 		for _, inst := range f.driver.instances {
@@ -180,7 +184,11 @@ func (f *fixture) newManager() *Manager {
 	cfg.StopTimeout = config.Duration{Duration: 2 * time.Second}
 	accel := func(context.Context, string) (string, string, error) { return "tcg", "", nil }
 	initrd := func(context.Context, *model.Kernel) (string, error) { return "/nonexistent/initrd", nil }
-	return New(f.st, f.layout, cfg, f.driver, accel, initrd, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	engines, err := engine.NewRegistry(append([]engine.Driver{f.driver}, f.extra...)...)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return New(f.st, f.layout, cfg, engines, accel, initrd, slog.New(slog.NewTextHandler(io.Discard, nil)))
 }
 
 func apiCode(err error) string {
@@ -392,43 +400,64 @@ func TestParseSignal(t *testing.T) {
 func TestFirecrackerEngineCreate(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	var cloned []string
-	fc := &namedDriver{fakeDriver: f.driver, name: EngineFirecracker}
-	f.m.SetEngine(fc, func(src, dst string) (string, error) {
-		cloned = append(cloned, dst)
-		return "sparse-copy", os.WriteFile(dst, nil, 0o600)
-	})
-	f.m.cfg.FirecrackerBin = "sh" // anything on PATH
+	fc := &fakeFirecracker{Driver: firecracker.New("sh", ""), fake: f.driver} // sh: anything on PATH
+	f.extra = []engine.Driver{fc}
+	f.m = f.newManager()
 	if _, err := f.m.Create(ctx, api.VMCreateParams{Name: "fc-user", Engine: "firecracker", Network: "user"}, nil); apiCode(err) != api.CodeBadRequest {
 		t.Errorf("firecracker with user networking: %v", err)
+	}
+	if _, err := f.m.Create(ctx, api.VMCreateParams{Name: "xen", Engine: "xen", Network: "none"}, nil); apiCode(err) != api.CodeBadRequest {
+		t.Errorf("unknown engine: %v", err)
 	}
 	v, err := f.m.Create(ctx, api.VMCreateParams{Name: "fc", Engine: "firecracker", Network: "none", NoStart: true}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	got, _ := f.m.Get(ctx, "fc")
-	if got.Engine != EngineFirecracker || got.DiskClone != "sparse-copy" || len(cloned) != 1 || filepath.Base(cloned[0]) != "root.raw" {
-		t.Errorf("firecracker vm: %+v, cloned %v", got, cloned)
+	if got.Engine != engine.Firecracker || got.DiskClone != "sparse-copy" || len(fc.cloned) != 1 || filepath.Base(fc.cloned[0]) != "root.raw" {
+		t.Errorf("firecracker vm: %+v, cloned %v", got, fc.cloned)
 	}
 	// This host runs guests under TCG: firecracker refuses to start.
-	if _, err := f.m.Start(ctx, "fc", nil); err == nil {
-		t.Errorf("firecracker start under tcg accepted")
+	if _, err := f.m.Start(ctx, "fc", nil); err == nil || !strings.Contains(err.Error(), "needs a usable KVM") {
+		t.Errorf("firecracker start under tcg: %v", err)
+	}
+	if got, _ := f.m.Get(ctx, "fc"); got.State != model.StateCreated {
+		t.Errorf("after a refused start: state %s", got.State)
 	}
 	if _, err := f.m.Create(ctx, api.VMCreateParams{Name: "q", NoStart: true}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if q, _ := f.m.Get(ctx, "q"); q.Engine != EngineQEMU || q.DiskClone != "qcow2-overlay" {
+	if q, _ := f.m.Get(ctx, "q"); q.Engine != engine.QEMU || q.DiskClone != "qcow2-overlay" {
 		t.Errorf("default engine: %+v", q)
+	}
+	// Rows from before engines existed are QEMU's.
+	if e, err := f.m.engineFor(&model.VM{Name: "old"}); err != nil || e.Name() != engine.QEMU {
+		t.Errorf("vm without an engine: %v %v", e, err)
 	}
 	_ = v
 }
 
-type namedDriver struct {
-	*fakeDriver
-	name string
+// fakeFirecracker is the Firecracker engine (traits, layout, availability)
+// with a recording root disk clone and the fake VMM.
+type fakeFirecracker struct {
+	*firecracker.Driver
+	fake   *fakeDriver
+	cloned []string
 }
 
-func (n *namedDriver) Name() string { return n.name }
+func (d *fakeFirecracker) PrepareRootDisk(_ context.Context, _ string, dirs engine.Dirs) (string, error) {
+	dst := filepath.Join(dirs.State, "root.raw")
+	d.cloned = append(d.cloned, dst)
+	return "sparse-copy", os.WriteFile(dst, nil, 0o600)
+}
+
+func (d *fakeFirecracker) Start(ctx context.Context, spec engine.Spec) (engine.Instance, error) {
+	return d.fake.Start(ctx, spec)
+}
+
+func (d *fakeFirecracker) Adopt(ctx context.Context, spec engine.Spec) (engine.Instance, error) {
+	return d.fake.Adopt(ctx, spec)
+}
 
 // A daemon that starts with no bridge-mode VM running must not touch the
 // host network (no bridge, no forwarding, no rules).

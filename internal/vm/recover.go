@@ -40,18 +40,18 @@ func (m *Manager) Recover(ctx context.Context) error {
 			m.markGone(ctx, vm, "kernel missing")
 			continue
 		}
-		spec := m.specFor(vm, k, k.Initramfs, vm.Accel)
-		d, err := m.driverFor(vm)
+		eng, err := m.engineFor(vm)
 		if err != nil {
 			m.markGone(ctx, vm, err.Error())
 			continue
 		}
-		inst, err := d.Adopt(ctx, spec)
+		spec := m.specFor(vm, eng, k, k.Initramfs, vm.Accel)
+		inst, err := eng.Adopt(ctx, spec)
 		if err != nil {
 			m.markGone(ctx, vm, err.Error())
 			continue
 		}
-		rt := &runtime{inst: inst, spec: spec, closed: make(chan struct{})}
+		rt := &runtime{eng: eng, inst: inst, spec: spec, closed: make(chan struct{})}
 		m.mu.Lock()
 		m.running[vm.ID] = rt
 		m.mu.Unlock()
@@ -70,11 +70,11 @@ func (m *Manager) Recover(ctx context.Context) error {
 func (m *Manager) deleteAfterRecover(ctx context.Context, vm *model.VM) error {
 	if isActive(vm.State) {
 		if k, err := m.store.GetKernel(ctx, vm.Kernel); err == nil {
-			d, derr := m.driverFor(vm)
-			if derr != nil {
-				d = m.driver
+			eng, eerr := m.engineFor(vm)
+			if eerr != nil {
+				eng = m.engines.Default()
 			}
-			if inst, err := d.Adopt(ctx, m.specFor(vm, k, k.Initramfs, vm.Accel)); err == nil {
+			if inst, err := eng.Adopt(ctx, m.specFor(vm, eng, k, k.Initramfs, vm.Accel)); err == nil {
 				inst.Kill(syscall.SIGKILL)
 				select {
 				case <-inst.Done():

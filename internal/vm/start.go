@@ -23,35 +23,24 @@ func (m *Manager) Start(ctx context.Context, ref string, progress Progress) (*mo
 	return m.locked(ctx, ref, func(vm *model.VM) error { return m.startLocked(ctx, vm, progress) })
 }
 
-func (m *Manager) spec(vm *model.VM, k *model.Kernel, initrd, accel string) engine.Spec {
-	dir, run := m.layout.VMDir(vm.ID), m.layout.VMRunDir(vm.ID)
+// specFor is the spec that boots vm with engine e: banger's part (what
+// every engine boots), completed by the engine's layout of its files.
+func (m *Manager) specFor(vm *model.VM, e *engine.Engine, k *model.Kernel, initrd, accel string) engine.Spec {
+	dir := m.layout.VMDir(vm.ID)
 	s := engine.Spec{
 		ID: vm.ID, Name: vm.Name, VCPU: vm.VCPU, MemoryMiB: vm.MemoryMiB,
 		Kernel: k.Vmlinux, Initramfs: initrd,
-		Cmdline:       bootCmdline(vm, accel),
-		RootDisk:      m.rootDiskPath(vm),
-		WorkDisk:      filepath.Join(dir, "work.ext4"),
-		SerialLog:     filepath.Join(dir, "serial.log"),
-		SerialSocket:  filepath.Join(run, "serial.sock"),
-		VMMLog:        filepath.Join(dir, "vmm.log"),
-		AgentSocket:   filepath.Join(run, "agent.sock"),
-		AgentPortName: agent.PortName,
-		QMPSocket:     filepath.Join(run, "qmp.sock"),
-		PIDFile:       filepath.Join(run, "qemu.pid"),
-		Accel:         accel,
-		Balloon:       m.cfg.Balloon,
+		Cmdline:   bootCmdline(vm, accel),
+		WorkDisk:  filepath.Join(dir, "work.ext4"),
+		SerialLog: filepath.Join(dir, "serial.log"),
+		VMMLog:    filepath.Join(dir, "vmm.log"),
+		Accel:     accel,
+		Balloon:   m.cfg.Balloon,
 	}
 	if vm.NoWorkDisk {
 		s.WorkDisk = ""
 	}
-	return s
-}
-
-// specFor is spec adjusted for the VM's engine.
-func (m *Manager) specFor(vm *model.VM, k *model.Kernel, initrd, accel string) engine.Spec {
-	s := m.spec(vm, k, initrd, accel)
-	m.adjustSpec(vm, &s)
-	return s
+	return e.Layout(s, m.dirs(vm))
 }
 
 // bootCmdline is banger's part of the kernel command line: parameters for
@@ -87,6 +76,15 @@ func (m *Manager) startLocked(ctx context.Context, vm *model.VM, progress Progre
 	if warning != "" && progress != nil {
 		progress(api.Progress{Stage: "warning", Detail: warning})
 	}
+	// An engine that cannot run here is refused before the VM is marked
+	// starting.
+	eng, err := m.engineFor(vm)
+	if err != nil {
+		return fmt.Errorf("start vm %q: %w", vm.Name, err)
+	}
+	if err := m.checkAccel(vm, eng, accel); err != nil {
+		return err
+	}
 	vm.State, vm.Accel, vm.LastError = model.StateStarting, accel, ""
 	if err := m.store.UpdateVM(ctx, vm); err != nil {
 		return err
@@ -95,10 +93,7 @@ func (m *Manager) startLocked(ctx context.Context, vm *model.VM, progress Progre
 	if err != nil {
 		return fmt.Errorf("start vm %q: %w", vm.Name, err)
 	}
-	spec := m.specFor(vm, k, initrd, accel)
-	if engineOf(vm) == EngineFirecracker && accel != "kvm" {
-		return fmt.Errorf("start vm %q: firecracker needs a usable KVM (this host runs guests under %s); recreate it with --engine qemu", vm.Name, accel)
-	}
+	spec := m.specFor(vm, eng, k, initrd, accel)
 	if err := os.MkdirAll(m.layout.VMRunDir(vm.ID), 0o700); err != nil {
 		return err
 	}
@@ -121,16 +116,12 @@ func (m *Manager) startLocked(ctx context.Context, vm *model.VM, progress Progre
 	}
 	var inst engine.Instance
 	if err := step(progress, "launch_vmm", func() error {
-		d, err := m.driverFor(vm)
-		if err != nil {
-			return err
-		}
-		inst, err = d.Start(ctx, spec)
+		inst, err = eng.Start(ctx, spec)
 		return err
 	}); err != nil {
 		return err
 	}
-	rt := &runtime{inst: inst, spec: spec, closed: make(chan struct{})}
+	rt := &runtime{eng: eng, inst: inst, spec: spec, closed: make(chan struct{})}
 	m.mu.Lock()
 	m.running[vm.ID] = rt
 	m.mu.Unlock()
@@ -148,12 +139,8 @@ func (m *Manager) startLocked(ctx context.Context, vm *model.VM, progress Progre
 			case <-bctx.Done():
 			}
 		}()
-		var c *agent.Client
-		if spec.VsockSocket != "" {
-			c, resp, err = agent.WaitReadyVsock(bctx, spec.VsockSocket, agent.VsockPort)
-		} else {
-			c, resp, err = agent.WaitReady(bctx, spec.AgentSocket)
-		}
+		c, r, err := waitAgent(bctx, rt)
+		resp = r
 		if err != nil {
 			select {
 			case <-inst.Done():

@@ -49,7 +49,7 @@ func (m *Manager) stopLocked(ctx context.Context, vm *model.VM, rt *runtime) err
 		}
 	}
 	if !graceful(false, m.cfg.StopTimeout.Duration) && !graceful(true, 5*time.Second) {
-		ctrlAltDel(ctx, rt.inst)
+		ctrlAltDel(ctx, rt)
 		select {
 		case <-rt.inst.Done():
 		case <-time.After(5 * time.Second):

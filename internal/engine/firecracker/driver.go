@@ -37,24 +37,23 @@
 // chrooted in <ChrootBase>/<firecracker file name>/<id>/root, as a
 // dedicated uid and gid, with the spec's files linked into the chroot and
 // its sockets inside it (see jail.go for the layout and the rules, and
-// Driver.JailSpec for the socket paths the caller must use).
+// Driver.JailSpec for the socket paths the caller must use; Driver.Layout
+// applies it).
 package firecracker
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"banger/internal/engine"
+	"banger/internal/engine/vmmproc"
 )
 
 // Timeouts the driver applies on top of the caller's context.
@@ -135,13 +134,6 @@ func (d *Driver) binary() string {
 	return d.Binary
 }
 
-func vmName(spec engine.Spec) string {
-	if spec.Name != "" {
-		return spec.Name
-	}
-	return spec.ID
-}
-
 // instanceID is the --id given to Firecracker (reported by GET /):
 // Firecracker accepts 1 to 64 ASCII letters, digits and '-'.
 func instanceID(spec engine.Spec) string {
@@ -189,7 +181,7 @@ func instanceID(spec engine.Spec) string {
 func (d *Driver) Start(ctx context.Context, spec engine.Spec) (engine.Instance, error) {
 	inst, err := d.start(ctx, spec)
 	if err != nil {
-		return nil, fmt.Errorf("start vm %q: %w", vmName(spec), err)
+		return nil, fmt.Errorf("start vm %q: %w", vmmproc.VMName(spec), err)
 	}
 	return inst, nil
 }
@@ -225,7 +217,7 @@ func (d *Driver) start(ctx context.Context, spec engine.Spec) (*Instance, error)
 	// Firecracker refuses to bind an existing socket path; the jailer
 	// refuses an existing pid file or device node in the jail.
 	for _, p := range []string{spec.PIDFile, spec.QMPSocket, spec.VsockSocket} {
-		if err := removeIfExists(p); err != nil {
+		if err := vmmproc.RemoveIfExists(p); err != nil {
 			return nil, fmt.Errorf("remove stale %s: %w", p, err)
 		}
 	}
@@ -347,49 +339,29 @@ const qcow2Magic = "QFI\xfb"
 // log directories that do not exist (under the jailer the sockets'
 // directory is the jail's, made later).
 func checkInputs(spec engine.Spec, jailed bool) error {
-	for _, f := range []struct {
-		field, path string
-		disk        bool
-	}{
-		{"kernel", spec.Kernel, false},
-		{"initramfs", spec.Initramfs, false},
-		{"root disk", spec.RootDisk, true},
-		{"work disk", spec.WorkDisk, true},
-	} {
-		if f.path == "" {
-			continue
-		}
-		st, err := os.Stat(f.path)
-		if err != nil {
-			return fmt.Errorf("%s: %w", f.field, err)
-		}
-		if !st.Mode().IsRegular() {
-			return fmt.Errorf("%s %s is not a regular file", f.field, f.path)
-		}
-		if f.disk {
-			if isQcow2(f.path) {
-				return fmt.Errorf("%s %s is a qcow2 image; firecracker needs raw images (make one with CloneDisk)", f.field, f.path)
-			}
+	disks := []vmmproc.File{{Field: "root disk", Path: spec.RootDisk}, {Field: "work disk", Path: spec.WorkDisk}}
+	if err := vmmproc.CheckInputs(append([]vmmproc.File{
+		{Field: "kernel", Path: spec.Kernel},
+		{Field: "initramfs", Path: spec.Initramfs},
+	}, disks...)...); err != nil {
+		return err
+	}
+	for _, f := range disks {
+		if f.Path != "" && isQcow2(f.Path) {
+			return fmt.Errorf("%s %s is a qcow2 image; firecracker needs raw images (make one with CloneDisk)", f.Field, f.Path)
 		}
 	}
-	for _, f := range []struct{ field, path string }{
-		{"api socket", spec.QMPSocket},
-		{"vsock socket", spec.VsockSocket},
-		{"serial log", spec.SerialLog},
-		{"pid file", spec.PIDFile},
-		{"vmm log", spec.VMMLog},
-	} {
-		if f.path == "" || jailed && (f.path == spec.QMPSocket || f.path == spec.VsockSocket) {
-			continue
-		}
-		dir := filepath.Dir(f.path)
-		if st, err := os.Stat(dir); err != nil {
-			return fmt.Errorf("%s directory: %w", f.field, err)
-		} else if !st.IsDir() {
-			return fmt.Errorf("%s directory %s is not a directory", f.field, dir)
-		}
+	var dirs []vmmproc.File
+	if !jailed {
+		// Under the jailer the sockets' directory is the jail's, made
+		// later.
+		dirs = append(dirs, vmmproc.File{Field: "api socket", Path: spec.QMPSocket}, vmmproc.File{Field: "vsock socket", Path: spec.VsockSocket})
 	}
-	return nil
+	return vmmproc.CheckDirs(append(dirs,
+		vmmproc.File{Field: "serial log", Path: spec.SerialLog},
+		vmmproc.File{Field: "pid file", Path: spec.PIDFile},
+		vmmproc.File{Field: "vmm log", Path: spec.VMMLog},
+	)...)
 }
 
 func isQcow2(path string) bool {
@@ -510,9 +482,7 @@ func exitError(waited *reaped, spec engine.Spec, jailed bool) error {
 	}
 	msg := ""
 	if spec.VMMLog != "" {
-		if b, err := os.ReadFile(spec.VMMLog); err == nil {
-			msg = strings.TrimSpace(string(b))
-		}
+		msg = strings.TrimSpace(vmmproc.ReadBounded(spec.VMMLog, 64<<10))
 	}
 	if msg == "" {
 		msg = "no error message"
@@ -524,7 +494,7 @@ func exitError(waited *reaped, spec engine.Spec, jailed bool) error {
 	if jailed {
 		what = "jailer or firecracker"
 	}
-	return fmt.Errorf("%s exited during start-up (%s): %s", what, status, lastLines(msg, 5))
+	return fmt.Errorf("%s exited during start-up (%s): %s", what, status, vmmproc.LastLines(msg, 5))
 }
 
 // configure sends the boot configuration, with the files at paths, and
@@ -612,37 +582,11 @@ func configure(ctx context.Context, api *Client, spec engine.Spec, paths vmmPath
 // removed.
 func cleanup(spec engine.Spec, id vmmID, j *jail) error {
 	var errs []error
-	deadline := time.Now().Add(killWait)
-	for {
-		pids := findVMMs(id)
-		if pid, err := readPIDFile(spec.PIDFile); err == nil && isVMMFor(procCmdline(pid), id) {
-			pids = append(pids, pid)
-		}
-		if len(pids) == 0 {
-			break
-		}
-		if !time.Now().Before(deadline) {
-			errs = append(errs, fmt.Errorf("vmm pid %d survived SIGKILL", pids[0]))
-			break
-		}
-		for _, pid := range pids {
-			p, err := openProc(pid)
-			if err != nil {
-				continue
-			}
-			if isVMMFor(procCmdline(pid), id) {
-				p.Signal(syscall.SIGKILL)
-				for !p.Exited() && time.Now().Before(deadline) {
-					time.Sleep(10 * time.Millisecond)
-				}
-			}
-			p.Close()
-		}
+	if err := vmmproc.KillAll(spec.PIDFile, matcher(id), killWait); err != nil {
+		errs = append(errs, err)
 	}
 	for _, path := range []string{spec.PIDFile, spec.PIDFile + ".tmp", spec.QMPSocket, spec.VsockSocket} {
-		if path != "" {
-			removeIfExists(path)
-		}
+		vmmproc.RemoveIfExists(path)
 	}
 	if j != nil {
 		if err := j.remove(); err != nil {
@@ -664,27 +608,9 @@ func (d *Driver) Cleanup(spec engine.Spec) error {
 		err = cleanup(spec, id, j)
 	}
 	if err != nil {
-		return fmt.Errorf("clean up vm %q: %w", vmName(spec), err)
+		return fmt.Errorf("clean up vm %q: %w", vmmproc.VMName(spec), err)
 	}
 	return nil
-}
-
-func removeIfExists(path string) error {
-	if path == "" {
-		return nil
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	return nil
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(s, "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "; ")
 }
 
 // Adopt re-attaches to the VMM that an earlier Start (possibly in another
@@ -704,7 +630,7 @@ func lastLines(s string, n int) string {
 func (d *Driver) Adopt(ctx context.Context, spec engine.Spec) (engine.Instance, error) {
 	inst, err := d.adopt(ctx, spec)
 	if err != nil {
-		return nil, fmt.Errorf("adopt vm %q: %w", vmName(spec), err)
+		return nil, fmt.Errorf("adopt vm %q: %w", vmmproc.VMName(spec), err)
 	}
 	return inst, nil
 }
@@ -717,28 +643,17 @@ func (d *Driver) adopt(ctx context.Context, spec engine.Spec) (*Instance, error)
 	if err != nil {
 		return nil, err
 	}
-	pid, err := readPIDFile(spec.PIDFile)
-	if err != nil && j != nil {
-		if jpid, jerr := readPIDFile(j.pidFile()); jerr == nil {
-			pid, err = jpid, nil
-		}
+	pidFiles := []string{spec.PIDFile}
+	if j != nil {
+		pidFiles = append(pidFiles, j.pidFile())
 	}
-	if err != nil {
-		pids := findVMMs(id)
-		if len(pids) != 1 {
-			return nil, fmt.Errorf("read pidfile: %w (%w)", err, engine.ErrNotRunning)
-		}
-		pid = pids[0]
-	}
-	p, err := openProc(pid)
+	pid, err := vmmproc.FindPID(matcher(id), pidFiles...)
 	if err != nil {
 		return nil, err
 	}
-	// Check the identity after opening the handle, then that the handle's
-	// process is still alive: the cmdline read belongs to it.
-	if !isVMMFor(procCmdline(pid), id) || p.Exited() {
-		p.Close()
-		return nil, fmt.Errorf("pid %d is not the vm's firecracker (gone, or the pid was reused): %w", pid, engine.ErrNotRunning)
+	p, err := vmmproc.OpenVerified(pid, "firecracker", matcher(id))
+	if err != nil {
+		return nil, err
 	}
 	api := NewClient(spec.QMPSocket)
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
@@ -769,36 +684,22 @@ func (d *Driver) adopt(ctx context.Context, spec engine.Spec) (*Instance, error)
 
 // Instance is a running Firecracker; it implements engine.Instance.
 type Instance struct {
+	*vmmproc.Handle
 	spec engine.Spec
-	proc *proc
 	api  *Client
 	jail *jail // nil when not jailed
-
-	done      chan struct{}
-	watchDone chan struct{}
-	closeOnce sync.Once
 }
 
 var _ engine.Instance = (*Instance)(nil)
 
 func newInstance(spec engine.Spec, p *proc, api *Client, j *jail) *Instance {
-	inst := &Instance{
-		spec:      spec,
-		proc:      p,
-		api:       api,
-		jail:      j,
-		done:      make(chan struct{}),
-		watchDone: make(chan struct{}),
-	}
-	go inst.watch()
+	inst := &Instance{spec: spec, api: api, jail: j}
+	inst.Handle = vmmproc.Watch(p, func() { inst.exited(p.PID) }, func() { api.Close() })
 	return inst
 }
 
-func (i *Instance) watch() {
-	defer close(i.watchDone)
-	if !i.proc.Wait() {
-		return // closed
-	}
+// exited cleans up after the Firecracker with pid exited.
+func (i *Instance) exited(pid int) {
 	// Firecracker never removes the pidfile (it did not write it).
 	// Remove it only while it still names our pid, so a newer VMM's
 	// pidfile is never touched. The sockets are left to the next Start,
@@ -806,27 +707,19 @@ func (i *Instance) watch() {
 	// same condition (or while the jailer's pid file in it names our
 	// pid, for an instance adopted without the driver's pidfile).
 	ours := false
-	if pid, err := readPIDFile(i.spec.PIDFile); err == nil && pid == i.proc.PID {
+	if p, err := readPIDFile(i.spec.PIDFile); err == nil && p == pid {
 		ours = true
-		removeIfExists(i.spec.PIDFile)
+		vmmproc.RemoveIfExists(i.spec.PIDFile)
 	}
 	if j := i.jail; j != nil {
-		if pid, err := readPIDFile(j.pidFile()); err == nil && pid == i.proc.PID {
+		if p, err := readPIDFile(j.pidFile()); err == nil && p == pid {
 			ours = true
 		}
 		if ours {
 			j.remove()
 		}
 	}
-	close(i.done)
 }
-
-// PID returns the Firecracker process id.
-func (i *Instance) PID() int { return i.proc.PID }
-
-// Done is closed when the Firecracker process has exited (see
-// engine.Instance).
-func (i *Instance) Done() <-chan struct{} { return i.done }
 
 // API returns the instance's API client, for calls this package has no
 // method for. Closing it is Close's job.
@@ -849,61 +742,21 @@ func (i *Instance) SendCtrlAltDel(ctx context.Context) error {
 	return nil
 }
 
-// Kill sends sig to Firecracker without waiting (see engine.Instance).
-// Firecracker installs no SIGTERM handler, so SIGTERM, like SIGKILL, ends
-// it at once; its disk writes are in the host page cache either way.
-func (i *Instance) Kill(sig syscall.Signal) error {
-	if err := i.proc.Signal(sig); err != nil {
-		return fmt.Errorf("kill vmm: %w", err)
-	}
-	return nil
-}
-
 // Quit stops Firecracker at once, the closest it has to QEMU's "quit" (its
 // API has no such action): SIGTERM, then SIGKILL should it still be there
 // after a grace period (3 s); it waits until the process is gone or ctx
 // ends. Quitting a VMM that has already exited returns nil.
 func (i *Instance) Quit(ctx context.Context) error {
-	select {
-	case <-i.done:
+	if i.Exited() {
 		return nil
-	default:
 	}
-	if err := i.proc.Signal(syscall.SIGTERM); err != nil {
+	if err := i.Signal(syscall.SIGTERM); err != nil {
 		return fmt.Errorf("quit vmm: %w", err)
 	}
-	grace := time.NewTimer(quitGrace)
+	grace := time.AfterFunc(quitGrace, func() { i.Signal(syscall.SIGKILL) })
 	defer grace.Stop()
-	for {
-		select {
-		case <-i.done:
-			return nil
-		case <-i.watchDone:
-			// The watcher also ends after an exit; only a closed handle is
-			// an error (select picks at random when both are ready).
-			select {
-			case <-i.done:
-				return nil
-			default:
-			}
-			return fmt.Errorf("quit vmm: %w", os.ErrClosed)
-		case <-grace.C:
-			if err := i.proc.Signal(syscall.SIGKILL); err != nil {
-				return fmt.Errorf("quit vmm: %w", err)
-			}
-		case <-ctx.Done():
-			return fmt.Errorf("quit vmm: wait for exit: %w", ctx.Err())
-		}
+	if err := i.WaitExit(ctx); err != nil {
+		return fmt.Errorf("quit vmm: %w", err)
 	}
-}
-
-// Close drops the API client and stops watching the process; the VM keeps
-// running. It is idempotent.
-func (i *Instance) Close() error {
-	i.closeOnce.Do(func() {
-		i.api.Close()
-		i.proc.Close()
-	})
-	<-i.watchDone
 	return nil
 }

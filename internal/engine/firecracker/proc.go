@@ -71,8 +71,11 @@ func hasArgValue(argv []string, name, value string) bool {
 	return false
 }
 
+// matcher is isVMMFor bound to m.
+func matcher(m vmmID) func(argv []string) bool {
+	return func(argv []string) bool { return isVMMFor(argv, m) }
+}
+
 // findVMMs lists live processes whose argv is the Firecracker that m
 // identifies.
-func findVMMs(m vmmID) []int {
-	return vmmproc.Find(func(argv []string) bool { return isVMMFor(argv, m) })
-}
+func findVMMs(m vmmID) []int { return vmmproc.Find(matcher(m)) }

@@ -23,8 +23,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"io"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -35,6 +33,7 @@ import (
 	"time"
 
 	"banger/internal/engine"
+	"banger/internal/engine/vmmproc"
 	"banger/internal/hosttools"
 )
 
@@ -88,13 +87,6 @@ func (d *Driver) binary() string {
 	return d.Binary
 }
 
-func vmName(spec engine.Spec) string {
-	if spec.Name != "" {
-		return spec.Name
-	}
-	return spec.ID
-}
-
 // Start boots spec as a detached QEMU and returns once QEMU has finished
 // initialising (its -daemonize parent exited with success), the pid in the
 // pidfile is verified to be that QEMU, and QMP answers. The guest itself may
@@ -107,7 +99,7 @@ func vmName(spec engine.Spec) string {
 func (d *Driver) Start(ctx context.Context, spec engine.Spec) (engine.Instance, error) {
 	inst, err := d.start(ctx, spec)
 	if err != nil {
-		return nil, fmt.Errorf("start vm %q: %w", vmName(spec), err)
+		return nil, fmt.Errorf("start vm %q: %w", vmmproc.VMName(spec), err)
 	}
 	return inst, nil
 }
@@ -127,7 +119,7 @@ func (d *Driver) start(ctx context.Context, spec engine.Spec) (*Instance, error)
 	if pids := findVMMs(spec.QMPSocket); len(pids) > 0 {
 		return nil, fmt.Errorf("already running as pid %d (its pidfile is missing)", pids[0])
 	}
-	if err := removeIfExists(spec.PIDFile); err != nil {
+	if err := vmmproc.RemoveIfExists(spec.PIDFile); err != nil {
 		return nil, fmt.Errorf("remove stale pidfile: %w", err)
 	}
 	opts := ArgOptions{Sandbox: true, GuestTSCKHz: d.GuestTSCKHz}
@@ -144,7 +136,7 @@ func (d *Driver) start(ctx context.Context, spec engine.Spec) (*Instance, error)
 	}
 	// No live VMM serves the QMP socket (checked above): a leftover file
 	// would make the socket look ready before QEMU made its own.
-	if err := removeIfExists(spec.QMPSocket); err != nil {
+	if err := vmmproc.RemoveIfExists(spec.QMPSocket); err != nil {
 		return nil, fmt.Errorf("remove stale qmp socket: %w", err)
 	}
 
@@ -192,14 +184,14 @@ func (d *Driver) start(ctx context.Context, spec engine.Spec) (*Instance, error)
 		return nil, err
 	}
 	failed := func(werr error) error {
-		msg := strings.TrimSpace(readBounded(errPath, 64<<10))
+		msg := strings.TrimSpace(vmmproc.ReadBounded(errPath, 64<<10))
 		if msg == "" && spec.VMMLog != "" {
-			msg = strings.TrimSpace(readBounded(spec.VMMLog, 64<<10))
+			msg = strings.TrimSpace(vmmproc.ReadBounded(spec.VMMLog, 64<<10))
 		}
 		if msg == "" {
 			msg = "no error message"
 		}
-		return fmt.Errorf("qemu failed (%v): %s", werr, lastLines(msg, 5))
+		return fmt.Errorf("qemu failed (%v): %s", werr, vmmproc.LastLines(msg, 5))
 	}
 	// QEMU has made its QMP socket once it has parsed its options and
 	// opened its files; attach's handshake then waits for its main loop.
@@ -256,17 +248,6 @@ func (d *Driver) start(ctx context.Context, spec engine.Spec) (*Instance, error)
 // stderr.
 const stderrFile = "qemu.stderr"
 
-// readBounded reads at most max bytes of path ("" on error).
-func readBounded(path string, max int64) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	b, _ := io.ReadAll(io.LimitReader(f, max))
-	return string(b)
-}
-
 // VMM ids: when the daemon runs as root, each VM's QEMU drops to a uid and
 // gid of its own in [VMMIDBase, VMMIDBase+VMMIDRange), derived from the VM's
 // id. No account has these ids, so an escaped VMM owns nothing but what its
@@ -290,96 +271,32 @@ func VMMUser(id string) string {
 // otherwise reject with a terser message, and on socket and log
 // directories that do not exist.
 func checkInputs(spec engine.Spec) error {
-	for _, f := range []struct{ field, path string }{
-		{"kernel", spec.Kernel},
-		{"initramfs", spec.Initramfs},
-		{"root disk", spec.RootDisk},
-		{"work disk", spec.WorkDisk},
-	} {
-		if f.path == "" {
-			continue
-		}
-		st, err := os.Stat(f.path)
-		if err != nil {
-			return fmt.Errorf("%s: %w", f.field, err)
-		}
-		if !st.Mode().IsRegular() {
-			return fmt.Errorf("%s %s is not a regular file", f.field, f.path)
-		}
+	if err := vmmproc.CheckInputs(
+		vmmproc.File{Field: "kernel", Path: spec.Kernel},
+		vmmproc.File{Field: "initramfs", Path: spec.Initramfs},
+		vmmproc.File{Field: "root disk", Path: spec.RootDisk},
+		vmmproc.File{Field: "work disk", Path: spec.WorkDisk},
+	); err != nil {
+		return err
 	}
-	for _, f := range []struct{ field, path string }{
-		{"agent socket", spec.AgentSocket},
-		{"qmp socket", spec.QMPSocket},
-		{"serial log", spec.SerialLog},
-		{"serial socket", spec.SerialSocket},
-		{"pid file", spec.PIDFile},
-		{"vmm log", spec.VMMLog},
-	} {
-		if f.path == "" {
-			continue
-		}
-		dir := filepath.Dir(f.path)
-		if st, err := os.Stat(dir); err != nil {
-			return fmt.Errorf("%s directory: %w", f.field, err)
-		} else if !st.IsDir() {
-			return fmt.Errorf("%s directory %s is not a directory", f.field, dir)
-		}
-	}
-	return nil
+	return vmmproc.CheckDirs(
+		vmmproc.File{Field: "agent socket", Path: spec.AgentSocket},
+		vmmproc.File{Field: "qmp socket", Path: spec.QMPSocket},
+		vmmproc.File{Field: "serial log", Path: spec.SerialLog},
+		vmmproc.File{Field: "serial socket", Path: spec.SerialSocket},
+		vmmproc.File{Field: "pid file", Path: spec.PIDFile},
+		vmmproc.File{Field: "vmm log", Path: spec.VMMLog},
+	)
 }
 
 // cleanup kills every VMM serving spec's QMP socket (the pidfile's and any
 // that a cancelled start left half-daemonized), waits for them to die and
 // removes the pidfile and sockets.
 func cleanup(spec engine.Spec) {
-	deadline := time.Now().Add(killWait)
-	// A VMM still forking may appear after a first scan: rescan until one
-	// comes back empty twice in a row.
-	for quiet := 0; quiet < 2 && time.Now().Before(deadline); {
-		pids := findVMMs(spec.QMPSocket)
-		if pid, err := readPIDFile(spec.PIDFile); err == nil && isVMMFor(procCmdline(pid), spec.QMPSocket) {
-			pids = append(pids, pid)
-		}
-		if len(pids) == 0 {
-			quiet++
-			time.Sleep(20 * time.Millisecond)
-			continue
-		}
-		quiet = 0
-		for _, pid := range pids {
-			p, err := openProc(pid)
-			if err != nil {
-				continue
-			}
-			if isVMMFor(procCmdline(pid), spec.QMPSocket) {
-				p.Signal(syscall.SIGKILL)
-				for !p.Exited() && time.Now().Before(deadline) {
-					time.Sleep(10 * time.Millisecond)
-				}
-			}
-			p.Close()
-		}
-	}
+	vmmproc.KillAll(spec.PIDFile, matcher(spec.QMPSocket), killWait)
 	for _, path := range []string{spec.PIDFile, spec.QMPSocket, spec.AgentSocket, spec.SerialSocket} {
-		if path != "" {
-			removeIfExists(path)
-		}
+		vmmproc.RemoveIfExists(path)
 	}
-}
-
-func removeIfExists(path string) error {
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	return nil
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(s, "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "; ")
 }
 
 // Adopt re-attaches to the VMM that an earlier Start (possibly in another
@@ -393,7 +310,7 @@ func lastLines(s string, n int) string {
 func (d *Driver) Adopt(ctx context.Context, spec engine.Spec) (engine.Instance, error) {
 	inst, err := adopt(ctx, spec)
 	if err != nil {
-		return nil, fmt.Errorf("adopt vm %q: %w", vmName(spec), err)
+		return nil, fmt.Errorf("adopt vm %q: %w", vmmproc.VMName(spec), err)
 	}
 	return inst, nil
 }
@@ -402,30 +319,18 @@ func adopt(ctx context.Context, spec engine.Spec) (*Instance, error) {
 	if spec.PIDFile == "" || spec.QMPSocket == "" {
 		return nil, errors.New("spec needs a pid file and a qmp socket")
 	}
-	pid, err := readPIDFile(spec.PIDFile)
+	pid, err := vmmproc.FindPID(matcher(spec.QMPSocket), spec.PIDFile)
 	if err != nil {
-		// A lost or mangled pidfile does not orphan a live VM: look
-		// for its QEMU by command line.
-		pids := findVMMs(spec.QMPSocket)
-		if len(pids) != 1 {
-			return nil, fmt.Errorf("read pidfile: %w (%w)", err, engine.ErrNotRunning)
-		}
-		pid = pids[0]
+		return nil, err
 	}
 	return attach(ctx, spec, pid)
 }
 
 // attach verifies that pid is spec's VMM and connects to its QMP socket.
 func attach(ctx context.Context, spec engine.Spec, pid int) (*Instance, error) {
-	p, err := openProc(pid)
+	p, err := vmmproc.OpenVerified(pid, "qemu", matcher(spec.QMPSocket))
 	if err != nil {
 		return nil, err
-	}
-	// Check the identity after opening the handle, then that the handle's
-	// process is still alive: the cmdline read belongs to it.
-	if !isVMMFor(procCmdline(pid), spec.QMPSocket) || p.Exited() {
-		p.Close()
-		return nil, fmt.Errorf("pid %d is not the vm's qemu (gone, or the pid was reused): %w", pid, engine.ErrNotRunning)
 	}
 	qctx, cancel := context.WithTimeout(ctx, qmpTimeout)
 	defer cancel()
@@ -450,14 +355,11 @@ func attach(ctx context.Context, spec engine.Spec, pid int) (*Instance, error) {
 
 // Instance is a running QEMU; it implements engine.Instance.
 type Instance struct {
+	*vmmproc.Handle
 	spec engine.Spec
-	proc *proc
 	qmp  *QMP
 
-	done       chan struct{}
-	watchDone  chan struct{}
 	eventsDone chan struct{}
-	closeOnce  sync.Once
 
 	mu             sync.Mutex
 	shutdownReason string
@@ -466,34 +368,22 @@ type Instance struct {
 var _ engine.Instance = (*Instance)(nil)
 
 func newInstance(spec engine.Spec, p *proc, q *QMP) *Instance {
-	inst := &Instance{
-		spec:       spec,
-		proc:       p,
-		qmp:        q,
-		done:       make(chan struct{}),
-		watchDone:  make(chan struct{}),
-		eventsDone: make(chan struct{}),
-	}
-	go inst.watch()
+	inst := &Instance{spec: spec, qmp: q, eventsDone: make(chan struct{})}
 	go inst.readEvents()
+	inst.Handle = vmmproc.Watch(p, func() { inst.exited(p.PID) }, func() { q.Close() })
 	return inst
 }
 
-func (i *Instance) watch() {
-	defer close(i.watchDone)
-	if !i.proc.Wait() {
-		return // closed
-	}
+// exited cleans up after the QEMU with pid exited.
+func (i *Instance) exited(pid int) {
 	// QEMU removes its pidfile on a clean exit, not when killed. Remove a
 	// leftover only while it still names our pid, so a newer VMM's
 	// pidfile is never touched.
 	// A VMM that dropped to its own uid cannot remove its pidfile or
 	// sockets from the VM's directory either: do it for it.
-	if pid, err := readPIDFile(i.spec.PIDFile); err == nil && pid == i.proc.PID {
+	if p, err := readPIDFile(i.spec.PIDFile); err == nil && p == pid {
 		for _, path := range []string{i.spec.QMPSocket, i.spec.AgentSocket, i.spec.PIDFile} {
-			if path != "" {
-				removeIfExists(path)
-			}
+			vmmproc.RemoveIfExists(path)
 		}
 	}
 	// The exiting QEMU hangs up its QMP socket; let the last events (the
@@ -502,7 +392,6 @@ func (i *Instance) watch() {
 	case <-i.eventsDone:
 	case <-time.After(time.Second):
 	}
-	close(i.done)
 }
 
 func (i *Instance) readEvents() {
@@ -522,12 +411,6 @@ func (i *Instance) readEvents() {
 	}
 }
 
-// PID returns the QEMU process id.
-func (i *Instance) PID() int { return i.proc.PID }
-
-// Done is closed when the QEMU process has exited (see engine.Instance).
-func (i *Instance) Done() <-chan struct{} { return i.done }
-
 // ShutdownReason is the reason from QEMU's last SHUTDOWN event, if one was
 // seen on this handle: "guest-shutdown" (guest poweroff), "guest-reset"
 // (guest reboot, which ends the VMM under -no-reboot), "guest-panic",
@@ -543,25 +426,14 @@ func (i *Instance) ShutdownReason() string {
 // no method for. Closing it is Close's job.
 func (i *Instance) QMP() *QMP { return i.qmp }
 
-// Kill sends sig to QEMU without waiting (see engine.Instance). SIGTERM
-// makes QEMU exit cleanly (it removes its pidfile and sockets); SIGKILL
-// leaves them, and Done's watcher removes the pidfile.
-func (i *Instance) Kill(sig syscall.Signal) error {
-	if err := i.proc.Signal(sig); err != nil {
-		return fmt.Errorf("kill vmm: %w", err)
-	}
-	return nil
-}
-
 // Quit sends QMP "quit" and waits for the process to exit or ctx to end.
 // If the QMP connection is gone, SIGTERM (which QEMU also treats as a
 // request to quit) stands in. Quitting a VMM that has already exited
-// returns nil.
+// returns nil. (Kill: SIGTERM makes QEMU exit cleanly, removing its pidfile
+// and sockets; SIGKILL leaves them, and Done's watcher removes them.)
 func (i *Instance) Quit(ctx context.Context) error {
-	select {
-	case <-i.done:
+	if i.Exited() {
 		return nil
-	default:
 	}
 	// QEMU may hang up before its reply arrives; the process exit is what
 	// counts.
@@ -569,48 +441,24 @@ func (i *Instance) Quit(ctx context.Context) error {
 	switch {
 	case errors.Is(err, ErrQMPClosed):
 		select {
-		case <-i.done:
+		case <-i.Done():
 			return nil
 		case <-time.After(time.Second):
-			if err := i.proc.Signal(syscall.SIGTERM); err != nil {
+			if err := i.Signal(syscall.SIGTERM); err != nil {
 				return fmt.Errorf("quit vmm: %w", err)
 			}
 		case <-ctx.Done():
 			return fmt.Errorf("quit vmm: %w", ctx.Err())
 		}
 	case err != nil:
-		select {
-		case <-i.done:
+		if i.Exited() {
 			return nil
-		default:
 		}
 		return fmt.Errorf("quit vmm: %w", err)
 	}
-	select {
-	case <-i.done:
-		return nil
-	case <-i.watchDone:
-		// The watcher also ends after an exit; only a closed handle is
-		// an error (select picks at random when both are ready).
-		select {
-		case <-i.done:
-			return nil
-		default:
-		}
-		return fmt.Errorf("quit vmm: %w", os.ErrClosed)
-	case <-ctx.Done():
-		return fmt.Errorf("quit vmm: wait for exit: %w", ctx.Err())
+	if err := i.WaitExit(ctx); err != nil {
+		return fmt.Errorf("quit vmm: %w", err)
 	}
-}
-
-// Close drops the QMP connection and stops watching the process; the VM keeps
-// running. It is idempotent.
-func (i *Instance) Close() error {
-	i.closeOnce.Do(func() {
-		i.qmp.Close()
-		i.proc.Close()
-	})
-	<-i.watchDone
 	return nil
 }
 

@@ -520,7 +520,7 @@ func TestBootKernelPanicEndsVMM(t *testing.T) {
 	t.Logf("panic to VMM exit after %s, shutdown reason %q", time.Since(start).Round(time.Millisecond), inst.(*Instance).ShutdownReason())
 	serial, _ := os.ReadFile(spec.SerialLog)
 	if !strings.Contains(string(serial), "Kernel panic") {
-		t.Errorf("serial log has no panic:\n%s", lastLines(string(serial), 5))
+		t.Errorf("serial log has no panic:\n%s", vmmproc.LastLines(string(serial), 5))
 	}
 	if !strings.Contains(string(serial), "tsc_early_khz=") {
 		t.Log("no TSC hint on the command line")

@@ -45,7 +45,10 @@ func isVMMFor(argv []string, qmpSocket string) bool {
 	return false
 }
 
-// findVMMs lists live processes whose argv is a QEMU serving qmpSocket.
-func findVMMs(qmpSocket string) []int {
-	return vmmproc.Find(func(argv []string) bool { return isVMMFor(argv, qmpSocket) })
+// matcher is isVMMFor bound to a QMP socket.
+func matcher(qmpSocket string) func(argv []string) bool {
+	return func(argv []string) bool { return isVMMFor(argv, qmpSocket) }
 }
+
+// findVMMs lists live processes whose argv is a QEMU serving qmpSocket.
+func findVMMs(qmpSocket string) []int { return vmmproc.Find(matcher(qmpSocket)) }
