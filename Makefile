@@ -17,14 +17,18 @@ SHELL     := /bin/bash
 # The vmlinux extracted from the fixture kernel package, for the tests that
 # boot a kernel directly (make integration).
 VMLINUX   := $(FIXTURES)/kernel/vmlinux
+# Debian's python3, where python3-pytest and python3-venv install (the
+# Python SDK's tests; scripts/quickstart.sh installs them).
+PYTHON    ?= /usr/bin/python3
 
-.PHONY: help build unit unit-polluted integration fuzz fuzz-short e2e e2e-list test bench fixtures vet fmt clean quickstart golden
+.PHONY: help build unit unit-polluted pyunit integration fuzz fuzz-short e2e e2e-list test bench fixtures vet fmt clean quickstart golden
 
 help:
 	@echo "make build            build bin/banger, bin/bangerd, bin/banger-agent, bin/banger-helper"
 	@echo "make test             unit tests, short fuzzing, integration tests, then the end-to-end suite (boots real VMs)"
 	@echo "make unit             gofmt/vet + unit tests (never boot VMs); a missing tool or reference fails them;"
 	@echo "                      run twice, the second time in a polluted environment (make unit-polluted)"
+	@echo "make pyunit           the Python SDK's unit tests (a fake daemon; part of make unit)"
 	@echo "make integration      package tests that boot the fixture kernel directly (no image, no daemon)"
 	@echo "make fuzz-short       every Go fuzz target for FUZZTIME=5s each (part of make test)"
 	@echo "make fuzz             every Go fuzz target for FUZZTIME=2m each"
@@ -79,6 +83,12 @@ POLLUTED_ENV := BANGER_ACCEL=polluted BANGER_ENGINE=polluted BANGER_NETWORK=poll
 unit: fmt vet
 	$(UNIT_TEST) | $(GO) run ./test/testreport
 	$(MAKE) -s unit-polluted
+	$(MAKE) -s pyunit
+
+# The Python SDK against a fake daemon (sdk/python/tests/test_real.py, which
+# needs a real one, runs in the e2e scenario TestPythonSDK).
+pyunit:
+	cd sdk/python && PYTHONPATH=src PYTHONDONTWRITEBYTECODE=1 $(PYTHON) -m pytest -q -p no:cacheprovider tests/test_unit.py
 
 unit-polluted:
 	@echo "unit tests again, in a polluted environment (BANGER_*, XDG_*, HOME)"

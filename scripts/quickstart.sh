@@ -41,8 +41,12 @@ for pair in qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils mkfs.ext4:e2f
   cmd=${pair%%:*} pkg=${pair#*:}
   command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need+=("$pkg")
 done
-# A static busybox makes the tests' FROM-scratch image (TestScratchImage).
-dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed' || need+=(busybox-static)
+# A static busybox makes the tests' FROM-scratch image (TestScratchImage);
+# python3-venv and python3-pytest run the Python SDK's tests (make pyunit,
+# TestPythonSDK).
+for pkg in busybox-static python3-venv python3-pytest; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || need+=("$pkg")
+done
 if [ ${#need[@]} -gt 0 ]; then
   say "installing ${need[*]}"
   $sudo apt-get update -qq

@@ -1,5 +1,9 @@
 // Command bangerd is banger's daemon: it owns the store and the VMs and
 // serves the API on a Unix socket under $XDG_RUNTIME_DIR/banger.
+//
+// `bangerd doctor [--probe]` instead checks the host (package doctor) and
+// writes the report as JSON for `banger doctor`, which prints it: the
+// checks read the store and the engines, which only bangerd links.
 package main
 
 import (
@@ -10,6 +14,7 @@ import (
 	"os"
 
 	"banger/internal/daemon"
+	"banger/internal/doctor"
 	"banger/internal/paths"
 	"banger/internal/store"
 )
@@ -31,6 +36,13 @@ func main() {
 		os.Exit(1)
 	}
 	ctx := context.Background()
+	if flag.Arg(0) == "doctor" {
+		os.Exit(doctor.Command(ctx, layout, flag.Args()[1:], os.Stdout, os.Stderr))
+	}
+	if flag.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "bangerd: unknown command %q\n", flag.Arg(0))
+		os.Exit(2)
+	}
 	if *checkMigrations {
 		if err := store.CheckMigrations(ctx, layout.DB()); err != nil {
 			fmt.Fprintln(os.Stderr, "bangerd: migrations:", err)

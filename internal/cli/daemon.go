@@ -2,8 +2,11 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"os/exec"
 	"syscall"
 	"time"
 
@@ -12,7 +15,7 @@ import (
 	"banger/internal/api"
 	"banger/internal/cli/style"
 	"banger/internal/client"
-	"banger/internal/doctor"
+	"banger/internal/doctor/report"
 )
 
 func (a *App) daemonCmd() *cobra.Command {
@@ -86,47 +89,95 @@ func pidAlive(pid int) bool {
 }
 
 func (a *App) doctorCmd() *cobra.Command {
-	var asJSON bool
-	var opts doctor.Options
+	var asJSON, probe bool
 	c := &cobra.Command{
 		Use:   "doctor",
 		Short: "Check that this host can run banger VMs",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			checks := doctor.Run(cmd.Context(), a.layout, opts)
+			checks, err := a.runDoctor(cmd.Context(), probe)
+			if err != nil {
+				return err
+			}
 			if asJSON {
 				printJSONList(a.Stdout, checks)
 			} else {
 				st := a.outStyle()
 				for _, c := range checks {
 					fmt.Fprintf(a.Stdout, "%s  %-10s %s\n", statusWord(st, c.Status), c.Name, c.Detail)
-					if c.Fix != "" && c.Status != doctor.Pass {
+					if c.Fix != "" && c.Status != report.Pass {
 						fmt.Fprintf(a.Stdout, "      fix: %s\n", c.Fix)
 					}
 				}
 			}
-			if doctor.Failed(checks) {
+			if report.Failed(checks) {
 				return &ExitError{Code: 1}
 			}
 			return nil
 		},
 	}
 	addJSONFlag(c, &asJSON)
-	c.Flags().BoolVar(&opts.Probe, "probe", false, "boot a throwaway guest under KVM (about 15 s) to learn whether KVM works, instead of reading the daemon's cached verdict")
+	c.Flags().BoolVar(&probe, "probe", false, "boot a throwaway guest under KVM (about 15 s) to learn whether KVM works, instead of reading the daemon's cached verdict")
 	return c
+}
+
+// maxDoctorReport bounds what `bangerd doctor` may print (a report is a
+// few KiB).
+const maxDoctorReport = 4 << 20
+
+// runDoctor runs the checks in `bangerd doctor`, found as for autostart:
+// the checks read the store and the engines, which this binary does not
+// link. It works whether or not a daemon runs (and says why none starts);
+// bangerd's own messages go to our stderr.
+func (a *App) runDoctor(ctx context.Context, probe bool) ([]report.Check, error) {
+	bin, err := findBangerd()
+	if err != nil {
+		return nil, fmt.Errorf("doctor runs its checks in bangerd, which was not found next to banger or on PATH: %w", err)
+	}
+	args := []string{"doctor"}
+	if probe {
+		args = append(args, "--probe")
+	}
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Stderr = a.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("run %s doctor: %w", bin, err)
+	}
+	b, rerr := io.ReadAll(io.LimitReader(out, maxDoctorReport+1))
+	if rerr != nil || len(b) > maxDoctorReport {
+		cmd.Process.Kill() // never wait on a bangerd blocked on a full pipe
+	}
+	werr := cmd.Wait()
+	switch {
+	case rerr != nil:
+		return nil, fmt.Errorf("read %s doctor: %w", bin, rerr)
+	case werr != nil:
+		return nil, fmt.Errorf("%s doctor: %w", bin, werr)
+	case len(b) > maxDoctorReport:
+		return nil, fmt.Errorf("%s doctor: report larger than %d bytes", bin, maxDoctorReport)
+	}
+	var checks []report.Check
+	if err := json.Unmarshal(b, &checks); err != nil {
+		return nil, fmt.Errorf("%s doctor: unreadable report: %w", bin, err)
+	}
+	return checks, nil
 }
 
 // statusWord colours a doctor status: PASS green, WARN yellow, FAIL red,
 // SKIP dim.
-func statusWord(st style.Style, s doctor.Status) string {
+func statusWord(st style.Style, s report.Status) string {
 	switch s {
-	case doctor.Pass:
+	case report.Pass:
 		return st.Pass(string(s))
-	case doctor.Warn:
+	case report.Warn:
 		return st.Warn(string(s))
-	case doctor.Fail:
+	case report.Fail:
 		return st.Fail(string(s))
-	case doctor.Skip:
+	case report.Skip:
 		return st.Dim(string(s))
 	}
 	return string(s)

@@ -14,7 +14,7 @@ import (
 	"golang.org/x/term"
 
 	"banger/internal/agent"
-	"banger/internal/vm"
+	"banger/internal/model"
 )
 
 // detachKey (Ctrl-]) leaves an attached session running.
@@ -165,7 +165,7 @@ func (a *App) sessionCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			n := 0
 			if sig != "" {
-				s, err := vm.ParseSignal(sig)
+				s, err := model.ParseSignal(sig)
 				if err != nil {
 					return err
 				}

@@ -9,7 +9,7 @@ import (
 	"github.com/creack/pty"
 
 	"banger/internal/cli/style"
-	"banger/internal/doctor"
+	"banger/internal/doctor/report"
 )
 
 // ttyApp is an App whose Stderr is the terminal side of a fresh
@@ -102,13 +102,13 @@ func TestStylesOffATerminal(t *testing.T) {
 func TestDoctorStatusWords(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct {
-		s      doctor.Status
+		s      report.Status
 		styled string
 	}{
-		{doctor.Pass, "\x1b[32mPASS\x1b[0m"},
-		{doctor.Warn, "\x1b[33mWARN\x1b[0m"},
-		{doctor.Fail, "\x1b[1;31mFAIL\x1b[0m"},
-		{doctor.Skip, "\x1b[2mSKIP\x1b[0m"},
+		{report.Pass, "\x1b[32mPASS\x1b[0m"},
+		{report.Warn, "\x1b[33mWARN\x1b[0m"},
+		{report.Fail, "\x1b[1;31mFAIL\x1b[0m"},
+		{report.Skip, "\x1b[2mSKIP\x1b[0m"},
 	} {
 		if got := statusWord(style.Forced(), c.s); got != c.styled {
 			t.Errorf("%s on a terminal: %q", c.s, got)

@@ -56,19 +56,31 @@ func (f *createFlags) params(c *cobra.Command) (api.VMCreateParams, error) {
 			return api.VMCreateParams{}, fmt.Errorf("invalid vm name: %w", err)
 		}
 	}
-	if c.Flags().Changed("vcpu") && f.vcpu < 1 {
-		return api.VMCreateParams{}, fmt.Errorf("--vcpu must be at least 1, got %d", f.vcpu)
+	if c.Flags().Changed("vcpu") {
+		if err := model.CheckVCPU("--vcpu", f.vcpu); err != nil {
+			return api.VMCreateParams{}, err
+		}
 	}
-	if c.Flags().Changed("memory") && f.memory < 128 {
-		return api.VMCreateParams{}, fmt.Errorf("--memory must be at least 128 (MiB), got %d", f.memory)
+	if c.Flags().Changed("memory") {
+		if err := model.CheckMemoryMiB("--memory", f.memory); err != nil {
+			return api.VMCreateParams{}, err
+		}
+	}
+	if f.disk != "" {
+		if _, err := model.ParseDiskSize("--disk-size", f.disk); err != nil {
+			return api.VMCreateParams{}, err
+		}
 	}
 	if err := engine.ValidChoice(f.engine); f.engine != "" && err != nil {
 		return api.VMCreateParams{}, fmt.Errorf("--engine %w", err)
 	}
-	switch f.network {
-	case "", "bridge", "user", "none":
-	default:
-		return api.VMCreateParams{}, fmt.Errorf("--network must be bridge, user or none, got %q", f.network)
+	if f.network != "" {
+		if err := model.CheckNetworkMode("--network", f.network, false); err != nil {
+			return api.VMCreateParams{}, err
+		}
+		if err := model.CheckNetworkOptions(f.network, f.nat, len(f.publish)); err != nil {
+			return api.VMCreateParams{}, err
+		}
 	}
 	for _, p := range f.publish {
 		if _, err := portfwd.Parse(p); err != nil {
@@ -345,11 +357,15 @@ func (a *App) vmSetCmd() *cobra.Command {
 			if !cmd.Flags().Changed("vcpu") && !cmd.Flags().Changed("memory") {
 				return fmt.Errorf("nothing to change: give --vcpu and/or --memory")
 			}
-			if cmd.Flags().Changed("vcpu") && vcpu < 1 {
-				return fmt.Errorf("--vcpu must be at least 1, got %d", vcpu)
+			if cmd.Flags().Changed("vcpu") {
+				if err := model.CheckVCPU("--vcpu", vcpu); err != nil {
+					return err
+				}
 			}
-			if cmd.Flags().Changed("memory") && mem < 128 {
-				return fmt.Errorf("--memory must be at least 128 (MiB), got %d", mem)
+			if cmd.Flags().Changed("memory") {
+				if err := model.CheckMemoryMiB("--memory", mem); err != nil {
+					return err
+				}
 			}
 			return a.call(cmd.Context(), "PATCH", vmPath(args[0], ""), api.VMSetParams{VCPU: vcpu, MemoryMiB: mem}, nil)
 		},

@@ -9,13 +9,12 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
 
 	"banger/internal/engine"
+	"banger/internal/model"
 	"banger/internal/paths"
 )
 
@@ -198,22 +197,20 @@ func (c Config) Validate() error {
 	default:
 		return fmt.Errorf("accel must be auto, kvm or tcg, got %q", c.Accel)
 	}
-	if c.VCPU < 1 {
-		return fmt.Errorf("vcpu must be at least 1, got %d", c.VCPU)
+	if err := model.CheckVCPU("vcpu", c.VCPU); err != nil {
+		return err
 	}
-	if c.MemoryMiB < 128 {
-		return fmt.Errorf("memory_mib must be at least 128, got %d", c.MemoryMiB)
+	if err := model.CheckMemoryMiB("memory_mib", c.MemoryMiB); err != nil {
+		return err
 	}
-	if _, err := ParseSize(c.DiskSize); err != nil {
-		return fmt.Errorf("disk_size: %w", err)
+	if _, err := model.ParseDiskSize("disk_size", c.DiskSize); err != nil {
+		return err
 	}
 	if n, err := ParseSize(c.MaxImageSize); err != nil || n <= 0 {
 		return fmt.Errorf("max_image_size must be a size such as 16G, got %q", c.MaxImageSize)
 	}
-	switch c.Network {
-	case "auto", "bridge", "user", "none":
-	default:
-		return fmt.Errorf("network must be auto, bridge, user or none, got %q", c.Network)
+	if err := model.CheckNetworkMode("network", c.Network, true); err != nil {
+		return err
 	}
 	if !validIfName(c.BridgeName) {
 		return fmt.Errorf("bridge_name must be an interface name (1-15 of a-z A-Z 0-9 . _ -), got %q", c.BridgeName)
@@ -257,33 +254,9 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// ParseSize parses sizes like "512M", "8G", "1T" or a plain byte count.
-// Suffixes are binary (G = GiB).
-func ParseSize(s string) (int64, error) {
-	t := strings.TrimSpace(strings.ToUpper(s))
-	t = strings.TrimSuffix(strings.TrimSuffix(t, "B"), "I")
-	mult := int64(1)
-	if t != "" {
-		switch t[len(t)-1] {
-		case 'K':
-			mult = 1 << 10
-		case 'M':
-			mult = 1 << 20
-		case 'G':
-			mult = 1 << 30
-		case 'T':
-			mult = 1 << 40
-		}
-		if mult != 1 {
-			t = t[:len(t)-1]
-		}
-	}
-	n, err := strconv.ParseFloat(t, 64)
-	if err != nil || n <= 0 {
-		return 0, fmt.Errorf("invalid size %q (use e.g. 512M, 8G)", s)
-	}
-	return int64(n * float64(mult)), nil
-}
+// ParseSize parses sizes like "512M", "8G", "1T" or a plain byte count
+// (model.ParseSize).
+func ParseSize(s string) (int64, error) { return model.ParseSize(s) }
 
 // validIfName reports whether s is a usable network interface name.
 func validIfName(s string) bool {

@@ -25,8 +25,9 @@ const helperProbeTimeout = 5 * time.Second
 // CAP_NET_ADMIN: as root the network operations run in-process; otherwise
 // they go through the privileged helper (banger-helper) when its socket
 // answers and accepts this user, and without it there is no Host and VMs
-// default to user mode.
-func newNetworking(ctx context.Context, cfg config.Config, resolver *dns.Server, svcCtx context.Context, log *slog.Logger) (*vm.Networking, error) {
+// default to user mode. ssh's hooks run after a boot, after a delete and
+// when the set of reachable VMs changed.
+func newNetworking(ctx context.Context, cfg config.Config, resolver *dns.Server, ssh *sshService, svcCtx context.Context, log *slog.Logger) (*vm.Networking, error) {
 	cidr, err := netip.ParsePrefix(cfg.BridgeCIDR)
 	if err != nil {
 		return nil, fmt.Errorf("bridge_cidr: %w", err)
@@ -35,7 +36,8 @@ func newNetworking(ctx context.Context, cfg config.Config, resolver *dns.Server,
 	if err := ncfg.Validate(); err != nil {
 		return nil, err
 	}
-	n := &vm.Networking{Config: ncfg, Resolver: resolver}
+	n := &vm.Networking{Config: ncfg, Resolver: resolver,
+		AfterBoot: ssh.afterBoot, Deleted: ssh.deleted, Changed: ssh.refreshLogged}
 	if cfg.Network == "user" || cfg.Network == "none" {
 		return n, nil
 	}

@@ -16,7 +16,6 @@ import (
 	"syscall"
 	"time"
 
-	"banger/internal/api"
 	"banger/internal/config"
 	"banger/internal/dns"
 	"banger/internal/engine"
@@ -70,21 +69,11 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	images := &image.Service{Store: st, Layout: l, Log: o.Log, AgentPath: agentPath}
 	engines, err := builtin.Registry(cfg, l)
 	if err != nil {
 		return err
 	}
 	accel := newAccelCache(cfg, cfg.QEMU, filepath.Join(l.State, qemu.KVMCacheFile), o.Log)
-	images.Catalog = cfg.CatalogURL
-	images.MaxImageBytes, _ = config.ParseSize(cfg.MaxImageSize) // checked by config.Load
-	mgr := vm.New(st, l, cfg, engines, accel.resolve, images.Initrd, o.Log)
-	mgr.SetImageEnsurer(func(ctx context.Context, ref string, progress func(api.Progress)) (string, error) {
-		return images.EnsureImage(ctx, ref, progress)
-	})
-	images.Builder = func(ctx context.Context, p api.ImageBuildParams, save func(context.Context, string) error, progress image.Progress) error {
-		return mgr.BuildImage(ctx, p, save, vm.Progress(progress))
-	}
 
 	// Networking: DNS for <name>.vm on loopback always; the bridge (and its
 	// DNS listener) only where banger may manage the host network.
@@ -98,18 +87,22 @@ func Run(ctx context.Context, o Options) error {
 	if err := resolver.ListenAndServe(svcCtx, cfg.DNSListen); err != nil {
 		return fmt.Errorf("%w (set dns_listen in %s)", err, l.ConfigFile())
 	}
-	netw, err := newNetworking(ctx, cfg, resolver, svcCtx, o.Log)
-	if err != nil {
-		return err
-	}
 	ssh, err := newSSH(l, cfg, st, o.Log)
 	if err != nil {
 		return err
 	}
-	netw.AfterBoot = ssh.afterBoot
-	netw.Deleted = ssh.deleted
-	netw.Changed = ssh.refreshLogged
-	mgr.SetNetworking(netw)
+	netw, err := newNetworking(ctx, cfg, resolver, ssh, svcCtx, o.Log)
+	if err != nil {
+		return err
+	}
+
+	// The VM manager first, then the image service that runs image builds
+	// in the manager's throwaway VMs. Neither calls the other otherwise:
+	// a VM create gets its image resolved by the server (createVM).
+	mgr := vm.New(st, l, cfg, engines, accel.resolve, image.Initrd(agentPath), o.Log, vm.WithNetworking(netw))
+	maxImage, _ := config.ParseSize(cfg.MaxImageSize) // checked by config.Load
+	images := &image.Service{Store: st, Layout: l, Log: o.Log, AgentPath: agentPath,
+		Catalog: cfg.CatalogURL, MaxImageBytes: maxImage, DefaultImage: cfg.DefaultImage, Builder: mgr}
 	if err := mgr.Recover(ctx); err != nil {
 		return fmt.Errorf("recover vms: %w", err)
 	}

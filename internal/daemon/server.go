@@ -39,7 +39,10 @@ type VMManager interface {
 	// ListWithMemory and Show add running VMs' memory use.
 	ListWithMemory(ctx context.Context) ([]*model.VM, error)
 	Show(ctx context.Context, ref string) (*model.VM, error)
-	Create(ctx context.Context, p api.VMCreateParams, progress vm.Progress) (*model.VM, error)
+	// CheckCreate checks a create's own parameters; Create makes the VM
+	// from an image already resolved (see Server.createVM).
+	CheckCreate(p api.VMCreateParams) error
+	Create(ctx context.Context, p api.VMCreateParams, img *model.Image, progress vm.Progress) (*model.VM, error)
 	Start(ctx context.Context, ref string, progress vm.Progress) (*model.VM, error)
 	Restart(ctx context.Context, ref string, progress vm.Progress) (*model.VM, error)
 	Stop(ctx context.Context, ref string) (*model.VM, error)
@@ -78,6 +81,9 @@ type ImageService interface {
 	DeleteKernel(ctx context.Context, name string) error
 	Images(ctx context.Context) ([]*model.Image, error)
 	Image(ctx context.Context, name string) (*model.Image, error)
+	// ResolveImage finds (pulling it when missing) the image a VM create
+	// names.
+	ResolveImage(ctx context.Context, ref string, progress image.Progress) (*model.Image, error)
 	Build(ctx context.Context, p api.ImageBuildParams, progress image.Progress) (*model.Image, error)
 	Register(ctx context.Context, p api.ImageRegisterParams) (*model.Image, error)
 	PullImage(ctx context.Context, p api.ImagePullParams, progress image.Progress) (*api.PullResult, error)

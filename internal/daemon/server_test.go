@@ -24,6 +24,7 @@ import (
 	"banger/internal/agent"
 	"banger/internal/api"
 	"banger/internal/client"
+	"banger/internal/image"
 	"banger/internal/model"
 	"banger/internal/store"
 	"banger/internal/vm"
@@ -44,6 +45,8 @@ type fakeVMs struct {
 	recorded []api.WorkspaceParams
 	opened   []string
 	streams  map[string]*streamFake
+	// calls records CheckCreate and Create (with the image's name).
+	calls []string
 }
 
 func newFakeVMs() *fakeVMs { return &fakeVMs{err: map[string]error{}} }
@@ -88,7 +91,17 @@ func (f *fakeVMs) ListWithMemory(ctx context.Context) ([]*model.VM, error) {
 	return f.List(ctx)
 }
 
-func (f *fakeVMs) Create(ctx context.Context, p api.VMCreateParams, progress vm.Progress) (*model.VM, error) {
+func (f *fakeVMs) CheckCreate(p api.VMCreateParams) error {
+	f.mu.Lock()
+	f.calls = append(f.calls, "check")
+	f.mu.Unlock()
+	return f.fail("check")
+}
+
+func (f *fakeVMs) Create(ctx context.Context, p api.VMCreateParams, img *model.Image, progress vm.Progress) (*model.VM, error) {
+	f.mu.Lock()
+	f.calls = append(f.calls, "create "+img.Name)
+	f.mu.Unlock()
 	progress(api.Progress{Stage: "create_disk", DurationMS: 3})
 	progress(api.Progress{Stage: "boot", DurationMS: 5})
 	if err := f.fail("create"); err != nil {
@@ -188,6 +201,23 @@ func untarAgent(code int, msg string) func(net.Conn) {
 type fakeImages struct {
 	ImageService
 	exportErr error
+	// resolved records ResolveImage's refs; resolveErr fails it.
+	mu         sync.Mutex
+	resolved   []string
+	resolveErr error
+}
+
+func (f *fakeImages) ResolveImage(ctx context.Context, ref string, progress image.Progress) (*model.Image, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.resolved = append(f.resolved, ref)
+	if f.resolveErr != nil {
+		return nil, f.resolveErr
+	}
+	if ref == "" {
+		ref = "debian"
+	}
+	return &model.Image{Name: ref}, nil
 }
 
 func (f *fakeImages) Image(ctx context.Context, name string) (*model.Image, error) {
@@ -643,5 +673,40 @@ func TestLogsAndExportStream(t *testing.T) {
 	var ae *api.Error
 	if !errors.As(err, &ae) || ae.Code != api.CodeOperationFailed || buf.Len() != 0 {
 		t.Fatalf("refused export: %v, %q written", err, buf.String())
+	}
+}
+
+// A create is checked, then its image resolved (pulled), then the VM made
+// from that image; a refused create pulls nothing and a failed pull
+// creates nothing.
+func TestCreateResolvesTheImageFirst(t *testing.T) {
+	ts := startServer(t)
+	ctx := context.Background()
+	if err := ts.c.Stream(ctx, "POST", "/vms", api.VMCreateParams{Name: "a", Image: "alpine"}, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(ts.vms.calls, ","); got != "check,create alpine" || len(ts.images.resolved) != 1 || ts.images.resolved[0] != "alpine" {
+		t.Fatalf("calls %q, resolved %q", got, ts.images.resolved)
+	}
+
+	ts.vms.calls, ts.images.resolved = nil, nil
+	ts.vms.err["check"] = api.Errorf(api.CodeBadRequest, "invalid vm name")
+	if err := ts.c.Stream(ctx, "POST", "/vms", api.VMCreateParams{Name: "Bad", Image: "alpine"}, nil, nil); err == nil {
+		t.Fatal("refused create succeeded")
+	}
+	if len(ts.images.resolved) != 0 || strings.Join(ts.vms.calls, ",") != "check" {
+		t.Fatalf("a refused create went on: calls %q, resolved %q", ts.vms.calls, ts.images.resolved)
+	}
+
+	delete(ts.vms.err, "check")
+	ts.vms.calls = nil
+	ts.images.resolveErr = api.Errorf(api.CodeNotFound, `image "nope" not found`)
+	err := ts.c.Stream(ctx, "POST", "/vms", api.VMCreateParams{Name: "b", Image: "nope"}, nil, nil)
+	var ae *api.Error
+	if !errors.As(err, &ae) || ae.Code != api.CodeNotFound {
+		t.Fatalf("create from a missing image: %v", err)
+	}
+	if got := strings.Join(ts.vms.calls, ","); got != "check" {
+		t.Fatalf("a create whose image failed reached the manager: %q", got)
 	}
 }

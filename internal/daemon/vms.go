@@ -10,6 +10,7 @@ import (
 
 	"banger/internal/agent"
 	"banger/internal/api"
+	"banger/internal/image"
 	"banger/internal/model"
 	"banger/internal/vm"
 	"banger/internal/workspace"
@@ -39,9 +40,24 @@ func (s *Server) vmCreate(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	return s.stream(w, r, func(progress vm.Progress) (any, error) {
-		v, err := s.VMs.Create(r.Context(), p, progress)
+		v, err := s.createVM(r.Context(), p, progress)
 		return v, err
 	})
+}
+
+// createVM makes a VM: its parameters are checked first, then its image
+// is resolved (and pulled when missing), then the VM manager creates the
+// VM from it. The image service and the VM manager never call each
+// other for this.
+func (s *Server) createVM(ctx context.Context, p api.VMCreateParams, progress vm.Progress) (*model.VM, error) {
+	if err := s.VMs.CheckCreate(p); err != nil {
+		return nil, err
+	}
+	img, err := s.Images.ResolveImage(ctx, p.Image, image.Progress(progress))
+	if err != nil {
+		return nil, err
+	}
+	return s.VMs.Create(ctx, p, img, progress)
 }
 
 func (s *Server) vmStart(w http.ResponseWriter, r *http.Request) error {
@@ -70,7 +86,7 @@ func (s *Server) vmKill(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(r, &p); err != nil {
 		return err
 	}
-	sig, err := vm.ParseSignal(p.Signal)
+	sig, err := model.ParseSignal(p.Signal)
 	if err != nil {
 		return api.Errorf(api.CodeBadRequest, "%v", err)
 	}
@@ -218,7 +234,7 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request) error {
 	}
 
 	p.Create.NoStart = false
-	v, err := s.VMs.Create(ctx, p.Create, func(pg api.Progress) {
+	v, err := s.createVM(ctx, p.Create, func(pg api.Progress) {
 		fw.WriteJSON(agent.FrameProgress, pg)
 	})
 	if v != nil {

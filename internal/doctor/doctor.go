@@ -1,8 +1,10 @@
 // Package doctor checks that a host can run banger VMs and says how to fix
 // what is missing. It reads the store directly, so it works without a
-// daemon, and never starts one. It only reads the host network (links,
-// banger's nftables table, the privileged helper's state): it never
-// creates the bridge, a tap or a rule.
+// daemon, and never starts one: it runs inside the bangerd binary
+// (`bangerd doctor`, which links what the checks read), and `banger
+// doctor` runs that and prints its report (package report). It only
+// reads the host network (links, banger's nftables table, the privileged
+// helper's state): it never creates the bridge, a tap or a rule.
 package doctor
 
 import (
@@ -16,6 +18,7 @@ import (
 	"time"
 
 	"banger/internal/config"
+	"banger/internal/doctor/report"
 	"banger/internal/engine"
 	"banger/internal/engine/builtin"
 	"banger/internal/engine/qemu"
@@ -27,25 +30,18 @@ import (
 )
 
 // Status of one check.
-type Status string
+type Status = report.Status
 
 // Statuses.
 const (
-	Pass Status = "PASS"
-	Warn Status = "WARN"
-	Fail Status = "FAIL"
-	// Skip: the check did not run (the detail says why); neither a pass
-	// nor a problem.
-	Skip Status = "SKIP"
+	Pass = report.Pass
+	Warn = report.Warn
+	Fail = report.Fail
+	Skip = report.Skip
 )
 
 // Check is one line of the report.
-type Check struct {
-	Name   string `json:"name"`
-	Status Status `json:"status"`
-	Detail string `json:"detail"`
-	Fix    string `json:"fix,omitempty"`
-}
+type Check = report.Check
 
 // Options tune Run.
 type Options struct {
@@ -321,11 +317,4 @@ type failingVMs struct{ err error }
 func (f failingVMs) VMs(context.Context) ([]VMRef, error) { return nil, f.err }
 
 // Failed reports whether any check failed.
-func Failed(cs []Check) bool {
-	for _, c := range cs {
-		if c.Status == Fail {
-			return true
-		}
-	}
-	return false
-}
+func Failed(cs []Check) bool { return report.Failed(cs) }

@@ -14,7 +14,7 @@ import (
 )
 
 // buildFromImage boots p.FromImage, runs the build's copies and commands
-// in it (through Builder) and saves the powered-off root disk as image
+// in it (through the BuildRunner) and saves the powered-off root disk as image
 // p.Name. A failing step registers nothing and leaves no files.
 func (s *Service) buildFromImage(ctx context.Context, p api.ImageBuildParams, progress Progress) (*model.Image, error) {
 	if p.Size != "" {
@@ -71,7 +71,7 @@ func (s *Service) buildFromImage(ctx context.Context, p api.ImageBuildParams, pr
 		})
 		return err
 	}
-	if err := s.Builder(ctx, p, save, progress); err != nil {
+	if err := s.Builder.BuildImage(ctx, base, p, save, progress); err != nil {
 		return nil, fmt.Errorf("build image %q: %w", p.Name, err)
 	}
 	if img == nil {

@@ -45,13 +45,25 @@ type Service struct {
 	MaxImageBytes int64
 	// HTTP downloads catalogs and artifacts (default http.DefaultClient).
 	HTTP *http.Client
-	// Builder boots a base image, applies a build's steps and calls save
-	// with the powered-off VM's root disk (the VM manager's BuildImage).
-	Builder func(ctx context.Context, p api.ImageBuildParams, save func(ctx context.Context, rootDisk string) error, progress Progress) error
+	// DefaultImage is the configured default_image: what ResolveImage
+	// gives for an empty reference ("" = the only image there is).
+	DefaultImage string
+	// Builder runs builds from an image (--from-image) in a throwaway
+	// VM: the VM manager in the daemon, a fake in tests. Nil: such
+	// builds are refused.
+	Builder BuildRunner
 
 	mu        sync.Mutex
 	pending   map[string]bool        // names being imported/built, to refuse concurrent duplicates
 	pullLocks map[string]*sync.Mutex // per-name locks: parallel pulls of one name download once
+}
+
+// BuildRunner boots a throwaway VM from base, copies p.Copy into it,
+// runs p.Run in it, powers it off and, only when every step succeeded,
+// calls save with the VM's root disk (a qcow2 overlay over base's
+// rootfs). The VM is gone when it returns, whatever happened.
+type BuildRunner interface {
+	BuildImage(ctx context.Context, base *model.Image, p api.ImageBuildParams, save func(ctx context.Context, rootDisk string) error, progress func(api.Progress)) error
 }
 
 // Progress receives named stages.
@@ -200,7 +212,18 @@ func (s *Service) DeleteKernel(ctx context.Context, name string) error {
 // reused only when its content still has that hash, so a file a crash
 // truncated or anything else changed is rebuilt, never booted.
 func (s *Service) Initrd(ctx context.Context, k *model.Kernel) (string, error) {
-	agentBin, err := os.ReadFile(s.AgentPath)
+	return Initrd(s.AgentPath)(ctx, k)
+}
+
+// Initrd returns what Service.Initrd does for the agent at agentPath,
+// without a Service: the VM manager is made before the image service
+// (which takes the manager as its BuildRunner).
+func Initrd(agentPath string) func(ctx context.Context, k *model.Kernel) (string, error) {
+	return func(ctx context.Context, k *model.Kernel) (string, error) { return initrd(agentPath, k) }
+}
+
+func initrd(agentPath string, k *model.Kernel) (string, error) {
+	agentBin, err := os.ReadFile(agentPath)
 	if err != nil {
 		return "", fmt.Errorf("read guest agent binary: %w", err)
 	}
@@ -272,6 +295,36 @@ func (s *Service) Image(ctx context.Context, name string) (*model.Image, error) 
 		return nil, api.Errorf(api.CodeNotFound, "image %q not found", name)
 	}
 	return img, err
+}
+
+// ResolveImage returns the image a VM create names: ref, else the
+// default image, else the only image there is. A ref not installed yet
+// (an OCI reference or a catalog name) is pulled, with its kernel;
+// parallel callers that need the same one wait for a single download.
+// The daemon calls it before it asks the VM manager for a VM.
+func (s *Service) ResolveImage(ctx context.Context, ref string, progress Progress) (*model.Image, error) {
+	if ref == "" {
+		ref = s.DefaultImage
+	}
+	if ref == "" {
+		imgs, err := s.Store.ListImages(ctx)
+		if err != nil {
+			return nil, err
+		}
+		switch len(imgs) {
+		case 0:
+			return nil, api.Errorf(api.CodeNotFound, "no image available: build one with `banger image build` or register one")
+		case 1:
+			return imgs[0], nil
+		default:
+			return nil, api.Errorf(api.CodeBadRequest, "several images exist; choose one with --image or set default_image in the config")
+		}
+	}
+	name, err := s.EnsureImage(ctx, ref, progress)
+	if err != nil {
+		return nil, err
+	}
+	return s.Image(ctx, name)
 }
 
 // DeleteImage removes an image no VM uses.

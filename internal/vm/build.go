@@ -18,25 +18,24 @@ import (
 	"banger/internal/agent"
 	"banger/internal/api"
 	"banger/internal/engine"
+	"banger/internal/model"
 )
 
-// SaveFunc turns a build VM's root disk (a qcow2 overlay over the base
-// image, the VM powered off) into the new image. It is only called when
-// every step of the build succeeded.
-type SaveFunc func(ctx context.Context, rootDisk string) error
-
-// BuildImage boots a throwaway VM from the base image, copies p.Copy into
-// it, runs p.Run in order through the agent, powers it off cleanly and
-// hands its root disk to save. The image service calls it with p already
-// checked. The VM has no work disk, so /root is part
-// of the result. Whatever happens, the VM is deleted before returning; a
-// failing command fails the build and save is never called.
-func (m *Manager) BuildImage(ctx context.Context, p api.ImageBuildParams, save SaveFunc, progress Progress) (err error) {
+// BuildImage boots a throwaway VM from base, copies p.Copy into it, runs
+// p.Run in order through the agent, powers it off cleanly and hands its
+// root disk (a qcow2 overlay over base, the VM powered off) to save,
+// which turns it into the new image. The image service calls it (it is
+// the service's BuildRunner) with p already checked and base resolved.
+// The VM has no work disk, so /root is part of the result. Whatever
+// happens, the VM is deleted before returning; a failing step fails the
+// build and save is never called.
+func (m *Manager) BuildImage(ctx context.Context, base *model.Image, p api.ImageBuildParams, save func(ctx context.Context, rootDisk string) error, report func(api.Progress)) (err error) {
+	progress := Progress(report)
 	var suffix [3]byte
 	rand.Read(suffix[:])
 	create := api.VMCreateParams{
 		Name:       fmt.Sprintf("build-%x", suffix),
-		Image:      p.FromImage,
+		Image:      base.Name,
 		Engine:     engine.QEMU, // the root disk is saved from its qcow2 overlay
 		Network:    NetNone,
 		AutoRemove: true, // a daemon restart mid-build removes it
@@ -47,7 +46,7 @@ func (m *Manager) BuildImage(ctx context.Context, p api.ImageBuildParams, save S
 		// network configuration.
 		create.Network, create.NAT = NetUser, true
 	}
-	vm, err := m.Create(ctx, create, progress)
+	vm, err := m.Create(ctx, create, base, progress)
 	if vm != nil {
 		defer func() {
 			if derr := m.Delete(context.WithoutCancel(ctx), vm.ID); derr != nil && err == nil {
@@ -56,7 +55,7 @@ func (m *Manager) BuildImage(ctx context.Context, p api.ImageBuildParams, save S
 		}()
 	}
 	if err != nil {
-		return fmt.Errorf("boot %q: %w", p.FromImage, err)
+		return fmt.Errorf("boot %q: %w", base.Name, err)
 	}
 	for _, c := range p.Copy {
 		if err := step(progress, "copy", func() error { return m.copyIn(ctx, vm.ID, c) }); err != nil {

@@ -10,18 +10,19 @@ import (
 	"path/filepath"
 
 	"banger/internal/api"
-	"banger/internal/config"
 	"banger/internal/engine"
 	"banger/internal/hosttools"
 	"banger/internal/model"
 	"banger/internal/store"
 )
 
-// Create validates params, records the VM and makes its disks; unless
-// params.NoStart it then boots it. Bad input is refused before anything is
+// Create validates params, records the VM and makes its disks over img;
+// unless params.NoStart it then boots it. img is the image to boot,
+// already resolved (and pulled when missing) by the caller: the VM
+// manager never fetches images. Bad input is refused before anything is
 // recorded; a failure after that removes what was made.
-func (m *Manager) Create(ctx context.Context, params api.VMCreateParams, progress Progress) (*model.VM, error) {
-	vm, img, err := m.validateCreate(ctx, params, progress)
+func (m *Manager) Create(ctx context.Context, params api.VMCreateParams, img *model.Image, progress Progress) (*model.VM, error) {
+	vm, err := m.validateCreate(ctx, params, img)
 	if err != nil {
 		return nil, err
 	}
@@ -91,99 +92,82 @@ func (m *Manager) insert(ctx context.Context, vm *model.VM) error {
 	}
 }
 
-func (m *Manager) validateCreate(ctx context.Context, p api.VMCreateParams, progress Progress) (*model.VM, *model.Image, error) {
-	name := p.Name
-	if name == "" {
-		name = generateName()
+// createParams are a create's checked parameters, config defaults
+// applied.
+type createParams struct {
+	name      string
+	vcpu, mem int
+	disk      int64
+}
+
+// CheckCreate checks what a create's parameters say on their own, without
+// the store or the image; the daemon calls it before it spends time
+// pulling an image for a create that would be refused anyway.
+func (m *Manager) CheckCreate(p api.VMCreateParams) error {
+	_, err := m.checkCreate(p)
+	return err
+}
+
+func (m *Manager) checkCreate(p api.VMCreateParams) (createParams, error) {
+	c := createParams{name: p.Name, vcpu: p.VCPU, mem: p.MemoryMiB}
+	if c.name == "" {
+		c.name = generateName()
 	}
-	if err := model.ValidateName(name); err != nil {
-		return nil, nil, api.Errorf(api.CodeBadRequest, "invalid vm name: %v", err)
+	if err := model.ValidateName(c.name); err != nil {
+		return c, api.Errorf(api.CodeBadRequest, "invalid vm name: %v", err)
 	}
-	vcpu, mem := p.VCPU, p.MemoryMiB
-	if vcpu == 0 {
-		vcpu = m.cfg.VCPU
+	if c.vcpu == 0 {
+		c.vcpu = m.cfg.VCPU
 	}
-	if mem == 0 {
-		mem = m.cfg.MemoryMiB
+	if c.mem == 0 {
+		c.mem = m.cfg.MemoryMiB
 	}
-	if err := validateResources(vcpu, mem); err != nil {
-		return nil, nil, err
+	if err := validateResources(c.vcpu, c.mem); err != nil {
+		return c, err
 	}
 	if err := api.ValidWait(p.Wait); err != nil {
-		return nil, nil, api.Errorf(api.CodeBadRequest, "%v", err)
+		return c, api.Errorf(api.CodeBadRequest, "%v", err)
 	}
 	diskStr := p.DiskSize
 	if diskStr == "" {
 		diskStr = m.cfg.DiskSize
 	}
-	disk, err := config.ParseSize(diskStr)
+	var err error
+	if c.disk, err = model.ParseDiskSize("disk size", diskStr); err != nil {
+		return c, api.Errorf(api.CodeBadRequest, "%v", err)
+	}
+	return c, nil
+}
+
+func (m *Manager) validateCreate(ctx context.Context, p api.VMCreateParams, img *model.Image) (*model.VM, error) {
+	c, err := m.checkCreate(p)
 	if err != nil {
-		return nil, nil, api.Errorf(api.CodeBadRequest, "disk size: %v", err)
+		return nil, err
 	}
-	if disk < 64<<20 {
-		return nil, nil, api.Errorf(api.CodeBadRequest, "disk size %s is too small (minimum 64M)", diskStr)
-	}
-	imageRef := p.Image
-	if imageRef == "" {
-		imageRef = m.cfg.DefaultImage
-	}
-	if imageRef != "" && m.ensureImage != nil {
-		// A missing image (and its kernel) is pulled; parallel creates
-		// that need the same one wait for a single download.
-		if imageRef, err = m.ensureImage(ctx, imageRef, progress); err != nil {
-			return nil, nil, err
-		}
-	}
-	img, err := m.resolveImage(ctx, imageRef)
-	if err != nil {
-		return nil, nil, err
+	if img == nil {
+		return nil, api.Errorf(api.CodeBadRequest, "no image given")
 	}
 	if _, err := m.store.GetKernel(ctx, img.Kernel); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
-			return nil, nil, api.Errorf(api.CodeNotFound, "image %q uses kernel %q, which is not imported", img.Name, img.Kernel)
+			return nil, api.Errorf(api.CodeNotFound, "image %q uses kernel %q, which is not imported", img.Name, img.Kernel)
 		}
-		return nil, nil, err
+		return nil, err
 	}
 	return &model.VM{
-		ID: newID(), Name: name, Image: img.Name, Kernel: img.Kernel,
-		VCPU: vcpu, MemoryMiB: mem, DiskSize: disk,
+		ID: newID(), Name: c.name, Image: img.Name, Kernel: img.Kernel,
+		VCPU: c.vcpu, MemoryMiB: c.mem, DiskSize: c.disk,
 		State: model.StateCreated, AutoRemove: p.AutoRemove, NoWorkDisk: p.NoWorkDisk,
-	}, img, nil
+	}, nil
 }
 
 func validateResources(vcpu, mem int) error {
-	if vcpu < 1 || vcpu > 64 {
-		return api.Errorf(api.CodeBadRequest, "vcpu must be between 1 and 64, got %d", vcpu)
+	if err := model.CheckVCPU("vcpu", vcpu); err != nil {
+		return api.Errorf(api.CodeBadRequest, "%v", err)
 	}
-	if mem < 128 {
-		return api.Errorf(api.CodeBadRequest, "memory must be at least 128 MiB, got %d", mem)
+	if err := model.CheckMemoryMiB("memory", mem); err != nil {
+		return api.Errorf(api.CodeBadRequest, "%v", err)
 	}
 	return nil
-}
-
-func (m *Manager) resolveImage(ctx context.Context, name string) (*model.Image, error) {
-	if name == "" {
-		name = m.cfg.DefaultImage
-	}
-	if name == "" {
-		imgs, err := m.store.ListImages(ctx)
-		if err != nil {
-			return nil, err
-		}
-		switch len(imgs) {
-		case 0:
-			return nil, api.Errorf(api.CodeNotFound, "no image available: build one with `banger image build` or register one")
-		case 1:
-			return imgs[0], nil
-		default:
-			return nil, api.Errorf(api.CodeBadRequest, "several images exist; choose one with --image or set default_image in the config")
-		}
-	}
-	img, err := m.store.GetImage(ctx, name)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, api.Errorf(api.CodeNotFound, "image %q not found", name)
-	}
-	return img, err
 }
 
 // makeDisks has the engine make the copy-on-write root disk over the

@@ -158,6 +158,11 @@ func TestFakeEngineThroughManager(t *testing.T) {
 	}
 	st.CreateKernel(ctx, &model.Kernel{Name: "k", Vmlinux: "/nonexistent/vmlinux", Initramfs: "/nonexistent/initrd"})
 	st.CreateImage(ctx, &model.Image{Name: "img", Rootfs: rootfs, Kernel: "k"})
+	// The daemon resolves the image before it asks for a VM.
+	img, err := st.GetImage(ctx, "img")
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	eng := &pipeEngine{running: map[string]*pipeVMM{}}
 	t.Cleanup(func() {
@@ -180,7 +185,7 @@ func TestFakeEngineThroughManager(t *testing.T) {
 	m := newManager()
 
 	// Create boots the VM and waits for its agent (over the pipe).
-	v, err := m.Create(ctx, api.VMCreateParams{Name: "piped", Network: "none", NoWorkDisk: true, Wait: api.WaitAgent}, nil)
+	v, err := m.Create(ctx, api.VMCreateParams{Name: "piped", Network: "none", NoWorkDisk: true, Wait: api.WaitAgent}, img, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +198,7 @@ func TestFakeEngineThroughManager(t *testing.T) {
 	}
 	// An engine without user networking refuses it, before anything is
 	// recorded.
-	if _, err := m.Create(ctx, api.VMCreateParams{Name: "slirp", Network: "user", NoWorkDisk: true}, nil); err == nil {
+	if _, err := m.Create(ctx, api.VMCreateParams{Name: "slirp", Network: "user", NoWorkDisk: true}, img, nil); err == nil {
 		t.Error("user networking accepted by an engine without it")
 	}
 	if _, err := m.Get(ctx, "slirp"); err == nil {

@@ -51,8 +51,6 @@ type Manager struct {
 	locks   map[string]*sync.Mutex // per VM ID, serialises lifecycle operations
 	running map[string]*runtime    // per VM ID
 
-	ensureImage ImageEnsurer
-
 	// exportCmd, when set, replaces the export command (tests).
 	exportCmd func(base string) []string
 	// testSSHGrace, when set, replaces defaultSSHGrace (tests).
@@ -71,25 +69,28 @@ type runtime struct {
 	expectExit bool // a stop/kill/delete is under way; the monitor leaves the row alone
 }
 
+// Option configures a Manager at construction (see New).
+type Option func(*Manager)
+
+// WithNetworking enables VM networking (DNS names, bridge taps, NAT,
+// published ports). Without it VMs get user-mode or no networking only.
+func WithNetworking(n *Networking) Option { return func(m *Manager) { m.net = n } }
+
 // New makes a Manager that runs VMs with the engines registered in
-// engines.
-func New(st *store.Store, layout paths.Layout, cfg config.Config, engines *engine.Registry, accel AccelResolver, initrd InitrdFunc, log *slog.Logger) *Manager {
-	return &Manager{
+// engines. What every manager needs is a parameter; what is
+// optional (networking) comes as an Option, so nothing is set on a
+// Manager after it is made.
+func New(st *store.Store, layout paths.Layout, cfg config.Config, engines *engine.Registry, accel AccelResolver, initrd InitrdFunc, log *slog.Logger, opts ...Option) *Manager {
+	m := &Manager{
 		store: st, layout: layout, cfg: cfg, engines: engines, accel: accel, initrd: initrd, log: log,
 		locks:   map[string]*sync.Mutex{},
 		running: map[string]*runtime{},
 	}
+	for _, o := range opts {
+		o(m)
+	}
+	return m
 }
-
-// ImageEnsurer installs a missing image (and its kernel) by pulling it,
-// returning the name it is registered under.
-type ImageEnsurer func(ctx context.Context, ref string, progress func(api.Progress)) (string, error)
-
-// SetImageEnsurer makes create pull missing images (call before serving).
-func (m *Manager) SetImageEnsurer(f ImageEnsurer) { m.ensureImage = f }
-
-// SetNetworking enables VM networking (call before Recover).
-func (m *Manager) SetNetworking(n *Networking) { m.net = n }
 
 func (m *Manager) changed() {
 	if m.net != nil && m.net.Changed != nil {

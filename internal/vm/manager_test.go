@@ -177,7 +177,7 @@ func newFixture(t *testing.T) *fixture {
 	return f
 }
 
-func (f *fixture) newManager() *Manager {
+func (f *fixture) newManager(opts ...Option) *Manager {
 	cfg := config.Default()
 	cfg.DiskSize = "64M"
 	cfg.BootTimeout = config.Duration{Duration: 10 * time.Second}
@@ -188,7 +188,21 @@ func (f *fixture) newManager() *Manager {
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	return New(f.st, f.layout, cfg, engines, accel, initrd, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	return New(f.st, f.layout, cfg, engines, accel, initrd, slog.New(slog.NewTextHandler(io.Discard, nil)), opts...)
+}
+
+// create creates a VM from image p.Image ("img" when empty), looked up
+// as the daemon resolves it before it asks the manager.
+func (f *fixture) create(ctx context.Context, p api.VMCreateParams, progress Progress) (*model.VM, error) {
+	name := p.Image
+	if name == "" {
+		name = "img"
+	}
+	img, err := f.st.GetImage(ctx, name)
+	if err != nil {
+		f.t.Fatalf("fixture image %q: %v", name, err)
+	}
+	return f.m.Create(ctx, p, img, progress)
 }
 
 func apiCode(err error) string {
@@ -230,10 +244,14 @@ func TestCreateRejectsBadInputAndLeavesNothing(t *testing.T) {
 	ctx := context.Background()
 	cases := []api.VMCreateParams{
 		{Name: "Bad"}, {Name: "box/../evil"}, {Name: "ok", VCPU: -1}, {Name: "ok", MemoryMiB: 64},
-		{Name: "ok", DiskSize: "lots"}, {Name: "ok", Image: "missing"}, {Name: "ok", Wait: "later"},
+		{Name: "ok", DiskSize: "lots"}, {Name: "ok", DiskSize: "32M"}, {Name: "ok", Wait: "later"},
+		{Name: "ok", Network: "tap"}, {Name: "ok", Network: "none", NAT: true},
 	}
 	for _, p := range cases {
-		_, err := f.m.Create(ctx, p, nil)
+		if err := f.m.CheckCreate(p); apiCode(err) != api.CodeBadRequest && p.Network == "" {
+			t.Errorf("CheckCreate(%+v): %v", p, err)
+		}
+		_, err := f.create(ctx, p, nil)
 		if err == nil {
 			t.Errorf("%+v accepted", p)
 			continue
@@ -241,6 +259,14 @@ func TestCreateRejectsBadInputAndLeavesNothing(t *testing.T) {
 		if c := apiCode(err); c != api.CodeBadRequest && c != api.CodeNotFound {
 			t.Errorf("%+v: code %q (%v)", p, c, err)
 		}
+	}
+	// The image: none, or one whose kernel is not imported.
+	if _, err := f.m.Create(ctx, api.VMCreateParams{Name: "ok"}, nil, nil); apiCode(err) != api.CodeBadRequest {
+		t.Errorf("create without an image: %v", err)
+	}
+	orphan := &model.Image{Name: "orphan", Rootfs: "/nonexistent", Kernel: "gone"}
+	if _, err := f.m.Create(ctx, api.VMCreateParams{Name: "ok"}, orphan, nil); apiCode(err) != api.CodeNotFound {
+		t.Errorf("create from an image without its kernel: %v", err)
 	}
 	vms, _ := f.st.ListVMs(ctx)
 	if len(vms) != 0 {
@@ -255,14 +281,14 @@ func TestLifecycleWithFakeDriver(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	var stages []string
-	vm, err := f.m.Create(ctx, api.VMCreateParams{Name: "box"}, func(p api.Progress) { stages = append(stages, p.Stage) })
+	vm, err := f.create(ctx, api.VMCreateParams{Name: "box"}, func(p api.Progress) { stages = append(stages, p.Stage) })
 	if err != nil {
 		t.Fatal(err)
 	}
 	if vm.State != model.StateRunning || len(stages) < 3 {
 		t.Fatalf("after create: %s, stages %v", vm.State, stages)
 	}
-	if _, err := f.m.Create(ctx, api.VMCreateParams{Name: "box"}, nil); apiCode(err) != api.CodeAlreadyExists {
+	if _, err := f.create(ctx, api.VMCreateParams{Name: "box"}, nil); apiCode(err) != api.CodeAlreadyExists {
 		t.Errorf("duplicate name: %v", err)
 	}
 	if code, out := execIn(t, f.m, "box", "sh", "-c", "echo hi; exit 42"); code != 42 || out != "hi\n" {
@@ -313,8 +339,8 @@ func TestLifecycleWithFakeDriver(t *testing.T) {
 func TestPruneKeepsRunning(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	f.m.Create(ctx, api.VMCreateParams{Name: "running"}, nil)
-	f.m.Create(ctx, api.VMCreateParams{Name: "created", NoStart: true}, nil)
+	f.create(ctx, api.VMCreateParams{Name: "running"}, nil)
+	f.create(ctx, api.VMCreateParams{Name: "created", NoStart: true}, nil)
 	deleted, err := f.m.Prune(ctx)
 	if err != nil || len(deleted) != 1 || deleted[0] != "created" {
 		t.Fatalf("prune: %v %v", deleted, err)
@@ -327,7 +353,7 @@ func TestPruneKeepsRunning(t *testing.T) {
 func TestGuestPoweroffIsRecordedAsStopped(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	vm, _ := f.m.Create(ctx, api.VMCreateParams{Name: "selfstop"}, nil)
+	vm, _ := f.create(ctx, api.VMCreateParams{Name: "selfstop"}, nil)
 	f.driver.instances[vm.ID].exit() // the guest powers itself off
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
@@ -342,9 +368,9 @@ func TestGuestPoweroffIsRecordedAsStopped(t *testing.T) {
 func TestRecoverAdoptsRunningAndDropsAutoRemove(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	f.m.Create(ctx, api.VMCreateParams{Name: "keeper"}, nil)
-	f.m.Create(ctx, api.VMCreateParams{Name: "ephemeral", AutoRemove: true}, nil)
-	gone, _ := f.m.Create(ctx, api.VMCreateParams{Name: "gone"}, nil)
+	f.create(ctx, api.VMCreateParams{Name: "keeper"}, nil)
+	f.create(ctx, api.VMCreateParams{Name: "ephemeral", AutoRemove: true}, nil)
+	gone, _ := f.create(ctx, api.VMCreateParams{Name: "gone"}, nil)
 	f.m.Shutdown() // the daemon goes away; VMs keep running
 	f.driver.mu.Lock()
 	inst := f.driver.instances[gone.ID]
@@ -371,7 +397,7 @@ func TestBootFailureRecordsError(t *testing.T) {
 	f := newFixture(t)
 	f.driver.failBoot = true
 	ctx := context.Background()
-	_, err := f.m.Create(ctx, api.VMCreateParams{Name: "doomed"}, nil)
+	_, err := f.create(ctx, api.VMCreateParams{Name: "doomed"}, nil)
 	if err == nil {
 		t.Fatal("boot failure not reported")
 	}
@@ -384,32 +410,19 @@ func TestBootFailureRecordsError(t *testing.T) {
 	}
 }
 
-func TestParseSignal(t *testing.T) {
-	for in, want := range map[string]syscall.Signal{"": syscall.SIGKILL, "KILL": syscall.SIGKILL, "sigterm": syscall.SIGTERM, "term": syscall.SIGTERM, "15": syscall.SIGTERM} {
-		if got, err := ParseSignal(in); err != nil || got != want {
-			t.Errorf("%q: %v %v", in, got, err)
-		}
-	}
-	for _, bad := range []string{"NOPE", "0", "99", "-1"} {
-		if _, err := ParseSignal(bad); err == nil {
-			t.Errorf("%q accepted", bad)
-		}
-	}
-}
-
 func TestFirecrackerEngineCreate(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	fc := &fakeFirecracker{Driver: firecracker.New("sh", ""), fake: f.driver} // sh: anything on PATH
 	f.extra = []engine.Driver{fc}
 	f.m = f.newManager()
-	if _, err := f.m.Create(ctx, api.VMCreateParams{Name: "fc-user", Engine: "firecracker", Network: "user"}, nil); apiCode(err) != api.CodeBadRequest {
+	if _, err := f.create(ctx, api.VMCreateParams{Name: "fc-user", Engine: "firecracker", Network: "user"}, nil); apiCode(err) != api.CodeBadRequest {
 		t.Errorf("firecracker with user networking: %v", err)
 	}
-	if _, err := f.m.Create(ctx, api.VMCreateParams{Name: "xen", Engine: "xen", Network: "none"}, nil); apiCode(err) != api.CodeBadRequest {
+	if _, err := f.create(ctx, api.VMCreateParams{Name: "xen", Engine: "xen", Network: "none"}, nil); apiCode(err) != api.CodeBadRequest {
 		t.Errorf("unknown engine: %v", err)
 	}
-	v, err := f.m.Create(ctx, api.VMCreateParams{Name: "fc", Engine: "firecracker", Network: "none", NoStart: true}, nil)
+	v, err := f.create(ctx, api.VMCreateParams{Name: "fc", Engine: "firecracker", Network: "none", NoStart: true}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -424,7 +437,7 @@ func TestFirecrackerEngineCreate(t *testing.T) {
 	if got, _ := f.m.Get(ctx, "fc"); got.State != model.StateCreated {
 		t.Errorf("after a refused start: state %s", got.State)
 	}
-	if _, err := f.m.Create(ctx, api.VMCreateParams{Name: "q", NoStart: true}, nil); err != nil {
+	if _, err := f.create(ctx, api.VMCreateParams{Name: "q", NoStart: true}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if q, _ := f.m.Get(ctx, "q"); q.Engine != engine.QEMU || q.DiskClone != "qcow2-overlay" {
@@ -464,8 +477,8 @@ func (d *fakeFirecracker) Adopt(ctx context.Context, spec engine.Spec) (engine.I
 func TestRecoverLeavesHostNetworkAlone(t *testing.T) {
 	f := newFixture(t)
 	fake := network.NewFake(network.Config{}.WithDefaults())
-	f.m.SetNetworking(&Networking{Host: fake, Config: network.Config{}.WithDefaults()})
-	if _, err := f.m.Create(context.Background(), api.VMCreateParams{Name: "quiet", Network: "none"}, nil); err != nil {
+	f.m = f.newManager(WithNetworking(&Networking{Host: fake, Config: network.Config{}.WithDefaults()}))
+	if _, err := f.create(context.Background(), api.VMCreateParams{Name: "quiet", Network: "none"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.m.Recover(context.Background()); err != nil {
@@ -484,7 +497,7 @@ func TestRecoverLeavesHostNetworkAlone(t *testing.T) {
 func TestRecordWorkspaceKeepsOptions(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	if _, err := f.m.Create(ctx, api.VMCreateParams{Name: "ws", NoStart: true}, nil); err != nil {
+	if _, err := f.create(ctx, api.VMCreateParams{Name: "ws", NoStart: true}, nil); err != nil {
 		t.Fatal(err)
 	}
 	p := api.WorkspaceParams{Path: "/home/u/repo", Mode: "full_copy", IncludeUntracked: true, Head: "abc"}

@@ -21,9 +21,9 @@ import (
 
 // Network modes.
 const (
-	NetBridge = "bridge"
-	NetUser   = "user"
-	NetNone   = "none"
+	NetBridge = model.NetBridge
+	NetUser   = model.NetUser
+	NetNone   = model.NetNone
 )
 
 // User-mode (QEMU slirp) addresses, fixed by QEMU.
@@ -75,8 +75,11 @@ func (m *Manager) resolveMode(requested string) (string, error) {
 	if mode == "" {
 		mode = m.cfg.Network
 	}
+	if err := model.CheckNetworkMode("network", mode, true); err != nil {
+		return "", api.Errorf(api.CodeBadRequest, "%v", err)
+	}
 	switch mode {
-	case "auto":
+	case model.NetAuto:
 		if m.net != nil && m.net.Host != nil {
 			return NetBridge, nil
 		}
@@ -86,10 +89,8 @@ func (m *Manager) resolveMode(requested string) (string, error) {
 			return "", api.Errorf(api.CodeBadRequest, "bridge networking needs root (or banger's privileged helper); use --network user")
 		}
 		return NetBridge, nil
-	case NetUser, NetNone:
-		return mode, nil
 	}
-	return "", api.Errorf(api.CodeBadRequest, "network must be bridge, user or none, got %q", mode)
+	return mode, nil // user or none
 }
 
 // prepareNetwork fills the network fields of a VM about to be created and
@@ -101,10 +102,10 @@ func (m *Manager) prepareNetwork(ctx context.Context, vm *model.VM, p api.VMCrea
 		return err
 	}
 	vm.Network, vm.NAT = mode, p.NAT
+	if err := model.CheckNetworkOptions(mode, p.NAT, len(p.Publish)); err != nil {
+		return api.Errorf(api.CodeBadRequest, "%v", err)
+	}
 	if mode == NetNone {
-		if p.NAT || len(p.Publish) > 0 {
-			return api.Errorf(api.CodeBadRequest, "--nat and --publish need a network (bridge or user)")
-		}
 		return nil
 	}
 	seen := map[string]bool{}

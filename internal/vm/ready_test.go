@@ -29,7 +29,7 @@ func TestCreateWaitsForSSH(t *testing.T) {
 	ctx := context.Background()
 
 	// The default (agent) does not ask the guest anything more.
-	if _, err := f.m.Create(ctx, api.VMCreateParams{Name: "quick"}, nil); err != nil {
+	if _, err := f.create(ctx, api.VMCreateParams{Name: "quick"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if asked.Load() != 0 {
@@ -42,7 +42,7 @@ func TestCreateWaitsForSSH(t *testing.T) {
 
 	asked.Store(0)
 	var stages []string
-	if _, err := f.m.Create(ctx, api.VMCreateParams{Name: "patient", Wait: api.WaitSSH}, func(p api.Progress) { stages = append(stages, p.Stage) }); err != nil {
+	if _, err := f.create(ctx, api.VMCreateParams{Name: "patient", Wait: api.WaitSSH}, func(p api.Progress) { stages = append(stages, p.Stage) }); err != nil {
 		t.Fatal(err)
 	}
 	if asked.Load() < 3 || !slices.Contains(stages, "wait_ssh") {
@@ -79,7 +79,7 @@ func TestWaitSSHWithoutSSHD(t *testing.T) {
 		return agent.Readiness{System: true, SystemState: "agent"}
 	}
 	ctx := context.Background()
-	if _, err := f.m.Create(ctx, api.VMCreateParams{Name: "nossh"}, nil); err != nil {
+	if _, err := f.create(ctx, api.VMCreateParams{Name: "nossh"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
@@ -101,7 +101,7 @@ func TestWaitSSHAfterBootGrace(t *testing.T) {
 		return agent.Readiness{SSHD: true, System: true, SystemState: "degraded"}
 	}
 	ctx := context.Background()
-	if _, err := f.m.Create(ctx, api.VMCreateParams{Name: "sshdfailed"}, nil); err != nil {
+	if _, err := f.create(ctx, api.VMCreateParams{Name: "sshdfailed"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
@@ -121,7 +121,7 @@ func TestReadinessFromHostileGuest(t *testing.T) {
 	}
 	ctx := context.Background()
 	state.Store("running")
-	if _, err := f.m.Create(ctx, api.VMCreateParams{Name: "liar"}, nil); err != nil {
+	if _, err := f.create(ctx, api.VMCreateParams{Name: "liar"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	for in, want := range map[string]string{

@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"fmt"
 	"math/big"
-	"strconv"
 	"strings"
 	"syscall"
 	"unicode"
@@ -26,28 +25,6 @@ func generateName() string {
 	var b [2]byte
 	rand.Read(b[:])
 	return fmt.Sprintf("%s-%s-%02x%02x", pick(adjectives), pick(nouns), b[0], b[1])
-}
-
-// ParseSignal accepts "KILL", "SIGKILL", "kill" or "9".
-func ParseSignal(s string) (syscall.Signal, error) {
-	if s == "" {
-		return syscall.SIGKILL, nil
-	}
-	if n, err := strconv.Atoi(s); err == nil {
-		if n <= 0 || n > 64 {
-			return 0, fmt.Errorf("invalid signal number %d", n)
-		}
-		return syscall.Signal(n), nil
-	}
-	name := strings.ToUpper(s)
-	if !strings.HasPrefix(name, "SIG") {
-		name = "SIG" + name
-	}
-	sig := unix.SignalNum(name)
-	if sig == 0 {
-		return 0, fmt.Errorf("unknown signal %q", s)
-	}
-	return sig, nil
 }
 
 func unixSignalName(sig syscall.Signal) string {

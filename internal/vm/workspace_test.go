@@ -19,7 +19,7 @@ func exportFixture(t *testing.T, maxMiB int, cmd string) *fixture {
 	f := newFixture(t)
 	f.m.cfg.ExportMaxMiB = maxMiB
 	f.m.exportCmd = func(string) []string { return []string{"sh", "-c", cmd} }
-	if _, err := f.m.Create(context.Background(), api.VMCreateParams{Name: "box"}, nil); err != nil {
+	if _, err := f.create(context.Background(), api.VMCreateParams{Name: "box"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	return f
@@ -133,7 +133,7 @@ func TestSerialLogCapped(t *testing.T) {
 	f.driver.serialFlood = 20 << 20
 	f.m.cfg.SerialLogMaxMiB = 1
 	ctx := context.Background()
-	vm, err := f.m.Create(ctx, api.VMCreateParams{Name: "box"}, nil)
+	vm, err := f.create(ctx, api.VMCreateParams{Name: "box"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
