@@ -465,23 +465,18 @@ func (c *Client) upload(ctx context.Context, op string, req FileRequest, r io.Re
 	select {
 	case res := <-done:
 		if res.err == nil && res.resp.OK {
-			// The guest answers once it has read the last (empty) frame,
-			// so its answer can be seen before the sender reports that
-			// frame sent: give the sender a moment before calling the
-			// answer early.
-			select {
-			case serr := <-sendErr:
-				if serr == nil {
-					return res.resp, nil
-				}
-			case <-time.After(time.Second):
+			// An answer racing the end of the upload: it counts once
+			// everything was sent.
+			if serr = <-sendErr; serr == nil {
+				return res.resp, nil
 			}
+			return Response{}, fmt.Errorf("agent %s: the guest answered before the upload ended: %w", op, serr)
 		}
-		// The guest answered before everything was sent: a failure.
+		// The guest failed midway and said so: stop sending. The sender
+		// ends at its next write (the caller's reader is not read after
+		// upload returns).
 		st.Close()
-		if res.err == nil && res.resp.OK {
-			return Response{}, fmt.Errorf("agent %s: the guest answered before the upload ended", op)
-		}
+		<-sendErr
 		if res.err != nil {
 			return Response{}, res.err
 		}
