@@ -166,6 +166,15 @@ type VMKillParams struct {
 	Signal string `json:"signal,omitempty"` // name (KILL, TERM) or number; default KILL
 }
 
+// SnapshotCreateParams takes a snapshot of VM.
+type SnapshotCreateParams struct {
+	VM   string `json:"vm"`
+	Name string `json:"name,omitempty"` // default: VM-<random>
+	// KeepPaused leaves the VM paused afterwards; otherwise a VM that was
+	// running runs on (a paused one stays paused).
+	KeepPaused bool `json:"keep_paused,omitempty"`
+}
+
 // VMPruneResult lists the VMs a prune deleted.
 type VMPruneResult struct {
 	Deleted []string `json:"deleted"`

@@ -18,6 +18,7 @@ import (
 func (a *App) vmCmd() *cobra.Command {
 	c := &cobra.Command{Use: "vm", Short: "Create, run and manage VMs"}
 	c.AddCommand(a.vmCreateCmd(), a.vmStartCmd(), a.vmStopCmd(), a.vmRestartCmd(), a.vmKillCmd(),
+		a.vmPauseCmd(), a.vmResumeCmd(),
 		a.vmDeleteCmd(), a.vmShowCmd(), a.vmListCmd(), a.vmSetCmd(), a.vmPruneCmd(), a.vmLogsCmd(),
 		a.vmExecCmd(), a.vmRunCmd(), a.workspaceCmd(), a.sessionCmd(), a.vmSSHCmd(), a.vmPortsCmd(), a.vmCpCmd())
 	return c
@@ -183,6 +184,38 @@ func (a *App) vmStopCmd() *cobra.Command {
 		ValidArgsFunction: a.completeVMArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.call(cmd.Context(), "POST", vmPath(args[0], "/stop"), nil, nil)
+		},
+	}
+}
+
+func (a *App) vmPauseCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "pause NAME",
+		Short: "Stop a VM's vCPUs; its memory and processes stay as they are",
+		Long: `Stop a VM's vCPUs. The VM keeps its memory, devices and host resources
+and shows "paused" in "banger vm list"; exec, ssh, files and sessions are
+refused until "banger vm resume NAME". A paused VM stays paused across a
+daemon restart; "banger vm stop" resumes it first, "banger vm kill" does not.`,
+		Args: cobra.ExactArgs(1),
+
+		ValidArgsFunction: a.completeVMArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.call(cmd.Context(), "POST", vmPath(args[0], "/pause"), nil, nil)
+		},
+	}
+}
+
+func (a *App) vmResumeCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "resume NAME",
+		Short: "Continue a paused VM and set its clock from the host's",
+		Long: `Continue a paused VM. The guest agent then sets the guest's wall clock
+from the host's, which stood still while the VM was paused.`,
+		Args: cobra.ExactArgs(1),
+
+		ValidArgsFunction: a.completeVMArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.call(cmd.Context(), "POST", vmPath(args[0], "/resume"), nil, nil)
 		},
 	}
 }
@@ -389,7 +422,7 @@ func (a *App) vmPruneCmd() *cobra.Command {
 			}
 			var doomed []model.VM
 			for _, v := range vms {
-				if v.State != model.StateRunning && v.State != model.StateStarting && v.State != model.StateStopping {
+				if v.State != model.StateRunning && v.State != model.StateStarting && v.State != model.StateStopping && v.State != model.StatePaused {
 					doomed = append(doomed, v)
 				}
 			}

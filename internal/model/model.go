@@ -9,12 +9,14 @@ type VMState string
 
 // VM states. A VM is "created" until first started; "stopped" after a clean
 // stop or a kill; "error" only when banger lost track of it unexpectedly
-// (e.g. the VMM died on its own).
+// (e.g. the VMM died on its own); "paused" while its vCPUs are stopped (its
+// VMM and memory stay; `banger vm resume` continues it).
 const (
 	StateCreated  VMState = "created"
 	StateStarting VMState = "starting"
 	StateRunning  VMState = "running"
 	StateStopping VMState = "stopping"
+	StatePaused   VMState = "paused"
 	StateStopped  VMState = "stopped"
 	StateError    VMState = "error"
 )
