@@ -101,9 +101,12 @@ func (m *Manager) prepareNetwork(ctx context.Context, vm *model.VM, p api.VMCrea
 	if err != nil {
 		return err
 	}
-	vm.Network, vm.NAT = mode, p.NAT
+	vm.Network = mode
 	if err := model.CheckNetworkOptions(mode, p.NAT, len(p.Publish)); err != nil {
 		return api.Errorf(api.CodeBadRequest, "%v", err)
+	}
+	if _, err := setEgress(vm, p.Egress, p.NAT); err != nil {
+		return err
 	}
 	if mode == NetNone {
 		return nil
