@@ -231,6 +231,10 @@ func (s *Server) SetForwarders(clients []netip.Addr) {
 	s.forwarders = m
 }
 
+// Upstreams returns the servers forwarded queries go to now (the
+// configured ones, or /etc/resolv.conf's, never this server itself).
+func (s *Server) Upstreams() []netip.AddrPort { return s.usableUpstreams() }
+
 // GuestFilter decides which names a guest under an egress policy may
 // resolve, and learns what it was told (the egress proxy checks
 // transparent connections against those answers).

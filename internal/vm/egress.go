@@ -6,20 +6,27 @@ package vm
 
 import (
 	"context"
+	"net/netip"
+	"path/filepath"
 	"slices"
 
 	"banger/internal/api"
 	"banger/internal/egress/policy"
 	"banger/internal/model"
+	"banger/internal/network"
 	"banger/internal/secrets"
 )
 
-// EgressEnforcer applies running bridge-mode VMs' egress policies: the
-// DNS filter, the proxy's per-VM state and the firewall. Apply is given
-// every running bridge-mode VM whose mode is allow (the complete set, as
-// SetNAT is) and replaces what was applied before; VMs missing from the
-// set lose their enforcement state.
+// EgressEnforcer applies running bridge-mode VMs' egress policies in the
+// daemon: the DNS filter and the proxy's per-VM state (the firewall is
+// network.Host's). Apply is given every running bridge-mode VM whose
+// mode is allow (the complete set, as SetNAT is) and replaces what was
+// applied before; VMs missing from the set lose their enforcement state
+// and open proxied connections.
 type EgressEnforcer interface {
+	// ProxyPort is the proxy's TCP port on the bridge address; 0 when it
+	// does not listen (then allow policies cannot be enforced).
+	ProxyPort() uint16
 	Apply(ctx context.Context, vms []EgressVM) error
 }
 
@@ -29,8 +36,39 @@ type EgressVM struct {
 	IP           string
 	Policy       *policy.Policy
 	Bindings     *secrets.Bindings
-	EgressLogDir string // the VM's run dir, for its egress log
+	EgressLog    string // the VM's egress log file
 }
+
+// egressLogFile is where a VM's egress log lives (its state dir: the log
+// outlives a stop, for `vm egress`).
+func (m *Manager) egressLogFile(id string) string {
+	return filepath.Join(m.layout.VMDir(id), "egress.jsonl")
+}
+
+// netAllows turns a policy's address rules into firewall rules (IPv4
+// only: guests have no IPv6).
+func netAllows(pol *policy.Policy) []network.NetAllow {
+	var out []network.NetAllow
+	for _, r := range pol.Nets {
+		if !r.Prefix.Addr().Unmap().Is4() {
+			continue
+		}
+		p := r.Prefix
+		if p.Addr().Is4In6() {
+			p = netip.PrefixFrom(p.Addr().Unmap(), max(p.Bits()-96, 0))
+		}
+		switch {
+		case r.Proto != "":
+			out = append(out, network.NetAllow{Net: p, Proto: string(r.Proto), Port: r.Port})
+		case r.Port != 0:
+			out = append(out, network.NetAllow{Net: p, Proto: "tcp", Port: r.Port}, network.NetAllow{Net: p, Proto: "udp", Port: r.Port})
+		default:
+			out = append(out, network.NetAllow{Net: p})
+		}
+	}
+	return out
+}
+
 
 // egressPolicy turns a create's or a set's egress input into the spec to
 // store (its mode made explicit) and the validated policy. nat is the old

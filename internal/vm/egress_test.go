@@ -2,10 +2,12 @@ package vm
 
 import (
 	"context"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"banger/internal/api"
@@ -57,7 +59,8 @@ func TestCreateRefusesBadEgressAndLeavesNothing(t *testing.T) {
 func TestEgressStoredAndChangedWhileRunning(t *testing.T) {
 	f := newFixture(t)
 	fake := network.NewFake(network.Config{}.WithDefaults())
-	f.m = f.newManager(WithNetworking(&Networking{Host: fake, Config: network.Config{}.WithDefaults()}))
+	enf := &fakeEnforcer{}
+	f.m = f.newManager(WithNetworking(&Networking{Host: fake, Config: network.Config{}.WithDefaults(), Egress: enf}))
 	ctx := context.Background()
 
 	nat, err := f.create(ctx, api.VMCreateParams{Name: "natbox", Network: "bridge", NAT: true}, nil)
@@ -95,6 +98,14 @@ func TestEgressStoredAndChangedWhileRunning(t *testing.T) {
 	if g := natGuests(); !slices.Equal(g, []string{nat.IP}) {
 		t.Fatalf("nat guests %v, want only %s", g, nat.IP)
 	}
+	// The allow VM is filtered: in the enforcer (DNS, proxy) and in the
+	// firewall, with its address rules (none here: names only).
+	if names := enf.names(); !slices.Equal(names, []string{"box"}) {
+		t.Fatalf("enforced vms %v", names)
+	}
+	if e := fake.Egress(); e.ProxyPort != 3129 || len(e.Guests) != 1 || e.Guests[0].IP.String() != vm.IP {
+		t.Fatalf("firewall egress %+v", e)
+	}
 
 	// allow -> all: NAT at once, no restart.
 	if _, err := f.m.Set(ctx, "box", api.VMSetParams{Egress: &policy.Spec{Egress: "all"}}); err != nil {
@@ -102,6 +113,9 @@ func TestEgressStoredAndChangedWhileRunning(t *testing.T) {
 	}
 	if g := natGuests(); !slices.Contains(g, vm.IP) {
 		t.Errorf("after set --egress all: nat guests %v", g)
+	}
+	if names := enf.names(); len(names) != 0 || len(fake.Egress().Guests) != 0 {
+		t.Errorf("after set --egress all: still filtered %v %+v", names, fake.Egress())
 	}
 	// all -> allow again: the secret keeps its placeholder (the guest's
 	// environment stays valid).
@@ -131,5 +145,50 @@ func TestEgressStoredAndChangedWhileRunning(t *testing.T) {
 	}
 	if g := natGuests(); len(g) != 0 {
 		t.Errorf("after natbox none: nat guests %v", g)
+	}
+}
+
+type fakeEnforcer struct {
+	mu   sync.Mutex
+	last []EgressVM
+}
+
+func (e *fakeEnforcer) ProxyPort() uint16 { return 3129 }
+
+func (e *fakeEnforcer) Apply(ctx context.Context, vms []EgressVM) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.last = vms
+	return nil
+}
+
+func (e *fakeEnforcer) names() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []string
+	for _, v := range e.last {
+		out = append(out, v.Name)
+	}
+	return out
+}
+
+func TestNetAllows(t *testing.T) {
+	pol, err := policy.Build(policy.Spec{Allow: []string{"10.0.0.0/8", "192.0.2.7:5432", "192.0.2.8:53/udp", "[2001:db8::/32]:443"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := netAllows(pol)
+	want := []network.NetAllow{
+		{Net: netip.MustParsePrefix("10.0.0.0/8")},
+		{Net: netip.MustParsePrefix("192.0.2.7/32"), Proto: "tcp", Port: 5432},
+		{Net: netip.MustParsePrefix("192.0.2.7/32"), Proto: "udp", Port: 5432},
+		{Net: netip.MustParsePrefix("192.0.2.8/32"), Proto: "udp", Port: 53},
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("netAllows = %v, want %v", got, want)
+	}
+	if _, err := network.EgressRuleset(network.Config{}, nil, network.Egress{ProxyPort: 1,
+		Guests: []network.GuestEgress{{IP: netip.MustParseAddr("172.16.0.2"), Allow: got}}}); err != nil {
+		t.Errorf("firewall refuses them: %v", err)
 	}
 }
