@@ -32,11 +32,11 @@ type EgressEnforcer interface {
 
 // EgressVM is one running VM under an allow policy.
 type EgressVM struct {
-	Name         string
-	IP           string
-	Policy       *policy.Policy
-	Bindings     *secrets.Bindings
-	EgressLog    string // the VM's egress log file
+	Name      string
+	IP        string
+	Policy    *policy.Policy
+	Bindings  *secrets.Bindings
+	EgressLog string // the VM's egress log file
 }
 
 // egressLogFile is where a VM's egress log lives (its state dir: the log
@@ -68,7 +68,6 @@ func netAllows(pol *policy.Policy) []network.NetAllow {
 	}
 	return out
 }
-
 
 // egressPolicy turns a create's or a set's egress input into the spec to
 // store (its mode made explicit) and the validated policy. nat is the old
