@@ -91,7 +91,12 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	netw, err := newNetworking(ctx, cfg, resolver, ssh, svcCtx, o.Log)
+	egress, err := newEgressService(l, cfg, resolver, o.Log)
+	if err != nil {
+		return err
+	}
+	defer egress.Close()
+	netw, err := newNetworking(ctx, cfg, resolver, ssh, egress, svcCtx, o.Log)
 	if err != nil {
 		return err
 	}
