@@ -147,3 +147,27 @@ func setEgress(vm *model.VM, spec *policy.Spec, nat bool) (*policy.Policy, error
 	vm.EgressPlaceholders = b.Placeholders()
 	return pol, nil
 }
+
+// egressEnv is the environment the guest's commands get for the VM's
+// secrets: each secret's guest variable holding the VM's placeholder
+// (never the real value), sorted. The caller's own variables come after
+// and so win.
+func egressEnv(vm *model.VM) []string {
+	if vm.Egress == nil || len(vm.Egress.Secrets) == 0 {
+		return nil
+	}
+	pol, err := vmPolicy(vm)
+	if err != nil {
+		return nil
+	}
+	b, err := secrets.Restore(pol, vm.EgressPlaceholders)
+	if err != nil {
+		return nil
+	}
+	var env []string
+	for k, v := range b.Env() {
+		env = append(env, k+"="+v)
+	}
+	slices.Sort(env)
+	return env
+}

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"banger/internal/api"
+	"banger/internal/model"
 	"banger/internal/egress/policy"
 	"banger/internal/network"
 )
@@ -190,5 +191,21 @@ func TestNetAllows(t *testing.T) {
 	if _, err := network.EgressRuleset(network.Config{}, nil, network.Egress{ProxyPort: 1,
 		Guests: []network.GuestEgress{{IP: netip.MustParseAddr("172.16.0.2"), Allow: got}}}); err != nil {
 		t.Errorf("firewall refuses them: %v", err)
+	}
+}
+
+// A VM's secrets reach the guest's commands as placeholders only.
+func TestEgressEnvIsPlaceholders(t *testing.T) {
+	vm := &model.VM{Network: NetBridge}
+	if _, err := setEgress(vm, &policy.Spec{Secrets: []policy.SecretSpec{
+		{Name: "MY_KEY", Hosts: []string{"api.test"}}, {Name: "other", Env: "OTHER_TOKEN", Hosts: []string{"*.x.test"}}}}, false); err != nil {
+		t.Fatal(err)
+	}
+	env := egressEnv(vm)
+	if len(env) != 2 || !strings.HasPrefix(env[0], "MY_KEY=banger-secret-") || !strings.HasPrefix(env[1], "OTHER_TOKEN=banger-secret-") {
+		t.Fatalf("env %v", env)
+	}
+	if again := egressEnv(vm); !slices.Equal(env, again) {
+		t.Errorf("placeholders not stable: %v vs %v", env, again)
 	}
 }
