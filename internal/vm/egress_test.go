@@ -11,8 +11,8 @@ import (
 	"testing"
 
 	"banger/internal/api"
-	"banger/internal/model"
 	"banger/internal/egress/policy"
+	"banger/internal/model"
 	"banger/internal/network"
 )
 
