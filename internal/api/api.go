@@ -170,6 +170,19 @@ type VMSetParams struct {
 	Egress *policy.Spec `json:"egress,omitempty"`
 }
 
+// SecretSetParams stores a secret's value (PUT /secrets/{secret}).
+type SecretSetParams struct {
+	Value []byte `json:"value"`
+}
+
+// SecretList lists the stored secrets' names (never values).
+type SecretList struct {
+	Names []string `json:"names"`
+}
+
+// MaxSecretBytes caps a secret's value.
+const MaxSecretBytes = 64 << 10
+
 // VMKillParams sends a signal to the VMM.
 type VMKillParams struct {
 	Signal string `json:"signal,omitempty"` // name (KILL, TERM) or number; default KILL

@@ -99,8 +99,11 @@ var (
 
 // Server serves the API.
 type Server struct {
-	VMs     VMManager
-	Images  ImageService
+	VMs    VMManager
+	Images ImageService
+	// Secrets is the secret store (nil: the secret routes answer
+	// unavailable).
+	Secrets SecretStore
 	Log     *slog.Logger
 	Version string
 	Socket  string
@@ -157,6 +160,9 @@ func (s *Server) Handler() http.Handler {
 	h("POST "+p+"/vms", s.vmCreate)
 	h("POST "+p+"/vms/prune", s.vmPrune)
 	h("POST "+p+"/run", s.run)
+	h("GET "+p+"/secrets", s.secretList)
+	h("PUT "+p+"/secrets/{secret}", s.secretSet)
+	h("DELETE "+p+"/secrets/{secret}", s.secretRemove)
 	h("GET "+p+"/vms/{name}", s.vmShow)
 	h("DELETE "+p+"/vms/{name}", s.vmDelete)
 	h("PATCH "+p+"/vms/{name}", s.vmSet)
