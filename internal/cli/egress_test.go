@@ -63,3 +63,52 @@ func TestEgressSetAndShow(t *testing.T) {
 		}
 	}
 }
+
+func TestSecretRefusedBeforeTheDaemon(t *testing.T) {
+	big := filepath.Join(t.TempDir(), "big")
+	os.WriteFile(big, make([]byte, 70<<10), 0o600)
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"secret", "set", "../x"}, "secret name"},
+		{[]string{"secret", "set", "K", "--from-env", "A", "--from-file", "b"}, "at most one"},
+		{[]string{"secret", "set", "K", "--from-file", "/nonexistent/key"}, "--from-file"},
+		{[]string{"secret", "set", "K", "--from-file", big}, "larger than"},
+		{[]string{"secret", "set", "K", "--from-env", "BANGER_TEST_UNSET_VAR"}, "not set"},
+		{[]string{"secret", "set", "K"}, "empty value"}, // empty stdin
+	}
+	t.Setenv("BANGER_TEST_UNSET_VAR", "")
+	for _, c := range cases {
+		code, _, stderr := run(t, c.args...)
+		if code == 0 || !strings.Contains(stderr, c.want) {
+			t.Errorf("%v: code %d, stderr %q; want %q", c.args, code, stderr, c.want)
+		}
+	}
+}
+
+func TestSecretCommandsReachTheDaemon(t *testing.T) {
+	f := startFakeDaemon(t, map[string]string{
+		"PUT /secrets/MY_KEY":    ``,
+		"GET /secrets":           `{"names":["MY_KEY","other"]}`,
+		"DELETE /secrets/MY_KEY": ``,
+	})
+	dir := t.TempDir()
+	key := filepath.Join(dir, "key")
+	os.WriteFile(key, []byte("sk-test\n"), 0o600)
+	if code, _, se := runIn(t, f.layout, "secret", "set", "MY_KEY", "--from-file", key); code != 0 {
+		t.Fatal(se)
+	}
+	code, out, se := runIn(t, f.layout, "secret", "list")
+	if code != 0 || out != "MY_KEY\nother\n" {
+		t.Fatalf("list: %d %q %s", code, out, se)
+	}
+	if code, _, se := runIn(t, f.layout, "secret", "rm", "MY_KEY"); code != 0 {
+		t.Fatal(se)
+	}
+	for _, k := range []string{"PUT /secrets/MY_KEY", "GET /secrets", "DELETE /secrets/MY_KEY"} {
+		if !f.called(k) {
+			t.Errorf("%s not called", k)
+		}
+	}
+}
