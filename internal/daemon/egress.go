@@ -127,6 +127,9 @@ func (e *egressService) vmFor(src netip.Addr) *proxy.VM {
 	return e.byIP[src.Unmap()]
 }
 
+// CACert implements vm.EgressEnforcer.
+func (e *egressService) CACert() []byte { return e.ca.CertPEM() }
+
 // ProxyPort implements vm.EgressEnforcer.
 func (e *egressService) ProxyPort() uint16 { return uint16(e.port.Load()) }
 

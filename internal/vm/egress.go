@@ -5,7 +5,10 @@ package vm
 // Networking.Egress).
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"io"
 	"net/netip"
 	"path/filepath"
 	"slices"
@@ -28,6 +31,63 @@ type EgressEnforcer interface {
 	// does not listen (then allow policies cannot be enforced).
 	ProxyPort() uint16
 	Apply(ctx context.Context, vms []EgressVM) error
+	// CACert is the PEM certificate of banger's egress CA, which signs
+	// the proxy's certificates for hosts a secret goes to; guests with
+	// secrets trust it.
+	CACert() []byte
+}
+
+// Where a guest with secrets gets banger's CA: its own file (Node's
+// NODE_EXTRA_CA_CERTS) and appended to the system bundle Debian-like
+// guests and Go, curl, Python requests and OpenSSL read.
+const (
+	guestCAFile      = "/usr/local/share/ca-certificates/banger-egress-ca.crt"
+	guestCABundle    = "/etc/ssl/certs/ca-certificates.crt"
+	maxGuestCABundle = 8 << 20
+)
+
+// hasSecrets reports whether vm's policy gives it secrets.
+func hasSecrets(vm *model.VM) bool {
+	return vm.Egress != nil && vm.Egress.Egress == string(policy.Allow) && len(vm.Egress.Secrets) > 0
+}
+
+// installCA puts banger's egress CA into the guest's trust store (through
+// the agent's file operations, so nothing of the guest's is executed) if
+// the VM has secrets. Idempotent: the bundle is appended to once.
+func (m *Manager) installCA(ctx context.Context, vm *model.VM) error {
+	if !hasSecrets(vm) || m.net == nil || m.net.Egress == nil || vm.Network != NetBridge {
+		return nil
+	}
+	caPEM := m.net.Egress.CACert()
+	if len(caPEM) == 0 {
+		return nil
+	}
+	c, err := m.FileAgent(ctx, vm.ID)
+	if err != nil {
+		return err
+	}
+	if _, err := c.FileWrite(ctx, guestCAFile, "0644", true, bytes.NewReader(caPEM)); err != nil {
+		return fmt.Errorf("install the egress ca in vm %q: %w", vm.Name, err)
+	}
+	var bundle []byte
+	if _, rc, err := c.FileRead(ctx, guestCABundle, maxGuestCABundle); err == nil {
+		bundle, err = io.ReadAll(io.LimitReader(rc, maxGuestCABundle))
+		rc.Close()
+		if err != nil {
+			return fmt.Errorf("read the ca bundle of vm %q: %w", vm.Name, err)
+		}
+	}
+	if bytes.Contains(bundle, bytes.TrimSpace(caPEM)) {
+		return nil
+	}
+	if len(bundle) > 0 && !bytes.HasSuffix(bundle, []byte("\n")) {
+		bundle = append(bundle, '\n')
+	}
+	bundle = append(bundle, caPEM...)
+	if _, err := c.FileWrite(ctx, guestCABundle, "0644", true, bytes.NewReader(bundle)); err != nil {
+		return fmt.Errorf("install the egress ca in vm %q: %w", vm.Name, err)
+	}
+	return nil
 }
 
 // EgressVM is one running VM under an allow policy.
@@ -167,6 +227,10 @@ func egressEnv(vm *model.VM) []string {
 	var env []string
 	for k, v := range b.Env() {
 		env = append(env, k+"="+v)
+	}
+	if vm.Network == NetBridge {
+		env = append(env, "NODE_EXTRA_CA_CERTS="+guestCAFile, "REQUESTS_CA_BUNDLE="+guestCABundle,
+			"CURL_CA_BUNDLE="+guestCABundle, "SSL_CERT_FILE="+guestCABundle)
 	}
 	slices.Sort(env)
 	return env

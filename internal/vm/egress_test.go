@@ -156,6 +156,8 @@ type fakeEnforcer struct {
 
 func (e *fakeEnforcer) ProxyPort() uint16 { return 3129 }
 
+func (e *fakeEnforcer) CACert() []byte { return nil }
+
 func (e *fakeEnforcer) Apply(ctx context.Context, vms []EgressVM) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -202,7 +204,7 @@ func TestEgressEnvIsPlaceholders(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := egressEnv(vm)
-	if len(env) != 2 || !strings.HasPrefix(env[0], "MY_KEY=banger-secret-") || !strings.HasPrefix(env[1], "OTHER_TOKEN=banger-secret-") {
+	if len(env) != 6 || !strings.HasPrefix(env[1], "MY_KEY=banger-secret-") || !strings.HasPrefix(env[3], "OTHER_TOKEN=banger-secret-") {
 		t.Fatalf("env %v", env)
 	}
 	if again := egressEnv(vm); !slices.Equal(env, again) {

@@ -73,6 +73,9 @@ func (m *Manager) setEgressOnly(ctx context.Context, vm *model.VM, spec *policy.
 		if err := m.syncNAT(ctx, ""); err != nil {
 			return vm, fmt.Errorf("vm %q: policy stored, but applying it failed: %w", vm.Name, err)
 		}
+		if err := m.installCA(ctx, vm); err != nil {
+			return vm, fmt.Errorf("vm %q: policy applied, but: %w", vm.Name, err)
+		}
 	}
 	return vm, nil
 }
