@@ -1,11 +1,17 @@
 package cli
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
+	"io"
+	"net"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"banger/internal/egress/egresslog"
 	"banger/internal/egress/policy"
 	"banger/internal/model"
 )
@@ -96,4 +102,86 @@ func egressText(v model.VM) string {
 		parts = append(parts, fmt.Sprintf("secret %s as $%s for %s", s.Name, env, strings.Join(s.Hosts, ", ")))
 	}
 	return strings.Join(parts, "; ")
+}
+
+func (a *App) vmEgressCmd() *cobra.Command {
+	var follow, asJSON bool
+	c := &cobra.Command{
+		Use:   "egress NAME",
+		Short: "Show a VM's egress log: every connection attempt, allowed or refused",
+		Long: "Show the egress log of a VM under an allow policy: time, name (SNI, Host or CONNECT), address,\n" +
+			"port, verdict, bytes and whether a secret was substituted. --follow keeps printing new records.",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: a.completeVMArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			path := vmPath(args[0], "/egress")
+			if follow {
+				path += "?follow=1"
+			}
+			if asJSON {
+				return a.call(cmd.Context(), "GET", path, nil, a.Stdout)
+			}
+			pw := &egressPrinter{out: a.Stdout}
+			err := a.call(cmd.Context(), "GET", path, nil, pw)
+			pw.flush()
+			return err
+		},
+	}
+	c.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new records")
+	c.Flags().BoolVar(&asJSON, "json", false, "print the records as JSON lines")
+	return c
+}
+
+// egressPrinter turns the daemon's JSON lines into one text line each.
+type egressPrinter struct {
+	out  io.Writer
+	part []byte
+}
+
+func (p *egressPrinter) Write(b []byte) (int, error) {
+	p.part = append(p.part, b...)
+	for {
+		i := bytes.IndexByte(p.part, '\n')
+		if i < 0 {
+			break
+		}
+		p.line(p.part[:i])
+		p.part = p.part[i+1:]
+	}
+	if len(p.part) > egresslog.MaxLine {
+		p.part = p.part[:0]
+	}
+	return len(b), nil
+}
+
+func (p *egressPrinter) flush() {
+	if len(p.part) > 0 {
+		p.line(p.part)
+		p.part = nil
+	}
+}
+
+func (p *egressPrinter) line(b []byte) {
+	var r egresslog.Record
+	if json.Unmarshal(b, &r) != nil {
+		return
+	}
+	dest := r.IP
+	if r.Port != 0 {
+		dest = net.JoinHostPort(r.IP, strconv.Itoa(int(r.Port)))
+	}
+	name := r.Name
+	if name == "" {
+		name = "-"
+	}
+	secret := ""
+	if r.Secret {
+		secret = " secret:" + strings.Join(r.Secrets, ",")
+	}
+	reason := ""
+	if r.Reason != "" {
+		reason = " (" + r.Reason + ")"
+	}
+	fmt.Fprintf(p.out, "%s %-5s %s %s %s/%s up:%d down:%d%s%s\n", r.Time.Local().Format("15:04:05"), r.Verdict, name, dest,
+		r.Proto, r.Kind, r.BytesUp, r.BytesDown, secret, reason)
 }

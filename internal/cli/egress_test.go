@@ -112,3 +112,24 @@ func TestSecretCommandsReachTheDaemon(t *testing.T) {
 		}
 	}
 }
+
+func TestVMEgressPrintsRecords(t *testing.T) {
+	f := startFakeDaemon(t, map[string]string{
+		"GET /vms/box/egress": `{"time":"2026-01-02T03:04:05Z","vm":"box","name":"api.test","ip":"10.0.0.2","port":443,"proto":"tcp","kind":"tls-intercept","verdict":"allow","bytes_up":10,"bytes_down":20,"secret":true,"secrets":["MY_KEY"]}
+not json
+{"time":"2026-01-02T03:04:06Z","vm":"box","name":"other.test","ip":"10.0.0.3","port":443,"proto":"tcp","verdict":"deny","reason":"not allowed","bytes_up":0,"bytes_down":0,"secret":false}
+`,
+	})
+	code, out, se := runIn(t, f.layout, "vm", "egress", "box")
+	if code != 0 {
+		t.Fatal(se)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[0], "allow api.test 10.0.0.2:443") || !strings.Contains(lines[0], "secret:MY_KEY") ||
+		!strings.Contains(lines[1], "deny  other.test") || !strings.Contains(lines[1], "(not allowed)") {
+		t.Errorf("output:\n%s", out)
+	}
+	if code, out, _ := runIn(t, f.layout, "vm", "egress", "--json", "box"); code != 0 || !strings.Contains(out, `"secrets":["MY_KEY"]`) {
+		t.Errorf("--json: %s", out)
+	}
+}

@@ -20,7 +20,7 @@ func (a *App) vmCmd() *cobra.Command {
 	c := &cobra.Command{Use: "vm", Short: "Create, run and manage VMs"}
 	c.AddCommand(a.vmCreateCmd(), a.vmStartCmd(), a.vmStopCmd(), a.vmRestartCmd(), a.vmKillCmd(),
 		a.vmDeleteCmd(), a.vmShowCmd(), a.vmListCmd(), a.vmSetCmd(), a.vmPruneCmd(), a.vmLogsCmd(),
-		a.vmExecCmd(), a.vmRunCmd(), a.workspaceCmd(), a.sessionCmd(), a.vmSSHCmd(), a.vmPortsCmd(), a.vmCpCmd())
+		a.vmExecCmd(), a.vmRunCmd(), a.workspaceCmd(), a.sessionCmd(), a.vmSSHCmd(), a.vmPortsCmd(), a.vmCpCmd(), a.vmEgressCmd())
 	return c
 }
 

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -210,4 +211,38 @@ func (f dnsFilter) AllowsResolve(name string) bool { return f.vm.Policy().Allows
 
 func (f dnsFilter) RecordAnswer(name string, addrs []netip.Addr, ttl time.Duration) {
 	f.vm.RecordAnswer(name, addrs, ttl)
+}
+
+// follow follows the live egress log of the VM name, if it is under an
+// allow policy now; ok is false otherwise.
+func (e *egressService) follow(ctx context.Context, name string, fn func(egresslog.Record) error) (bool, error) {
+	e.mu.Lock()
+	ev := e.vms[name]
+	e.mu.Unlock()
+	if ev == nil {
+		return false, nil
+	}
+	return true, ev.log.Follow(ctx, fn)
+}
+
+// egressLogs serves `vm egress` (Server.EgressLogs).
+type egressLogs struct {
+	mgr *vm.Manager
+	svc *egressService
+}
+
+func (l egressLogs) Records(ctx context.Context, ref string, follow bool, fn func(egresslog.Record) error) error {
+	name, path, err := l.mgr.EgressLogPath(ctx, ref)
+	if err != nil {
+		return err
+	}
+	if follow {
+		if ok, err := l.svc.follow(ctx, name, fn); ok {
+			if errors.Is(err, context.Canceled) {
+				return nil
+			}
+			return err
+		}
+	}
+	return egresslog.Read(path, fn)
 }

@@ -1,10 +1,13 @@
 package daemon
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 
 	"banger/internal/api"
+	"banger/internal/egress/egresslog"
 	"banger/internal/egress/policy"
 	"banger/internal/secrets"
 )
@@ -81,5 +84,45 @@ func (s *Server) secretRemove(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// EgressLogs gives a VM's egress records, oldest first; with follow, new
+// ones as they come until ctx ends.
+type EgressLogs interface {
+	Records(ctx context.Context, ref string, follow bool, fn func(egresslog.Record) error) error
+}
+
+// vmEgress answers with the VM's egress records as newline-delimited
+// JSON (?follow=1: and keeps streaming new ones).
+func (s *Server) vmEgress(w http.ResponseWriter, r *http.Request) error {
+	if s.EgressLogs == nil {
+		return api.Errorf(api.CodeOperationFailed, "this daemon keeps no egress logs")
+	}
+	follow := r.URL.Query().Get("follow") == "1"
+	fl, _ := w.(http.Flusher)
+	started := false
+	enc := json.NewEncoder(w)
+	err := s.EgressLogs.Records(r.Context(), r.PathValue("name"), follow, func(rec egresslog.Record) error {
+		if !started {
+			w.Header().Set("Content-Type", "application/x-ndjson")
+			w.WriteHeader(http.StatusOK)
+			started = true
+		}
+		if err := enc.Encode(rec); err != nil {
+			return err
+		}
+		if fl != nil && follow {
+			fl.Flush()
+		}
+		return nil
+	})
+	if err != nil && !started {
+		return err
+	}
+	if !started {
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		w.WriteHeader(http.StatusOK)
+	}
 	return nil
 }

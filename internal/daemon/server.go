@@ -104,6 +104,8 @@ type Server struct {
 	// Secrets is the secret store (nil: the secret routes answer
 	// unavailable).
 	Secrets SecretStore
+	// EgressLogs reads (and follows) VMs' egress logs; nil: none.
+	EgressLogs EgressLogs
 	Log     *slog.Logger
 	Version string
 	Socket  string
@@ -171,6 +173,7 @@ func (s *Server) Handler() http.Handler {
 	h("POST "+p+"/vms/{name}/restart", s.vmRestart)
 	h("POST "+p+"/vms/{name}/kill", s.vmKill)
 	h("GET "+p+"/vms/{name}/logs", s.vmLogs)
+	h("GET "+p+"/vms/{name}/egress", s.vmEgress)
 	h("POST "+p+"/vms/{name}/exec", s.vmExec)
 	h("POST "+p+"/vms/{name}/workspace", s.workspacePrepare)
 	h("POST "+p+"/vms/{name}/workspace/export", s.workspaceExport)

@@ -235,3 +235,13 @@ func egressEnv(vm *model.VM) []string {
 	slices.Sort(env)
 	return env
 }
+
+// EgressLogPath returns the name of the VM ref and where its egress log
+// is.
+func (m *Manager) EgressLogPath(ctx context.Context, ref string) (string, string, error) {
+	vm, err := m.Get(ctx, ref)
+	if err != nil {
+		return "", "", err
+	}
+	return vm.Name, m.egressLogFile(vm.ID), nil
+}

@@ -4,13 +4,16 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -158,7 +161,11 @@ func egressUplink(t *testing.T, ctx context.Context) (*egressDNS, *countingListe
 	mainCert := e.egressCA.leaf(t, "api.test", "*.wild.test", "other.test")
 	otherCert := e.egressCA.leaf(t, "other.test")
 	echo := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "served-by=%s host=%s\n", r.Context().Value(http.LocalAddrContextKey), r.Host)
+		// The Authorization header is echoed as its SHA-256 only: the
+		// guest must learn that the real secret arrived without ever
+		// receiving it.
+		sum := sha256.Sum256([]byte(r.Header.Get("Authorization")))
+		fmt.Fprintf(w, "served-by=%s host=%s auth-sha256=%s\n", r.Context().Value(http.LocalAddrContextKey), r.Host, hex.EncodeToString(sum[:]))
 	})
 	var other *countingListener
 	var rawAllowed, rawDenied *countingListener
@@ -379,6 +386,10 @@ func TestEgress(t *testing.T) {
 		t.Errorf("egress log lacks the allowed/refused attempts:\n%s", b)
 	}
 
+	if out := must(t, e.cli(ctx, "", "vm", "egress", vm)).stdout; !strings.Contains(out, "allow api.test") || !strings.Contains(out, "deny  other.test") {
+		t.Errorf("vm egress:\n%s", out)
+	}
+
 	// A policy change on the running VM takes effect at once.
 	must(t, e.cli(ctx, "", append([]string{"vm", "set", vm, "--allow", "other.test"}, policyArgs...)...))
 	if out := egc("https://other.test/"); !strings.Contains(out, "status 200") {
@@ -400,8 +411,153 @@ func TestEgress(t *testing.T) {
 	if ch, _ := egressChains(t, ip); ch != 2 {
 		t.Errorf("after allowing again: %d egress chains", ch)
 	}
+
+	t.Run("secret", func(t *testing.T) { egressSecret(t, ctx, vm, other, policyArgs) })
+
 	must(t, e.cli(ctx, "", "vm", "delete", vm))
 	if ch, rules := egressChains(t, ip); ch != 0 || rules != 0 {
 		t.Errorf("after delete: %d egress chains, %d rules for %s", ch, rules, ip)
 	}
+}
+
+// egressSecret: a secret given to the running VM by vm set reaches the
+// guest as a placeholder; the proxy (TLS intercepted with banger's CA,
+// which the guest now trusts) substitutes the real value on requests to
+// the secret's host only, and the real value is nowhere in the guest: not
+// in any process environment, not on its disks, not in its memory (the
+// whole VMM process memory, which holds guest RAM, read through
+// /proc/PID/mem; the placeholder is found in the same read).
+func egressSecret(t *testing.T, ctx context.Context, vm string, other *countingListener, policyArgs []string) {
+	buf := make([]byte, 16)
+	rand.Read(buf)
+	real := "sk-e2e-" + hex.EncodeToString(buf)
+	must(t, e.cli(ctx, real+"\n", "secret", "set", "MY_KEY"))
+	t.Cleanup(func() { e.cli(context.Background(), "", "secret", "rm", "MY_KEY") })
+	if out := must(t, e.cli(ctx, "", "secret", "list")).stdout; strings.TrimSpace(out) != "MY_KEY" {
+		t.Errorf("secret list: %q", out)
+	}
+	must(t, e.cli(ctx, "", append([]string{"vm", "set", vm, "--secret", "MY_KEY", "--secret-host", "api.test"}, policyArgs...)...))
+	want := sha256.Sum256([]byte("Bearer " + real))
+	run := func(script string) string {
+		r := e.cli(ctx, "", "vm", "exec", vm, "--", "sh", "-c", script+" 2>&1; true")
+		return r.stdout + r.stderr
+	}
+	ph := strings.TrimSpace(run(`printf %s "$MY_KEY"`))
+	if !strings.HasPrefix(ph, "banger-secret-") || strings.Contains(ph, real) {
+		t.Fatalf("guest $MY_KEY = %q, want a placeholder", ph)
+	}
+	// The system trust store (no -ca): banger's CA is installed.
+	out := run(`egc -header "Authorization: Bearer $MY_KEY" https://api.test/`)
+	if !strings.Contains(out, "auth-sha256="+hex.EncodeToString(want[:])) {
+		t.Errorf("the server did not get the real secret: %s", out)
+	}
+	if strings.Contains(out, real) {
+		t.Errorf("the real secret reached the guest: %s", out)
+	}
+	// The placeholder elsewhere: refused (plain HTTP is read by the
+	// proxy; other.test is not allowed at all).
+	if out := run(`egc -header "Authorization: Bearer $MY_KEY" http://api.test/`); strings.Contains(out, "status 200") {
+		t.Errorf("placeholder over plain http accepted: %s", out)
+	}
+	if out := run(`egc -ca /root/ca.pem -header "Authorization: Bearer $MY_KEY" -connect ` + egressOther + `:443 https://other.test/`); strings.Contains(out, "status 200") || other.n.Load() != 0 {
+		t.Errorf("placeholder to the non-allowed server: %s (%d connections)", out, other.n.Load())
+	}
+	recs := egressRecords(t, ctx, vm)
+	substituted := false
+	for _, r := range recs {
+		if r["name"] == "api.test" && r["secret"] == true {
+			substituted = true
+		}
+	}
+	if !substituted {
+		t.Errorf("egress log shows no substitution")
+	}
+	// A process keeps the placeholder in its environment while we look.
+	run(`setsid nohup sleep 600 >/dev/null 2>&1 < /dev/null &`)
+	environ := run(`cat /proc/[0-9]*/environ | tr '\0' '\n'`)
+	if !strings.Contains(environ, ph) {
+		t.Errorf("no guest process environment holds the placeholder")
+	}
+	if strings.Contains(environ, real) {
+		t.Errorf("the real secret is in a guest process environment")
+	}
+	var v struct {
+		ID  string
+		PID int
+	}
+	jsonUnmarshal(t, must(t, e.cli(ctx, "", "vm", "show", "--json", vm)).stdout, &v)
+	dirs, _ := filepath.Glob(filepath.Join(e.root, "state", "*", "vms", v.ID))
+	if len(dirs) == 0 {
+		t.Fatalf("no state dir for %s", vm)
+	}
+	files, _ := filepath.Glob(filepath.Join(dirs[0], "*"))
+	for _, f := range files {
+		if strings.HasSuffix(f, "egress.jsonl") {
+			continue
+		}
+		if n := countInFile(t, f, nil, []byte(real)); n > 0 {
+			t.Errorf("the real secret is on the VM's disk file %s", f)
+		}
+	}
+	found := countInFile(t, fmt.Sprintf("/proc/%d/mem", v.PID), procMaps(t, v.PID), []byte(real), []byte(ph))
+	if found&2 == 0 {
+		t.Errorf("the placeholder is not in the VM's memory: the search does not work")
+	}
+	if found&1 != 0 {
+		t.Errorf("the real secret is in the VM's memory")
+	}
+}
+
+// region is a readable range of a process's memory.
+type region struct{ start, end int64 }
+
+func procMaps(t *testing.T, pid int) []region {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []region
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 2 || f[1][0] != 'r' {
+			continue
+		}
+		var s, e int64
+		if _, err := fmt.Sscanf(f[0], "%x-%x", &s, &e); err == nil {
+			out = append(out, region{s, e})
+		}
+	}
+	return out
+}
+
+// countInFile searches file (only the given regions, or all of it) for
+// each needle and returns a bit set: bit i for needle i found.
+func countInFile(t *testing.T, file string, regions []region, needles ...[]byte) int {
+	t.Helper()
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if regions == nil {
+		fi, _ := f.Stat()
+		regions = []region{{0, fi.Size()}}
+	}
+	found := 0
+	const chunk = 4 << 20
+	overlap := 256
+	buf := make([]byte, chunk+overlap)
+	for _, r := range regions {
+		for off := r.start; off < r.end; off += chunk {
+			n := int(min(int64(len(buf)), r.end-off))
+			m, _ := f.ReadAt(buf[:n], off)
+			for i, nd := range needles {
+				if bytes.Contains(buf[:m], nd) {
+					found |= 1 << i
+				}
+			}
+		}
+	}
+	return found
 }
