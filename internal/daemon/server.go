@@ -106,9 +106,9 @@ type Server struct {
 	Secrets SecretStore
 	// EgressLogs reads (and follows) VMs' egress logs; nil: none.
 	EgressLogs EgressLogs
-	Log     *slog.Logger
-	Version string
-	Socket  string
+	Log        *slog.Logger
+	Version    string
+	Socket     string
 	// Stop is called by POST /v1/daemon/stop.
 	Stop func()
 
