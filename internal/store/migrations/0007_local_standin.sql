@@ -1,2 +1,0 @@
--- local stand-in for the snapshot branch 0007 (NOT committed)
-SELECT 1;
