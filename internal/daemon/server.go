@@ -108,11 +108,16 @@ var (
 
 // Server serves the API.
 type Server struct {
-	VMs     VMManager
-	Images  ImageService
-	Log     *slog.Logger
-	Version string
-	Socket  string
+	VMs    VMManager
+	Images ImageService
+	// Secrets is the secret store (nil: the secret routes answer
+	// unavailable).
+	Secrets SecretStore
+	// EgressLogs reads (and follows) VMs' egress logs; nil: none.
+	EgressLogs EgressLogs
+	Log        *slog.Logger
+	Version    string
+	Socket     string
 	// Stop is called by POST /v1/daemon/stop.
 	Stop func()
 
@@ -166,6 +171,9 @@ func (s *Server) Handler() http.Handler {
 	h("POST "+p+"/vms", s.vmCreate)
 	h("POST "+p+"/vms/prune", s.vmPrune)
 	h("POST "+p+"/run", s.run)
+	h("GET "+p+"/secrets", s.secretList)
+	h("PUT "+p+"/secrets/{secret}", s.secretSet)
+	h("DELETE "+p+"/secrets/{secret}", s.secretRemove)
 	h("GET "+p+"/vms/{name}", s.vmShow)
 	h("DELETE "+p+"/vms/{name}", s.vmDelete)
 	h("PATCH "+p+"/vms/{name}", s.vmSet)
@@ -176,6 +184,7 @@ func (s *Server) Handler() http.Handler {
 	h("POST "+p+"/vms/{name}/pause", s.vmPause)
 	h("POST "+p+"/vms/{name}/resume", s.vmResume)
 	h("GET "+p+"/vms/{name}/logs", s.vmLogs)
+	h("GET "+p+"/vms/{name}/egress", s.vmEgress)
 	h("POST "+p+"/vms/{name}/exec", s.vmExec)
 	h("POST "+p+"/vms/{name}/workspace", s.workspacePrepare)
 	h("POST "+p+"/vms/{name}/workspace/export", s.workspaceExport)

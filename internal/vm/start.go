@@ -162,6 +162,9 @@ func (m *Manager) startLocked(ctx context.Context, vm *model.VM, progress Progre
 		if err := m.netUp(ctx, vm); err != nil {
 			return err
 		}
+		if err := m.installCA(ctx, vm); err != nil {
+			return err
+		}
 		if m.net != nil && m.net.AfterBoot != nil {
 			return m.net.AfterBoot(ctx, vm, rt.agent)
 		}
