@@ -738,3 +738,14 @@ def test_sandbox_workspace_and_sessions(fake: FakeDaemon, tmp_path: Any) -> None
     with banger.Sandbox(name="sbx", client=banger.Client(socket=fake.socket)) as sb:
         assert sb.prepare_workspace(str(repo)).files == 4
         assert sb.start_session(["sleep", "100"]).name == "srv"
+
+
+def test_create_sends_files(fake: FakeDaemon, client: banger.Client) -> None:
+    @fake.route("POST", "/vms")
+    def _(r: Any) -> None:
+        r.answer(200, raw=(json.dumps({"result": {"id": "1", "name": "f", "image": "debian", "state": "running"}}) + "\n").encode(),
+                 ctype="application/x-ndjson")
+
+    client.create(name="f", files={"/root/.codex/auth.json": b'{"k":1}'})
+    body = json.loads(fake.requests[-1]["body"])
+    assert body["files"] == [{"path": "/root/.codex/auth.json", "data": "eyJrIjoxfQ=="}]

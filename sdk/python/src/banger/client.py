@@ -237,12 +237,16 @@ class Client:
     def create(self, image: str = DEFAULT_IMAGE, name: Optional[str] = None, *, vcpu: Optional[int] = None,
                memory_mib: Optional[int] = None, disk_size: Optional[str] = None, network: Optional[str] = None,
                nat: bool = False, wait: Optional[str] = None, no_start: bool = False,
+               files: Optional[Dict[str, bytes]] = None,
                on_progress: Optional[Callable[[Dict[str, Any]], None]] = None,
                timeout: float = STREAM_TIMEOUT) -> VM:
         """Create a VM and (unless no_start) boot it; returns once its guest
         agent answers (or ``wait``: "ssh", "system"). ``on_progress`` gets
         each boot stage as a dict. ``timeout`` bounds a silence, not the
-        whole boot."""
+        whole boot. ``files`` ({guest path under /root: content}, at most
+        16 files of 1 MiB) are written into the guest, 0600, once it has
+        booted (what ``banger vm create --agent-auth`` sends); a VM whose
+        files cannot be written is deleted."""
         p: Dict[str, Any] = {"image": image}
         for k, v in (("name", name), ("vcpu", vcpu), ("memory_mib", memory_mib), ("disk_size", disk_size),
                      ("network", network), ("wait", wait)):
@@ -252,6 +256,9 @@ class Client:
             p["nat"] = True
         if no_start:
             p["no_start"] = True
+        if files:
+            import base64
+            p["files"] = [{"path": k, "data": base64.b64encode(v).decode()} for k, v in files.items()]
         return VM.from_json(self._t.stream("POST", "/vms", p, on_progress, timeout=timeout))
 
     def delete(self, name: str) -> None:

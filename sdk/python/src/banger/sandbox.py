@@ -22,7 +22,7 @@ class Sandbox:
     ends, also when it ends with an exception. Without ``name`` one is
     generated (``sb-`` and 8 hex digits) before the create call, so a
     create that fails half-way can still be cleaned up. ``create_args``
-    are passed to ``Client.create`` (vcpu, memory_mib, disk_size, network,
+    are passed to ``Client.create`` (vcpu, memory_mib, disk_size, network, files,
     nat, wait).
     """
 
