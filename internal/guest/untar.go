@@ -1,17 +1,15 @@
 package guest
 
 import (
-	"archive/tar"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
-
-	"golang.org/x/sys/unix"
 
 	"banger/internal/agent"
+	"banger/internal/untar"
 )
 
 // runUntar extracts the tar stream the host sends as stdin frames into
@@ -68,110 +66,21 @@ func drainStdin(r io.Reader) {
 }
 
 // Untar extracts a tar stream under dir (created if needed; emptied first
-// when clean). Entries may not escape dir: absolute names and ".." are
-// refused, and so is any entry below a symlink, so a link in the archive
-// can never redirect a later write outside dir. It returns the number of
-// entries. Plain syscalls keep it cheap per file (it runs under emulation).
+// when clean) with the shared confined extractor (internal/untar): no
+// entry may escape dir (absolute names, "..", links leading out), and no
+// entry is written below a symlink of the archive, so a link can never
+// redirect a later write. Regular files, directories, symlinks and hard
+// links inside dir are extracted with their modes (setuid, setgid and
+// sticky included); other entry types are skipped. It returns the number
+// of entries extracted.
 func Untar(r io.Reader, dir string, clean bool) (int, error) {
 	if clean {
 		if err := emptyDir(dir); err != nil {
 			return 0, err
 		}
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return 0, err
-	}
-	links := map[string]bool{} // symlinks this archive created
-	made := map[string]bool{}  // directories known to exist
-	below := func(name string) bool {
-		for d := filepath.Dir(name); d != "."; d = filepath.Dir(d) {
-			if links[d] {
-				return true
-			}
-		}
-		return false
-	}
-	mkparents := func(name string) error {
-		d := filepath.Dir(name)
-		if d == "." || made[d] {
-			return nil
-		}
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
-			return err
-		}
-		for ; d != "."; d = filepath.Dir(d) {
-			made[d] = true
-		}
-		return nil
-	}
-	tr := tar.NewReader(r)
-	n := 0
-	buf := make([]byte, 256<<10)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return n, nil
-		}
-		if err != nil {
-			return n, fmt.Errorf("read tar: %w", err)
-		}
-		name := filepath.Clean(h.Name)
-		if filepath.IsAbs(name) || name == ".." || strings.HasPrefix(name, "../") {
-			return n, fmt.Errorf("tar entry %q escapes the target", h.Name)
-		}
-		if name == "." {
-			continue
-		}
-		if below(name) {
-			return n, fmt.Errorf("tar entry %q lies below a symlink", h.Name)
-		}
-		if err := mkparents(name); err != nil {
-			return n, fmt.Errorf("create parents of %s: %w", name, err)
-		}
-		target := filepath.Join(dir, name)
-		mode := os.FileMode(h.Mode).Perm() | os.FileMode(h.Mode)&(os.ModeSetuid|os.ModeSetgid|os.ModeSticky)
-		switch h.Typeflag {
-		case tar.TypeDir:
-			if err := os.Mkdir(target, mode); err != nil && !errors.Is(err, os.ErrExist) {
-				return n, fmt.Errorf("create %s: %w", name, err)
-			}
-			made[name] = true
-			if mode&0o022 != 0 || mode&^0o777 != 0 {
-				os.Chmod(target, mode)
-			}
-		case tar.TypeReg:
-			if !clean {
-				if fi, err := os.Lstat(target); err == nil && !fi.Mode().IsRegular() {
-					os.RemoveAll(target)
-				}
-			}
-			f, err := os.OpenFile(target, os.O_CREATE|os.O_WRONLY|os.O_TRUNC|unix.O_NOFOLLOW, mode)
-			if err != nil {
-				return n, fmt.Errorf("create %s: %w", name, err)
-			}
-			_, err = io.CopyBuffer(f, tr, buf)
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				return n, fmt.Errorf("write %s: %w", name, err)
-			}
-			// The umask may have narrowed the mode given at creation.
-			if mode&0o022 != 0 || mode&^0o777 != 0 {
-				os.Chmod(target, mode)
-			}
-		case tar.TypeSymlink:
-			os.RemoveAll(target)
-			if err := os.Symlink(h.Linkname, target); err != nil {
-				return n, fmt.Errorf("symlink %s: %w", name, err)
-			}
-			links[name] = true
-		default:
-			// Workspaces carry files, dirs and symlinks only.
-			continue
-		}
-		n++
-	}
+	st, err := untar.Extract(context.Background(), r, dir, untar.Options{SpecialBits: true, ReplaceDirs: true})
+	return st.Entries, err
 }
 
 // emptyDir removes everything inside dir, keeping dir itself.
