@@ -9,6 +9,8 @@ package api
 
 import (
 	"fmt"
+	"path"
+	"strings"
 
 	"banger/internal/egress/policy"
 	"banger/internal/model"
@@ -104,9 +106,59 @@ type VMCreateParams struct {
 	// the guest's port 22) or WaitSystem (the guest's init system has
 	// finished booting).
 	Wait string `json:"wait,omitempty"`
+	// Files are written into the guest (mode 0600, owned by root, parent
+	// directories 0700) once it boots, before the call returns; a VM
+	// whose files cannot be written is deleted. Checked by CheckGuestFiles;
+	// refused with NoStart. `vm create --agent-auth` fills it with a
+	// coding-agent CLI's login files.
+	Files []GuestFile `json:"files,omitempty"`
 	// NoWorkDisk keeps /root on the root disk (image builds; not part of
 	// the wire API).
 	NoWorkDisk bool `json:"-"`
+}
+
+// GuestFile is a small file for the guest's home: an absolute, clean
+// path under GuestFileRoot and its content (base64 in JSON).
+type GuestFile struct {
+	Path string `json:"path"`
+	Data []byte `json:"data"`
+}
+
+// Limits of VMCreateParams.Files.
+const (
+	GuestFileRoot     = "/root"
+	GuestFileMaxCount = 16
+	GuestFileMaxBytes = 1 << 20 // one file
+	GuestFilesMax     = 4 << 20 // all of them
+)
+
+// CheckGuestFiles checks create-time guest files: how many, how large,
+// and that every path is absolute, clean, unique and under /root (the
+// work disk).
+func CheckGuestFiles(files []GuestFile) error {
+	if len(files) > GuestFileMaxCount {
+		return fmt.Errorf("files: %d files, at most %d", len(files), GuestFileMaxCount)
+	}
+	seen := map[string]bool{}
+	var total int
+	for _, f := range files {
+		if f.Path == "" || !path.IsAbs(f.Path) || path.Clean(f.Path) != f.Path ||
+			!strings.HasPrefix(f.Path, GuestFileRoot+"/") || strings.ContainsRune(f.Path, 0) {
+			return fmt.Errorf("files: path %q must be absolute, clean and under %s/", f.Path, GuestFileRoot)
+		}
+		if seen[f.Path] {
+			return fmt.Errorf("files: %s given twice", f.Path)
+		}
+		seen[f.Path] = true
+		if len(f.Data) > GuestFileMaxBytes {
+			return fmt.Errorf("files: %s is %d bytes, at most %d", f.Path, len(f.Data), GuestFileMaxBytes)
+		}
+		total += len(f.Data)
+	}
+	if total > GuestFilesMax {
+		return fmt.Errorf("files: %d bytes in all, at most %d", total, GuestFilesMax)
+	}
+	return nil
 }
 
 // Readiness levels, in the order a guest reaches them (ssh and system in

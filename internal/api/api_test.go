@@ -47,3 +47,35 @@ func TestWireNames(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckGuestFiles(t *testing.T) {
+	ok := []GuestFile{{Path: "/root/.claude/.credentials.json", Data: []byte("{}")}, {Path: "/root/.claude.json"}}
+	if err := CheckGuestFiles(ok); err != nil {
+		t.Fatal(err)
+	}
+	many := make([]GuestFile, GuestFileMaxCount+1)
+	for i := range many {
+		many[i] = GuestFile{Path: fmt.Sprintf("/root/f%d", i)}
+	}
+	bigs := make([]GuestFile, GuestFilesMax/GuestFileMaxBytes+1)
+	for i := range bigs {
+		bigs[i] = GuestFile{Path: fmt.Sprintf("/root/f%d", i), Data: make([]byte, GuestFileMaxBytes)}
+	}
+	bad := map[string][]GuestFile{
+		"outside /root": {{Path: "/etc/passwd"}},
+		"/root itself":  {{Path: "/root"}},
+		"relative":      {{Path: "root/x"}},
+		"unclean":       {{Path: "/root/a/../../etc/x"}},
+		"trailing":      {{Path: "/root/x/"}},
+		"empty":         {{}},
+		"twice":         {{Path: "/root/x"}, {Path: "/root/x"}},
+		"too large":     {{Path: "/root/x", Data: make([]byte, GuestFileMaxBytes+1)}},
+		"too many":      many,
+		"too much":      bigs,
+	}
+	for name, fs := range bad {
+		if err := CheckGuestFiles(fs); err == nil {
+			t.Errorf("%s accepted", name)
+		}
+	}
+}

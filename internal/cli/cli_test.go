@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spf13/cobra"
+
 	"banger/internal/api"
 	"banger/internal/cli/style"
 	"banger/internal/testenv"
@@ -60,6 +62,10 @@ func TestRefusedBeforeTheDaemon(t *testing.T) {
 		{[]string{"image", "build", "img"}, "exactly one of"},
 		{[]string{"image", "build", "Bad", "--from-dir", "/"}, "invalid image name"},
 		{[]string{"vm", "workspace", "export", "box"}, "give -o FILE"},
+		{[]string{"vm", "create", "--agent-auth", "gemini"}, `--agent-auth "gemini": unknown`},
+		{[]string{"vm", "create", "--agent-auth", "codex", "--no-start"}, "cannot be combined with --no-start"},
+		{[]string{"vm", "create", "--agent-auth", "codex"}, "/.codex/auth.json does not exist"},
+		{[]string{"vm", "run", "--agent-auth", "opencode", "--", "true"}, "/opencode/auth.json does not exist"},
 	}
 	for _, c := range cases {
 		code, _, stderr := run(t, c.args...)
@@ -139,5 +145,38 @@ func TestExportOutput(t *testing.T) {
 	code, out, stderr = runIn(t, f.layout, "vm", "workspace", "export", "box", "-o", file)
 	if b, _ := os.ReadFile(file); code != 0 || out != "" || string(b) != patch {
 		t.Fatalf("-o FILE: code %d out %q err %q file %q", code, out, stderr, b)
+	}
+}
+
+// TestAgentAuthParams: --agent-auth reads the login files from HOME into
+// the create request, with their guest paths.
+func TestAgentAuthParams(t *testing.T) {
+	d := testenv.Isolate(t)
+	t.Setenv("CODEX_HOME", "")
+	t.Setenv("CLAUDE_CONFIG_DIR", "")
+	if err := os.MkdirAll(filepath.Join(d.Home, ".codex"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(d.Home, ".codex/auth.json"), []byte(`{"tokens":1}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var f createFlags
+	c := &cobra.Command{Use: "x"}
+	f.register(c)
+	if err := c.ParseFlags([]string{"--agent-auth", "codex"}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := f.params(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Files) != 1 || p.Files[0].Path != "/root/.codex/auth.json" || string(p.Files[0].Data) != `{"tokens":1}` {
+		t.Fatalf("files %+v", p.Files)
+	}
+	var se bytes.Buffer
+	app := &App{Stderr: &se}
+	app.warnAgentAuth(f)
+	if !strings.Contains(se.String(), "lives in the VM") || !strings.Contains(se.String(), "banger secret (see README)") {
+		t.Errorf("warning %q", se.String())
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"banger/internal/agent"
+	"banger/internal/agentauth"
 	"banger/internal/engine"
 	"banger/internal/model"
 )
@@ -108,6 +109,7 @@ func (a *App) completeCreateFlags(c *cobra.Command) {
 	c.RegisterFlagCompletionFunc("engine", fixed(engine.Choices()...))
 	c.RegisterFlagCompletionFunc("network", fixed("bridge", "user", "none"))
 	c.RegisterFlagCompletionFunc("wait", fixed("agent", "ssh", "system"))
+	c.RegisterFlagCompletionFunc("agent-auth", fixed(agentauth.Names()...))
 }
 
 func (a *App) vmNames(ctx context.Context, _ []string) ([]candidate, error) {

@@ -114,6 +114,7 @@ func (a *App) vmRunCmd() *cobra.Command {
 			if !detach && len(argv) == 0 {
 				return fmt.Errorf("no command given: banger vm run [--rm] [PATH] -- CMD [ARGS...] (or -d to leave a VM running)")
 			}
+			a.warnAgentAuth(f)
 			var plan *workspace.Plan
 			if len(before) == 1 {
 				if detach {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"banger/internal/agentauth"
 	"banger/internal/api"
 	"banger/internal/egress/policy"
 	"banger/internal/engine"
@@ -34,7 +35,7 @@ type createFlags struct {
 	name, image, disk, network, engine, wait string
 	vcpu, memory                             int
 	nat                                      bool
-	publish                                  []string
+	publish, agentAuth                       []string
 	egress                                   egressFlags
 }
 
@@ -49,6 +50,7 @@ func (f *createFlags) register(c *cobra.Command) {
 	c.Flags().StringArrayVarP(&f.publish, "publish", "p", nil, "publish a guest port: [HOSTIP:]HOSTPORT:GUESTPORT (repeatable)")
 	c.Flags().StringVar(&f.engine, "engine", "", "VMM: "+engine.Help()+" (default from config)")
 	f.egress.register(c)
+	c.Flags().StringArrayVar(&f.agentAuth, "agent-auth", nil, "copy the host login of a coding-agent CLI into the guest's home: "+strings.Join(agentauth.Names(), ", ")+" (repeatable; the credential then lives in the VM)")
 	c.Flags().StringVar(&f.wait, "wait", api.WaitAgent, "what ready means before returning: agent (the guest agent answers), ssh (sshd listens) or system (the guest's init finished booting)")
 }
 
@@ -107,8 +109,36 @@ func (f *createFlags) params(c *cobra.Command) (api.VMCreateParams, error) {
 	if wait == api.WaitAgent {
 		wait = "" // the default, also for daemons that predate --wait
 	}
+	files, err := f.agentFiles()
+	if err != nil {
+		return api.VMCreateParams{}, err
+	}
 	return api.VMCreateParams{Name: f.name, Image: f.image, VCPU: f.vcpu, MemoryMiB: f.memory, DiskSize: f.disk,
-		Network: f.network, NAT: f.nat && egress == nil, Egress: egress, Publish: f.publish, Engine: f.engine, Wait: wait}, nil
+		Network: f.network, NAT: f.nat && egress == nil, Egress: egress, Publish: f.publish, Engine: f.engine, Wait: wait, Files: files}, nil
+}
+
+// warnAgentAuth says on stderr that --agent-auth puts a credential in
+// the guest.
+func (a *App) warnAgentAuth(f createFlags) {
+	if len(f.agentAuth) > 0 {
+		fmt.Fprintln(a.Stderr, a.errStyle().Yellow(agentauth.Warning(f.agentAuth)))
+	}
+}
+
+// agentFiles reads the login files --agent-auth names from this user's
+// home (the client's, not the daemon's), before anything is created.
+func (f *createFlags) agentFiles() ([]api.GuestFile, error) {
+	if len(f.agentAuth) == 0 {
+		return nil, nil
+	}
+	if err := agentauth.Check(f.agentAuth); err != nil {
+		return nil, err
+	}
+	env, err := agentauth.FromEnv()
+	if err != nil {
+		return nil, err
+	}
+	return env.Files(f.agentAuth)
 }
 
 func (a *App) vmCreateCmd() *cobra.Command {
@@ -119,11 +149,15 @@ func (a *App) vmCreateCmd() *cobra.Command {
 		Short: "Create a VM and boot it",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if noStart && len(f.agentAuth) > 0 {
+				return fmt.Errorf("--agent-auth needs a booted guest: it cannot be combined with --no-start")
+			}
 			p, err := f.params(cmd)
 			if err != nil {
 				return err
 			}
 			p.NoStart = noStart
+			a.warnAgentAuth(f)
 			ctx := cmd.Context()
 			if err := a.ensureDaemon(ctx); err != nil {
 				return err

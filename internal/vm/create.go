@@ -3,11 +3,14 @@ package vm
 // Creating a VM: validation, its store row and its disks.
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
+	"time"
 
 	"banger/internal/api"
 	"banger/internal/engine"
@@ -51,6 +54,16 @@ func (m *Manager) Create(ctx context.Context, params api.VMCreateParams, img *mo
 		return vm, nil
 	}
 	err = m.startLocked(ctx, vm, progress)
+	if err == nil && len(params.Files) > 0 {
+		err = step(progress, "copy_files", func() error { return m.writeGuestFiles(ctx, vm, params.Files) })
+		if err != nil {
+			// The caller asked for these files in the VM: a VM without
+			// them is removed rather than left half made.
+			m.deleteLocked(ctx, vm)
+			unlock()
+			return nil, fmt.Errorf("create vm %q: %w (the vm was deleted)", vm.Name, err)
+		}
+	}
 	unlock()
 	if err != nil || params.Wait == "" || params.Wait == api.WaitAgent {
 		return vm, err
@@ -139,7 +152,38 @@ func (m *Manager) checkCreate(p api.VMCreateParams) (createParams, error) {
 	if c.disk, err = model.ParseDiskSize("disk size", diskStr); err != nil {
 		return c, api.Errorf(api.CodeBadRequest, "%v", err)
 	}
+	if err := api.CheckGuestFiles(p.Files); err != nil {
+		return c, api.Errorf(api.CodeBadRequest, "%v", err)
+	}
+	if len(p.Files) > 0 && (p.NoStart || p.NoWorkDisk) {
+		return c, api.Errorf(api.CodeBadRequest, "files are written into a booted guest's work disk: not with no_start")
+	}
 	return c, nil
+}
+
+// writeGuestFiles writes create-time files into the running guest: each
+// missing parent directory under /root made 0700, each file written
+// atomically with mode 0600 by the agent (root, the guest user).
+func (m *Manager) writeGuestFiles(ctx context.Context, vm *model.VM, files []api.GuestFile) error {
+	rt := m.runtimeOf(vm.ID)
+	if rt == nil {
+		return fmt.Errorf("write files: vm %q is not running", vm.Name)
+	}
+	c, err := m.agentClient(ctx, rt, 30*time.Second)
+	if err != nil {
+		return fmt.Errorf("write files: guest agent unreachable: %w", err)
+	}
+	for _, f := range files {
+		if dir := path.Dir(f.Path); dir != api.GuestFileRoot {
+			if _, err := c.FileMkdir(ctx, dir, "0700", true); err != nil {
+				return fmt.Errorf("write %s: make %s: %w", f.Path, dir, err)
+			}
+		}
+		if _, err := c.FileWrite(ctx, f.Path, "0600", false, bytes.NewReader(f.Data)); err != nil {
+			return fmt.Errorf("write %s: %w", f.Path, err)
+		}
+	}
+	return nil
 }
 
 func (m *Manager) validateCreate(ctx context.Context, p api.VMCreateParams, img *model.Image) (*model.VM, error) {

@@ -301,6 +301,11 @@ func TestCreateRejectsBadInputAndLeavesNothing(t *testing.T) {
 		{Name: "Bad"}, {Name: "box/../evil"}, {Name: "ok", VCPU: -1}, {Name: "ok", MemoryMiB: 64},
 		{Name: "ok", DiskSize: "lots"}, {Name: "ok", DiskSize: "32M"}, {Name: "ok", Wait: "later"},
 		{Name: "ok", Network: "tap"}, {Name: "ok", Network: "none", NAT: true},
+		{Name: "ok", Files: []api.GuestFile{{Path: "/etc/shadow", Data: []byte("x")}}},
+		{Name: "ok", Files: []api.GuestFile{{Path: "/root/../etc/x"}}},
+		{Name: "ok", Files: []api.GuestFile{{Path: "/root/a"}, {Path: "/root/a"}}},
+		{Name: "ok", Files: []api.GuestFile{{Path: "/root/big", Data: make([]byte, api.GuestFileMaxBytes+1)}}},
+		{Name: "ok", NoStart: true, Files: []api.GuestFile{{Path: "/root/.codex/auth.json", Data: []byte("{}")}}},
 	}
 	for _, p := range cases {
 		if err := f.m.CheckCreate(p); apiCode(err) != api.CodeBadRequest && p.Network == "" {

@@ -16,6 +16,11 @@ type VM = model.VM
 // when its agent answers).
 type CreateParams = api.VMCreateParams
 
+// GuestFile is a small file CreateParams.Files writes into the guest's
+// home (0600, under /root) once it has booted: how `banger vm create
+// --agent-auth` ships a coding-agent CLI's login.
+type GuestFile = api.GuestFile
+
 // Progress reports one stage of a long call.
 type Progress = api.Progress
 

@@ -116,3 +116,42 @@ def test_files(sb: banger.Sandbox) -> None:
     assert not f.exists("/root/sdk/a/b/x.txt")
     f.remove("/root/sdk", recursive=True)
     assert not f.exists("/root/sdk")
+
+
+def test_workspace_prepare_and_export(sb: banger.Sandbox, tmp_path: Any) -> None:
+    import subprocess
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    git("init", "-q")
+    (tmp_path / "hello.txt").write_text("hello\n")
+    git("add", "-A")
+    git("commit", "-q", "-m", "one")
+    ws = sb.prepare_workspace(str(tmp_path))
+    assert ws.files == 1 and ws.head
+    assert sb.files.read(banger.GUEST_REPO_DIR + "/hello.txt") == b"hello\n"
+    assert sb.exec(["git", "status", "--porcelain"], cwd=banger.GUEST_REPO_DIR).check().stdout == b""
+    sb.exec(["sh", "-c", "echo more >> hello.txt"], cwd=banger.GUEST_REPO_DIR).check()
+    patch = sb.export_workspace()
+    assert b"+more" in patch
+    subprocess.run(["git", "-C", str(tmp_path), "apply", "-"], input=patch, check=True)
+    assert (tmp_path / "hello.txt").read_text() == "hello\nmore\n"
+
+
+def test_sessions(sb: banger.Sandbox) -> None:
+    s = sb.start_session(["sh", "-c", "echo started; sleep 300"], session="pysdk")
+    assert s.name == "pysdk" and s.state == "running"
+    assert "pysdk" in [x.name for x in sb.sessions()]
+    for _ in range(40):
+        if sb.session_logs("pysdk").output == b"started\n":
+            break
+        time.sleep(0.5)
+    assert sb.session_logs("pysdk").output == b"started\n"
+    st = sb.stop_session("pysdk")
+    assert st.state == "exited"
+    assert sb.get_session("pysdk").state == "exited"
+    done = sb.start_session("echo bye; exit 4", session="pysdk-done")
+    lg = sb.session_logs(done.name, follow=True, timeout=120)
+    assert lg.output == b"bye\n" and lg.exit_code == 4

@@ -506,3 +506,246 @@ def test_file_read_failing_midway(fake: FakeDaemon, client: banger.Client) -> No
         f.read("/root/cut")
     with pytest.raises(banger.ProtocolError, match="cut"):
         f.download("/root/cut", io.BytesIO())
+
+
+# --- workspaces ---
+
+def _git(cwd: Any, *args: str) -> None:
+    import subprocess
+    subprocess.run(["git", "-C", str(cwd), "-c", "user.name=t", "-c", "user.email=t@t", *args], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _repo(tmp_path: Any) -> Any:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git(repo, "init", "-q", "--initial-branch=dev")
+    (repo / "a.txt").write_text("tracked\n")
+    (repo / "sub").mkdir()
+    (repo / "sub" / "run.sh").write_text("#!/bin/sh\n")
+    os.chmod(repo / "sub" / "run.sh", 0o755)
+    os.symlink("a.txt", repo / "link")
+    (repo / ".gitignore").write_text("ignored.txt\n")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "one")
+    (repo / "a.txt").write_text("changed in the work tree\n")
+    (repo / "untracked.txt").write_text("u\n")
+    (repo / "ignored.txt").write_text("never sent\n")
+    return repo
+
+
+def workspace_route(fake: FakeDaemon, name: str, got: Dict[str, Any], answer: bytes) -> None:
+    @fake.route("POST", f"/vms/{name}/workspace")
+    def _(r: Any) -> None:
+        got["params"] = json.loads(r.body)
+        r.upgrade()
+        data = b""
+        while True:
+            t, p = read_frame(r.rfile)
+            assert t == "i"
+            if not p:
+                break
+            data += p
+        got["tar"] = data
+        r.wfile.write(answer)
+        r.wfile.flush()
+
+
+def _tar_members(data: bytes) -> Dict[str, Any]:
+    import io
+    import tarfile
+    out = {}
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tf:
+        for m in tf.getmembers():
+            out[m.name] = (m, tf.extractfile(m).read() if m.isreg() else None)  # type: ignore[union-attr]
+    return out
+
+
+def test_prepare_workspace_sends_files_and_a_git_dir(fake: FakeDaemon, client: banger.Client, tmp_path: Any) -> None:
+    import subprocess
+    repo = _repo(tmp_path)
+    got: Dict[str, Any] = {}
+    workspace_route(fake, "a", got, frame("x", b'{"code":0}'))
+    ws = client.prepare_workspace("a", str(repo / "sub"))
+    head = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, check=True).stdout.decode().strip()
+    assert ws.head == head and ws.path == str(repo) and ws.mode == "copy" and ws.files == 4
+    assert got["params"] == {"path": str(repo), "mode": "copy", "files": 4, "bytes": ws.bytes, "head": head}
+    m = _tar_members(got["tar"])
+    assert m["a.txt"][1] == b"changed in the work tree\n"
+    assert m["sub/run.sh"][0].mode == 0o755
+    assert m["link"][0].issym() and m["link"][0].linkname == "a.txt"
+    assert "untracked.txt" not in m and "ignored.txt" not in m
+    assert "link" in m and ".git/HEAD" in m and m[".git/shallow"][1] == (head + "\n").encode()
+    assert not any(n.startswith(".git/hooks") for n in m)
+    # The .git it sends is a real repository at HEAD: unpack and ask git.
+    import tarfile, io
+    dst = tmp_path / "guest"
+    dst.mkdir()
+    with tarfile.open(fileobj=io.BytesIO(got["tar"]), mode="r:") as tf:
+        tf.extractall(dst, filter="tar") if hasattr(tarfile, "tar_filter") else tf.extractall(dst)
+    status = subprocess.run(["git", "-C", str(dst), "status", "--porcelain"], capture_output=True, check=True).stdout
+    assert status.strip() == b"M a.txt"
+    branch = subprocess.run(["git", "-C", str(dst), "symbolic-ref", "--short", "HEAD"], capture_output=True, check=True)
+    assert branch.stdout.strip() == b"dev"
+
+    client.prepare_workspace("a", str(repo), include_untracked=True)
+    m = _tar_members(got["tar"])
+    assert "untracked.txt" in m and "ignored.txt" not in m
+    assert got["params"]["include_untracked"] is True and got["params"]["files"] == 5
+
+
+def test_prepare_workspace_errors(fake: FakeDaemon, client: banger.Client, tmp_path: Any) -> None:
+    repo = _repo(tmp_path)
+    with pytest.raises(banger.BadRequestError, match="not inside a git repository"):
+        client.prepare_workspace("a", str(tmp_path))
+    with pytest.raises(banger.BadRequestError, match="not a directory"):
+        client.prepare_workspace("a", str(tmp_path / "nope"))
+    got: Dict[str, Any] = {}
+    workspace_route(fake, "a", got, frame("E", json.dumps({"code": "not_running", "message": "vm \"a\" is stopped"}).encode()))
+    with pytest.raises(banger.NotRunningError, match="stopped"):
+        client.prepare_workspace("a", str(repo))
+    workspace_route(fake, "a", got, frame("x", b'{"code":2,"error":"tar: disk full"}'))
+    with pytest.raises(banger.OperationFailedError, match="disk full"):
+        client.prepare_workspace("a", str(repo))
+    workspace_route(fake, "a", got, b"")  # the daemon hangs up without an answer
+    with pytest.raises(banger.ProtocolError):
+        client.prepare_workspace("a", str(repo))
+
+
+def test_export_workspace(fake: FakeDaemon, client: banger.Client) -> None:
+    patch = b"diff --git a/x b/x\n" + b"+" * 5000
+
+    @fake.route("POST", "/vms/a/workspace/export")
+    def _(r: Any) -> None:
+        r.answer(200, raw=patch, ctype="text/x-diff")
+
+    assert client.export_workspace("a") == patch
+    assert json.loads(fake.requests[-1]["body"]) == {}
+    import io
+    buf = io.BytesIO()
+    assert client.export_workspace("a", buf, base_commit="abc123") == b""
+    assert buf.getvalue() == patch and json.loads(fake.requests[-1]["body"]) == {"base_commit": "abc123"}
+    with pytest.raises(banger.LimitExceededError):
+        client.export_workspace("a", max_bytes=100)
+
+    @fake.route("POST", "/vms/b/workspace/export")
+    def _(r: Any) -> None:
+        r.answer(409, {"code": "not_running", "message": "vm \"b\" is stopped"})
+
+    with pytest.raises(banger.NotRunningError):
+        client.export_workspace("b")
+
+
+# --- sessions ---
+
+SESSION = {"name": "srv", "argv": ["sleep", "100"], "cwd": "/root", "tty": False, "pid": 42, "state": "running",
+           "started_at": "2026-12-07T22:00:00Z", "output_bytes": 12, "attached": 0}
+
+
+def test_sessions_start_list_get_stop(fake: FakeDaemon, client: banger.Client) -> None:
+    @fake.route("POST", "/vms/a/sessions")
+    def _(r: Any) -> None:
+        r.answer(200, SESSION)
+
+    @fake.route("GET", "/vms/a/sessions")
+    def _(r: Any) -> None:
+        r.answer(200, [SESSION])
+
+    @fake.route("GET", "/vms/a/sessions/srv")
+    def _(r: Any) -> None:
+        r.answer(200, SESSION)
+
+    @fake.route("GET", "/vms/a/sessions/ghost")
+    def _(r: Any) -> None:
+        r.answer(404, {"code": "not_found", "message": "session \"ghost\" not found"})
+
+    @fake.route("POST", "/vms/a/sessions/srv/stop")
+    def _(r: Any) -> None:
+        r.answer(200, dict(SESSION, state="exited", pid=0, exit={"code": -1, "signal": "TERM"}))
+
+    s = client.start_session("a", ["sleep", "100"], session="srv", cwd="/root", env={"A": "1"})
+    assert (s.name, s.state, s.pid, s.exit_code) == ("srv", "running", 42, None)
+    assert json.loads(fake.requests[-1]["body"]) == {"argv": ["sleep", "100"], "name": "srv", "cwd": "/root", "env": ["A=1"]}
+    client.start_session("a", "echo hi; sleep 1")
+    assert json.loads(fake.requests[-1]["body"]) == {"argv": ["/bin/sh", "-c", "echo hi; sleep 1"]}
+    assert [x.name for x in client.sessions("a")] == ["srv"]
+    assert client.get_session("a", "srv").output_bytes == 12
+    with pytest.raises(banger.NotFoundError):
+        client.get_session("a", "ghost")
+    st = client.stop_session("a", "srv")
+    assert (st.state, st.exit_code, st.signal) == ("exited", -1, "TERM")
+    assert json.loads(fake.requests[-1]["body"]) == {}
+    client.stop_session("a", "srv", signal=9)
+    assert json.loads(fake.requests[-1]["body"]) == {"signal": 9}
+    with pytest.raises(banger.BadRequestError):
+        client.start_session("a", [])
+    with pytest.raises(banger.BadRequestError):
+        client.get_session("a", "")
+
+    @fake.route("GET", "/vms/b/sessions")
+    def _(r: Any) -> None:
+        r.answer(200, [{"no": "name"}])
+
+    with pytest.raises(banger.ProtocolError):
+        client.sessions("b")
+
+
+def logs_route(fake: FakeDaemon, frames: List[bytes], got: Dict[str, Any]) -> None:
+    @fake.route("POST", "/vms/a/sessions/srv/logs")
+    def _(r: Any) -> None:
+        got["params"] = json.loads(r.body)
+        r.upgrade()
+        for f in frames:
+            r.wfile.write(f)
+        r.wfile.flush()
+
+
+def test_session_logs(fake: FakeDaemon, client: banger.Client) -> None:
+    got: Dict[str, Any] = {}
+    logs_route(fake, [frame("o", b"line 1\n"), frame("o", b"line 2\n")], got)
+    lg = client.session_logs("a", "srv", tail=100)
+    assert lg.output == b"line 1\nline 2\n" and lg.exit_code is None and not lg.truncated
+    assert got["params"] == {"tail": 100}
+    logs_route(fake, [frame("o", b"x" * 5000), frame("x", b'{"code":3}')], got)
+    lg = client.session_logs("a", "srv", follow=True, max_output=1000)
+    assert len(lg.output) == 1000 and lg.truncated and lg.exit_code == 3
+    assert got["params"] == {"follow": True}
+    logs_route(fake, [frame("o", b"partial")], got)
+    with pytest.raises(banger.ProtocolError, match="before the session did"):
+        client.session_logs("a", "srv", follow=True)
+    logs_route(fake, [frame("E", json.dumps({"code": "not_found", "message": "no session"}).encode())], got)
+    with pytest.raises(banger.NotFoundError):
+        client.session_logs("a", "srv")
+
+
+def test_sandbox_workspace_and_sessions(fake: FakeDaemon, tmp_path: Any) -> None:
+    @fake.route("POST", "/vms")
+    def _(r: Any) -> None:
+        r.answer(200, raw=(json.dumps({"result": {"id": "1", "name": "sbx", "image": "debian", "state": "running"}}) + "\n").encode(),
+                 ctype="application/x-ndjson")
+
+    @fake.route("DELETE", "/vms/sbx")
+    def _(r: Any) -> None:
+        r.answer(200, {})
+
+    @fake.route("POST", "/vms/sbx/sessions")
+    def _(r: Any) -> None:
+        r.answer(200, SESSION)
+
+    got: Dict[str, Any] = {}
+    workspace_route(fake, "sbx", got, frame("x", b'{"code":0}'))
+    repo = _repo(tmp_path)
+    with banger.Sandbox(name="sbx", client=banger.Client(socket=fake.socket)) as sb:
+        assert sb.prepare_workspace(str(repo)).files == 4
+        assert sb.start_session(["sleep", "100"]).name == "srv"
+
+
+def test_create_sends_files(fake: FakeDaemon, client: banger.Client) -> None:
+    @fake.route("POST", "/vms")
+    def _(r: Any) -> None:
+        r.answer(200, raw=(json.dumps({"result": {"id": "1", "name": "f", "image": "debian", "state": "running"}}) + "\n").encode(),
+                 ctype="application/x-ndjson")
+
+    client.create(name="f", files={"/root/.codex/auth.json": b'{"k":1}'})
+    body = json.loads(fake.requests[-1]["body"])
+    assert body["files"] == [{"path": "/root/.codex/auth.json", "data": "eyJrIjoxfQ=="}]

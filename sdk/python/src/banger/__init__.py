@@ -10,21 +10,27 @@ A client of bangerd's HTTP API on its Unix socket, standard library only::
         sb.files.write("/root/hello.txt", b"hi\\n")
         print(sb.files.read("/root/hello.txt"))
 
-``banger.Client`` lists, gets, creates and deletes VMs and runs commands in
-any running VM. Errors are ``banger.BangerError`` subclasses carrying the
+``banger.Client`` lists, gets, creates and deletes VMs, runs commands, moves
+files, ships workspaces (git repositories) in and patches out, and runs
+sessions (long-lived commands) in any running VM. Errors are ``banger.BangerError`` subclasses carrying the
 API error code.
 """
 
 from .client import (
     DEFAULT_IMAGE,
     DEFAULT_MAX_OUTPUT,
+    DEFAULT_MAX_PATCH,
     DEFAULT_MAX_READ,
+    GUEST_REPO_DIR,
     VM,
     Client,
     ExecResult,
     FileInfo,
     FileList,
     Files,
+    Session,
+    SessionLogs,
+    Workspace,
 )
 from .errors import (
     AlreadyExistsError,
@@ -47,7 +53,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AlreadyExistsError", "BadRequestError", "BangerError", "Client", "CommandError", "ConflictError",
-    "DEFAULT_IMAGE", "DEFAULT_MAX_OUTPUT", "DEFAULT_MAX_READ", "DaemonUnavailableError", "ExecResult",
+    "DEFAULT_IMAGE", "DEFAULT_MAX_OUTPUT", "DEFAULT_MAX_PATCH", "DEFAULT_MAX_READ", "GUEST_REPO_DIR", "DaemonUnavailableError", "ExecResult",
     "ExecTimeoutError", "FileInfo", "FileList", "Files", "LimitExceededError", "NotFoundError", "NotRunningError",
-    "OperationFailedError", "ProtocolError", "Sandbox", "UnknownMethodError", "VM",
+    "OperationFailedError", "ProtocolError", "Sandbox", "Session", "SessionLogs", "UnknownMethodError", "VM",
+    "Workspace",
 ]

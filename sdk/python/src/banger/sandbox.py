@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import secrets
 from types import TracebackType
-from typing import Any, Dict, Optional, Type
+from typing import Any, BinaryIO, Dict, List, Optional, Type
 
 from . import errors
-from .client import DEFAULT_IMAGE, DEFAULT_MAX_OUTPUT, Client, Command, ExecResult, Files, Stdin, VM
+from .client import (DEFAULT_IMAGE, DEFAULT_MAX_OUTPUT, DEFAULT_MAX_PATCH, VM, Client, Command, ExecResult, Files,
+                     Session, SessionLogs, Stdin, Workspace)
 
 
 class Sandbox:
@@ -21,7 +22,7 @@ class Sandbox:
     ends, also when it ends with an exception. Without ``name`` one is
     generated (``sb-`` and 8 hex digits) before the create call, so a
     create that fails half-way can still be cleaned up. ``create_args``
-    are passed to ``Client.create`` (vcpu, memory_mib, disk_size, network,
+    are passed to ``Client.create`` (vcpu, memory_mib, disk_size, network, files,
     nat, wait).
     """
 
@@ -81,6 +82,36 @@ class Sandbox:
         """Run a command (see ``Client.exec``)."""
         return self.client.exec(self.name, command, cwd=cwd, env=env, stdin=stdin, timeout=timeout,
                                 max_output=max_output)
+
+    def prepare_workspace(self, host_path: str, *, include_untracked: bool = False, full_copy: bool = False,
+                          timeout: Optional[float] = None) -> Workspace:
+        """Ship a host git repository to /root/repo (see ``Client.prepare_workspace``)."""
+        return self.client.prepare_workspace(self.name, host_path, include_untracked=include_untracked,
+                                             full_copy=full_copy, timeout=timeout)
+
+    def export_workspace(self, dst: Optional[BinaryIO] = None, *, base_commit: Optional[str] = None,
+                         max_bytes: int = DEFAULT_MAX_PATCH) -> bytes:
+        """The guest's changes as a git patch (see ``Client.export_workspace``)."""
+        return self.client.export_workspace(self.name, dst, base_commit=base_commit, max_bytes=max_bytes)
+
+    def start_session(self, command: Command, *, session: Optional[str] = None, cwd: Optional[str] = None,
+                      env: Optional[Dict[str, str]] = None) -> Session:
+        """Start a long-lived guest command (see ``Client.start_session``)."""
+        return self.client.start_session(self.name, command, session=session, cwd=cwd, env=env)
+
+    def sessions(self) -> List[Session]:
+        return self.client.sessions(self.name)
+
+    def get_session(self, session: str) -> Session:
+        return self.client.get_session(self.name, session)
+
+    def stop_session(self, session: str, signal: int = 0) -> Session:
+        return self.client.stop_session(self.name, session, signal)
+
+    def session_logs(self, session: str, *, follow: bool = False, tail: int = 0,
+                     max_output: int = DEFAULT_MAX_OUTPUT, timeout: Optional[float] = None) -> SessionLogs:
+        return self.client.session_logs(self.name, session, follow=follow, tail=tail, max_output=max_output,
+                                        timeout=timeout)
 
     def __repr__(self) -> str:
         return f"Sandbox(name={self.name!r}, image={self.image!r})"
