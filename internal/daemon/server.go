@@ -106,6 +106,9 @@ type Server struct {
 	Socket  string
 	// Stop is called by POST /v1/daemon/stop.
 	Stop func()
+	// UploadIdle, when set, replaces agent.UploadIdle: how long a
+	// workspace upload may go without progress either way.
+	UploadIdle time.Duration
 
 	wg sync.WaitGroup // long-lived streams (exec, run)
 

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"time"
 
 	"banger/internal/agent"
 	"banger/internal/api"
@@ -16,8 +17,12 @@ import (
 
 // relayUpload forwards a tar stream (stdin frames from the client, ended
 // by an empty one) to an agent untar stream and returns the agent's
-// verdict.
-func relayUpload(client io.Reader, st net.Conn) (agent.ExitStatus, error) {
+// verdict. Nothing moving for idle, in either direction (a guest that
+// stopped reading or never answers, a client that stopped sending),
+// ends it with an error wrapping agent.ErrIdle.
+func relayUpload(client io.Reader, raw net.Conn, idle time.Duration) (agent.ExitStatus, error) {
+	st := agent.IdleConn(raw, idle)
+	defer st.Close()
 	fw := agent.NewFrameWriter(st)
 	errc := make(chan error, 1)
 	go func() {
@@ -44,8 +49,15 @@ func relayUpload(client io.Reader, st net.Conn) (agent.ExitStatus, error) {
 	for {
 		t, p, err := agent.ReadFrame(st)
 		if err != nil {
-			if cerr := <-errc; cerr != nil {
-				return agent.ExitStatus{}, cerr
+			// The client side's error, when it ended first, says more
+			// (it closes the guest stream); a client that merely stopped
+			// sending is not waited for.
+			select {
+			case cerr := <-errc:
+				if cerr != nil {
+					return agent.ExitStatus{}, cerr
+				}
+			default:
 			}
 			return agent.ExitStatus{}, fmt.Errorf("guest stream: %w", err)
 		}
@@ -55,6 +67,14 @@ func relayUpload(client io.Reader, st net.Conn) (agent.ExitStatus, error) {
 			return es, nil
 		}
 	}
+}
+
+// uploadIdle is how long a relayed upload may go without progress.
+func (s *Server) uploadIdle() time.Duration {
+	if s.UploadIdle > 0 {
+		return s.UploadIdle
+	}
+	return agent.UploadIdle
 }
 
 // workspacePrepare receives a workspace tar stream over an upgraded
@@ -79,7 +99,10 @@ func (s *Server) workspacePrepare(w http.ResponseWriter, r *http.Request) error 
 	}
 	defer conn.Close()
 	fw := agent.NewFrameWriter(conn)
-	es, err := relayUpload(rw.Reader, st)
+	es, err := relayUpload(rw.Reader, st, s.uploadIdle())
+	if err != nil {
+		err = fmt.Errorf("send workspace %s to vm %q: %w", p.Path, name, err)
+	}
 	if err == nil && es.Code != 0 {
 		err = fmt.Errorf("extract workspace in the guest: %s", es.Error)
 	}
