@@ -125,6 +125,10 @@ type UntarRequest struct {
 	// Clean removes Dir's previous contents first, so files deleted on
 	// the host do not linger in the guest.
 	Clean bool `json:"clean,omitempty"`
+	// Workspace marks a workspace stream (workspace.WriteTar): Dir is
+	// emptied first and HEAD's blobs are laid out into a pack from the
+	// files its blob plan names, so they cross the wire only once.
+	Workspace bool `json:"workspace,omitempty"`
 }
 
 // ExecRequest starts a process in the guest.

@@ -147,6 +147,10 @@ func (f *fakeVMs) OpenUntar(ctx context.Context, ref, dir string, clean bool) (n
 	return f.open(ref, "untar")
 }
 
+func (f *fakeVMs) OpenWorkspaceUntar(ctx context.Context, ref string) (net.Conn, error) {
+	return f.open(ref, "untar")
+}
+
 func (f *fakeVMs) OpenSession(ctx context.Context, ref, op string, req agent.SessionRequest) (net.Conn, error) {
 	return f.open(ref, op+":"+req.Name)
 }

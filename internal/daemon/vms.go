@@ -13,7 +13,6 @@ import (
 	"banger/internal/image"
 	"banger/internal/model"
 	"banger/internal/vm"
-	"banger/internal/workspace"
 )
 
 func (s *Server) vmList(w http.ResponseWriter, r *http.Request) error {
@@ -273,7 +272,7 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request) error {
 
 // runUpload asks the client for the workspace and relays it into the VM.
 func (s *Server) runUpload(ctx context.Context, vmID, vmName string, p api.WorkspaceParams, client io.Reader, fw *agent.FrameWriter) error {
-	st, err := s.VMs.OpenUntar(ctx, vmID, workspace.GuestDir, true)
+	st, err := s.VMs.OpenWorkspaceUntar(ctx, vmID)
 	if err != nil {
 		return err
 	}

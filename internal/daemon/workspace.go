@@ -12,7 +12,6 @@ import (
 
 	"banger/internal/agent"
 	"banger/internal/api"
-	"banger/internal/workspace"
 )
 
 // relayUpload forwards a tar stream (stdin frames from the client, ended
@@ -88,7 +87,7 @@ func (s *Server) workspacePrepare(w http.ResponseWriter, r *http.Request) error 
 		return api.Errorf(api.CodeBadRequest, "workspace path is required")
 	}
 	name := r.PathValue("name")
-	st, err := s.VMs.OpenUntar(r.Context(), name, workspace.GuestDir, true)
+	st, err := s.VMs.OpenWorkspaceUntar(r.Context(), name)
 	if err != nil {
 		return err
 	}

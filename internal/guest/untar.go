@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"banger/internal/agent"
+	"banger/internal/gitpack"
 )
 
 // runUntar extracts the tar stream the host sends as stdin frames into
@@ -49,7 +50,12 @@ func runUntar(req *agent.UntarRequest, conn io.ReadWriter) {
 			}
 		}
 	}()
-	_, err := Untar(pr, req.Dir, req.Clean)
+	var err error
+	if req.Workspace {
+		_, err = UntarWorkspace(pr, req.Dir)
+	} else {
+		_, err = Untar(pr, req.Dir, req.Clean)
+	}
 	pr.CloseWithError(io.ErrClosedPipe)
 	if err != nil {
 		fail(err)
@@ -73,6 +79,17 @@ func drainStdin(r io.Reader) {
 // can never redirect a later write outside dir. It returns the number of
 // entries. Plain syscalls keep it cheap per file (it runs under emulation).
 func Untar(r io.Reader, dir string, clean bool) (int, error) {
+	return extract(r, dir, clean, false)
+}
+
+// UntarWorkspace extracts a workspace stream (workspace.WriteTar) into
+// dir, emptied first: as Untar, and it lays out the pack of HEAD's blobs
+// from the files its blob plan names (wspack.go).
+func UntarWorkspace(r io.Reader, dir string) (int, error) {
+	return extract(r, dir, true, true)
+}
+
+func extract(r io.Reader, dir string, clean, workspace bool) (n int, err error) {
 	if clean {
 		if err := emptyDir(dir); err != nil {
 			return 0, err
@@ -104,8 +121,19 @@ func Untar(r io.Reader, dir string, clean bool) (int, error) {
 		}
 		return nil
 	}
+	var wp, done *wsPack
+	defer func() {
+		if done != nil {
+			done.root.Close()
+		}
+		if wp != nil {
+			wp.abort()
+			if err == nil {
+				err = fmt.Errorf("workspace stream ended without its pack index")
+			}
+		}
+	}()
 	tr := tar.NewReader(r)
-	n := 0
 	buf := make([]byte, 256<<10)
 	for {
 		h, err := tr.Next()
@@ -120,6 +148,26 @@ func Untar(r io.Reader, dir string, clean bool) (int, error) {
 			return n, fmt.Errorf("tar entry %q escapes the target", h.Name)
 		}
 		if name == "." {
+			continue
+		}
+		if workspace && h.Typeflag == tar.TypeReg && filepath.ToSlash(name) == gitpack.PlanEntry {
+			if wp != nil || n > 0 {
+				return n, fmt.Errorf("workspace blob plan out of place")
+			}
+			if wp, err = startPack(dir, tr, h.Size); err != nil {
+				return n, err
+			}
+			made[".git"], made[".git/objects"], made[packDir] = true, true, true
+			continue
+		}
+		if workspace && h.Typeflag == tar.TypeReg && filepath.ToSlash(name) == gitpack.IndexEntry {
+			if wp == nil {
+				return n, fmt.Errorf("workspace pack index without a blob plan")
+			}
+			if err := wp.finish(tr, h.Size); err != nil {
+				return n, err // the deferred abort drops the pack
+			}
+			wp, done = nil, wp
 			continue
 		}
 		if below(name) {
@@ -149,7 +197,11 @@ func Untar(r io.Reader, dir string, clean bool) (int, error) {
 			if err != nil {
 				return n, fmt.Errorf("create %s: %w", name, err)
 			}
-			_, err = io.CopyBuffer(f, tr, buf)
+			if wp != nil && wp.wants(filepath.ToSlash(name)) {
+				err = wp.add(f, tr, h.Size)
+			} else {
+				_, err = io.CopyBuffer(f, tr, buf)
+			}
 			if cerr := f.Close(); err == nil {
 				err = cerr
 			}
