@@ -149,4 +149,8 @@ type ExitStatus struct {
 	// Error is set when the process could not be started at all (the code
 	// is then 127 for a missing command, 126 otherwise, as shells do).
 	Error string `json:"error,omitempty"`
+	// Workspace is set by an agent that extracted an untar stream as a
+	// workspace (UntarRequest.Workspace): an older agent, in a VM booted
+	// before an upgrade, would have left HEAD's blobs out.
+	Workspace bool `json:"workspace,omitempty"`
 }

@@ -282,8 +282,8 @@ func (s *Server) runUpload(ctx context.Context, vmID, vmName string, p api.Works
 	if err != nil {
 		return fmt.Errorf("send workspace %s to vm %q: %w", p.Path, vmName, err)
 	}
-	if es.Code != 0 {
-		return fmt.Errorf("extract workspace in the guest: %s", es.Error)
+	if err := workspaceVerdict(es, vmName); err != nil {
+		return err
 	}
 	return s.VMs.RecordWorkspace(ctx, vmID, p)
 }

@@ -68,6 +68,18 @@ func relayUpload(client io.Reader, raw net.Conn, idle time.Duration) (agent.Exit
 	}
 }
 
+// workspaceVerdict turns the agent's answer to a workspace upload into
+// an error, when it is one.
+func workspaceVerdict(es agent.ExitStatus, vm string) error {
+	switch {
+	case es.Code != 0:
+		return fmt.Errorf("extract workspace in the guest: %s", es.Error)
+	case !es.Workspace:
+		return api.Errorf(api.CodeOperationFailed, "vm %q runs a guest agent older than this banger, which cannot take a workspace: restart the VM (banger vm restart %s) to update it", vm, vm)
+	}
+	return nil
+}
+
 // uploadIdle is how long a relayed upload may go without progress.
 func (s *Server) uploadIdle() time.Duration {
 	if s.UploadIdle > 0 {
@@ -102,8 +114,8 @@ func (s *Server) workspacePrepare(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		err = fmt.Errorf("send workspace %s to vm %q: %w", p.Path, name, err)
 	}
-	if err == nil && es.Code != 0 {
-		err = fmt.Errorf("extract workspace in the guest: %s", es.Error)
+	if err == nil {
+		err = workspaceVerdict(es, name)
 	}
 	if err == nil {
 		err = s.VMs.RecordWorkspace(r.Context(), name, p)

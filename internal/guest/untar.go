@@ -61,7 +61,7 @@ func runUntar(req *agent.UntarRequest, conn io.ReadWriter) {
 		fail(err)
 		return
 	}
-	fw.WriteJSON(agent.FrameExit, agent.ExitStatus{Code: 0})
+	fw.WriteJSON(agent.FrameExit, agent.ExitStatus{Code: 0, Workspace: req.Workspace})
 }
 
 func drainStdin(r io.Reader) {
