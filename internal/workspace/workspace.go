@@ -25,6 +25,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 
 	"banger/internal/api"
 	"banger/internal/gitpack"
@@ -206,7 +207,10 @@ func WriteTar(ctx context.Context, p *Plan, w io.Writer) error {
 			return err
 		}
 	}
-	if bp != nil {
+	// With no file to lay out (every file changed since HEAD), there is
+	// no plan: .git's own pack holds all of HEAD's blobs.
+	withPlan := bp != nil && len(bp.plan.Files) > 0
+	if withPlan {
 		b, err := json.Marshal(bp.plan)
 		if err != nil {
 			return err
@@ -229,7 +233,7 @@ func WriteTar(ctx context.Context, p *Plan, w io.Writer) error {
 		}
 		src := filepath.Join(p.Root, filepath.FromSlash(f.Path))
 		var err error
-		if bp != nil && bp.packed[i] {
+		if withPlan && bp.packed[i] {
 			err = bp.addPacked(tw, src, f.Path, bp.sums[i])
 		} else {
 			err = addFile(tw, src, f.Path)
@@ -264,7 +268,7 @@ func WriteTar(ctx context.Context, p *Plan, w io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("pack .git: %w", err)
 	}
-	if bp != nil {
+	if withPlan {
 		idx, err := bp.index()
 		if err != nil {
 			return fmt.Errorf("index the work tree's blobs: %w", err)
@@ -396,7 +400,7 @@ func planBlobs(ctx context.Context, p *Plan) (*blobPlan, error) {
 // hashFile is the blob id and Adler-32 of a file's bytes; ok is false
 // when it cannot be read (it is then sent, or fails, as any file).
 func hashFile(path string) fileSum {
-	f, err := os.Open(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return fileSum{}
 	}
@@ -415,7 +419,7 @@ func hashFile(path string) fileSum {
 // addPacked sends a file of the blob plan, checking that its bytes are
 // still the blob hashed before, and hashes its pack entry.
 func (b *blobPlan) addPacked(tw *tar.Writer, path, name string, s fileSum) error {
-	f, err := os.Open(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
 		return err
 	}

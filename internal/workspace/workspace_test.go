@@ -190,3 +190,57 @@ func TestTarSendsBlobsOnce(t *testing.T) {
 		t.Errorf("HEAD's small.txt in the guest: %q", got)
 	}
 }
+
+// A work tree whose every file changed since HEAD sends no blob plan;
+// the guest's repository is whole all the same.
+func TestTarAllFilesChanged(t *testing.T) {
+	if _, err := exec.LookPath("git"); err != nil {
+		t.Skip("git not installed")
+	}
+	repo := t.TempDir()
+	sh(t, repo, `git init -q -b main && echo one > a.txt && git add . && git commit -qm one && echo two > a.txt`)
+	ctx := context.Background()
+	p, err := Inspect(ctx, repo, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := WriteTar(ctx, p, &buf); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "repo")
+	if _, err := guest.UntarWorkspace(&buf, out); err != nil {
+		t.Fatal(err)
+	}
+	sh(t, out, "git fsck --full --strict --no-dangling")
+	if got := sh(t, out, "git show HEAD:a.txt"); got != "one\n" {
+		t.Errorf("HEAD's a.txt in the guest: %q", got)
+	}
+}
+
+// full_copy with untracked files: submodule files and untracked files
+// are sent (and laid out only when they are blobs of HEAD); the guest's
+// repository is whole and shows the same status as the host's.
+func TestTarFullCopyUntracked(t *testing.T) {
+	repo := testRepo(t)
+	ctx := context.Background()
+	p, err := Inspect(ctx, repo, Options{Mode: ModeFullCopy, IncludeUntracked: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := WriteTar(ctx, p, &buf); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "repo")
+	if _, err := guest.UntarWorkspace(&buf, out); err != nil {
+		t.Fatal(err)
+	}
+	sh(t, out, "git fsck --full --strict --no-dangling")
+	if b, err := os.ReadFile(filepath.Join(out, "sub/s.txt")); err != nil || string(b) != "subfile\n" {
+		t.Errorf("submodule file: %q %v", b, err)
+	}
+	if st := sh(t, out, "git status --porcelain -- a.txt new.txt"); st != " M a.txt\n?? new.txt\n" {
+		t.Errorf("guest status %q", st)
+	}
+}
