@@ -464,11 +464,19 @@ func (c *Client) upload(ctx context.Context, op string, req FileRequest, r io.Re
 	var serr error
 	select {
 	case res := <-done:
-		// The guest answered before everything was sent: a failure.
-		st.Close()
 		if res.err == nil && res.resp.OK {
-			return Response{}, fmt.Errorf("agent %s: the guest answered before the upload ended", op)
+			// An answer racing the end of the upload: it counts once
+			// everything was sent.
+			if serr = <-sendErr; serr == nil {
+				return res.resp, nil
+			}
+			return Response{}, fmt.Errorf("agent %s: the guest answered before the upload ended: %w", op, serr)
 		}
+		// The guest failed midway and said so: stop sending. The sender
+		// ends at its next write (the caller's reader is not read after
+		// upload returns).
+		st.Close()
+		<-sendErr
 		if res.err != nil {
 			return Response{}, res.err
 		}

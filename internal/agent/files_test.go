@@ -247,12 +247,13 @@ func TestFileWriteEarlyRefusal(t *testing.T) {
 	if sent.n > 64<<20 {
 		t.Errorf("sent %d MiB after the guest refused", sent.n>>20)
 	}
-	// A guest that answers OK before the end is not believed.
+	// A guest that answers OK before the end and stops reading fails
+	// the upload.
 	c = fakeAgent(t, func(_ string, st net.Conn) {
 		st.Write([]byte(`{"ok":true}` + "\n"))
 		st.Write([]byte(`{"ok":true,"file_info":{"name":"f","path":"/f","type":"file","mode":"0644"}}` + "\n"))
-		io.Copy(io.Discard, st)
 	})
+	c.idle = 500 * time.Millisecond
 	sent = countReader{r: endless{}, max: 1 << 30}
 	if _, err := c.FileWrite(context.Background(), "/f", "", false, &sent); err == nil {
 		t.Fatal("an early OK was accepted")

@@ -150,7 +150,7 @@ func (a *App) cpIn(ctx context.Context, src, vm, dst string) error {
 	}
 	// Where the copy goes: inside an existing directory, or as DST.
 	dir, name := dst, filepath.Base(filepath.Clean(src))
-	gfi, err := a.client.FileStat(ctx, vm, dst)
+	gfi, err := a.followGuestLinks(ctx, vm, dst)
 	var ae *api.Error
 	switch {
 	case err == nil && gfi.Type == api.FileTypeDir:
@@ -194,6 +194,31 @@ func (a *App) cpIn(ctx context.Context, src, vm, dst string) error {
 	}
 	finish(cr.n)
 	return nil
+}
+
+// followGuestLinks stats a guest path, following symlinks (a few hops),
+// so that a DST that links to a directory receives the copy inside it, as
+// docker cp does. Dangling or looping links are described as links.
+func (a *App) followGuestLinks(ctx context.Context, vm, p string) (api.FileInfo, error) {
+	fi, err := a.client.FileStat(ctx, vm, p)
+	for hops := 0; err == nil && fi.Type == api.FileTypeSymlink && hops < 8; hops++ {
+		t := fi.Target
+		if !path.IsAbs(t) {
+			t = path.Join(path.Dir(fi.Path), t)
+		}
+		next, err := a.client.FileStat(ctx, vm, t)
+		if err != nil {
+			break
+		}
+		if next.Type != api.FileTypeSymlink {
+			if next.Type == api.FileTypeDir {
+				fi.Type = api.FileTypeDir
+			}
+			break
+		}
+		fi.Target, fi.Path = next.Target, next.Path
+	}
+	return fi, err
 }
 
 // treeSize estimates the tar stream of root: contents plus a header each.

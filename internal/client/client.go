@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"time"
 
 	"banger/internal/api"
 )
@@ -30,6 +31,9 @@ func New(socket string) *Client {
 			return d.DialContext(ctx, "unix", socket)
 		},
 		DisableKeepAlives: true,
+		// Uploads ask first (Expect: 100-continue), so a refusal
+		// (too large, no such VM) is read instead of a broken pipe.
+		ExpectContinueTimeout: 30 * time.Second,
 	}}}
 }
 

@@ -176,6 +176,9 @@ func (c *Client) body(ctx context.Context, method, path, contentType string, r i
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
+	if r != nil {
+		req.Header.Set("Expect", "100-continue")
+	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {

@@ -37,7 +37,7 @@ func watchFiles(ctx context.Context, logger *log.Logger, conn net.Conn, p string
 	}
 	defer w.Close()
 	dirs := 0
-	if err := addWatches(w, p, recursive && fi.IsDir(), &dirs); err != nil {
+	if err := addWatches(w, p, recursive && fi.IsDir(), &dirs, nil); err != nil {
 		reply(conn, errResponse(err))
 		return
 	}
@@ -79,8 +79,16 @@ func watchFiles(ctx context.Context, logger *log.Logger, conn net.Conn, p string
 			}
 			if recursive && ev.Has(fsnotify.Create) {
 				if fi, err := os.Lstat(ev.Name); err == nil && fi.IsDir() {
-					if err := addWatches(w, ev.Name, true, &dirs); err != nil {
+					// What was created in the new directory before its
+					// watch was armed is announced as created.
+					var found []string
+					if err := addWatches(w, ev.Name, true, &dirs, &found); err != nil {
 						logger.Printf("watch %s: %v", ev.Name, err)
+					}
+					for _, f := range found {
+						if !send(f, api.FileOpCreate) {
+							return
+						}
 					}
 				}
 			}
@@ -100,9 +108,13 @@ func watchFiles(ctx context.Context, logger *log.Logger, conn net.Conn, p string
 	}
 }
 
+// maxAnnounce bounds the entries announced for one new directory.
+const maxAnnounce = 10000
+
 // addWatches watches p and, when recursive, the directories below it
-// (symlinks are not followed), counting them in dirs.
-func addWatches(w *fsnotify.Watcher, p string, recursive bool, dirs *int) error {
+// (symlinks are not followed), counting them in dirs. When found is not
+// nil, the paths below p are added to it (at most maxAnnounce).
+func addWatches(w *fsnotify.Watcher, p string, recursive bool, dirs *int, found *[]string) error {
 	if !recursive {
 		return w.Add(p)
 	}
@@ -112,6 +124,9 @@ func addWatches(w *fsnotify.Watcher, p string, recursive bool, dirs *int) error 
 				return nil // removed meanwhile
 			}
 			return err
+		}
+		if found != nil && fp != p && len(*found) < maxAnnounce {
+			*found = append(*found, fp)
 		}
 		if !d.IsDir() {
 			return nil
