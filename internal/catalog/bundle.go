@@ -11,15 +11,14 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/klauspost/compress/zstd"
 
 	"banger/internal/fsutil"
 	"banger/internal/model"
+	"banger/internal/untar"
 )
 
 // Names of a bundle's members.
@@ -228,103 +227,75 @@ func readBundle(ctx context.Context, r io.Reader, dir string) (_ Manifest, _ str
 		return Manifest{}, "", err
 	}
 	defer dec.Close()
-	tr := tar.NewReader(dec)
 
 	var (
 		m        *Manifest
-		tmpName  string
+		rootfs   *fsutil.AtomicFile
 		sawFirst bool
 	)
+	final := filepath.Join(dir, RootfsName)
 	defer func() {
-		if err != nil && tmpName != "" {
-			os.Remove(tmpName)
+		if rootfs != nil {
+			rootfs.Abort() // a no-op once committed
 		}
 	}()
-	for {
-		if err := ctx.Err(); err != nil {
-			return Manifest{}, "", err
-		}
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return Manifest{}, "", fmt.Errorf("read: %w", err)
-		}
-		name, err := bundleMemberName(h.Name)
-		if err != nil {
-			return Manifest{}, "", err
-		}
-		if name == "" && h.Typeflag == tar.TypeDir {
-			continue // "./", as written by `tar -C dir .`
+	err = untar.Walk(ctx, dec, untar.WalkOptions{Limits: untar.Limits{MaxEntries: maxBundleEntries}}, func(e untar.Entry, r io.Reader) error {
+		h := e.Header
+		if e.Name == "" && h.Typeflag == tar.TypeDir {
+			return nil // "./", as written by `tar -C dir .`
 		}
 		switch h.Typeflag {
 		case tar.TypeReg, tar.TypeGNUSparse:
 		case tar.TypeSymlink, tar.TypeLink:
-			return Manifest{}, "", fmt.Errorf("member %q is a link", h.Name)
+			return fmt.Errorf("member %q is a link", h.Name)
 		default:
-			return Manifest{}, "", fmt.Errorf("member %q is not a regular file", h.Name)
+			return fmt.Errorf("member %q is not a regular file", h.Name)
 		}
 		first := !sawFirst
 		sawFirst = true
-		switch name {
+		var err error
+		switch e.Name {
 		case ManifestName:
 			if m != nil {
-				return Manifest{}, "", fmt.Errorf("duplicate %s", ManifestName)
+				return fmt.Errorf("duplicate %s", ManifestName)
 			}
 			if !first {
-				return Manifest{}, "", fmt.Errorf("%s must be the first member", ManifestName)
+				return fmt.Errorf("%s must be the first member", ManifestName)
 			}
-			if m, err = readManifest(tr, h.Size); err != nil {
-				return Manifest{}, "", err
-			}
+			m, err = readManifest(r, h.Size)
 		case RootfsName:
 			if m == nil {
-				return Manifest{}, "", fmt.Errorf("%s comes before %s", RootfsName, ManifestName)
+				return fmt.Errorf("%s comes before %s", RootfsName, ManifestName)
 			}
-			if tmpName != "" {
-				return Manifest{}, "", fmt.Errorf("duplicate %s", RootfsName)
+			if rootfs != nil {
+				return fmt.Errorf("duplicate %s", RootfsName)
 			}
-			if tmpName, err = writeSparse(ctx, tr, dir, h.Size, *m); err != nil {
-				return Manifest{}, "", err
-			}
+			rootfs, err = writeSparse(ctx, r, final, h.Size, *m)
 		default:
-			return Manifest{}, "", fmt.Errorf("unexpected member %q", h.Name)
+			return fmt.Errorf("unexpected member %q", h.Name)
 		}
+		return err
+	})
+	if ne := (*untar.NameError)(nil); errors.As(err, &ne) {
+		return Manifest{}, "", fmt.Errorf("member %q: %w", ne.Name, err)
+	}
+	if err != nil {
+		return Manifest{}, "", err
 	}
 	if m == nil {
 		return Manifest{}, "", fmt.Errorf("no %s", ManifestName)
 	}
-	if tmpName == "" {
+	if rootfs == nil {
 		return Manifest{}, "", fmt.Errorf("no %s", RootfsName)
 	}
-	final := filepath.Join(dir, RootfsName)
-	if err := os.Rename(tmpName, final); err != nil {
-		return Manifest{}, "", err
-	}
-	if err := fsutil.SyncDir(dir); err != nil {
+	if err := rootfs.Commit(); err != nil {
 		return Manifest{}, "", err
 	}
 	return *m, final, nil
 }
 
-// bundleMemberName cleans a member name ("./rootfs.ext4" is
-// "rootfs.ext4", "./" is ""), refusing absolute names and "..".
-func bundleMemberName(name string) (string, error) {
-	if strings.HasPrefix(name, "/") {
-		return "", fmt.Errorf("member %q has an absolute name", name)
-	}
-	for _, el := range strings.Split(name, "/") {
-		if el == ".." {
-			return "", fmt.Errorf("member %q has a name with \"..\"", name)
-		}
-	}
-	clean := path.Clean(name)
-	if clean == "." {
-		return "", nil
-	}
-	return clean, nil
-}
+// maxBundleEntries caps a bundle's members (it has two, plus maybe "./").
+const maxBundleEntries = 16
 
 func readManifest(r io.Reader, size int64) (*Manifest, error) {
 	if size > maxManifestSize {
@@ -344,21 +315,21 @@ func readManifest(r io.Reader, size int64) (*Manifest, error) {
 	return &m, nil
 }
 
-// writeSparse copies the size-byte rootfs from r to a new temporary file in
-// dir, leaving holes for all-zero chunks, and checks it against m. It
-// returns the file's name; on error the file is removed.
-func writeSparse(ctx context.Context, r io.Reader, dir string, size int64, m Manifest) (_ string, err error) {
+// writeSparse copies the size-byte rootfs from r to the temporary file of
+// target (mode 0644), leaving holes for all-zero chunks, and checks it
+// against m. It returns the file, for the caller to commit; on error the
+// file is removed.
+func writeSparse(ctx context.Context, r io.Reader, target string, size int64, m Manifest) (_ *fsutil.AtomicFile, err error) {
 	if size != m.RootfsSize {
-		return "", fmt.Errorf("rootfs size mismatch: member has %d bytes, manifest says %d", size, m.RootfsSize)
+		return nil, fmt.Errorf("rootfs size mismatch: member has %d bytes, manifest says %d", size, m.RootfsSize)
 	}
-	f, err := os.CreateTemp(dir, ".partial-*")
+	f, err := fsutil.CreateAtomic(target, 0o644)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	defer func() {
 		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
+			f.Abort()
 		}
 	}()
 	h := sha256.New()
@@ -367,22 +338,22 @@ func writeSparse(ctx context.Context, r io.Reader, dir string, size int64, m Man
 	checked := false
 	for off := int64(0); off < size; {
 		if err := ctx.Err(); err != nil {
-			return "", err
+			return nil, err
 		}
 		n := int(min(int64(sparseChunk), size-off))
 		if _, err := io.ReadFull(r, buf[:n]); err != nil {
-			return "", fmt.Errorf("read %s: %w", RootfsName, err)
+			return nil, fmt.Errorf("read %s: %w", RootfsName, err)
 		}
 		h.Write(buf[:n])
 		if !checked && off <= extMagicOffset && off+int64(n) >= extMagicOffset+2 {
 			if err := checkMagicBytes(buf[extMagicOffset-off:]); err != nil {
-				return "", fmt.Errorf("%s: %w", RootfsName, err)
+				return nil, fmt.Errorf("%s: %w", RootfsName, err)
 			}
 			checked = true
 		}
 		if !bytes.Equal(buf[:n], zero[:n]) {
 			if _, err := f.WriteAt(buf[:n], off); err != nil {
-				return "", err
+				return nil, err
 			}
 		}
 		off += int64(n)
@@ -390,22 +361,13 @@ func writeSparse(ctx context.Context, r io.Reader, dir string, size int64, m Man
 	if !checked {
 		// Unreachable: validate requires the size to cover the magic,
 		// and the first chunk does.
-		return "", fmt.Errorf("%s: superblock magic not checked", RootfsName)
+		return nil, fmt.Errorf("%s: superblock magic not checked", RootfsName)
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != m.RootfsSHA256 {
-		return "", fmt.Errorf("rootfs sha256 mismatch: got %s, manifest says %s", got, m.RootfsSHA256)
+		return nil, fmt.Errorf("rootfs sha256 mismatch: got %s, manifest says %s", got, m.RootfsSHA256)
 	}
 	if err := f.Truncate(size); err != nil {
-		return "", err
+		return nil, err
 	}
-	if err := f.Chmod(0o644); err != nil {
-		return "", err
-	}
-	if err := f.Sync(); err != nil {
-		return "", err
-	}
-	if err := f.Close(); err != nil {
-		return "", err
-	}
-	return f.Name(), nil
+	return f, nil
 }

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"banger/internal/fetch"
 	"banger/internal/model"
 )
 
@@ -68,17 +69,7 @@ type ImageEntry struct {
 }
 
 // validSHA256 reports whether s is 64 lowercase hex characters.
-func validSHA256(s string) bool {
-	if len(s) != 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return false
-		}
-	}
-	return true
-}
+func validSHA256(s string) bool { return fetch.ValidSHA256(s) }
 
 // Embedded returns the catalog built into banger.
 func Embedded() (*Catalog, error) {
@@ -155,39 +146,16 @@ func readLimited(r io.Reader) ([]byte, error) {
 }
 
 func getCatalog(ctx context.Context, src string, hc *http.Client) ([]byte, *url.URL, error) {
-	if hc == nil {
-		hc = http.DefaultClient
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, src, nil)
-	if err != nil {
-		return nil, nil, err
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return nil, nil, fmt.Errorf("server said %s", resp.Status)
-	}
-	data, err := readLimited(resp.Body)
-	if err != nil {
-		return nil, nil, err
+	c := &fetch.Client{}
+	if hc != nil {
+		c.HTTP = hc
 	}
 	// Relative URLs are relative to where the catalog was finally found.
-	return data, resp.Request.URL, nil
+	return c.Bytes(ctx, src, maxCatalogSize)
 }
 
 // fileURLPath returns the local path of a file:// URL.
-func fileURLPath(u *url.URL) (string, error) {
-	if u.Host != "" && u.Host != "localhost" {
-		return "", fmt.Errorf("file URL %q names a remote host", u.String())
-	}
-	if u.Path == "" || !filepath.IsAbs(u.Path) {
-		return "", fmt.Errorf("file URL %q has no absolute path", u.String())
-	}
-	return filepath.Clean(u.Path), nil
-}
+func fileURLPath(u *url.URL) (string, error) { return fetch.FileURLPath(u) }
 
 // parse decodes and validates a catalog, resolving relative URLs against
 // base (nil: relative URLs are invalid).

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 )
 
 // testServer serves content at /file.bin and counts requests.
@@ -173,11 +172,11 @@ func TestFetchErrors(t *testing.T) {
 		size            int64
 		want            string
 	}{
-		{"wrong sha", "/ok", otherSH, 0, "download " + srv.URL + "/ok: sha256 mismatch: got " + sum + ", want " + otherSH},
-		{"404", "/missing", sum, 0, "download " + srv.URL + "/missing: server said 404 Not Found"},
+		{"wrong sha", "/ok", otherSH, 0, "fetch " + srv.URL + "/ok: sha256 mismatch: got " + sum + ", want " + otherSH},
+		{"404", "/missing", sum, 0, "fetch " + srv.URL + "/missing: server said 404 Not Found"},
 		{"500", "/500", sum, 0, "server said 500 Internal Server Error"},
 		{"truncated", "/truncated", sum, int64(len(content)),
-			"download " + srv.URL + "/truncated: truncated: got " + strconv.Itoa(len(content)/2) + " of " + strconv.Itoa(len(content)) + " bytes"},
+			"fetch " + srv.URL + "/truncated: truncated: got " + strconv.Itoa(len(content)/2) + " of " + strconv.Itoa(len(content)) + " bytes"},
 		{"truncated no size", "/truncated", sum, 0, "truncated: got"},
 		{"size mismatch", "/ok-length", sum, 10, "size mismatch: source has " + strconv.Itoa(len(content)) + " bytes, want 10"},
 		{"longer than size", "/ok", sum, 10, "too long: got more than 10 bytes"},
@@ -231,25 +230,4 @@ func TestFetchCancel(t *testing.T) {
 		t.Error("cancelled fetch made a request")
 	}
 	assertEmptyDir(t, dir)
-}
-
-func TestProgressThrottled(t *testing.T) {
-	var calls int
-	var last int64
-	pw := &progressWriter{total: 100000, fn: func(cur, total int64) {
-		calls++
-		last = cur
-	}}
-	start := time.Now()
-	for range 100000 {
-		pw.Write([]byte{0})
-	}
-	pw.done()
-	elapsed := time.Since(start)
-	if max := int(elapsed/progressInterval) + 2; calls < 2 || calls > max {
-		t.Errorf("%d calls in %v, want 2..%d", calls, elapsed, max)
-	}
-	if last != 100000 {
-		t.Errorf("last call reported %d", last)
-	}
 }

@@ -6,13 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"banger/internal/agent"
 	"banger/internal/api"
+	"banger/internal/fsutil"
 	"banger/internal/model"
 	"banger/internal/workspace"
 )
@@ -182,26 +182,20 @@ func (a *App) workspaceCmd() *cobra.Command {
 				return api.Errorf(api.CodeBadRequest, "refusing to print a guest-written patch to a terminal: redirect stdout or use -o FILE")
 			}
 			var out io.Writer = a.Stdout
-			var f *os.File
+			var f *fsutil.AtomicFile
 			if output != "-" {
 				var err error
-				if f, err = os.CreateTemp(dirOf(output), ".banger-export-*"); err != nil {
+				if f, err = fsutil.CreateAtomic(output, 0o600); err != nil {
 					return err
 				}
-				defer os.Remove(f.Name())
+				defer f.Abort() // a no-op once committed
 				out = f
 			}
 			if err := a.call(ctx, "POST", vmPath(args[0], "/workspace/export"), api.ExportParams{BaseCommit: base}, out); err != nil {
-				if f != nil {
-					f.Close()
-				}
 				return err
 			}
 			if f != nil {
-				if err := f.Close(); err != nil {
-					return err
-				}
-				return os.Rename(f.Name(), output)
+				return f.Commit()
 			}
 			return nil
 		},
@@ -211,15 +205,6 @@ func (a *App) workspaceCmd() *cobra.Command {
 	export.ValidArgsFunction = a.completeVMArgs(1)
 	c.AddCommand(prep, export)
 	return c
-}
-
-func dirOf(p string) string {
-	for i := len(p) - 1; i >= 0; i-- {
-		if p[i] == '/' {
-			return p[:i+1]
-		}
-	}
-	return "."
 }
 
 func shortHead(h string) string {

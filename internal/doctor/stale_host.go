@@ -12,8 +12,6 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/google/nftables"
-	"github.com/google/nftables/expr"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -97,69 +95,28 @@ func (n netlinkTaps) ListTaps(ctx context.Context) ([]Tap, error) {
 	return out, nil
 }
 
-// nftRules reads banger's table from the kernel (needs CAP_NET_ADMIN).
+// nftRules reads banger's table from the kernel through internal/network
+// (needs CAP_NET_ADMIN).
 type nftRules struct{ table string }
 
 func (n nftRules) ListNATRules(ctx context.Context) ([]NATRule, error) {
-	conn, err := nftables.New()
-	if err != nil {
-		return nil, fmt.Errorf("open nftables: %w", err)
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
-	tables, err := conn.ListTablesOfFamily(nftables.TableFamilyIPv4)
+	rules, err := network.ReadSourceRules(n.table)
 	switch {
 	case errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EACCES):
 		return nil, ErrNeedsPrivilege
 	case errors.Is(err, syscall.EPROTONOSUPPORT) || errors.Is(err, syscall.EAFNOSUPPORT):
 		return nil, nil // no nftables in this kernel: no table of banger's
 	case err != nil:
-		return nil, fmt.Errorf("list nftables tables: %w", err)
+		return nil, err
 	}
-	var t *nftables.Table
-	for _, tt := range tables {
-		if tt.Name == n.table {
-			t = tt
-		}
-	}
-	if t == nil {
-		return nil, nil
-	}
-	chains, err := conn.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
-	if err != nil {
-		return nil, fmt.Errorf("list chains of table %q: %w", n.table, err)
-	}
-	var out []NATRule
-	for _, c := range chains {
-		if c.Table == nil || c.Table.Name != n.table {
-			continue
-		}
-		rules, err := conn.GetRules(t, c)
-		if err != nil {
-			return nil, fmt.Errorf("list rules of chain %q: %w", c.Name, err)
-		}
-		for _, r := range rules {
-			if a, ok := ruleSource(r.Exprs); ok {
-				out = append(out, NATRule{Table: n.table, Chain: c.Name, Handle: r.Handle, Addr: a})
-			}
-		}
+	out := make([]NATRule, 0, len(rules))
+	for _, r := range rules {
+		out = append(out, NATRule{Table: n.table, Chain: r.Chain, Handle: r.Handle, Addr: r.Source})
 	}
 	return out, nil
-}
-
-// ruleSource finds the `ip saddr ADDR` match of a rule: a load of the IPv4
-// source address compared for equality, as banger's rules have it.
-func ruleSource(exprs []expr.Any) (netip.Addr, bool) {
-	for i := 0; i+1 < len(exprs); i++ {
-		p, ok := exprs[i].(*expr.Payload)
-		if !ok || p.Base != expr.PayloadBaseNetworkHeader || p.Offset != 12 || p.Len != 4 {
-			continue
-		}
-		c, ok := exprs[i+1].(*expr.Cmp)
-		if !ok || c.Op != expr.CmpOpEq || len(c.Data) != 4 {
-			continue
-		}
-		return netip.AddrFrom4([4]byte(c.Data)), true
-	}
-	return netip.Addr{}, false
 }
 
 // helperRules are the NAT guests the helper reports (without handles).

@@ -7,14 +7,23 @@
 // AtomicWriteFile does it for a byte slice, CreateAtomic for a file too
 // big to hold in memory (or produced by another program, see
 // AtomicFile.TempPath), and SyncDir is the last step on its own, for
-// callers that rename by themselves.
+// callers that rename by themselves. WriteFileExclusive and
+// AtomicFile.CommitExclusive create a file that must not exist yet (a
+// hard link instead of the rename, so a file that appeared meanwhile is
+// never replaced). AtomicWriteFileIn and SyncDirIn do the same inside an
+// os.Root, for trees a hostile party may have filled with links.
+// CopyFile copies a file to a new one, synced.
 package fsutil
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"syscall"
 )
@@ -85,6 +94,43 @@ func (a *AtomicFile) Commit() error {
 	return SyncDir(filepath.Dir(a.target))
 }
 
+// CommitExclusive is Commit for a target that must not exist: the
+// file is hard-linked to it, which fails with fs.ErrExist instead of
+// replacing a file already there; the temporary name is then removed.
+func (a *AtomicFile) CommitExclusive() error {
+	if a.done {
+		return errors.New("atomic file already committed or aborted")
+	}
+	a.done = true
+	tmp := a.File.Name()
+	defer os.Remove(tmp)
+	err := a.File.Sync()
+	if cerr := a.File.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Link(tmp, a.target)
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", a.target, err)
+	}
+	return SyncDir(filepath.Dir(a.target))
+}
+
+// WriteFileExclusive creates path with data and mode perm, complete or
+// not at all; it fails with fs.ErrExist if path exists.
+func WriteFileExclusive(path string, data []byte, perm fs.FileMode) error {
+	f, err := CreateAtomic(path, perm)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Abort()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return f.CommitExclusive()
+}
+
 // Abort removes the temporary file; after Commit it does nothing.
 func (a *AtomicFile) Abort() {
 	if a.done {
@@ -138,6 +184,99 @@ func SyncDir(dir string) error {
 	defer d.Close()
 	if err := d.Sync(); err != nil && !errors.Is(err, errors.ErrUnsupported) && !isEINVAL(err) {
 		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	return nil
+}
+
+// AtomicWriteFileIn is AtomicWriteFile for name inside root: the
+// temporary file, the rename and the directory sync all resolve name
+// through root, so a symbolic link can never lead the write outside it.
+func AtomicWriteFileIn(root *os.Root, name string, data []byte, perm fs.FileMode) error {
+	var rnd [6]byte
+	rand.Read(rnd[:])
+	dir, base := path.Split(name)
+	tmp := dir + "." + base + ".tmp-" + hex.EncodeToString(rnd[:])
+	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("create temporary file for %s: %w", name, err)
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chmod(perm)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = root.Rename(tmp, name)
+	}
+	if err != nil {
+		root.Remove(tmp)
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	if dir == "" {
+		dir = "."
+	}
+	return SyncDirIn(root, dir)
+}
+
+// SyncDirIn fsyncs directory dir of root ("." is root itself).
+func SyncDirIn(root *os.Root, dir string) error {
+	d, err := root.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !errors.Is(err, errors.ErrUnsupported) && !isEINVAL(err) {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	return nil
+}
+
+// CopyFile copies the regular file src to dst, which must not exist,
+// with mode perm (src's permission bits when perm is 0), synced; on
+// error dst is removed.
+func CopyFile(src, dst string, perm fs.FileMode) (err error) {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	st, err := in.Stat()
+	if err != nil {
+		return err
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("copy %s: not a regular file", src)
+	}
+	if perm == 0 {
+		perm = st.Mode().Perm()
+	}
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			os.Remove(dst)
+		}
+	}()
+	_, err = io.Copy(out, in)
+	if err == nil {
+		// The mode given at creation is subject to the umask.
+		err = out.Chmod(perm)
+	}
+	if err == nil {
+		err = out.Sync()
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("copy %s to %s: %w", src, dst, err)
 	}
 	return nil
 }

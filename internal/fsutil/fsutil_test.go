@@ -1,6 +1,8 @@
 package fsutil
 
 import (
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"testing"
@@ -120,4 +122,82 @@ func assertOnly(t *testing.T, dir string, names ...string) {
 			t.Fatalf("%s holds %v, want %v", dir, got, names)
 		}
 	}
+}
+
+func TestWriteFileExclusive(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "f")
+	if err := WriteFileExclusive(p, []byte("one"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteFileExclusive(p, []byte("two"), 0o640); !errors.Is(err, fs.ErrExist) {
+		t.Fatalf("second write: %v, want ErrExist", err)
+	}
+	if b, _ := os.ReadFile(p); string(b) != "one" {
+		t.Errorf("content %q", b)
+	}
+	if fi, _ := os.Stat(p); fi.Mode().Perm() != 0o640 {
+		t.Errorf("mode %v", fi.Mode())
+	}
+	// A symbolic link in the way is not followed.
+	os.Symlink(filepath.Join(dir, "target"), filepath.Join(dir, "l"))
+	if err := WriteFileExclusive(filepath.Join(dir, "l"), []byte("x"), 0o600); !errors.Is(err, fs.ErrExist) {
+		t.Errorf("through a link: %v", err)
+	}
+	assertOnly(t, dir, "f", "l")
+}
+
+func TestAtomicWriteFileIn(t *testing.T) {
+	base := t.TempDir()
+	dir, outside := filepath.Join(base, "root"), filepath.Join(base, "outside")
+	os.MkdirAll(filepath.Join(dir, "sub"), 0o755)
+	os.Mkdir(outside, 0o755)
+	os.Symlink(outside, filepath.Join(dir, "out"))
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	if err := AtomicWriteFileIn(root, "sub/f", []byte("new"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "sub/f")); string(b) != "new" {
+		t.Errorf("content %q", b)
+	}
+	assertOnly(t, filepath.Join(dir, "sub"), "f")
+	if err := AtomicWriteFileIn(root, "out/f", []byte("x"), 0o600); err == nil {
+		t.Error("wrote through a link leading out of the root")
+	}
+	assertOnly(t, outside)
+	if err := SyncDirIn(root, "."); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestCopyFile(t *testing.T) {
+	dir := t.TempDir()
+	src, dst := filepath.Join(dir, "src"), filepath.Join(dir, "dst")
+	os.WriteFile(src, []byte("content"), 0o751)
+	os.Chmod(src, 0o751)
+	if err := CopyFile(src, dst, 0); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(dst)
+	fi, _ := os.Stat(dst)
+	if string(b) != "content" || fi.Mode().Perm() != 0o751 {
+		t.Errorf("copy: %q %v", b, fi.Mode())
+	}
+	if err := CopyFile(src, dst, 0); !errors.Is(err, fs.ErrExist) {
+		t.Errorf("copy over an existing file: %v", err)
+	}
+	if err := CopyFile(dir, filepath.Join(dir, "d2"), 0); err == nil {
+		t.Error("copied a directory")
+	}
+	if err := CopyFile(src, filepath.Join(dir, "ro"), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(filepath.Join(dir, "ro")); fi.Mode().Perm() != 0o400 {
+		t.Errorf("copy with perm: %v", fi.Mode())
+	}
+	assertOnly(t, dir, "dst", "ro", "src")
 }

@@ -189,3 +189,88 @@ type PlanFile struct {
 	Path  string `json:"path"` // as named in the stream
 	Adler uint32 `json:"adler32"`
 }
+
+// ObjectWriter writes the same pack entry as Object, from the content
+// written to it: for a caller that is handed the bytes rather than
+// reading them. Close ends the entry and checks that exactly size bytes
+// came.
+type ObjectWriter struct {
+	w       io.Writer
+	size    int64
+	left    int64 // content bytes still to come
+	inBlock int64 // left in the current stored block
+	adler   uint32
+	started bool
+	blocks  int
+}
+
+// NewObjectWriter starts a blob entry of size bytes on w.
+func NewObjectWriter(w io.Writer, size int64, adler uint32) *ObjectWriter {
+	return &ObjectWriter{w: w, size: size, left: size, adler: adler}
+}
+
+func (o *ObjectWriter) start() error {
+	if o.started {
+		return nil
+	}
+	o.started = true
+	_, err := o.w.Write(append(objectHeader(o.size), 0x78, 0x01))
+	return err
+}
+
+func (o *ObjectWriter) block() error {
+	n := min(o.left, maxStored)
+	final := byte(0)
+	if n == o.left {
+		final = 1
+	}
+	o.inBlock = n
+	o.blocks++
+	_, err := o.w.Write([]byte{final, byte(n), byte(n >> 8), ^byte(n), ^byte(n >> 8)})
+	return err
+}
+
+func (o *ObjectWriter) Write(p []byte) (int, error) {
+	if err := o.start(); err != nil {
+		return 0, err
+	}
+	done := 0
+	for len(p) > 0 {
+		if o.left == 0 {
+			return done, fmt.Errorf("blob longer than its %d bytes", o.size)
+		}
+		if o.inBlock == 0 {
+			if err := o.block(); err != nil {
+				return done, err
+			}
+		}
+		k := min(int64(len(p)), o.inBlock)
+		if _, err := o.w.Write(p[:k]); err != nil {
+			return done, err
+		}
+		o.inBlock -= k
+		o.left -= k
+		done += int(k)
+		p = p[k:]
+	}
+	return done, nil
+}
+
+// Close ends the entry with the Adler-32 given at the start.
+func (o *ObjectWriter) Close() error {
+	if err := o.start(); err != nil {
+		return err
+	}
+	if o.left != 0 {
+		return fmt.Errorf("blob shorter than its %d bytes", o.size)
+	}
+	if o.blocks == 0 { // an empty blob: one empty final block
+		if err := o.block(); err != nil {
+			return err
+		}
+	}
+	var tail [4]byte
+	binary.BigEndian.PutUint32(tail[:], o.adler)
+	_, err := o.w.Write(tail[:])
+	return err
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"hash/adler32"
 	"hash/crc32"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -65,5 +66,39 @@ func TestPackVerifiesWithGit(t *testing.T) {
 	}
 	if _, err := Index(append(entries, entries[0]), sum); err == nil {
 		t.Error("an index with a duplicate id was written")
+	}
+}
+
+// ObjectWriter lays out the very bytes Object does, whatever the size
+// and however the content is cut into writes.
+func TestObjectWriterMatchesObject(t *testing.T) {
+	for _, size := range []int{0, 1, 65534, 65535, 65536, 131070, 200000} {
+		b := bytes.Repeat([]byte{7}, size)
+		var want, got bytes.Buffer
+		if _, err := Object(&want, bytes.NewReader(b), int64(size), 42, nil); err != nil {
+			t.Fatal(err)
+		}
+		ow := NewObjectWriter(&got, int64(size), 42)
+		for rest := b; len(rest) > 0; {
+			k := min(len(rest), 1000+size%777)
+			if _, err := ow.Write(rest[:k]); err != nil {
+				t.Fatal(err)
+			}
+			rest = rest[k:]
+		}
+		if err := ow.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got.Bytes(), want.Bytes()) {
+			t.Errorf("size %d: ObjectWriter and Object differ", size)
+		}
+	}
+	ow := NewObjectWriter(io.Discard, 3, 0)
+	ow.Write([]byte("ab"))
+	if ow.Close() == nil {
+		t.Error("a short blob closed without error")
+	}
+	if _, err := NewObjectWriter(io.Discard, 1, 0).Write([]byte("ab")); err == nil {
+		t.Error("a long blob written without error")
 	}
 }

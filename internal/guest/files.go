@@ -19,6 +19,7 @@ import (
 
 	"banger/internal/agent"
 	"banger/internal/api"
+	"banger/internal/fsutil"
 	"banger/internal/untar"
 )
 
@@ -405,38 +406,18 @@ func writeFile(conn io.ReadWriter, fr agent.FileRequest) {
 	}
 	reply(conn, agent.Response{OK: true})
 	in := &stdinReader{r: conn}
-	fail := func(err error) {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		reply(conn, errResponse(err))
-		in.drain()
-	}
+	defer tmp.Abort() // a no-op once committed
 	if _, err := io.CopyBuffer(tmp, in, make([]byte, fileBuf)); err != nil {
 		if in.gone {
-			// The host went away: nobody to answer.
-			tmp.Close()
-			os.Remove(tmp.Name())
-			return
+			return // the host went away: nobody to answer
 		}
-		fail(err)
+		reply(conn, errResponse(err))
+		in.drain()
 		return
 	}
-	if err := tmp.Sync(); err != nil {
-		fail(err)
-		return
-	}
-	if err := tmp.Close(); err != nil {
-		fail(err)
-		return
-	}
-	if err := os.Rename(tmp.Name(), p); err != nil {
-		os.Remove(tmp.Name())
+	if err := tmp.Commit(); err != nil {
 		reply(conn, errResponse(err))
 		return
-	}
-	if d, err := os.Open(path.Dir(p)); err == nil {
-		d.Sync()
-		d.Close()
 	}
 	fi, err := statFile(p)
 	answer(conn, fi, err)
@@ -444,7 +425,7 @@ func writeFile(conn io.ReadWriter, fr agent.FileRequest) {
 
 // prepareWrite checks the target and creates the temporary file with the
 // final mode: the one asked, else the replaced file's, else 0644.
-func prepareWrite(fr agent.FileRequest) (*os.File, error) {
+func prepareWrite(fr agent.FileRequest) (*fsutil.AtomicFile, error) {
 	p := fr.Path
 	if p == "/" {
 		return nil, badRequest("/ is a directory")
@@ -472,13 +453,8 @@ func prepareWrite(fr agent.FileRequest) (*os.File, error) {
 			mode = fi.Mode() & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky)
 		}
 	}
-	tmp, err := os.CreateTemp(dir, "."+path.Base(p)+".banger-*")
+	tmp, err := fsutil.CreateAtomic(p, mode)
 	if err != nil {
-		return nil, err
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
 		return nil, err
 	}
 	return tmp, nil

@@ -2,17 +2,16 @@ package guest
 
 import (
 	"archive/tar"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
-
-	"golang.org/x/sys/unix"
 
 	"banger/internal/agent"
 	"banger/internal/gitpack"
+	"banger/internal/untar"
 )
 
 // runUntar extracts the tar stream the host sends as stdin frames into
@@ -74,52 +73,29 @@ func drainStdin(r io.Reader) {
 }
 
 // Untar extracts a tar stream under dir (created if needed; emptied first
-// when clean). Entries may not escape dir: absolute names and ".." are
-// refused, and so is any entry below a symlink, so a link in the archive
-// can never redirect a later write outside dir. It returns the number of
-// entries. Plain syscalls keep it cheap per file (it runs under emulation).
+// when clean) with the shared confined extractor (internal/untar): no
+// entry may escape dir (absolute names, "..", links leading out), and no
+// entry is written below a symlink of the archive, so a link can never
+// redirect a later write. Regular files, directories, symlinks and hard
+// links inside dir are extracted with their modes (setuid, setgid and
+// sticky included); other entry types are skipped. It returns the number
+// of entries extracted.
 func Untar(r io.Reader, dir string, clean bool) (int, error) {
-	return extract(r, dir, clean, false)
-}
-
-// UntarWorkspace extracts a workspace stream (workspace.WriteTar) into
-// dir, emptied first: as Untar, and it lays out the pack of HEAD's blobs
-// from the files its blob plan names (wspack.go).
-func UntarWorkspace(r io.Reader, dir string) (int, error) {
-	return extract(r, dir, true, true)
-}
-
-func extract(r io.Reader, dir string, clean, workspace bool) (n int, err error) {
 	if clean {
 		if err := emptyDir(dir); err != nil {
 			return 0, err
 		}
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	st, err := untar.Extract(context.Background(), r, dir, untar.Options{SpecialBits: true, ReplaceDirs: true})
+	return st.Entries, err
+}
+
+// UntarWorkspace extracts a workspace stream (workspace.WriteTar) into
+// dir, emptied first, as Untar does, and lays out the pack of HEAD's
+// blobs from the files its blob plan names (wspack.go).
+func UntarWorkspace(r io.Reader, dir string) (n int, err error) {
+	if err := emptyDir(dir); err != nil {
 		return 0, err
-	}
-	links := map[string]bool{} // symlinks this archive created
-	made := map[string]bool{}  // directories known to exist
-	below := func(name string) bool {
-		for d := filepath.Dir(name); d != "."; d = filepath.Dir(d) {
-			if links[d] {
-				return true
-			}
-		}
-		return false
-	}
-	mkparents := func(name string) error {
-		d := filepath.Dir(name)
-		if d == "." || made[d] {
-			return nil
-		}
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
-			return err
-		}
-		for ; d != "."; d = filepath.Dir(d) {
-			made[d] = true
-		}
-		return nil
 	}
 	var wp, done *wsPack
 	defer func() {
@@ -133,97 +109,39 @@ func extract(r io.Reader, dir string, clean, workspace bool) (n int, err error) 
 			}
 		}
 	}()
-	tr := tar.NewReader(r)
-	buf := make([]byte, 256<<10)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return n, nil
-		}
-		if err != nil {
-			return n, fmt.Errorf("read tar: %w", err)
-		}
-		name := filepath.Clean(h.Name)
-		if filepath.IsAbs(name) || name == ".." || strings.HasPrefix(name, "../") {
-			return n, fmt.Errorf("tar entry %q escapes the target", h.Name)
-		}
-		if name == "." {
-			continue
-		}
-		if workspace && h.Typeflag == tar.TypeReg && filepath.ToSlash(name) == gitpack.PlanEntry {
-			if wp != nil || n > 0 {
-				return n, fmt.Errorf("workspace blob plan out of place")
+	seen := 0
+	intercept := func(e untar.Entry, content io.Reader) (io.Reader, error) {
+		seen++
+		if wp != nil {
+			if err := wp.endFile(); err != nil {
+				return nil, err
 			}
-			if wp, err = startPack(dir, tr, h.Size); err != nil {
-				return n, err
-			}
-			made[".git"], made[".git/objects"], made[packDir] = true, true, true
-			continue
 		}
-		if workspace && h.Typeflag == tar.TypeReg && filepath.ToSlash(name) == gitpack.IndexEntry {
+		reg := e.Header.Typeflag == tar.TypeReg
+		switch {
+		case reg && e.Name == gitpack.PlanEntry:
+			if wp != nil || seen > 1 {
+				return nil, fmt.Errorf("workspace blob plan out of place")
+			}
+			var err error
+			wp, err = startPack(dir, content, e.Header.Size)
+			return nil, err
+		case reg && e.Name == gitpack.IndexEntry:
 			if wp == nil {
-				return n, fmt.Errorf("workspace pack index without a blob plan")
+				return nil, fmt.Errorf("workspace pack index without a blob plan")
 			}
-			if err := wp.finish(tr, h.Size); err != nil {
-				return n, err // the deferred abort drops the pack
+			if err := wp.finish(content, e.Header.Size); err != nil {
+				return nil, err // the deferred abort drops the pack
 			}
 			wp, done = nil, wp
-			continue
+			return nil, nil
+		case reg && wp != nil && wp.wants(e.Name):
+			return wp.addFile(content, e.Header.Size), nil
 		}
-		if below(name) {
-			return n, fmt.Errorf("tar entry %q lies below a symlink", h.Name)
-		}
-		if err := mkparents(name); err != nil {
-			return n, fmt.Errorf("create parents of %s: %w", name, err)
-		}
-		target := filepath.Join(dir, name)
-		mode := os.FileMode(h.Mode).Perm() | os.FileMode(h.Mode)&(os.ModeSetuid|os.ModeSetgid|os.ModeSticky)
-		switch h.Typeflag {
-		case tar.TypeDir:
-			if err := os.Mkdir(target, mode); err != nil && !errors.Is(err, os.ErrExist) {
-				return n, fmt.Errorf("create %s: %w", name, err)
-			}
-			made[name] = true
-			if mode&0o022 != 0 || mode&^0o777 != 0 {
-				os.Chmod(target, mode)
-			}
-		case tar.TypeReg:
-			if !clean {
-				if fi, err := os.Lstat(target); err == nil && !fi.Mode().IsRegular() {
-					os.RemoveAll(target)
-				}
-			}
-			f, err := os.OpenFile(target, os.O_CREATE|os.O_WRONLY|os.O_TRUNC|unix.O_NOFOLLOW, mode)
-			if err != nil {
-				return n, fmt.Errorf("create %s: %w", name, err)
-			}
-			if wp != nil && wp.wants(filepath.ToSlash(name)) {
-				err = wp.add(f, tr, h.Size)
-			} else {
-				_, err = io.CopyBuffer(f, tr, buf)
-			}
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				return n, fmt.Errorf("write %s: %w", name, err)
-			}
-			// The umask may have narrowed the mode given at creation.
-			if mode&0o022 != 0 || mode&^0o777 != 0 {
-				os.Chmod(target, mode)
-			}
-		case tar.TypeSymlink:
-			os.RemoveAll(target)
-			if err := os.Symlink(h.Linkname, target); err != nil {
-				return n, fmt.Errorf("symlink %s: %w", name, err)
-			}
-			links[name] = true
-		default:
-			// Workspaces carry files, dirs and symlinks only.
-			continue
-		}
-		n++
+		return content, nil
 	}
+	st, err := untar.Extract(context.Background(), r, dir, untar.Options{SpecialBits: true, ReplaceDirs: true, Intercept: intercept})
+	return st.Entries, err
 }
 
 // emptyDir removes everything inside dir, keeping dir itself.

@@ -33,7 +33,7 @@ type wsPack struct {
 	bw   *bufio.Writer
 	plan gitpack.Plan
 	k    int // plan files written so far
-	buf  []byte
+	cur  *gitpack.ObjectWriter
 	tmp  string
 }
 
@@ -53,7 +53,7 @@ func startPack(dir string, r io.Reader, size int64) (*wsPack, error) {
 	if err != nil {
 		return nil, err
 	}
-	w := &wsPack{root: root, plan: plan, buf: make([]byte, 64<<10), tmp: packDir + "/tmp_banger_blobs.pack"}
+	w := &wsPack{root: root, plan: plan, tmp: packDir + "/tmp_banger_blobs.pack"}
 	if err := root.MkdirAll(packDir, 0o755); err != nil {
 		root.Close()
 		return nil, fmt.Errorf("create %s: %w", packDir, err)
@@ -72,16 +72,33 @@ func (w *wsPack) wants(name string) bool {
 	return w.k < len(w.plan.Files) && w.plan.Files[w.k].Path == name
 }
 
-// add copies a plan file's content from r to out and into the pack.
-func (w *wsPack) add(out io.Writer, r io.Reader, size int64) error {
-	_, err := gitpack.Object(w.bw, io.TeeReader(r, out), size, w.plan.Files[w.k].Adler, w.buf)
+// addFile returns the reader a plan file's content is extracted from:
+// it also feeds the pack; endFile completes the object.
+func (w *wsPack) addFile(content io.Reader, size int64) io.Reader {
+	w.cur = gitpack.NewObjectWriter(w.bw, size, w.plan.Files[w.k].Adler)
 	w.k++
-	return err
+	return io.TeeReader(content, w.cur)
+}
+
+// endFile completes the object of the file extracted last, if any.
+func (w *wsPack) endFile() error {
+	if w.cur == nil {
+		return nil
+	}
+	err := w.cur.Close()
+	w.cur = nil
+	if err != nil {
+		return fmt.Errorf("workspace pack: %w", err)
+	}
+	return nil
 }
 
 // finish ends the pack with the checksum its index (read from r) names
 // and puts both in place.
 func (w *wsPack) finish(r io.Reader, size int64) error {
+	if err := w.endFile(); err != nil {
+		return err
+	}
 	if w.k != len(w.plan.Files) {
 		return fmt.Errorf("workspace stream ended its blob plan at %q (file %d of %d)", w.plan.Files[w.k].Path, w.k+1, len(w.plan.Files))
 	}

@@ -108,26 +108,23 @@ func build(ctx context.Context, src, destDir string, agentBinary []byte) (BuildR
 	}
 
 	// Write both outputs before renaming either into place.
-	vmTmp, err := writeTemp(ctx, destDir, ".vmlinux-*", vmlinux)
+	vmF, err := writeTemp(ctx, filepath.Join(destDir, VmlinuxName), vmlinux)
 	if err != nil {
 		return BuildResult{}, fmt.Errorf("write vmlinux: %w", err)
 	}
-	defer os.Remove(vmTmp) // a no-op once renamed
-	rdTmp, err := writeTemp(ctx, destDir, ".initramfs-*", initramfs.Bytes())
+	defer vmF.Abort() // a no-op once committed
+	rdF, err := writeTemp(ctx, filepath.Join(destDir, InitramfsName), initramfs.Bytes())
 	if err != nil {
 		return BuildResult{}, fmt.Errorf("write initramfs: %w", err)
 	}
-	defer os.Remove(rdTmp)
+	defer rdF.Abort()
 	if err := ctx.Err(); err != nil {
 		return BuildResult{}, err
 	}
-	if err := os.Rename(vmTmp, filepath.Join(destDir, VmlinuxName)); err != nil {
+	if err := vmF.Commit(); err != nil {
 		return BuildResult{}, err
 	}
-	if err := os.Rename(rdTmp, filepath.Join(destDir, InitramfsName)); err != nil {
-		return BuildResult{}, err
-	}
-	if err := fsutil.SyncDir(destDir); err != nil {
+	if err := rdF.Commit(); err != nil {
 		return BuildResult{}, err
 	}
 
@@ -171,32 +168,18 @@ func isKernelFile(name string) bool {
 	return false
 }
 
-// writeTemp writes data to a new temporary file in dir (mode 0644) and
-// returns its path; on error nothing is left behind.
-func writeTemp(ctx context.Context, dir, pattern string, data []byte) (string, error) {
-	f, err := os.CreateTemp(dir, pattern)
+// writeTemp writes data (mode 0644) to the temporary file of target,
+// for the caller to commit; on error nothing is left behind.
+func writeTemp(ctx context.Context, target string, data []byte) (*fsutil.AtomicFile, error) {
+	f, err := fsutil.CreateAtomic(target, 0o644)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	name := f.Name()
-	err = func() error {
-		defer f.Close()
-		if _, err := io.Copy(f, ctxReader{ctx, bytes.NewReader(data)}); err != nil {
-			return err
-		}
-		if err := f.Chmod(0o644); err != nil {
-			return err
-		}
-		if err := f.Sync(); err != nil {
-			return err
-		}
-		return f.Close()
-	}()
-	if err != nil {
-		os.Remove(name)
-		return "", err
+	if _, err := io.Copy(f, ctxReader{ctx, bytes.NewReader(data)}); err != nil {
+		f.Abort()
+		return nil, err
 	}
-	return name, nil
+	return f, nil
 }
 
 // extractFile unpacks the kernel files of a .deb or of a zstd tar (told

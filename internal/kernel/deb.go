@@ -8,12 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
-	"path"
-	"path/filepath"
 	"strconv"
 	"strings"
+
+	untarpkg "banger/internal/untar"
 )
 
 // ExtractDeb unpacks the data archive (data.tar.xz, .zst, .gz, .bz2, .lzma
@@ -131,188 +130,39 @@ func findArMember(f *os.File, prefix string) (*io.SectionReader, string, error) 
 	}
 }
 
-// untar extracts a tar stream into dir, confined to it through os.Root.
+// untar extracts a tar stream into dir with the shared confined
+// extractor: permission bits (setuid/setgid/sticky included) kept,
+// devices and fifos skipped, escaping symlinks left out.
 func untar(ctx context.Context, r io.Reader, dir string, keep func(string) bool) error {
-	root, err := os.OpenRoot(dir)
-	if err != nil {
-		return err
-	}
-	defer root.Close()
-	type dirMode struct {
-		name string
-		mode fs.FileMode
-	}
-	var dirModes []dirMode
-	var symlinks []string
-	tr := tar.NewReader(r)
-	buf := make([]byte, 1<<20)
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return err
-		}
-		name, err := cleanEntryName(h.Name)
-		if err != nil {
-			return err
-		}
-		if name == "" || (keep != nil && !keep(name)) {
-			continue
-		}
-		mode := h.FileInfo().Mode() & (fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky)
-		if dirName := path.Dir(name); dirName != "." {
-			if err := root.MkdirAll(dirName, 0o755); err != nil {
-				return fmt.Errorf("create parent of %s: %w", name, err)
+	_, err := untarpkg.Extract(ctx, r, dir, untarpkg.Options{
+		Limits:          untarpkg.Limits{MaxBytes: maxDebBytes, MaxEntries: maxDebEntries},
+		SpecialBits:     true,
+		ConfineSymlinks: true,
+		Filter: func(e untarpkg.Entry) (bool, error) {
+			if strings.Contains(e.Header.Name, "\\") {
+				return false, fmt.Errorf("refusing entry %q: non-portable path", e.Header.Name)
 			}
-		}
-		switch h.Typeflag {
-		case tar.TypeDir:
-			if err := root.MkdirAll(name, 0o755); err != nil {
-				return fmt.Errorf("create directory %s: %w", name, err)
+			if keep == nil {
+				return true, nil
 			}
-			// Applied at the end, so read-only directories can be filled.
-			dirModes = append(dirModes, dirMode{name, mode})
-		case tar.TypeReg, tar.TypeRegA:
-			if err := removeNonDir(root, name); err != nil {
-				return err
+			if e.Header.Typeflag == tar.TypeLink {
+				target, err := untarpkg.CleanName(e.Header.Linkname)
+				if err != nil || target == "" {
+					return false, fmt.Errorf("hardlink %s: bad target %q", e.Name, e.Header.Linkname)
+				}
+				if !keep(target) {
+					return false, nil
+				}
 			}
-			if err := writeEntry(root, name, mode, tr, buf); err != nil {
-				return fmt.Errorf("write %s: %w", name, err)
-			}
-		case tar.TypeSymlink:
-			if !symlinkStaysInside(name, h.Linkname) {
-				continue
-			}
-			if err := removeNonDir(root, name); err != nil {
-				return err
-			}
-			if err := root.Symlink(h.Linkname, name); err != nil {
-				return fmt.Errorf("create symlink %s: %w", name, err)
-			}
-			symlinks = append(symlinks, name)
-		case tar.TypeLink:
-			target, err := cleanEntryName(h.Linkname)
-			if err != nil || target == "" {
-				return fmt.Errorf("hardlink %s: bad target %q", name, h.Linkname)
-			}
-			if keep != nil && !keep(target) {
-				continue
-			}
-			if err := removeNonDir(root, name); err != nil {
-				return err
-			}
-			if err := root.Link(target, name); err != nil {
-				return fmt.Errorf("create hardlink %s: %w", name, err)
-			}
-		default:
-			// Devices, fifos and the like have no place in a kernel
-			// package; they are skipped rather than created.
-		}
-	}
-	if err := dropEscapingSymlinks(root, dir, symlinks); err != nil {
-		return err
-	}
-	for i := len(dirModes) - 1; i >= 0; i-- {
-		if err := root.Chmod(dirModes[i].name, dirModes[i].mode); err != nil {
-			return fmt.Errorf("chmod %s: %w", dirModes[i].name, err)
-		}
-	}
-	return nil
+			return keep(e.Name), nil
+		},
+	})
+	return err
 }
 
-func writeEntry(root *os.Root, name string, mode fs.FileMode, r io.Reader, buf []byte) error {
-	f, err := root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := io.CopyBuffer(f, r, buf); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-// removeNonDir removes an existing non-directory at name so it can be
-// replaced; a later entry of the same name wins, as with tar.
-func removeNonDir(root *os.Root, name string) error {
-	fi, err := root.Lstat(name)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if fi.IsDir() {
-		return fmt.Errorf("%s: is a directory in the archive and a file entry", name)
-	}
-	return root.Remove(name)
-}
-
-// cleanEntryName turns a tar entry name ("./boot/x") into a clean relative
-// path ("boot/x"), "" for the root itself, or an error if it would escape.
-func cleanEntryName(name string) (string, error) {
-	if strings.HasPrefix(name, "/") || strings.Contains(name, "\\") {
-		return "", fmt.Errorf("refusing entry %q: absolute or non-portable path", name)
-	}
-	for _, el := range strings.Split(name, "/") {
-		if el == ".." {
-			return "", fmt.Errorf("refusing entry %q: path escapes the destination", name)
-		}
-	}
-	clean := path.Clean(name)
-	if clean == "." {
-		return "", nil
-	}
-	if !fs.ValidPath(clean) {
-		return "", fmt.Errorf("refusing entry %q: invalid path", name)
-	}
-	return clean, nil
-}
-
-// dropEscapingSymlinks removes the symlinks (among names) that, in the
-// finished tree, resolve outside dir or not at all: a chain of links that
-// each look harmless can still climb out.
-func dropEscapingSymlinks(root *os.Root, dir string, names []string) error {
-	if len(names) == 0 {
-		return nil
-	}
-	base, err := filepath.EvalSymlinks(dir)
-	if err != nil {
-		return err
-	}
-	for _, name := range names {
-		resolved, err := filepath.EvalSymlinks(filepath.Join(base, filepath.FromSlash(name)))
-		if err == nil && isWithin(base, resolved) {
-			continue
-		}
-		if err := root.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("remove escaping symlink %s: %w", name, err)
-		}
-	}
-	return nil
-}
-
-// isWithin reports whether p is base or below it (both clean, absolute).
-func isWithin(base, p string) bool {
-	rel, err := filepath.Rel(base, p)
-	return err == nil && filepath.IsLocal(rel) || rel == "."
-}
-
-// symlinkStaysInside reports whether a symlink at name (a clean relative
-// path) with the given target resolves, lexically, inside the tree.
-func symlinkStaysInside(name, target string) bool {
-	if target == "" || strings.HasPrefix(target, "/") {
-		return false
-	}
-	resolved := path.Join(path.Dir(name), target)
-	return resolved != ".." && !strings.HasPrefix(resolved, "../")
-}
+// Caps on a package's data archive: a kernel package holds a few
+// thousand files and well under a gigabyte.
+const (
+	maxDebBytes   = 8 << 30
+	maxDebEntries = 500_000
+)

@@ -18,6 +18,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"banger/internal/fsutil"
 )
 
 // host is the netlink + nftables implementation of Host.
@@ -180,19 +182,7 @@ func (h *host) recordForwarding() error {
 	if err := os.MkdirAll(filepath.Dir(h.cfg.ForwardRecord), 0o700); err != nil {
 		return fmt.Errorf("record ip_forward: %w", err)
 	}
-	f, err := os.OpenFile(h.cfg.ForwardRecord, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
-	if err != nil {
-		return fmt.Errorf("record ip_forward: %w", err)
-	}
-	_, err = f.WriteString(cur + "\n")
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(h.cfg.ForwardRecord)
+	if err := fsutil.WriteFileExclusive(h.cfg.ForwardRecord, []byte(cur+"\n"), 0o600); err != nil {
 		return fmt.Errorf("record ip_forward: %w", err)
 	}
 	return nil

@@ -653,3 +653,35 @@ func TestSetNATFromOtherGoroutines(t *testing.T) {
 	}
 	assertKernelRuleset(t, cfg, guestA, guestB)
 }
+
+// ReadSourceRules describes banger's table as SetNAT left it, with the
+// kernel's handles, and changes nothing.
+func TestReadSourceRules(t *testing.T) {
+	enterTestNetNS(t)
+	cfg := Config{TapPoolSize: -1}.WithDefaults()
+	if rules, err := ReadSourceRules(cfg.Table); err != nil || len(rules) != 0 {
+		t.Fatalf("no table: %v, %v", rules, err)
+	}
+	h := newTestHost(t, cfg)
+	if err := h.SetNAT(bg, []netip.Addr{guestA, guestB}); err != nil {
+		t.Fatal(err)
+	}
+	before := handles(rawRules(t, cfg.Table))
+	rules, err := ReadSourceRules(cfg.Table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[netip.Addr]bool{}
+	for _, r := range rules {
+		seen[r.Source] = true
+		if !slices.Contains(before, r.Handle) || r.Chain == "" {
+			t.Errorf("rule %+v: handle not in the kernel's %v, or no chain", r, before)
+		}
+	}
+	if len(seen) != 2 || !seen[guestA] || !seen[guestB] {
+		t.Errorf("sources %v, want a and b", seen)
+	}
+	if after := handles(rawRules(t, cfg.Table)); !reflect.DeepEqual(before, after) {
+		t.Errorf("reading changed the rules: %v -> %v", before, after)
+	}
+}

@@ -243,6 +243,14 @@ type Host interface {
 	Teardown(ctx context.Context) error
 }
 
+// SourceRule is a rule of one of banger's tables that matches an IPv4
+// source address, as ReadSourceRules found it in the kernel.
+type SourceRule struct {
+	Chain  string
+	Handle uint64 // the rule's nftables handle
+	Source netip.Addr
+}
+
 // State is what Host.State found in the kernel.
 type State struct {
 	// Bridge is the configured bridge name; BridgeExists whether a bridge of

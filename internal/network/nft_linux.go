@@ -173,6 +173,8 @@ type kernelTable struct {
 	exists bool
 	chains []Chain
 	rules  []kernelRule
+	// handles are the rules' nftables handles, when read from the kernel.
+	handles []uint64
 }
 
 // inSync reports whether the kernel holds exactly want.
@@ -202,6 +204,40 @@ func (k kernelTable) natGuests() []netip.Addr {
 	}
 	slices.SortFunc(out, netip.Addr.Compare)
 	return slices.Compact(out)
+}
+
+// sourceRules returns the rules that match an IPv4 source address.
+func (k kernelTable) sourceRules() []SourceRule {
+	var out []SourceRule
+	for i, r := range k.rules {
+		if d, ok := r.findLoad(expr.PayloadBaseNetworkHeader, ipSaddrOffset, 4); ok {
+			sr := SourceRule{Chain: r.chain, Source: netip.AddrFrom4([4]byte(d))}
+			if i < len(k.handles) {
+				sr.Handle = k.handles[i]
+			}
+			out = append(out, sr)
+		}
+	}
+	return out
+}
+
+// ReadSourceRules reads banger's ip-family table named table from the
+// kernel, in the calling thread's network namespace (it needs
+// CAP_NET_ADMIN), and returns its rules that match an IPv4 source
+// address (`ip saddr ADDR`), by chain name then rule order. It only
+// reads: nothing is created or changed. A missing table has no rules.
+// Errors wrap the kernel's (EPERM without the capability,
+// EPROTONOSUPPORT without nftables).
+func ReadSourceRules(table string) ([]SourceRule, error) {
+	conn, err := nftables.New()
+	if err != nil {
+		return nil, fmt.Errorf("read rules of table %q: open nftables: %w", table, err)
+	}
+	k, err := readTable(conn, FamilyIP, table)
+	if err != nil {
+		return nil, fmt.Errorf("read rules of table %q: %w", table, err)
+	}
+	return k.sourceRules(), nil
 }
 
 // bindings returns the taps the bridge table lets send IPv4 (an accept rule
@@ -310,6 +346,7 @@ func readTable(conn *nftables.Conn, family, name string) (kernelTable, error) {
 		for _, r := range rules {
 			comment, _ := userdata.GetString(r.UserData, userdata.TypeComment)
 			k.rules = append(k.rules, kernelRule{chain: c.Name, exprs: r.Exprs, comment: comment})
+			k.handles = append(k.handles, r.Handle)
 		}
 	}
 	return k, nil

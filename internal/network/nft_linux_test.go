@@ -2,6 +2,7 @@ package network
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"reflect"
 	"strings"
@@ -160,4 +161,29 @@ func dumpExprs(es []expr.Any) string {
 		fmt.Fprintf(&b, "\t%T %+v\n", e, e)
 	}
 	return b.String()
+}
+
+// sourceRules finds every rule of banger's ruleset that matches a guest's
+// source address, and no other.
+func TestSourceRules(t *testing.T) {
+	tab := mustRuleset(t, Config{}, guestA, guestB)
+	var k kernelTable
+	want := map[netip.Addr]int{}
+	for i, r := range tab.Rules {
+		k.rules = append(k.rules, kernelRule{r.Chain, r.exprs(), r.comment()})
+		k.handles = append(k.handles, uint64(100+i))
+		if r.Source.IsValid() {
+			want[r.Source]++
+		}
+	}
+	got := map[netip.Addr]int{}
+	for _, sr := range k.sourceRules() {
+		got[sr.Source]++
+		if sr.Handle < 100 || sr.Chain == "" {
+			t.Errorf("rule %+v lacks its handle or chain", sr)
+		}
+	}
+	if len(want) != 2 || !maps.Equal(got, want) {
+		t.Errorf("source rules %v, want %v", got, want)
+	}
 }

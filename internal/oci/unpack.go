@@ -2,11 +2,11 @@ package oci
 
 import (
 	"archive/tar"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
@@ -15,6 +15,8 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sys/unix"
+
+	"banger/internal/untar"
 )
 
 const (
@@ -75,7 +77,12 @@ func Unpack(ctx context.Context, img v1.Image, dir string, o UnpackOptions) (*Tr
 		current += n
 		progress(current, total)
 	}
-	u := &unpacker{dir: dir, tree: newTree(), root: os.Geteuid() == 0, limits: o}
+	r, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("unpack: %w", err)
+	}
+	defer r.Close()
+	u := &unpacker{r: r, tree: newTree(), root: os.Geteuid() == 0, limits: o, buf: make([]byte, holeChunk)}
 	for i, l := range layers {
 		if progress != nil {
 			l = &countingLayer{Layer: l, count: count}
@@ -159,7 +166,10 @@ func prepareDir(dir string) error {
 }
 
 type unpacker struct {
-	dir  string
+	// r is the target directory: every host write goes through it, so
+	// none can leave it whatever the tree bookkeeping says.
+	r    *os.Root
+	buf  []byte
 	tree *Tree
 	root bool // euid 0: try to chown on the host
 	// touched holds the paths a layer added and their parents, while
@@ -173,7 +183,13 @@ type unpacker struct {
 	entries   int
 }
 
-func (u *unpacker) host(p string) string { return filepath.Join(u.dir, filepath.FromSlash(p)) }
+// host turns a tree path ("/a/b") into a name relative to u.r ("a/b").
+func (u *unpacker) host(p string) string {
+	if p = strings.TrimPrefix(p, "/"); p == "" {
+		return "."
+	}
+	return p
+}
 
 func (u *unpacker) applyLayer(ctx context.Context, l v1.Layer) error {
 	rc, err := l.Uncompressed()
@@ -308,20 +324,20 @@ func (u *unpacker) apply(hdr *tar.Header, r io.Reader) error {
 	case tar.TypeDir:
 		e.Mode |= unix.S_IFDIR
 		if !exists {
-			if err := os.Mkdir(h, 0o700); err != nil {
+			if err := u.r.Mkdir(h, 0o700); err != nil {
 				return err
 			}
 		}
 	case tar.TypeReg, tar.TypeCont, tar.TypeGNUSparse:
 		e.Mode |= unix.S_IFREG
 		e.Size = hdr.Size
-		if err := writeFile(h, r, hdr.Size); err != nil {
+		if err := untar.CreateFile(u.r, h, r, hdr.Size, 0o600, true, u.buf); err != nil {
 			return err
 		}
 	case tar.TypeSymlink:
 		e.Mode = unix.S_IFLNK | 0o777
 		e.Linkname = hdr.Linkname
-		if err := os.Symlink(hdr.Linkname, h); err != nil {
+		if err := u.r.Symlink(hdr.Linkname, h); err != nil {
 			return err
 		}
 	case tar.TypeChar, tar.TypeBlock:
@@ -335,7 +351,7 @@ func (u *unpacker) apply(hdr *tar.Header, r io.Reader) error {
 		return nil
 	case tar.TypeFifo:
 		e.Mode |= unix.S_IFIFO
-		if err := unix.Mkfifo(h, 0o600); err != nil {
+		if err := untar.Mknod(u.r, h, unix.S_IFIFO|0o600, 0); err != nil {
 			if !errors.Is(err, unix.EPERM) && !errors.Is(err, unix.EOPNOTSUPP) {
 				return fmt.Errorf("mkfifo: %w", err)
 			}
@@ -373,7 +389,7 @@ func (u *unpacker) mkParents(dir string, mtime time.Time) error {
 			}
 		}
 		e = &Entry{Path: cur, Mode: unix.S_IFDIR | 0o755, ModTime: mtime}
-		if err := os.Mkdir(u.host(cur), 0o700); err != nil {
+		if err := u.r.Mkdir(u.host(cur), 0o700); err != nil {
 			return err
 		}
 		u.tree.put(e)
@@ -383,7 +399,7 @@ func (u *unpacker) mkParents(dir string, mtime time.Time) error {
 	}
 	// Belt and braces: the tree mirrors the host, but make sure the
 	// parent really is a directory before creating anything in it.
-	fi, err := os.Lstat(u.host(dir))
+	fi, err := u.r.Lstat(u.host(dir))
 	if err != nil {
 		return err
 	}
@@ -416,13 +432,13 @@ func (u *unpacker) hardlink(e *Entry, linkname string) error {
 	}
 	n := *te
 	n.Path, n.Hardlink = e.Path, target
-	if _, err := os.Lstat(u.host(target)); errors.Is(err, os.ErrNotExist) {
+	if _, err := u.r.Lstat(u.host(target)); errors.Is(err, os.ErrNotExist) {
 		// A device node (or a fifo the host refused): not on the host,
 		// so this name gets a node of its own in the image.
 		u.tree.put(&n)
 		return nil
 	}
-	if err := os.Link(u.host(target), u.host(e.Path)); err != nil {
+	if err := u.r.Link(u.host(target), u.host(e.Path)); err != nil {
 		return err
 	}
 	u.tree.put(&n)
@@ -472,9 +488,9 @@ func (u *unpacker) removePath(p string) error {
 		return fmt.Errorf("refusing to remove the root")
 	}
 	u.tree.remove(p)
-	// p's parents are directories of the tree, so this cannot follow a
-	// symbolic link out of dir; RemoveAll does not follow p itself.
-	return os.RemoveAll(u.host(p))
+	// p's parents are directories of the tree, and u.r confines it
+	// anyway; RemoveAll does not follow p itself.
+	return u.r.RemoveAll(u.host(p))
 }
 
 // setHostMeta gives the host file the entry's mode (plus what this user
@@ -482,13 +498,13 @@ func (u *unpacker) removePath(p string) error {
 // directories, whose mtimes change until the end).
 func (u *unpacker) setHostMeta(h string, e *Entry) error {
 	if u.root {
-		if err := os.Lchown(h, e.UID, e.GID); err != nil && !errors.Is(err, unix.EPERM) && !errors.Is(err, unix.EINVAL) {
+		if err := u.r.Lchown(h, e.UID, e.GID); err != nil && !errors.Is(err, unix.EPERM) && !errors.Is(err, unix.EINVAL) {
 			return err
 		}
 		// Failing that (user namespaces), BuildExt4 fixes it.
 	}
 	if e.Type() == unix.S_IFLNK {
-		return setMtime(h, e.ModTime)
+		return u.setMtime(h, e.ModTime)
 	}
 	mode := e.Mode & 0o7777
 	switch {
@@ -497,13 +513,13 @@ func (u *unpacker) setHostMeta(h string, e *Entry) error {
 	case !u.root:
 		mode |= 0o600
 	}
-	if err := unix.Chmod(h, mode); err != nil {
+	if err := u.r.Chmod(h, fileMode(mode)); err != nil {
 		return fmt.Errorf("chmod: %w", err)
 	}
 	if e.IsDir() {
 		return nil
 	}
-	return setMtime(h, e.ModTime)
+	return u.setMtime(h, e.ModTime)
 }
 
 // finish sets the directories' mtimes, now that nothing else goes in.
@@ -512,69 +528,43 @@ func (u *unpacker) finish() error {
 		if !e.IsDir() || p == "/" {
 			continue
 		}
-		if err := setMtime(u.host(p), e.ModTime); err != nil {
+		if err := u.setMtime(u.host(p), e.ModTime); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func setMtime(h string, t time.Time) error {
+func (u *unpacker) setMtime(h string, t time.Time) error {
 	if t.IsZero() {
 		return nil
 	}
-	ts := unix.NsecToTimespec(t.UnixNano())
-	if err := unix.UtimesNanoAt(unix.AT_FDCWD, h, []unix.Timespec{ts, ts}, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return fmt.Errorf("set mtime of %s: %w", h, err)
+	if err := untar.Lutimes(u.r, h, t); err != nil {
+		return fmt.Errorf("set mtime: %w", err)
 	}
 	return nil
 }
 
-// holeChunk is the unit writeFile checks for zeros: a multiple of
-// every common filesystem block size.
+// fileMode turns permission and setuid/setgid/sticky bits as in a tar
+// header into an fs.FileMode.
+func fileMode(m uint32) fs.FileMode {
+	fm := fs.FileMode(m & 0o777)
+	if m&unix.S_ISUID != 0 {
+		fm |= fs.ModeSetuid
+	}
+	if m&unix.S_ISGID != 0 {
+		fm |= fs.ModeSetgid
+	}
+	if m&unix.S_ISVTX != 0 {
+		fm |= fs.ModeSticky
+	}
+	return fm
+}
+
+// holeChunk is the copy buffer of regular files, whose all-zero runs of
+// this size become holes (GNU sparse files arrive from the tar reader
+// as zeros, and so do runs of zeros in a compressed layer).
 const holeChunk = 64 << 10
-
-// writeFile writes the size bytes of r to a new file h, leaving holes
-// where whole chunks are zero (GNU sparse files arrive from the tar
-// reader as zeros, and so do runs of zeros in a compressed layer).
-func writeFile(h string, r io.Reader, size int64) error {
-	f, err := os.OpenFile(h, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_NOFOLLOW, 0o600)
-	if err != nil {
-		return err
-	}
-	err = copySparse(f, r, size)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
-func copySparse(f *os.File, r io.Reader, size int64) error {
-	buf := make([]byte, holeChunk)
-	var off int64
-	for off < size {
-		n, err := io.ReadFull(r, buf[:min(int64(len(buf)), size-off)])
-		if n > 0 {
-			if !allZero(buf[:n]) {
-				if _, werr := f.WriteAt(buf[:n], off); werr != nil {
-					return werr
-				}
-			}
-			off += int64(n)
-		}
-		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			return fmt.Errorf("file ends after %d of %d bytes", off, size)
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return f.Truncate(size) // a trailing hole
-}
-
-var zeros = make([]byte, holeChunk)
-
-func allZero(b []byte) bool { return bytes.Equal(b, zeros[:len(b)]) }
 
 // limitReader counts the bytes read into *n and fails once they pass
 // max: a layer that decompresses into more than the image may hold is
@@ -595,23 +585,13 @@ func (l *limitReader) Read(b []byte) (int, error) {
 }
 
 // cleanPath turns a tar entry name into a clean absolute path, refusing
-// ".." components.
+// ".." components (a leading slash is taken as the root).
 func cleanPath(name string) (string, error) {
-	if strings.IndexByte(name, 0) >= 0 {
-		return "", fmt.Errorf("path %q has a NUL byte", name)
+	p, err := untar.CleanName(strings.TrimLeft(name, "/"))
+	if err != nil {
+		return "", err
 	}
-	parts := strings.Split(name, "/")
-	out := parts[:0]
-	for _, c := range parts {
-		switch c {
-		case "", ".":
-			continue
-		case "..":
-			return "", fmt.Errorf("path %q leaves the root: refusing it", name)
-		}
-		out = append(out, c)
-	}
-	return "/" + strings.Join(out, "/"), nil
+	return "/" + p, nil
 }
 
 // ctxReader makes reads fail once ctx is done.

@@ -112,37 +112,7 @@ func writeAtomic(path string, data []byte, perm fs.FileMode) error {
 }
 
 // writeExclusive creates path with data, complete or not at all; it fails
-// with fs.ErrExist if path exists.
+// with fs.ErrExist if path exists (fsutil.WriteFileExclusive).
 func writeExclusive(path string, data []byte, perm fs.FileMode) error {
-	tmp, err := writeTemp(path, data, perm)
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp)
-	if err := os.Link(tmp, path); err != nil {
-		return err
-	}
-	return fsutil.SyncDir(filepath.Dir(path))
-}
-
-func writeTemp(path string, data []byte, perm fs.FileMode) (string, error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return "", err
-	}
-	_, werr := f.Write(data)
-	if werr == nil {
-		werr = f.Chmod(perm)
-	}
-	if werr == nil {
-		werr = f.Sync()
-	}
-	if err := f.Close(); werr == nil {
-		werr = err
-	}
-	if werr != nil {
-		os.Remove(f.Name())
-		return "", werr
-	}
-	return f.Name(), nil
+	return fsutil.WriteFileExclusive(path, data, perm)
 }

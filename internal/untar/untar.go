@@ -128,15 +128,24 @@ func Walk(ctx context.Context, r io.Reader, o WalkOptions, fn func(e Entry, cont
 	}
 }
 
+// NameError is the error of a refused entry name (or hard link
+// target).
+type NameError struct {
+	Name   string // as in the archive
+	Reason string
+}
+
+func (e *NameError) Error() string { return fmt.Sprintf("entry %q %s: refusing it", e.Name, e.Reason) }
+
 // CleanName turns a tar entry name ("./boot/x", "a//b/") into a clean
-// relative path ("boot/x", "a/b"), "" for the root itself, or an error
-// if it is absolute, has a ".." component or a NUL byte.
+// relative path ("boot/x", "a/b"), "" for the root itself, or a
+// *NameError if it is absolute, has a ".." component or a NUL byte.
 func CleanName(name string) (string, error) {
 	if strings.IndexByte(name, 0) >= 0 {
-		return "", fmt.Errorf("entry %q has a NUL byte: refusing it", name)
+		return "", &NameError{name, "has a NUL byte"}
 	}
 	if strings.HasPrefix(name, "/") {
-		return "", fmt.Errorf("entry %q is absolute: it escapes the target, refusing it", name)
+		return "", &NameError{name, "is absolute (escapes the target)"}
 	}
 	parts := strings.Split(name, "/")
 	out := parts[:0]
@@ -145,13 +154,13 @@ func CleanName(name string) (string, error) {
 		case "", ".":
 			continue
 		case "..":
-			return "", fmt.Errorf("entry %q leaves the root (escapes the target): refusing it", name)
+			return "", &NameError{name, `has a ".." component: it leaves the root (escapes the target)`}
 		}
 		out = append(out, c)
 	}
 	clean := strings.Join(out, "/")
 	if clean != "" && !fs.ValidPath(clean) {
-		return "", fmt.Errorf("entry %q is not a valid path", name)
+		return "", &NameError{name, "is not a valid path"}
 	}
 	return clean, nil
 }

@@ -12,6 +12,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"banger/internal/untar"
 )
 
 // The binaries a release consists of.
@@ -84,39 +86,10 @@ func ChecksumFor(sums []byte, name string) (string, error) {
 	return found, nil
 }
 
-// download streams rawURL into a new file at dst (at most limit bytes)
-// and returns the hex SHA-256 of what it wrote.
-func download(ctx context.Context, hc Doer, rawURL, dst string, limit int64) (string, error) {
-	resp, err := get(ctx, hc, rawURL)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	if resp.ContentLength > limit {
-		return "", fmt.Errorf("get %s: %d bytes is more than the limit of %d", rawURL, resp.ContentLength, limit)
-	}
-	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return "", fmt.Errorf("create %s: %w", dst, err)
-	}
-	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(resp.Body, limit+1))
-	if cerr := f.Close(); err == nil && cerr != nil {
-		err = cerr
-	}
-	if err != nil {
-		return "", fmt.Errorf("get %s: %w", rawURL, err)
-	}
-	if n > limit {
-		return "", fmt.Errorf("get %s: response is larger than the limit of %d bytes", rawURL, limit)
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
 // extractArchive unpacks the release archive at src into dir, which must
 // be empty of the binary names. It accepts exactly the four binaries as
 // regular files and writes them with mode 0755.
-func extractArchive(src, dir string) error {
+func extractArchive(ctx context.Context, src, dir string) error {
 	f, err := os.Open(src)
 	if err != nil {
 		return fmt.Errorf("open archive: %w", err)
@@ -127,37 +100,31 @@ func extractArchive(src, dir string) error {
 		return fmt.Errorf("archive: %w", err)
 	}
 	defer gz.Close()
-	tr := tar.NewReader(gz)
 	got := make(map[string]bool)
-	for {
-		hdr, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return fmt.Errorf("archive: %w", err)
-		}
-		if hdr.Typeflag == tar.TypeXGlobalHeader {
-			continue
-		}
-		name := strings.TrimPrefix(hdr.Name, "./")
+	lim := untar.Limits{MaxEntries: 64, MaxBytes: int64(len(Binaries())) * MaxBinarySize}
+	err = untar.Walk(ctx, gz, untar.WalkOptions{Limits: lim}, func(e untar.Entry, r io.Reader) error {
+		hdr, name := e.Header, e.Name
 		if !isBinary(name) {
-			return fmt.Errorf("archive: unexpected member %q", hdr.Name)
+			return fmt.Errorf("unexpected member %q", hdr.Name)
 		}
 		// The reader reports old-style regular files (TypeRegA) as TypeReg.
 		if hdr.Typeflag != tar.TypeReg {
-			return fmt.Errorf("archive: %s is not a regular file", hdr.Name)
+			return fmt.Errorf("%s is not a regular file", hdr.Name)
 		}
 		if got[name] {
-			return fmt.Errorf("archive: %s appears twice", name)
+			return fmt.Errorf("%s appears twice", name)
 		}
 		got[name] = true
 		if hdr.Size > MaxBinarySize {
-			return fmt.Errorf("archive: %s is larger than %d bytes", name, int64(MaxBinarySize))
+			return fmt.Errorf("%s is larger than %d bytes", name, int64(MaxBinarySize))
 		}
-		if err := writeFile(filepath.Join(dir, name), tr, hdr.Size); err != nil {
-			return fmt.Errorf("archive: %w", err)
-		}
+		return writeFile(filepath.Join(dir, name), r, hdr.Size)
+	})
+	if ne := (*untar.NameError)(nil); errors.As(err, &ne) {
+		return fmt.Errorf("archive: unexpected member %q: %w", ne.Name, err)
+	}
+	if err != nil {
+		return fmt.Errorf("archive: %w", err)
 	}
 	for _, b := range Binaries() {
 		if !got[b] {

@@ -6,11 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"path"
 	"strings"
+
+	"banger/internal/fetch"
 )
 
 // Size limits of the small documents an update downloads.
@@ -60,7 +61,7 @@ func (e *NotFoundError) Error() string {
 
 // FetchManifest downloads and parses the manifest at manifestURL.
 func FetchManifest(ctx context.Context, hc Doer, manifestURL string) (*Manifest, error) {
-	data, err := fetch(ctx, hc, manifestURL, MaxManifestSize)
+	data, err := getBytes(ctx, hc, manifestURL, MaxManifestSize)
 	if err != nil {
 		return nil, fmt.Errorf("fetch manifest: %w", err)
 	}
@@ -174,40 +175,9 @@ func fileName(rawURL string) (string, error) {
 	return name, nil
 }
 
-// get issues a GET request and returns the response when its status is
-// 2xx; the caller closes the body.
-func get(ctx context.Context, hc Doer, rawURL string) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
-	if err != nil {
-		return nil, fmt.Errorf("get %s: %w", rawURL, err)
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("get %s: %w", rawURL, err)
-	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		resp.Body.Close()
-		return nil, fmt.Errorf("get %s: server answered %s", rawURL, resp.Status)
-	}
-	return resp, nil
-}
-
-// fetch downloads a small document of at most limit bytes.
-func fetch(ctx context.Context, hc Doer, rawURL string, limit int64) ([]byte, error) {
-	resp, err := get(ctx, hc, rawURL)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.ContentLength > limit {
-		return nil, fmt.Errorf("get %s: %d bytes is more than the limit of %d", rawURL, resp.ContentLength, limit)
-	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
-	if err != nil {
-		return nil, fmt.Errorf("get %s: read body: %w", rawURL, err)
-	}
-	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("get %s: response is larger than the limit of %d bytes", rawURL, limit)
-	}
-	return data, nil
+// getBytes downloads a small document of at most limit bytes over
+// http(s).
+func getBytes(ctx context.Context, hc Doer, rawURL string, limit int64) ([]byte, error) {
+	data, _, err := (&fetch.Client{HTTP: hc}).Bytes(ctx, rawURL, limit)
+	return data, err
 }

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"banger/internal/fetch"
 	"banger/internal/fsutil"
 	"banger/internal/hosttools"
 )
@@ -310,11 +311,11 @@ func Update(ctx context.Context, opts Options) (Result, error) {
 
 	// 3. The signature of SHA256SUMS.
 	s.progress(StageSignature, "verifying %s", sumsURL)
-	sums, err := fetch(ctx, s.HTTPClient, sumsURL, MaxSumsSize)
+	sums, err := getBytes(ctx, s.HTTPClient, sumsURL, MaxSumsSize)
 	if err != nil {
 		return Result{}, fmt.Errorf("fetch SHA256SUMS: %w", err)
 	}
-	sig, err := fetch(ctx, s.HTTPClient, sigURL, MaxSumsSize)
+	sig, err := getBytes(ctx, s.HTTPClient, sigURL, MaxSumsSize)
 	if err != nil {
 		return Result{}, fmt.Errorf("fetch signature: %w", err)
 	}
@@ -337,17 +338,18 @@ func Update(ctx context.Context, opts Options) (Result, error) {
 	defer os.RemoveAll(staging)
 	// A fixed name: the one from the URL only serves to find the checksum.
 	archivePath := filepath.Join(staging, "archive.tar.gz")
-	gotSum, err := download(ctx, s.HTTPClient, archiveURL, archivePath, MaxArchiveSize)
+	fc := &fetch.Client{HTTP: s.HTTPClient}
+	gotSum, err := fc.File(ctx, archiveURL, archivePath, fetch.Want{SHA256: wantSum, MaxSize: MaxArchiveSize, Mode: 0o600})
+	if errors.Is(err, fetch.ErrMismatch) {
+		return Result{}, fmt.Errorf("archive checksum mismatch: %s has sha256 %s, SHA256SUMS says %s", archiveName, gotSum, wantSum)
+	}
 	if err != nil {
 		return Result{}, fmt.Errorf("download archive: %w", err)
-	}
-	if gotSum != wantSum {
-		return Result{}, fmt.Errorf("archive checksum mismatch: %s has sha256 %s, SHA256SUMS says %s", archiveName, gotSum, wantSum)
 	}
 
 	// 5. Unpack and ask the staged binaries their version.
 	s.progress(StageExtract, "unpacking %s", archiveName)
-	if err := extractArchive(archivePath, staging); err != nil {
+	if err := extractArchive(ctx, archivePath, staging); err != nil {
 		return Result{}, err
 	}
 	if err := os.Remove(archivePath); err != nil {

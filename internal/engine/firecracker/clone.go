@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 
 	"golang.org/x/sys/unix"
 
@@ -85,44 +84,24 @@ func cloneDisk(src, dst string, reflink func(dst, src *os.File) error) (method s
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return "", err
 	}
-	out, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".clone-*")
+	out, err := fsutil.CreateAtomic(dst, st.Mode().Perm())
 	if err != nil {
 		return "", err
 	}
-	tmp := out.Name()
-	defer func() {
-		if out != nil {
-			out.Close()
-		}
-		os.Remove(tmp)
-	}()
+	defer out.Abort() // a no-op once committed
 
 	method = CloneReflink
-	if rerr := reflink(out, in); rerr != nil {
+	if rerr := reflink(out.File, in); rerr != nil {
 		if !reflinkUnsupported(rerr) {
 			return "", fmt.Errorf("reflink: %w", rerr)
 		}
 		method = CloneSparseCopy
-		if err := sparseCopy(out, in, st.Size()); err != nil {
+		if err := sparseCopy(out.File, in, st.Size()); err != nil {
 			return "", err
 		}
 	}
-	if err := out.Chmod(st.Mode().Perm()); err != nil {
-		return "", err
-	}
-	if err := out.Sync(); err != nil {
-		return "", err
-	}
-	err = out.Close()
-	out = nil
-	if err != nil {
-		return "", err
-	}
 	// Link, unlike rename, never replaces a dst that appeared meanwhile.
-	if err := os.Link(tmp, dst); err != nil {
-		return "", err
-	}
-	if err := fsutil.SyncDir(filepath.Dir(dst)); err != nil {
+	if err := out.CommitExclusive(); err != nil {
 		return "", err
 	}
 	return method, nil

@@ -88,7 +88,7 @@ func noTemporaries(t *testing.T, dir string) {
 	t.Helper()
 	ents, _ := os.ReadDir(dir)
 	for _, e := range ents {
-		if strings.Contains(e.Name(), ".clone-") {
+		if strings.HasPrefix(e.Name(), ".") && strings.Contains(e.Name(), ".tmp-") { // fsutil.CreateAtomic's temporary
 			t.Errorf("temporary %s left in %s", e.Name(), dir)
 		}
 	}

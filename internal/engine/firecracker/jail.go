@@ -69,8 +69,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"io"
-	"io/fs"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -79,6 +77,7 @@ import (
 	"syscall"
 
 	"banger/internal/engine"
+	"banger/internal/fsutil"
 	"banger/internal/hosttools"
 )
 
@@ -472,31 +471,13 @@ func (j *jail) placeReadOnly(field, src, dst string) error {
 	if st.Mode().Perm()&0o006 == 0o004 && os.Link(src, dst) == nil {
 		return nil
 	}
-	if err := copyFile(src, dst, 0o400); err != nil {
+	if err := fsutil.CopyFile(src, dst, 0o400); err != nil {
 		return fmt.Errorf("copy %s into the jail: %w", field, err)
 	}
 	if err := os.Chown(dst, j.uid, j.gid); err != nil {
 		return fmt.Errorf("give %s to the jail user: %w", field, err)
 	}
 	return nil
-}
-
-// copyFile copies src to a new file dst with mode perm.
-func copyFile(src, dst string, perm fs.FileMode) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }
 
 // remove deletes the jail directory. The hard links in it go, not the
