@@ -41,6 +41,11 @@ const (
 	OpMeminfo = "meminfo"
 	// OpReadiness answers how far the guest has booted, in Readiness.
 	OpReadiness = "readiness"
+	// OpSetClock sets the guest's wall clock (CLOCK_REALTIME) to ClockNS,
+	// the host's time in nanoseconds since the Unix epoch: a guest that was
+	// paused or restored from a snapshot is behind by the time it spent
+	// stopped.
+	OpSetClock = "set_clock"
 )
 
 // Readiness says which milestones of its boot a guest has reached.
@@ -76,6 +81,8 @@ type Request struct {
 	// Force, for poweroff, skips the init system's orderly shutdown: the
 	// agent syncs and powers the machine off itself.
 	Force bool `json:"force,omitempty"`
+	// ClockNS, for OpSetClock: nanoseconds since the Unix epoch.
+	ClockNS int64 `json:"clock_ns,omitempty"`
 }
 
 // Response answers a simple operation.

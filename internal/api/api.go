@@ -10,6 +10,7 @@ package api
 import (
 	"fmt"
 
+	"banger/internal/egress/policy"
 	"banger/internal/model"
 )
 
@@ -87,8 +88,13 @@ type VMCreateParams struct {
 	AutoRemove bool   `json:"auto_remove,omitempty"`
 	// Network is bridge, user or none (default: the config's network).
 	Network string `json:"network,omitempty"`
-	// NAT lets the guest reach beyond the host.
+	// NAT lets the guest reach beyond the host: the same as an Egress
+	// of mode "all" (kept for older clients).
 	NAT bool `json:"nat,omitempty"`
+	// Egress is the VM's egress policy (--egress, --allow, --policy,
+	// --secret): see package internal/egress/policy. Nil: mode none
+	// (unless NAT).
+	Egress *policy.Spec `json:"egress,omitempty"`
 	// Publish forwards host ports: "[HOSTIP:]HOSTPORT:GUESTPORT".
 	Publish []string `json:"publish,omitempty"`
 	// Engine is auto, qemu or firecracker (default: the config's engine).
@@ -155,15 +161,40 @@ type VMWaitParams struct {
 	TimeoutMS int64 `json:"timeout_ms,omitempty"`
 }
 
-// VMSetParams changes a stopped VM's resources.
+// VMSetParams changes a stopped VM's resources, or any VM's egress
+// policy (running VMs included: it takes effect at once).
 type VMSetParams struct {
 	VCPU      int `json:"vcpu,omitempty"`
 	MemoryMiB int `json:"memory_mib,omitempty"`
+	// Egress, when set, replaces the VM's whole egress policy.
+	Egress *policy.Spec `json:"egress,omitempty"`
 }
+
+// SecretSetParams stores a secret's value (PUT /secrets/{secret}).
+type SecretSetParams struct {
+	Value []byte `json:"value"`
+}
+
+// SecretList lists the stored secrets' names (never values).
+type SecretList struct {
+	Names []string `json:"names"`
+}
+
+// MaxSecretBytes caps a secret's value.
+const MaxSecretBytes = 64 << 10
 
 // VMKillParams sends a signal to the VMM.
 type VMKillParams struct {
 	Signal string `json:"signal,omitempty"` // name (KILL, TERM) or number; default KILL
+}
+
+// SnapshotCreateParams takes a snapshot of VM.
+type SnapshotCreateParams struct {
+	VM   string `json:"vm"`
+	Name string `json:"name,omitempty"` // default: VM-<random>
+	// KeepPaused leaves the VM paused afterwards; otherwise a VM that was
+	// running runs on (a paused one stays paused).
+	KeepPaused bool `json:"keep_paused,omitempty"`
 }
 
 // VMPruneResult lists the VMs a prune deleted.

@@ -138,7 +138,7 @@ func (a *App) rootCmd() *cobra.Command {
 			return a.setup()
 		},
 	}
-	root.AddCommand(a.vmCmd(), a.kernelCmd(), a.imageCmd(), a.daemonCmd(), a.doctorCmd(), a.sshConfigCmd(), a.catalogCmd(), a.systemCmd(), a.updateCmd(), a.mcpCmd())
+	root.AddCommand(a.vmCmd(), a.snapshotCmd(), a.kernelCmd(), a.imageCmd(), a.daemonCmd(), a.doctorCmd(), a.sshConfigCmd(), a.catalogCmd(), a.systemCmd(), a.updateCmd(), a.mcpCmd(), a.secretCmd())
 	// Cobra's completion command, added below, binds its output writer
 	// when it is made.
 	if a.Stdout != nil {

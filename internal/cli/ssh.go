@@ -90,6 +90,9 @@ func (a *App) vmSSHCmd() *cobra.Command {
 			if err := a.call(ctx, "GET", vmPath(before[0], ""), nil, &v); err != nil {
 				return err
 			}
+			if v.State == model.StatePaused {
+				return fmt.Errorf("vm %q is paused: run `banger vm resume %s` first", v.Name, v.Name)
+			}
 			if v.State != model.StateRunning {
 				return fmt.Errorf("vm %q is not running (state %s)", v.Name, v.State)
 			}

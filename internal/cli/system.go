@@ -163,7 +163,7 @@ func activeVMs(ctx context.Context, socket string) ([]string, error) {
 	var names []string
 	for _, v := range vms {
 		switch v.State {
-		case model.StateRunning, model.StateStarting, model.StateStopping:
+		case model.StateRunning, model.StateStarting, model.StateStopping, model.StatePaused:
 			names = append(names, v.Name)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"banger/internal/api"
+	"banger/internal/egress/policy"
 	"banger/internal/engine"
 	"banger/internal/model"
 	"banger/internal/portfwd"
@@ -18,8 +19,9 @@ import (
 func (a *App) vmCmd() *cobra.Command {
 	c := &cobra.Command{Use: "vm", Short: "Create, run and manage VMs"}
 	c.AddCommand(a.vmCreateCmd(), a.vmStartCmd(), a.vmStopCmd(), a.vmRestartCmd(), a.vmKillCmd(),
+		a.vmPauseCmd(), a.vmResumeCmd(),
 		a.vmDeleteCmd(), a.vmShowCmd(), a.vmListCmd(), a.vmSetCmd(), a.vmPruneCmd(), a.vmLogsCmd(),
-		a.vmExecCmd(), a.vmRunCmd(), a.workspaceCmd(), a.sessionCmd(), a.vmSSHCmd(), a.vmPortsCmd(), a.vmCpCmd())
+		a.vmExecCmd(), a.vmRunCmd(), a.workspaceCmd(), a.sessionCmd(), a.vmSSHCmd(), a.vmPortsCmd(), a.vmCpCmd(), a.vmEgressCmd())
 	return c
 }
 
@@ -33,6 +35,7 @@ type createFlags struct {
 	vcpu, memory                             int
 	nat                                      bool
 	publish                                  []string
+	egress                                   egressFlags
 }
 
 func (f *createFlags) register(c *cobra.Command) {
@@ -42,9 +45,10 @@ func (f *createFlags) register(c *cobra.Command) {
 	c.Flags().IntVar(&f.memory, "memory", 0, "memory in MiB (default from config)")
 	c.Flags().StringVar(&f.disk, "disk-size", "", "size of the work disk mounted at /root, e.g. 8G")
 	c.Flags().StringVar(&f.network, "network", "", "bridge, user or none (default from config: bridge as root, user otherwise)")
-	c.Flags().BoolVar(&f.nat, "nat", false, "let the guest reach beyond this host")
+	c.Flags().BoolVar(&f.nat, "nat", false, "let the guest reach beyond this host (the same as --egress all)")
 	c.Flags().StringArrayVarP(&f.publish, "publish", "p", nil, "publish a guest port: [HOSTIP:]HOSTPORT:GUESTPORT (repeatable)")
 	c.Flags().StringVar(&f.engine, "engine", "", "VMM: "+engine.Help()+" (default from config)")
+	f.egress.register(c)
 	c.Flags().StringVar(&f.wait, "wait", api.WaitAgent, "what ready means before returning: agent (the guest agent answers), ssh (sshd listens) or system (the guest's init finished booting)")
 }
 
@@ -90,12 +94,21 @@ func (f *createFlags) params(c *cobra.Command) (api.VMCreateParams, error) {
 	if err := api.ValidWait(f.wait); err != nil {
 		return api.VMCreateParams{}, fmt.Errorf("--wait: %w", err)
 	}
+	egress, err := f.egress.spec(c, f.nat)
+	if err != nil {
+		return api.VMCreateParams{}, err
+	}
+	if egress != nil && f.network == model.NetNone && egress.Egress != string(policy.None) {
+		if p, _ := policy.Build(*egress); p != nil && p.Mode != policy.None {
+			return api.VMCreateParams{}, fmt.Errorf("--egress %s needs a network (bridge or user)", p.Mode)
+		}
+	}
 	wait := f.wait
 	if wait == api.WaitAgent {
 		wait = "" // the default, also for daemons that predate --wait
 	}
 	return api.VMCreateParams{Name: f.name, Image: f.image, VCPU: f.vcpu, MemoryMiB: f.memory, DiskSize: f.disk,
-		Network: f.network, NAT: f.nat, Publish: f.publish, Engine: f.engine, Wait: wait}, nil
+		Network: f.network, NAT: f.nat && egress == nil, Egress: egress, Publish: f.publish, Engine: f.engine, Wait: wait}, nil
 }
 
 func (a *App) vmCreateCmd() *cobra.Command {
@@ -183,6 +196,38 @@ func (a *App) vmStopCmd() *cobra.Command {
 		ValidArgsFunction: a.completeVMArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.call(cmd.Context(), "POST", vmPath(args[0], "/stop"), nil, nil)
+		},
+	}
+}
+
+func (a *App) vmPauseCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "pause NAME",
+		Short: "Stop a VM's vCPUs; its memory and processes stay as they are",
+		Long: `Stop a VM's vCPUs. The VM keeps its memory, devices and host resources
+and shows "paused" in "banger vm list"; exec, ssh, files and sessions are
+refused until "banger vm resume NAME". A paused VM stays paused across a
+daemon restart; "banger vm stop" resumes it first, "banger vm kill" does not.`,
+		Args: cobra.ExactArgs(1),
+
+		ValidArgsFunction: a.completeVMArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.call(cmd.Context(), "POST", vmPath(args[0], "/pause"), nil, nil)
+		},
+	}
+}
+
+func (a *App) vmResumeCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "resume NAME",
+		Short: "Continue a paused VM and set its clock from the host's",
+		Long: `Continue a paused VM. The guest agent then sets the guest's wall clock
+from the host's, which stood still while the VM was paused.`,
+		Args: cobra.ExactArgs(1),
+
+		ValidArgsFunction: a.completeVMArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return a.call(cmd.Context(), "POST", vmPath(args[0], "/resume"), nil, nil)
 		},
 	}
 }
@@ -285,10 +330,8 @@ func (a *App) vmShowCmd() *cobra.Command {
 				if v.IP != "" {
 					net += " " + v.IP
 				}
-				if v.NAT {
-					net += " nat"
-				}
 				t.row("network", net)
+				t.row("egress", egressText(v))
 			}
 			for _, p := range v.Publish {
 				t.row("publish", fmt.Sprintf("%s:%d -> %d", p.HostIP, p.HostPort, p.GuestPort))
@@ -347,15 +390,23 @@ func (a *App) vmListCmd() *cobra.Command {
 
 func (a *App) vmSetCmd() *cobra.Command {
 	var vcpu, mem int
+	var eg egressFlags
 	c := &cobra.Command{
 		Use:   "set NAME",
-		Short: "Change a stopped VM's vCPUs or memory",
-		Args:  cobra.ExactArgs(1),
+		Short: "Change a stopped VM's vCPUs or memory, or any VM's egress policy",
+		Long: "Change a stopped VM's vCPUs or memory, or the egress policy of any VM.\n\n" +
+			"Egress flags (--egress, --allow, --policy, --secret, --secret-host) replace the VM's whole\n" +
+			"policy; on a running bridge-mode VM the new policy takes effect at once, without a restart.",
+		Args: cobra.ExactArgs(1),
 
 		ValidArgsFunction: a.completeVMArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if !cmd.Flags().Changed("vcpu") && !cmd.Flags().Changed("memory") {
-				return fmt.Errorf("nothing to change: give --vcpu and/or --memory")
+			if !cmd.Flags().Changed("vcpu") && !cmd.Flags().Changed("memory") && !eg.changed(cmd) {
+				return fmt.Errorf("nothing to change: give --vcpu, --memory or egress flags (--egress, --allow, --policy, --secret)")
+			}
+			egress, err := eg.spec(cmd, false)
+			if err != nil {
+				return err
 			}
 			if cmd.Flags().Changed("vcpu") {
 				if err := model.CheckVCPU("--vcpu", vcpu); err != nil {
@@ -367,11 +418,12 @@ func (a *App) vmSetCmd() *cobra.Command {
 					return err
 				}
 			}
-			return a.call(cmd.Context(), "PATCH", vmPath(args[0], ""), api.VMSetParams{VCPU: vcpu, MemoryMiB: mem}, nil)
+			return a.call(cmd.Context(), "PATCH", vmPath(args[0], ""), api.VMSetParams{VCPU: vcpu, MemoryMiB: mem, Egress: egress}, nil)
 		},
 	}
 	c.Flags().IntVar(&vcpu, "vcpu", 0, "virtual CPUs")
 	c.Flags().IntVar(&mem, "memory", 0, "memory in MiB")
+	eg.register(c)
 	return c
 }
 
@@ -389,7 +441,7 @@ func (a *App) vmPruneCmd() *cobra.Command {
 			}
 			var doomed []model.VM
 			for _, v := range vms {
-				if v.State != model.StateRunning && v.State != model.StateStarting && v.State != model.StateStopping {
+				if v.State != model.StateRunning && v.State != model.StateStarting && v.State != model.StateStopping && v.State != model.StatePaused {
 					doomed = append(doomed, v)
 				}
 			}

@@ -66,6 +66,10 @@ type Config struct {
 	// forwarded to (IP or IP:port); empty means the nameservers of
 	// /etc/resolv.conf.
 	DNSUpstreams []string `toml:"dns_upstreams"`
+	// EgressExtraCA is a PEM file of CA certificates the egress proxy
+	// trusts for upstream TLS in addition to the host's (private
+	// networks, tests); empty: none.
+	EgressExtraCA string `toml:"egress_extra_ca"`
 	// HelperSocket is the socket of banger-helper, the privileged helper
 	// a daemon not running as root uses for bridge mode; env
 	// BANGER_HELPER_SOCKET overrides it.

@@ -27,7 +27,7 @@ const helperProbeTimeout = 5 * time.Second
 // answers and accepts this user, and without it there is no Host and VMs
 // default to user mode. ssh's hooks run after a boot, after a delete and
 // when the set of reachable VMs changed.
-func newNetworking(ctx context.Context, cfg config.Config, resolver *dns.Server, ssh *sshService, svcCtx context.Context, log *slog.Logger) (*vm.Networking, error) {
+func newNetworking(ctx context.Context, cfg config.Config, resolver *dns.Server, ssh *sshService, egress *egressService, svcCtx context.Context, log *slog.Logger) (*vm.Networking, error) {
 	cidr, err := netip.ParsePrefix(cfg.BridgeCIDR)
 	if err != nil {
 		return nil, fmt.Errorf("bridge_cidr: %w", err)
@@ -36,7 +36,7 @@ func newNetworking(ctx context.Context, cfg config.Config, resolver *dns.Server,
 	if err := ncfg.Validate(); err != nil {
 		return nil, err
 	}
-	n := &vm.Networking{Config: ncfg, Resolver: resolver,
+	n := &vm.Networking{Config: ncfg, Resolver: resolver, Egress: egress,
 		AfterBoot: ssh.afterBoot, Deleted: ssh.deleted, Changed: ssh.refreshLogged}
 	if cfg.Network == "user" || cfg.Network == "none" {
 		return n, nil
@@ -53,6 +53,9 @@ func newNetworking(ctx context.Context, cfg config.Config, resolver *dns.Server,
 			addr := net.JoinHostPort(cidr.Addr().String(), "53")
 			if err := resolver.ListenAndServeGuests(svcCtx, addr); err != nil {
 				log.Warn("guest dns listener", "addr", addr, "err", err)
+			}
+			if err := egress.listen(svcCtx, cidr.Addr()); err != nil {
+				log.Warn("egress proxy listener", "err", err)
 			}
 			return nil
 		}
@@ -107,6 +110,9 @@ func newNetworking(ctx context.Context, cfg config.Config, resolver *dns.Server,
 		}
 		if err := resolver.ServeGuests(svcCtx, pc, l); err != nil {
 			log.Warn("guest dns listener", "addr", gw, "err", err)
+		}
+		if err := egress.listen(svcCtx, gw); err != nil {
+			log.Warn("egress proxy listener", "err", err)
 		}
 		return nil
 	}

@@ -91,7 +91,12 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	netw, err := newNetworking(ctx, cfg, resolver, ssh, svcCtx, o.Log)
+	egress, err := newEgressService(l, cfg, resolver, o.Log)
+	if err != nil {
+		return err
+	}
+	defer egress.Close()
+	netw, err := newNetworking(ctx, cfg, resolver, ssh, egress, svcCtx, o.Log)
 	if err != nil {
 		return err
 	}
@@ -125,7 +130,7 @@ func Run(ctx context.Context, o Options) error {
 
 	ctx, cancel := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer cancel()
-	srv := &Server{VMs: mgr, Images: images, Log: o.Log, Version: o.Version, Socket: sock, Stop: cancel}
+	srv := &Server{VMs: mgr, Images: images, Secrets: egress.secrets, EgressLogs: egressLogs{mgr, egress}, Log: o.Log, Version: o.Version, Socket: sock, Stop: cancel}
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	if cfg.APIListen != "" {
 		stopTCP, err := serveTCP(cfg.APIListen, l.APIToken(), hs.Handler, o.Log)

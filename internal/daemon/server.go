@@ -47,6 +47,15 @@ type VMManager interface {
 	Restart(ctx context.Context, ref string, progress vm.Progress) (*model.VM, error)
 	Stop(ctx context.Context, ref string) (*model.VM, error)
 	Kill(ctx context.Context, ref string, sig syscall.Signal) (*model.VM, error)
+	// Pause stops a VM's vCPUs; Resume continues them and sets the
+	// guest's clock.
+	Pause(ctx context.Context, ref string) (*model.VM, error)
+	Resume(ctx context.Context, ref string) (*model.VM, error)
+	// Snapshots: take, list, show, remove.
+	CreateSnapshot(ctx context.Context, p api.SnapshotCreateParams) (*model.Snapshot, error)
+	Snapshots(ctx context.Context) ([]*model.Snapshot, error)
+	GetSnapshot(ctx context.Context, ref string) (*model.Snapshot, error)
+	DeleteSnapshot(ctx context.Context, ref string) error
 	Delete(ctx context.Context, ref string) error
 	Set(ctx context.Context, ref string, p api.VMSetParams) (*model.VM, error)
 	Prune(ctx context.Context) ([]string, error)
@@ -100,11 +109,16 @@ var (
 
 // Server serves the API.
 type Server struct {
-	VMs     VMManager
-	Images  ImageService
-	Log     *slog.Logger
-	Version string
-	Socket  string
+	VMs    VMManager
+	Images ImageService
+	// Secrets is the secret store (nil: the secret routes answer
+	// unavailable).
+	Secrets SecretStore
+	// EgressLogs reads (and follows) VMs' egress logs; nil: none.
+	EgressLogs EgressLogs
+	Log        *slog.Logger
+	Version    string
+	Socket     string
 	// Stop is called by POST /v1/daemon/stop.
 	Stop func()
 	// UploadIdle, when set, replaces agent.UploadIdle: how long a
@@ -161,6 +175,9 @@ func (s *Server) Handler() http.Handler {
 	h("POST "+p+"/vms", s.vmCreate)
 	h("POST "+p+"/vms/prune", s.vmPrune)
 	h("POST "+p+"/run", s.run)
+	h("GET "+p+"/secrets", s.secretList)
+	h("PUT "+p+"/secrets/{secret}", s.secretSet)
+	h("DELETE "+p+"/secrets/{secret}", s.secretRemove)
 	h("GET "+p+"/vms/{name}", s.vmShow)
 	h("DELETE "+p+"/vms/{name}", s.vmDelete)
 	h("PATCH "+p+"/vms/{name}", s.vmSet)
@@ -168,7 +185,10 @@ func (s *Server) Handler() http.Handler {
 	h("POST "+p+"/vms/{name}/stop", s.vmStop)
 	h("POST "+p+"/vms/{name}/restart", s.vmRestart)
 	h("POST "+p+"/vms/{name}/kill", s.vmKill)
+	h("POST "+p+"/vms/{name}/pause", s.vmPause)
+	h("POST "+p+"/vms/{name}/resume", s.vmResume)
 	h("GET "+p+"/vms/{name}/logs", s.vmLogs)
+	h("GET "+p+"/vms/{name}/egress", s.vmEgress)
 	h("POST "+p+"/vms/{name}/exec", s.vmExec)
 	h("POST "+p+"/vms/{name}/workspace", s.workspacePrepare)
 	h("POST "+p+"/vms/{name}/workspace/export", s.workspaceExport)
@@ -191,6 +211,11 @@ func (s *Server) Handler() http.Handler {
 	h("GET "+p+"/vms/{name}/files/watch", s.fileWatch)
 	h("GET "+p+"/vms/{name}/files/archive", s.archiveGet)
 	h("PUT "+p+"/vms/{name}/files/archive", s.archivePut)
+
+	h("GET "+p+"/snapshots", s.snapshotList)
+	h("POST "+p+"/snapshots", s.snapshotCreate)
+	h("GET "+p+"/snapshots/{name}", s.snapshotShow)
+	h("DELETE "+p+"/snapshots/{name}", s.snapshotDelete)
 
 	h("GET "+p+"/kernels", s.kernelList)
 	h("POST "+p+"/kernels", s.kernelImport)

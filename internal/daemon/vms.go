@@ -80,6 +80,24 @@ func (s *Server) vmStop(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+func (s *Server) vmPause(w http.ResponseWriter, r *http.Request) error {
+	v, err := s.VMs.Pause(r.Context(), r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, v)
+	return nil
+}
+
+func (s *Server) vmResume(w http.ResponseWriter, r *http.Request) error {
+	v, err := s.VMs.Resume(r.Context(), r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, v)
+	return nil
+}
+
 func (s *Server) vmKill(w http.ResponseWriter, r *http.Request) error {
 	var p api.VMKillParams
 	if err := decode(r, &p); err != nil {

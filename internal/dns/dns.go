@@ -94,6 +94,11 @@ type Server struct {
 	// forwarders are the guests whose queries outside the domain are
 	// forwarded when they arrive on a guest socket; guarded by recMu.
 	forwarders map[netip.Addr]bool
+	// filters are the guests under an egress allow policy: their queries
+	// outside the domain are forwarded only for names the filter allows
+	// (NXDOMAIN otherwise), and the answers are reported to it; guarded
+	// by recMu.
+	filters map[netip.Addr]GuestFilter
 
 	mu       sync.Mutex
 	bound    []netip.AddrPort           // addresses currently served
@@ -224,6 +229,37 @@ func (s *Server) SetForwarders(clients []netip.Addr) {
 	s.recMu.Lock()
 	defer s.recMu.Unlock()
 	s.forwarders = m
+}
+
+// Upstreams returns the servers forwarded queries go to now (the
+// configured ones, or /etc/resolv.conf's, never this server itself).
+func (s *Server) Upstreams() []netip.AddrPort { return s.usableUpstreams() }
+
+// GuestFilter decides which names a guest under an egress policy may
+// resolve, and learns what it was told (the egress proxy checks
+// transparent connections against those answers).
+type GuestFilter interface {
+	AllowsResolve(name string) bool
+	RecordAnswer(name string, addrs []netip.Addr, ttl time.Duration)
+}
+
+// SetFilters replaces the set of filtered guests (see GuestFilter). A
+// filtered guest's names are forwarded whether or not SetForwarders
+// names it.
+func (s *Server) SetFilters(filters map[netip.Addr]GuestFilter) {
+	m := make(map[netip.Addr]GuestFilter, len(filters))
+	for a, f := range filters {
+		m[a.Unmap()] = f
+	}
+	s.recMu.Lock()
+	defer s.recMu.Unlock()
+	s.filters = m
+}
+
+func (s *Server) filterFor(client netip.Addr) GuestFilter {
+	s.recMu.RLock()
+	defer s.recMu.RUnlock()
+	return s.filters[client.Unmap()]
 }
 
 // mayForward reports whether a query from client, received on a guest
@@ -447,10 +483,15 @@ func (h handler) ServeDNS(w miekg.ResponseWriter, req *miekg.Msg) {
 		network = "tcp"
 	}
 	forward := true
+	var filter GuestFilter
 	if h.guests {
-		forward = h.s.mayForward(addrPortOf(w.RemoteAddr()).Addr())
+		client := addrPortOf(w.RemoteAddr()).Addr()
+		forward = h.s.mayForward(client)
+		if filter = h.s.filterFor(client); filter != nil {
+			forward = true
+		}
 	}
-	resp := h.s.answer(h.ctx, req, network, forward)
+	resp := h.s.answer(h.ctx, req, network, forward, filter)
 	if resp == nil {
 		return
 	}
@@ -466,8 +507,9 @@ func (h handler) ServeDNS(w miekg.ResponseWriter, req *miekg.Msg) {
 
 // answer computes the response to req, received over network ("udp" or
 // "tcp"); nil means no answer at all. Without forward, queries outside the
-// domain are REFUSED.
-func (s *Server) answer(ctx context.Context, req *miekg.Msg, network string, forward bool) *miekg.Msg {
+// domain are REFUSED. With a filter, names it does not allow are NXDOMAIN
+// (never forwarded) and the answers to the others are reported to it.
+func (s *Server) answer(ctx context.Context, req *miekg.Msg, network string, forward bool, filter GuestFilter) *miekg.Msg {
 	if req.Response {
 		return nil
 	}
@@ -490,7 +532,65 @@ func (s *Server) answer(ctx context.Context, req *miekg.Msg, network string, for
 	if !forward {
 		return s.forwardFail(req, miekg.RcodeRefused)
 	}
+	if filter != nil {
+		if !filter.AllowsResolve(name) {
+			m := s.reply(req, miekg.RcodeNameError)
+			m.Authoritative = false
+			return m
+		}
+		r := s.forward(ctx, req, q, name, network)
+		recordAnswer(filter, name, q.Qtype, r)
+		return r
+	}
 	return s.forward(ctx, req, q, name, network)
+}
+
+// recordAnswer reports the A/AAAA addresses of a forwarded answer for
+// name (at the end of any CNAME chain in it) with the smallest TTL met.
+func recordAnswer(f GuestFilter, name string, qtype uint16, r *miekg.Msg) {
+	if r == nil || r.Rcode != miekg.RcodeSuccess || (qtype != miekg.TypeA && qtype != miekg.TypeAAAA) {
+		return
+	}
+	target := strings.ToLower(name)
+	var addrs []netip.Addr
+	ttl := uint32(0)
+	first := true
+	note := func(t uint32) {
+		if first || t < ttl {
+			ttl, first = t, false
+		}
+	}
+	for hops := 0; hops < 16; hops++ {
+		next := ""
+		for _, rr := range r.Answer {
+			h := rr.Header()
+			if strings.ToLower(h.Name) != target {
+				continue
+			}
+			switch v := rr.(type) {
+			case *miekg.CNAME:
+				next = strings.ToLower(v.Target)
+				note(h.Ttl)
+			case *miekg.A:
+				if a, ok := netip.AddrFromSlice(v.A.To4()); ok {
+					addrs = append(addrs, a)
+					note(h.Ttl)
+				}
+			case *miekg.AAAA:
+				if a, ok := netip.AddrFromSlice(v.AAAA.To16()); ok {
+					addrs = append(addrs, a)
+					note(h.Ttl)
+				}
+			}
+		}
+		if len(addrs) > 0 || next == "" {
+			break
+		}
+		target = next
+	}
+	if len(addrs) > 0 {
+		f.RecordAnswer(strings.TrimSuffix(name, "."), addrs, time.Duration(ttl)*time.Second)
+	}
 }
 
 // reply starts an authoritative answer to req.

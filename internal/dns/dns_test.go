@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -437,17 +438,17 @@ func TestHandlerMalformed(t *testing.T) {
 	s := New(Options{Upstreams: noForward})
 	m := new(miekg.Msg)
 	m.Id = 7
-	if r := s.answer(context.Background(), m, "udp", true); r.Rcode != miekg.RcodeFormatError {
+	if r := s.answer(context.Background(), m, "udp", true, nil); r.Rcode != miekg.RcodeFormatError {
 		t.Errorf("no question: %v", r)
 	}
 	m.SetQuestion("box.vm.", miekg.TypeA)
 	m.Opcode = miekg.OpcodeUpdate
-	if r := s.answer(context.Background(), m, "udp", true); r.Rcode != miekg.RcodeNotImplemented {
+	if r := s.answer(context.Background(), m, "udp", true, nil); r.Rcode != miekg.RcodeNotImplemented {
 		t.Errorf("update: %v", r)
 	}
 	m.Opcode = miekg.OpcodeQuery
 	m.Response = true
-	if r := s.answer(context.Background(), m, "udp", true); r != nil {
+	if r := s.answer(context.Background(), m, "udp", true, nil); r != nil {
 		t.Errorf("answered a response: %v", r)
 	}
 	if s.Handler() == nil {
@@ -583,4 +584,53 @@ func TestGuestSocketsForwardOnlyForForwarders(t *testing.T) {
 	// The host's own socket (Serve/ListenAndServe) forwards for anyone.
 	host := start(t, New(Options{Upstreams: []string{up.addr}}))
 	wantA(t, query(t, "udp", host, "example.com.", miekg.TypeA), "192.0.2.1")
+}
+
+type recordingFilter struct {
+	mu      sync.Mutex
+	allow   map[string]bool
+	answers map[string][]netip.Addr
+}
+
+func (f *recordingFilter) AllowsResolve(name string) bool { return f.allow[name] }
+func (f *recordingFilter) RecordAnswer(name string, addrs []netip.Addr, ttl time.Duration) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.answers[name] = addrs
+}
+
+// A filtered guest (egress allow policy) gets NXDOMAIN for names outside
+// its policy, never forwarded (no tunnel through the resolver); allowed
+// names are forwarded and the answers reported to the filter.
+func TestGuestFilter(t *testing.T) {
+	up := &upstream{}
+	startUpstream(t, up, "127.0.0.1:0")
+	s := New(Options{Upstreams: []string{up.addr}})
+	s.Set("box", netip.MustParseAddr("172.16.0.2"))
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() { cancel(); s.Wait() })
+	if err := s.ListenAndServeGuests(ctx, "127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	addr := s.Addrs()[0].String()
+	f := &recordingFilter{allow: map[string]bool{"api.test.": true}, answers: map[string][]netip.Addr{}}
+	s.SetFilters(map[netip.Addr]GuestFilter{netip.MustParseAddr("127.0.0.1"): f})
+	for _, network := range []string{"udp", "tcp"} {
+		wantRcode(t, query(t, network, addr, "example.com.", miekg.TypeA), miekg.RcodeNameError)
+		wantRcode(t, query(t, network, addr, "tunnel-data.attacker.example.", miekg.TypeTXT), miekg.RcodeNameError)
+		wantRcode(t, query(t, network, addr, "9.9.16.172.in-addr.arpa.", miekg.TypePTR), miekg.RcodeNameError)
+		wantA(t, query(t, network, addr, "box.vm.", miekg.TypeA), "172.16.0.2")
+	}
+	if n := up.queries.Load(); n != 0 {
+		t.Fatalf("upstream saw %d queries for names outside the policy", n)
+	}
+	wantA(t, query(t, "udp", addr, "API.test.", miekg.TypeA), "192.0.2.1")
+	f.mu.Lock()
+	got := f.answers["api.test"]
+	f.mu.Unlock()
+	if len(got) != 1 || got[0] != netip.MustParseAddr("192.0.2.1") {
+		t.Errorf("recorded %v", f.answers)
+	}
+	s.SetFilters(nil)
+	wantRcode(t, query(t, "udp", addr, "api.test.", miekg.TypeA), miekg.RcodeRefused)
 }

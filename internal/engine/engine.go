@@ -19,6 +19,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
 	"syscall"
 )
 
@@ -119,7 +120,7 @@ type Driver interface {
 
 // Optional capabilities. A driver implements those it has; NewRegistry
 // looks them up once and the lifecycle code uses Engine's fields, never
-// type assertions of its own. (Issue 13's Snapshotter joins this list.)
+// type assertions of its own.
 
 // Cleaner is a driver that keeps per-VM state outside the VM's directories
 // (Firecracker's jail), removed when the VM is deleted.
@@ -143,4 +144,30 @@ type Checker interface {
 	// Available reports, cheaply (no VMM is run), why the engine cannot be
 	// used here; nil if it can.
 	Available() error
+}
+
+// Pauser is a driver that can stop and continue a guest's vCPUs while its
+// VMM, memory and devices stay as they are.
+type Pauser interface {
+	// Pause stops the vCPUs of inst; pausing a paused VM is a no-op.
+	Pause(ctx context.Context, inst Instance) error
+	// Resume continues a paused inst; resuming a running VM is a no-op.
+	Resume(ctx context.Context, inst Instance) error
+	// Paused reports whether inst's vCPUs are stopped (as the VMM says,
+	// whatever the daemon recorded).
+	Paused(ctx context.Context, inst Instance) (bool, error)
+}
+
+// Snapshotter is a driver that can save a paused VM's memory and device
+// state (snapshots; the disks are the lifecycle code's job).
+type Snapshotter interface {
+	// SaveState writes the state of inst, which must be paused, to f, a
+	// file the caller opened for writing (the VMM gets the open file, so
+	// it never needs rights on the path). It returns once the state is
+	// complete, or fails with the VMM's own reason. A VMM may keep its
+	// disks inactive until the next Resume.
+	SaveState(ctx context.Context, inst Instance, f *os.File) error
+	// VMMVersion is the version of the VMM running inst: state is only
+	// restored by the same version.
+	VMMVersion(ctx context.Context, inst Instance) (string, error)
 }

@@ -10,9 +10,11 @@ import (
 // once at registration. A nil capability means the driver lacks it.
 type Engine struct {
 	Driver
-	Cleaner    Cleaner
-	CtrlAltDel CtrlAltDeler
-	Checker    Checker
+	Cleaner     Cleaner
+	CtrlAltDel  CtrlAltDeler
+	Checker     Checker
+	Pauser      Pauser
+	Snapshotter Snapshotter
 }
 
 // Registry holds the drivers a daemon runs VMs with, by name. It is
@@ -43,6 +45,8 @@ func NewRegistry(drivers ...Driver) (*Registry, error) {
 		e.Cleaner, _ = d.(Cleaner)
 		e.CtrlAltDel, _ = d.(CtrlAltDeler)
 		e.Checker, _ = d.(Checker)
+		e.Pauser, _ = d.(Pauser)
+		e.Snapshotter, _ = d.(Snapshotter)
 		r.engines[name] = e
 		r.names = append(r.names, name)
 		if r.def == nil {

@@ -38,6 +38,10 @@ type Server struct {
 	// Readiness answers the readiness operation; nil asks this guest
 	// (a field so that tests can stand in for a guest).
 	Readiness func(ctx context.Context) agent.Readiness
+	// SetClock sets the wall clock to a checked time (ns since the
+	// epoch); nil sets CLOCK_REALTIME (a field so that tests never set
+	// the clock of the host they run on).
+	SetClock func(ns int64) error
 
 	system systemCache
 	// bound, when set, is called once a listener holds its address (tests
@@ -229,6 +233,12 @@ func (s *Server) handle(ctx context.Context, st net.Conn) {
 			r = checkReadiness(ctx, &s.system)
 		}
 		reply(st, agent.Response{OK: true, Readiness: &r})
+	case agent.OpSetClock:
+		if err := s.setClock(req.ClockNS); err != nil {
+			reply(st, agent.Response{Error: "set clock: " + err.Error()})
+			return
+		}
+		reply(st, agent.Response{OK: true})
 	case agent.OpUntar:
 		runUntar(req.Untar, &readerConn{Reader: br, Conn: st})
 	case agent.OpFileStat, agent.OpFileList, agent.OpFileRead, agent.OpFileWrite,

@@ -327,7 +327,7 @@ func (s *Service) ResolveImage(ctx context.Context, ref string, progress Progres
 	return s.Image(ctx, name)
 }
 
-// DeleteImage removes an image no VM uses.
+// DeleteImage removes an image no VM or snapshot uses.
 func (s *Service) DeleteImage(ctx context.Context, name string) error {
 	img, err := s.Image(ctx, name)
 	if err != nil {
@@ -337,6 +337,12 @@ func (s *Service) DeleteImage(ctx context.Context, name string) error {
 		return err
 	} else if n > 0 {
 		return api.Errorf(api.CodeConflict, "image %q is used by %d vm(s); delete them first", img.Name, n)
+	}
+	// A snapshot's root disk is a qcow2 over the image's root filesystem.
+	if n, err := s.Store.CountSnapshotsUsingImage(ctx, img.Name); err != nil {
+		return err
+	} else if n > 0 {
+		return api.Errorf(api.CodeConflict, "image %q is used by %d snapshot(s); remove them first (banger snapshot rm)", img.Name, n)
 	}
 	if err := s.Store.DeleteImage(ctx, img.Name); err != nil {
 		return err

@@ -2,19 +2,25 @@
 // rules that apply to them regardless of transport or storage.
 package model
 
-import "time"
+import (
+	"time"
+
+	"banger/internal/egress/policy"
+)
 
 // VMState is the lifecycle state of a VM as recorded in the store.
 type VMState string
 
 // VM states. A VM is "created" until first started; "stopped" after a clean
 // stop or a kill; "error" only when banger lost track of it unexpectedly
-// (e.g. the VMM died on its own).
+// (e.g. the VMM died on its own); "paused" while its vCPUs are stopped (its
+// VMM and memory stay; `banger vm resume` continues it).
 const (
 	StateCreated  VMState = "created"
 	StateStarting VMState = "starting"
 	StateRunning  VMState = "running"
 	StateStopping VMState = "stopping"
+	StatePaused   VMState = "paused"
 	StateStopped  VMState = "stopped"
 	StateError    VMState = "error"
 )
@@ -52,6 +58,14 @@ type VM struct {
 	// NAT lets the guest reach beyond the host (bridge: masquerade for
 	// its /32; user: outbound not restricted).
 	NAT bool `json:"nat,omitempty"`
+	// Egress is the VM's egress policy as given (flags and policy file
+	// merged) with its effective mode in Egress.Egress; nil for VMs made
+	// before policies existed (NAT then says all or none). NAT is kept
+	// equal to Egress.Egress == "all".
+	Egress *policy.Spec `json:"egress,omitempty"`
+	// EgressPlaceholders maps each secret of the policy to the VM's
+	// placeholder for it, stable across restarts (not shown).
+	EgressPlaceholders map[string]string `json:"-"`
 	// Publish lists host ports forwarded to guest ports.
 	Publish []PortMap `json:"publish,omitempty"`
 	// SSHPort is the host loopback port forwarded to the guest's sshd

@@ -26,6 +26,7 @@ type Fake struct {
 	inUse      map[string]bool
 	bindings   map[string]Binding
 	nat        []netip.Addr
+	egress     Egress
 }
 
 var _ Host = (*Fake)(nil)
@@ -157,7 +158,7 @@ func (f *Fake) SetNAT(ctx context.Context, guests []netip.Addr) error {
 	err := f.begin(ctx, "SetNAT")
 	var t Table
 	if err == nil {
-		t, err = Ruleset(f.cfg, guests)
+		t, err = EgressRuleset(f.cfg, guests, f.egress)
 		if err != nil {
 			err = fmt.Errorf("set nat: %w", err)
 		}
@@ -167,6 +168,36 @@ func (f *Fake) SetNAT(ctx context.Context, guests []netip.Addr) error {
 	}
 	f.record(fmt.Sprintf("SetNAT %v", guests), err)
 	return err
+}
+
+// SetEgress implements Host.
+func (f *Fake) SetEgress(ctx context.Context, nat []netip.Addr, eg Egress) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	err := f.begin(ctx, "SetEgress")
+	var t Table
+	if err == nil {
+		t, err = EgressRuleset(f.cfg, nat, eg)
+		if err != nil {
+			err = fmt.Errorf("set egress: %w", err)
+		}
+	}
+	if err == nil {
+		f.nat, f.egress, f.table = t.NATGuests(), eg, true
+	}
+	var filtered []string
+	for _, g := range eg.Guests {
+		filtered = append(filtered, g.IP.String())
+	}
+	f.record(fmt.Sprintf("SetEgress %v %v", nat, filtered), err)
+	return err
+}
+
+// Egress returns the filtered egress last set.
+func (f *Fake) Egress() Egress {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.egress
 }
 
 // State implements Host.

@@ -38,6 +38,7 @@ type host struct {
 	pool       []string            // warm taps, oldest first
 	inUse      map[string]struct{} // taps handed out and not released
 	bindings   map[string]Binding  // what each tap may send (the bridge table)
+	egress     Egress              // the filtered guests (SetEgress)
 	loaded     bool                // bindings were read back from the kernel
 	refilling  bool                // a refill goroutine is running
 	stopRefill bool                // set by Teardown while it waits for the refill to stop
@@ -140,7 +141,7 @@ func (h *host) EnsureBridge(ctx context.Context) error {
 			return err
 		}
 		// Keep the NAT guests that are configured, drop anything else.
-		want, err := Ruleset(h.cfg, guestsOf(h.sub, cur.natGuests()))
+		want, err := EgressRuleset(h.cfg, guestsOf(h.sub, cur.natGuests()), h.egress)
 		if err != nil {
 			return err
 		}
@@ -683,9 +684,20 @@ func (h *host) refill() {
 
 // SetNAT implements Host.
 func (h *host) SetNAT(ctx context.Context, guests []netip.Addr) error {
-	want, err := Ruleset(h.cfg, guests)
-	if err != nil {
+	h.mu.Lock()
+	eg := h.egress
+	h.mu.Unlock()
+	if err := h.SetEgress(ctx, guests, eg); err != nil {
 		return fmt.Errorf("set nat: %w", err)
+	}
+	return nil
+}
+
+// SetEgress implements Host.
+func (h *host) SetEgress(ctx context.Context, nat []netip.Addr, eg Egress) error {
+	want, err := EgressRuleset(h.cfg, nat, eg)
+	if err != nil {
+		return fmt.Errorf("set egress: %w", err)
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -699,6 +711,7 @@ func (h *host) SetNAT(ctx context.Context, guests []netip.Addr) error {
 			return err
 		}
 		if cur.inSync(want) {
+			h.egress = eg
 			return nil
 		}
 		if err := ctx.Err(); err != nil {
@@ -708,17 +721,22 @@ func (h *host) SetNAT(ctx context.Context, guests []netip.Addr) error {
 			return err
 		}
 		// The forward chain accepts established flows first, so flows that
-		// were masqueraded before would survive the rule change: end them.
+		// were let out before would survive the rule change: end them, for
+		// guests that lost NAT and filtered guests whose rules changed.
 		lost := map[netip.Addr]bool{}
 		for _, g := range cur.natGuests() {
 			if !slices.Contains(want.NATGuests(), g) {
 				lost[g] = true
 			}
 		}
+		for _, g := range changedEgress(h.egress, eg) {
+			lost[g] = true
+		}
+		h.egress = eg
 		return deleteFlows(nh, lost, h.sub.prefix)
 	})
 	if err != nil {
-		return fmt.Errorf("set nat: %w", err)
+		return fmt.Errorf("set egress: %w", err)
 	}
 	return nil
 }
@@ -832,7 +850,7 @@ func (h *host) State(ctx context.Context) (State, error) {
 			if b := curBr.bindings(); len(b) > 0 {
 				st.Bindings = b
 			}
-			want, err := Ruleset(h.cfg, st.NATGuests)
+			want, err := EgressRuleset(h.cfg, st.NATGuests, h.egress)
 			wantBr, berr := BridgeRuleset(h.cfg, st.Bindings)
 			st.RulesInSync = err == nil && berr == nil && cur.inSync(want) && curBr.inSync(wantBr)
 		}

@@ -234,6 +234,11 @@ type Host interface {
 	// removed from conntrack. Calling it again with the same set changes
 	// nothing. Every address must be a guest address of the subnet.
 	SetNAT(ctx context.Context, guests []netip.Addr) error
+	// SetEgress declares the NAT guests (as SetNAT) and the filtered
+	// guests (see EgressRuleset) together, in one transaction; a later
+	// SetNAT keeps the filtered guests. Outbound flows of guests whose
+	// filtered egress changed are removed from conntrack.
+	SetEgress(ctx context.Context, nat []netip.Addr, eg Egress) error
 	// State reports what exists in the kernel, for doctor and leak checks.
 	State(ctx context.Context) (State, error)
 	// Teardown removes banger's tables, every tap with the tap prefix

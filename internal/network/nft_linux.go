@@ -93,7 +93,20 @@ func (r Rule) exprs() []expr.Any {
 	if r.Dest.IsValid() {
 		e = append(e, load(expr.PayloadBaseNetworkHeader, ipDaddrOffset, 4), cmpEq(r.Dest.AsSlice()))
 	}
-	if r.L4 != "" {
+	if r.DestNet.IsValid() {
+		mask := net.CIDRMask(r.DestNet.Bits(), 32)
+		e = append(e, load(expr.PayloadBaseNetworkHeader, ipDaddrOffset, 4),
+			&expr.Bitwise{SourceRegister: nftReg, DestRegister: nftReg, Len: 4, Mask: []byte(mask), Xor: make([]byte, 4)},
+			cmpEq(r.DestNet.Masked().Addr().AsSlice()))
+	}
+	if r.L4 != "" && r.DPort == 0 {
+		proto := byte(unix.IPPROTO_UDP)
+		if r.L4 == "tcp" {
+			proto = unix.IPPROTO_TCP
+		}
+		e = append(e, &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: nftReg}, cmpEq([]byte{proto}))
+	}
+	if r.L4 != "" && r.DPort != 0 {
 		proto := byte(unix.IPPROTO_UDP)
 		if r.L4 == "tcp" {
 			proto = unix.IPPROTO_TCP
@@ -115,6 +128,10 @@ func (r Rule) exprs() []expr.Any {
 		e = append(e, &expr.Verdict{Kind: expr.VerdictDrop})
 	case Masquerade:
 		e = append(e, &expr.Masq{})
+	case Redirect:
+		// As the kernel dumps `redirect to :PORT` back: both registers.
+		e = append(e, &expr.Immediate{Register: nftReg, Data: binaryutil.BigEndian.PutUint16(r.ToPort)},
+			&expr.Redir{RegisterProtoMin: nftReg, RegisterProtoMax: nftReg, Flags: unix.NF_NAT_RANGE_PROTO_SPECIFIED})
 	}
 	return e
 }

@@ -14,6 +14,11 @@ const (
 	ChainInput       = "input"
 	ChainPostrouting = "postrouting"
 	ChainPrerouting  = "prerouting"
+	// The egress chains (ip table, only while some guest has an allow
+	// policy): the transparent redirect to the egress proxy and the
+	// masquerade of what the policy lets out.
+	ChainEgressPre  = "egress_prerouting"
+	ChainEgressPost = "egress_postrouting"
 )
 
 // Families of banger's two tables: FamilyIP holds NAT and what guests may
@@ -31,6 +36,9 @@ const (
 	Accept     Action = "accept"
 	Drop       Action = "drop"
 	Masquerade Action = "masquerade"
+	// Redirect sends the packet to the host itself, port Rule.ToPort
+	// (nat prerouting).
+	Redirect Action = "redirect"
 )
 
 // Link-layer protocols a bridge rule can match (Rule.Proto).
@@ -91,12 +99,16 @@ type Rule struct {
 	// Source matches `ip saddr == Source`, or with Proto ProtoARP the ARP
 	// sender protocol address, when valid.
 	Source netip.Addr
-	// Dest matches `ip daddr == Dest` when valid.
-	Dest netip.Addr
+	// Dest matches `ip daddr == Dest` when valid; DestNet matches `ip
+	// daddr DestNet` (a network, masked) when valid.
+	Dest    netip.Addr
+	DestNet netip.Prefix
 	// L4 ("udp" or "tcp") and DPort match the transport protocol and
-	// destination port, when set.
+	// destination port, when set (L4 alone: any port).
 	L4    string
 	DPort uint16
+	// ToPort is the port a Redirect sends the packet to.
+	ToPort uint16
 	// CTState matches `ct state & CTState != 0` when non-zero.
 	CTState CTState
 	// Action is Accept, Drop or Masquerade.
@@ -143,13 +155,22 @@ func (r Rule) String() string {
 	if r.Dest.IsValid() {
 		fmt.Fprintf(&b, "ip daddr %s ", r.Dest)
 	}
-	if r.L4 != "" {
+	if r.DestNet.IsValid() {
+		fmt.Fprintf(&b, "ip daddr %s ", r.DestNet)
+	}
+	switch {
+	case r.L4 != "" && r.DPort != 0:
 		fmt.Fprintf(&b, "%s dport %d ", r.L4, r.DPort)
+	case r.L4 != "":
+		fmt.Fprintf(&b, "meta l4proto %s ", r.L4)
 	}
 	if r.CTState != 0 {
 		fmt.Fprintf(&b, "ct state %s ", r.CTState)
 	}
 	b.WriteString(string(r.Action))
+	if r.Action == Redirect {
+		fmt.Fprintf(&b, " to :%d", r.ToPort)
+	}
 	return b.String()
 }
 
@@ -165,7 +186,7 @@ type Chain struct {
 	Name     string
 	Type     string // "nat" or "filter"
 	Hook     string // "postrouting", "forward", "input" or "prerouting"
-	Priority int32  // 100 (srcnat), 0 (filter) or -200 (bridge filter)
+	Priority int32  // 100 (srcnat), -100 (dstnat), 0 (filter) or -200 (bridge filter)
 	Policy   Action // always Accept: banger only drops guests' traffic
 }
 
@@ -282,6 +303,54 @@ const dnsPort = 53
 // NAT rules trust are enforced per tap by the bridge table (BridgeRuleset).
 // Every guest must be a guest address of cfg's subnet.
 func Ruleset(cfg Config, natGuests []netip.Addr) (Table, error) {
+	return EgressRuleset(cfg, natGuests, Egress{})
+}
+
+// Egress is the filtered egress of the guests under an allow policy: each
+// one's TCP 80 and 443 go to the egress proxy on the bridge address, port
+// ProxyPort (transparently: nftables redirect), and everything else only
+// to its Allow networks.
+type Egress struct {
+	ProxyPort uint16        `json:"proxy_port"`
+	Guests    []GuestEgress `json:"guests,omitempty"`
+}
+
+// GuestEgress is one filtered guest: its address and the networks (with
+// protocol and port) it may reach by address.
+type GuestEgress struct {
+	IP    netip.Addr `json:"ip"`
+	Allow []NetAllow `json:"allow,omitempty"`
+}
+
+// NetAllow is one network a filtered guest may reach: Proto "tcp", "udp"
+// or "" (both), Port 0 for every port.
+type NetAllow struct {
+	Net   netip.Prefix `json:"net"`
+	Proto string       `json:"proto,omitempty"`
+	Port  uint16       `json:"port,omitempty"`
+}
+
+// maxEgressRules bounds the rules one guest's egress adds.
+const maxEgressRules = 1024
+
+// EgressRuleset is Ruleset with the filtered guests of eg added: for each
+// guest G (besides NAT guests, and in addition to the rules above)
+//
+//	chain egress_prerouting { type nat hook prerouting priority -100;
+//		iifname "banger0" ip saddr G tcp dport 80 redirect to :PROXY
+//		iifname "banger0" ip saddr G tcp dport 443 redirect to :PROXY }
+//	chain forward { ...
+//		iifname "banger0" oifname != "banger0" ip saddr G ip daddr NET [meta l4proto P | P dport N] accept
+//		... (before the drop) }
+//	chain input { ...
+//		iifname "banger0" ip saddr G ip daddr BRIDGE tcp dport PROXY accept   (before the drop) }
+//	chain egress_postrouting { type nat hook postrouting priority 100;
+//		oifname != "banger0" ip saddr G masquerade }
+//
+// The masquerade only ever sees what the forward chain let through: the
+// guest's Allow networks. Without filtered guests the table is exactly
+// Ruleset's.
+func EgressRuleset(cfg Config, natGuests []netip.Addr, eg Egress) (Table, error) {
 	cfg = cfg.WithDefaults()
 	sub, err := newSubnet(cfg.CIDR)
 	if err != nil {
@@ -296,6 +365,41 @@ func Ruleset(cfg Config, natGuests []netip.Addr) (Table, error) {
 	}
 	slices.SortFunc(guests, netip.Addr.Compare)
 	guests = slices.Compact(guests)
+
+	var filtered []GuestEgress
+	seen := map[netip.Addr]bool{}
+	for _, g := range guests {
+		seen[g] = true
+	}
+	for _, ge := range eg.Guests {
+		ip := ge.IP.Unmap()
+		if !sub.isGuest(ip) {
+			return Table{}, fmt.Errorf("ruleset: filtered guest %s is not a guest address of %s", ge.IP, sub.prefix)
+		}
+		if seen[ip] {
+			return Table{}, fmt.Errorf("ruleset: guest %s is listed twice (nat or filtered)", ip)
+		}
+		seen[ip] = true
+		if len(ge.Allow) > maxEgressRules {
+			return Table{}, fmt.Errorf("ruleset: guest %s: too many allow rules", ip)
+		}
+		for _, a := range ge.Allow {
+			if !a.Net.IsValid() || !a.Net.Addr().Is4() || a.Net.Masked() != a.Net {
+				return Table{}, fmt.Errorf("ruleset: guest %s: %s is not an IPv4 network address", ip, a.Net)
+			}
+			if a.Proto != "" && a.Proto != "tcp" && a.Proto != "udp" {
+				return Table{}, fmt.Errorf("ruleset: guest %s: protocol %q", ip, a.Proto)
+			}
+			if a.Port != 0 && a.Proto == "" {
+				return Table{}, fmt.Errorf("ruleset: guest %s: a port needs a protocol", ip)
+			}
+		}
+		filtered = append(filtered, GuestEgress{IP: ip, Allow: ge.Allow})
+	}
+	if len(filtered) > 0 && eg.ProxyPort == 0 {
+		return Table{}, fmt.Errorf("ruleset: filtered guests need the proxy port")
+	}
+	slices.SortFunc(filtered, func(a, b GuestEgress) int { return a.IP.Compare(b.IP) })
 
 	br, gw := cfg.Bridge, sub.gateway
 	t := Table{
@@ -314,15 +418,46 @@ func Ruleset(cfg Config, natGuests []netip.Addr) (Table, error) {
 	for _, g := range guests {
 		t.Rules = append(t.Rules, Rule{Chain: ChainForward, InIface: br, NotOutIface: br, Source: g, Action: Accept})
 	}
+	for _, ge := range filtered {
+		for _, a := range ge.Allow {
+			r := Rule{Chain: ChainForward, InIface: br, NotOutIface: br, Source: ge.IP, L4: a.Proto, DPort: a.Port, Action: Accept}
+			if a.Net.Bits() == 32 {
+				r.Dest = a.Net.Addr()
+			} else if a.Net.Bits() > 0 {
+				r.DestNet = a.Net
+			}
+			t.Rules = append(t.Rules, r)
+		}
+	}
 	t.Rules = append(t.Rules,
 		Rule{Chain: ChainForward, InIface: br, NotOutIface: br, Action: Drop},
 		Rule{Chain: ChainInput, InIface: br, CTState: CTEstablished | CTRelated, Action: Accept},
 		Rule{Chain: ChainInput, InIface: br, Dest: gw, L4: "udp", DPort: dnsPort, Action: Accept},
 		Rule{Chain: ChainInput, InIface: br, Dest: gw, L4: "tcp", DPort: dnsPort, Action: Accept},
-		Rule{Chain: ChainInput, InIface: br, Action: Drop},
 	)
+	for _, ge := range filtered {
+		t.Rules = append(t.Rules, Rule{Chain: ChainInput, InIface: br, Source: ge.IP, Dest: gw, L4: "tcp", DPort: eg.ProxyPort, Action: Accept})
+	}
+	t.Rules = append(t.Rules, Rule{Chain: ChainInput, InIface: br, Action: Drop})
 	for _, g := range guests {
 		t.Rules = append(t.Rules, Rule{Chain: ChainPostrouting, NotOutIface: br, Source: g, Action: Masquerade})
+	}
+	if len(filtered) > 0 {
+		t.Chains = append([]Chain{
+			{Name: ChainEgressPost, Type: "nat", Hook: "postrouting", Priority: 100, Policy: Accept},
+			{Name: ChainEgressPre, Type: "nat", Hook: "prerouting", Priority: -100, Policy: Accept},
+		}, t.Chains...)
+		var pre []Rule
+		for _, ge := range filtered {
+			pre = append(pre, Rule{Chain: ChainEgressPost, NotOutIface: br, Source: ge.IP, Action: Masquerade})
+		}
+		for _, ge := range filtered {
+			for _, port := range []uint16{80, 443} {
+				pre = append(pre, Rule{Chain: ChainEgressPre, InIface: br, Source: ge.IP, L4: "tcp", DPort: port, ToPort: eg.ProxyPort, Action: Redirect})
+			}
+		}
+		// Rules are grouped by chain in the chains' (name) order.
+		t.Rules = append(pre, t.Rules...)
 	}
 	return t, nil
 }
@@ -389,4 +524,30 @@ func BridgeRuleset(cfg Config, bindings map[string]Binding) (Table, error) {
 	}
 	t.Rules = append(t.Rules, Rule{Chain: ChainPrerouting, InPrefix: cfg.TapPrefix, Action: Drop})
 	return t, nil
+}
+
+// changedEgress lists the guests whose filtered egress differs between
+// old and new (added, removed or changed).
+func changedEgress(old, new Egress) []netip.Addr {
+	byIP := func(e Egress) map[netip.Addr][]NetAllow {
+		m := map[netip.Addr][]NetAllow{}
+		for _, g := range e.Guests {
+			m[g.IP.Unmap()] = g.Allow
+		}
+		return m
+	}
+	o, n := byIP(old), byIP(new)
+	var out []netip.Addr
+	for ip, a := range o {
+		if b, ok := n[ip]; !ok || !slices.Equal(a, b) {
+			out = append(out, ip)
+		}
+	}
+	for ip := range n {
+		if _, ok := o[ip]; !ok {
+			out = append(out, ip)
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
 }

@@ -3,6 +3,7 @@ package network
 import (
 	"net/netip"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -265,5 +266,55 @@ func TestBridgeRulesetRejectsBadBindings(t *testing.T) {
 		if _, err := BridgeRuleset(Config{}, b); err == nil {
 			t.Errorf("%s: BridgeRuleset accepted %v", name, b)
 		}
+	}
+}
+
+// EgressRuleset refuses what it cannot express safely, and without
+// filtered guests it is exactly Ruleset.
+func TestEgressRulesetChecks(t *testing.T) {
+	cfg := Config{}.WithDefaults()
+	g := netip.MustParseAddr("172.16.0.2")
+	bad := []struct {
+		nat []netip.Addr
+		eg  Egress
+	}{
+		{nil, Egress{Guests: []GuestEgress{{IP: g}}}}, // no proxy port
+		{nil, Egress{ProxyPort: 3129, Guests: []GuestEgress{{IP: netip.MustParseAddr("10.0.0.2")}}}},
+		{[]netip.Addr{g}, Egress{ProxyPort: 3129, Guests: []GuestEgress{{IP: g}}}},
+		{nil, Egress{ProxyPort: 3129, Guests: []GuestEgress{{IP: g}, {IP: g}}}},
+		{nil, Egress{ProxyPort: 3129, Guests: []GuestEgress{{IP: g, Allow: []NetAllow{{Net: netip.MustParsePrefix("10.1.2.3/8")}}}}}},
+		{nil, Egress{ProxyPort: 3129, Guests: []GuestEgress{{IP: g, Allow: []NetAllow{{Net: netip.MustParsePrefix("2001:db8::/32")}}}}}},
+		{nil, Egress{ProxyPort: 3129, Guests: []GuestEgress{{IP: g, Allow: []NetAllow{{Net: netip.MustParsePrefix("10.0.0.0/8"), Port: 5}}}}}},
+		{nil, Egress{ProxyPort: 3129, Guests: []GuestEgress{{IP: g, Allow: []NetAllow{{Net: netip.MustParsePrefix("10.0.0.0/8"), Proto: "sctp"}}}}}},
+	}
+	for _, c := range bad {
+		if _, err := EgressRuleset(cfg, c.nat, c.eg); err == nil {
+			t.Errorf("accepted %+v %+v", c.nat, c.eg)
+		}
+	}
+	plain, _ := Ruleset(cfg, []netip.Addr{g})
+	same, err := EgressRuleset(cfg, []netip.Addr{g}, Egress{ProxyPort: 3129})
+	if err != nil || !reflect.DeepEqual(plain, same) {
+		t.Errorf("no filtered guests: %v\n%s\nvs\n%s", err, plain, same)
+	}
+	tb, err := EgressRuleset(cfg, nil, Egress{ProxyPort: 3129, Guests: []GuestEgress{{IP: g,
+		Allow: []NetAllow{{Net: netip.MustParsePrefix("10.0.0.0/8"), Proto: "udp"}, {Net: netip.MustParsePrefix("192.0.2.7/32"), Proto: "tcp", Port: 5432}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := tb.String()
+	for _, want := range []string{
+		`iifname "banger0" ip saddr 172.16.0.2 tcp dport 443 redirect to :3129`,
+		`iifname "banger0" oifname != "banger0" ip saddr 172.16.0.2 ip daddr 10.0.0.0/8 meta l4proto udp accept`,
+		`iifname "banger0" oifname != "banger0" ip saddr 172.16.0.2 ip daddr 192.0.2.7 tcp dport 5432 accept`,
+		`iifname "banger0" ip saddr 172.16.0.2 ip daddr 172.16.0.1 tcp dport 3129 accept`,
+		`oifname != "banger0" ip saddr 172.16.0.2 masquerade`,
+	} {
+		if !strings.Contains(s, want) {
+			t.Errorf("ruleset lacks %q:\n%s", want, s)
+		}
+	}
+	if len(tb.NATGuests()) != 0 {
+		t.Errorf("a filtered guest counted as NAT: %v", tb.NATGuests())
 	}
 }

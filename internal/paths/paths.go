@@ -132,6 +132,9 @@ func (l Layout) ImageDir(name string) string { return filepath.Join(l.State, "im
 func (l Layout) VMDir(id string) string { return filepath.Join(l.State, "vms", id) }
 
 // VMRunDir holds one VM's sockets and pid file (short paths: unix sockets
+// SnapshotDir is where the snapshot with the given id keeps its files.
+func (l Layout) SnapshotDir(id string) string { return filepath.Join(l.State, "snapshots", id) }
+
 // are limited to about 107 bytes).
 func (l Layout) VMRunDir(id string) string { return filepath.Join(l.Runtime, "vms", id) }
 

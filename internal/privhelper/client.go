@@ -83,6 +83,16 @@ func (c *Client) SetNAT(ctx context.Context, guests []netip.Addr) error {
 	return err
 }
 
+// SetEgress implements network.Host.
+func (c *Client) SetEgress(ctx context.Context, nat []netip.Addr, eg network.Egress) error {
+	list := make([]netip.Addr, len(nat))
+	for i, g := range nat {
+		list[i] = g.Unmap()
+	}
+	_, err := c.call(ctx, request{Op: OpSetEgress, Guests: &list, Egress: &eg})
+	return err
+}
+
 // State implements network.Host: the helper's Host state.
 func (c *Client) State(ctx context.Context) (network.State, error) {
 	resp, err := c.call(ctx, request{Op: OpState})

@@ -23,6 +23,7 @@
 //	acquire_tap    binding (required) tap
 //	release_tap    tap                -
 //	set_nat        guests (required)  -
+//	set_egress     guests, egress     -   (network.Host.SetEgress; checked by network.EgressRuleset)
 //	state          -                  state, config
 //	dns_sockets    -                  dns (+ 2 descriptors, SCM_RIGHTS)
 //
@@ -90,18 +91,19 @@ const (
 	OpAcquireTap   = "acquire_tap"
 	OpReleaseTap   = "release_tap"
 	OpSetNAT       = "set_nat"
+	OpSetEgress    = "set_egress"
 	OpState        = "state"
 	OpDNSSockets   = "dns_sockets"
 )
 
 // Ops lists every operation the server accepts.
 func Ops() []string {
-	return []string{OpEnsureBridge, OpAcquireTap, OpReleaseTap, OpSetNAT, OpState, OpDNSSockets}
+	return []string{OpEnsureBridge, OpAcquireTap, OpReleaseTap, OpSetNAT, OpSetEgress, OpState, OpDNSSockets}
 }
 
 func knownOp(op string) bool {
 	switch op {
-	case OpEnsureBridge, OpAcquireTap, OpReleaseTap, OpSetNAT, OpState, OpDNSSockets:
+	case OpEnsureBridge, OpAcquireTap, OpReleaseTap, OpSetNAT, OpSetEgress, OpState, OpDNSSockets:
 		return true
 	}
 	return false
@@ -190,6 +192,8 @@ type request struct {
 	// set_nat (an empty list clears NAT), so a pointer: absent and empty
 	// differ.
 	Guests *[]netip.Addr `json:"guests,omitempty"`
+	// Egress is set_egress's filtered guests (with Guests, the NAT ones).
+	Egress *network.Egress `json:"egress,omitempty"`
 }
 
 // response is the wire form of a response.

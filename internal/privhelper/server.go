@@ -362,7 +362,10 @@ func (s *Server) validate(req *request) error {
 	if req.Op != OpReleaseTap && req.Tap != "" {
 		return coded(CodeBadRequest, "%s takes no tap", req.Op)
 	}
-	if req.Op != OpSetNAT && req.Guests != nil {
+	if req.Op != OpSetEgress && req.Egress != nil {
+		return coded(CodeBadRequest, "%s takes no egress", req.Op)
+	}
+	if req.Op != OpSetNAT && req.Op != OpSetEgress && req.Guests != nil {
 		return coded(CodeBadRequest, "%s takes no guests", req.Op)
 	}
 	if req.Op != OpAcquireTap && req.Binding != nil {
@@ -383,6 +386,13 @@ func (s *Server) validate(req *request) error {
 	case OpReleaseTap:
 		if !validTap(s.cfg.TapPrefix, req.Tap) {
 			return &codedError{code: CodeNotTap, err: fmt.Errorf("release tap %q: %w (want %s<N>)", truncate(req.Tap), network.ErrNotTap, s.cfg.TapPrefix)}
+		}
+	case OpSetEgress:
+		if req.Guests == nil || req.Egress == nil {
+			return coded(CodeBadRequest, "set_egress needs guests and egress")
+		}
+		if _, err := network.EgressRuleset(s.cfg, *req.Guests, *req.Egress); err != nil {
+			return coded(CodeBadRequest, "set egress: %v", err)
 		}
 	case OpSetNAT:
 		if req.Guests == nil {
@@ -413,6 +423,8 @@ func (s *Server) do(ctx context.Context, req *request) (*response, []int, error)
 		err = s.host.ReleaseTap(ctx, req.Tap)
 	case OpSetNAT:
 		err = s.host.SetNAT(ctx, *req.Guests)
+	case OpSetEgress:
+		err = s.host.SetEgress(ctx, *req.Guests, *req.Egress)
 	case OpState:
 		var st network.State
 		st, err = s.host.State(ctx)

@@ -27,7 +27,7 @@ func TestAllowList(t *testing.T) {
 	if calls := fake.Calls(); len(calls) != 0 {
 		t.Fatalf("refused ops reached the host: %v", calls)
 	}
-	if !slices.Equal(Ops(), []string{"ensure_bridge", "acquire_tap", "release_tap", "set_nat", "state", "dns_sockets"}) {
+	if !slices.Equal(Ops(), []string{"ensure_bridge", "acquire_tap", "release_tap", "set_nat", "set_egress", "state", "dns_sockets"}) {
 		t.Fatalf("Ops() = %v", Ops())
 	}
 	for _, op := range Ops() {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 
+	"banger/internal/egress/policy"
 	"banger/internal/model"
 )
 
@@ -15,7 +16,7 @@ const vmColumns = `id, name, image, kernel, vcpu, memory_mib, disk_size, state, 
 	accel, auto_remove, last_error, created_at, updated_at, started_at,
 	workspace_path, workspace_mode, workspace_head,
 	network, ip, nat, publish, ssh_port, engine, disk_clone, no_work_disk,
-	workspace_include_untracked`
+	workspace_include_untracked, egress, egress_placeholders`
 
 // CreateVM inserts vm. A zero CreatedAt or UpdatedAt is set to the current
 // time (and written back to vm). It returns an error wrapping ErrExists if a
@@ -48,12 +49,12 @@ func (s *Store) CreateVM(ctx context.Context, vm *model.VM) error {
 		return fmt.Errorf("create vm %q: started_at: %w", vm.Name, err)
 	}
 	_, err = s.db.ExecContext(ctx, `INSERT INTO vms (`+vmColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		vm.ID, vm.Name, vm.Image, vm.Kernel, vm.VCPU, vm.MemoryMiB, vm.DiskSize,
 		string(vm.State), vm.PID, vm.Accel, vm.AutoRemove, vm.LastError,
 		created, updated, started, vm.WorkspacePath, vm.WorkspaceMode, vm.WorkspaceHead,
 		vm.Network, vm.IP, vm.NAT, publishJSON(vm.Publish), vm.SSHPort, vm.Engine, vm.DiskClone, vm.NoWorkDisk,
-		vm.WorkspaceIncludeUntracked)
+		vm.WorkspaceIncludeUntracked, egressJSON(vm.Egress), placeholdersJSON(vm.EgressPlaceholders))
 	if err != nil {
 		if isUniqueViolation(err) {
 			return vmExistsError(vm, err)
@@ -145,14 +146,15 @@ func (s *Store) UpdateVM(ctx context.Context, vm *model.VM) error {
 			workspace_path = ?, workspace_mode = ?, workspace_head = ?,
 			network = ?, ip = ?, nat = ?, publish = ?, ssh_port = ?,
 			engine = ?, disk_clone = ?, no_work_disk = ?,
-			workspace_include_untracked = ?
+			workspace_include_untracked = ?, egress = ?, egress_placeholders = ?
 		WHERE id = ?
 		RETURNING created_at`,
 		vm.Name, vm.Image, vm.Kernel, vm.VCPU, vm.MemoryMiB, vm.DiskSize,
 		string(vm.State), vm.PID, vm.Accel, vm.AutoRemove, vm.LastError,
 		updated, started, vm.WorkspacePath, vm.WorkspaceMode, vm.WorkspaceHead,
 		vm.Network, vm.IP, vm.NAT, publishJSON(vm.Publish), vm.SSHPort,
-		vm.Engine, vm.DiskClone, vm.NoWorkDisk, vm.WorkspaceIncludeUntracked, vm.ID).Scan(&created)
+		vm.Engine, vm.DiskClone, vm.NoWorkDisk, vm.WorkspaceIncludeUntracked,
+		egressJSON(vm.Egress), placeholdersJSON(vm.EgressPlaceholders), vm.ID).Scan(&created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return fmt.Errorf("vm id %q: %w", vm.ID, ErrNotFound)
 	}
@@ -205,12 +207,13 @@ func scanVM(sc scanner) (*model.VM, error) {
 		created, updated string
 		started          sql.NullString
 		publish          string
+		egress, holders  string
 	)
 	if err := sc.Scan(&vm.ID, &vm.Name, &vm.Image, &vm.Kernel, &vm.VCPU, &vm.MemoryMiB,
 		&vm.DiskSize, &state, &vm.PID, &vm.Accel, &vm.AutoRemove, &vm.LastError,
 		&created, &updated, &started, &vm.WorkspacePath, &vm.WorkspaceMode, &vm.WorkspaceHead,
 		&vm.Network, &vm.IP, &vm.NAT, &publish, &vm.SSHPort, &vm.Engine, &vm.DiskClone, &vm.NoWorkDisk,
-		&vm.WorkspaceIncludeUntracked); err != nil {
+		&vm.WorkspaceIncludeUntracked, &egress, &holders); err != nil {
 		return nil, err
 	}
 	vm.State = model.VMState(state)
@@ -229,7 +232,35 @@ func scanVM(sc scanner) (*model.VM, error) {
 			return nil, fmt.Errorf("vm %q: publish: %w", vm.Name, err)
 		}
 	}
+	if egress != "" {
+		vm.Egress = new(policy.Spec)
+		if err := json.Unmarshal([]byte(egress), vm.Egress); err != nil {
+			return nil, fmt.Errorf("vm %q: egress: %w", vm.Name, err)
+		}
+	}
+	if holders != "" && holders != "{}" {
+		if err := json.Unmarshal([]byte(holders), &vm.EgressPlaceholders); err != nil {
+			return nil, fmt.Errorf("vm %q: egress placeholders: %w", vm.Name, err)
+		}
+	}
 	return &vm, nil
+}
+
+// egressJSON encodes a VM's egress policy; "" for none recorded.
+func egressJSON(s *policy.Spec) string {
+	if s == nil {
+		return ""
+	}
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+func placeholdersJSON(m map[string]string) string {
+	if len(m) == 0 {
+		return "{}"
+	}
+	b, _ := json.Marshal(m)
+	return string(b)
 }
 
 // checkAffected turns "no row affected" into ErrNotFound for what.

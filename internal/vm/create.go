@@ -128,6 +128,9 @@ func (m *Manager) checkCreate(p api.VMCreateParams) (createParams, error) {
 	if err := api.ValidWait(p.Wait); err != nil {
 		return c, api.Errorf(api.CodeBadRequest, "%v", err)
 	}
+	if _, _, err := egressPolicy(p.Egress, p.NAT); err != nil {
+		return c, err
+	}
 	diskStr := p.DiskSize
 	if diskStr == "" {
 		diskStr = m.cfg.DiskSize

@@ -53,7 +53,7 @@ func (m *Manager) OpenExec(ctx context.Context, ref string, p api.ExecParams) (n
 		return nil, fmt.Errorf("vm %q: guest agent unreachable: %w", vm.Name, err)
 	}
 	st, err := c.Open(ctx, agent.Request{Op: agent.OpExec, Exec: &agent.ExecRequest{
-		Argv: p.Argv, Env: p.Env, Cwd: p.Cwd, TTY: p.TTY, Rows: p.Rows, Cols: p.Cols, Term: p.Term,
+		Argv: p.Argv, Env: append(egressEnv(vm), p.Env...), Cwd: p.Cwd, TTY: p.TTY, Rows: p.Rows, Cols: p.Cols, Term: p.Term,
 	}})
 	if err != nil {
 		rt.mu.Lock()

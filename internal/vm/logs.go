@@ -5,7 +5,9 @@ package vm
 import (
 	"context"
 	"io"
+	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"banger/internal/model"
@@ -52,4 +54,32 @@ func (m *Manager) followSerial(vm *model.VM, rt *runtime) {
 		seriallog.Follow(ctx, rt.spec.SerialSocket, w, time.Second)
 		w.Close()
 	}()
+}
+
+// consoleTailBytes bounds how much of a serial log consoleTail reads.
+const consoleTailBytes = 16 << 10
+
+// consoleTail returns the last n lines of the serial log at path, at most
+// consoleTailBytes of it, with the guest's control bytes escaped ("" when
+// there is no log). The guest wrote it: it is shown, never interpreted.
+func consoleTail(path string, n int) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err == nil && fi.Size() > consoleTailBytes {
+		if _, err := f.Seek(fi.Size()-consoleTailBytes, io.SeekStart); err != nil {
+			return ""
+		}
+	}
+	b, _ := io.ReadAll(io.LimitReader(f, consoleTailBytes))
+	lines := strings.Split(strings.TrimRight(string(b), "\r\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	for i, l := range lines {
+		lines[i] = printable([]byte(strings.TrimRight(l, "\r")))
+	}
+	return strings.TrimSpace(strings.Join(lines, "\n"))
 }

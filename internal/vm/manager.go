@@ -153,23 +153,27 @@ func (m *Manager) locked(ctx context.Context, ref string, f func(vm *model.VM) e
 	return vm, f(vm)
 }
 
-// lockedRunning is locked for operations that need the VM running.
-func (m *Manager) lockedRunning(ctx context.Context, ref string, f func(vm *model.VM, rt *runtime) error) (*model.VM, error) {
-	return m.locked(ctx, ref, func(vm *model.VM) error {
-		rt, err := m.requireRunning(vm)
-		if err != nil {
-			return err
-		}
-		return f(vm, rt)
-	})
-}
-
 func (m *Manager) requireRunning(vm *model.VM) (*runtime, error) {
 	rt := m.runtimeOf(vm.ID)
+	if rt != nil && vm.State == model.StatePaused {
+		return nil, api.Errorf(api.CodeConflict, "vm %q is paused: run `banger vm resume %s` first", vm.Name, vm.Name)
+	}
 	if rt == nil || vm.State != model.StateRunning {
 		return nil, api.Errorf(api.CodeNotRunning, "vm %q is not running (state %s)", vm.Name, vm.State)
 	}
 	return rt, nil
+}
+
+// lockedLive is locked for operations on a VM whose VMM runs, paused or
+// not (stop, kill).
+func (m *Manager) lockedLive(ctx context.Context, ref string, f func(vm *model.VM, rt *runtime) error) (*model.VM, error) {
+	return m.locked(ctx, ref, func(vm *model.VM) error {
+		rt := m.runtimeOf(vm.ID)
+		if rt == nil || (vm.State != model.StateRunning && vm.State != model.StatePaused) {
+			return api.Errorf(api.CodeNotRunning, "vm %q is not running (state %s)", vm.Name, vm.State)
+		}
+		return f(vm, rt)
+	})
 }
 
 // defaultSerialMax applies when the config sets no serial_log_max_mib.

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -27,6 +28,7 @@ import (
 	"banger/internal/model"
 	"banger/internal/network"
 	"banger/internal/paths"
+	"banger/internal/snapshot"
 	"banger/internal/store"
 	"banger/internal/testreq"
 )
@@ -42,6 +44,7 @@ type fakeDriver struct {
 	mu        sync.Mutex
 	instances map[string]*fakeInstance
 	failBoot  bool
+	failSave  bool // SaveState fails after writing part of the state
 	// serialFlood, when set, is how many bytes of console output the
 	// fake VMM sends each client of the spec's serial socket.
 	serialFlood int
@@ -54,6 +57,53 @@ type fakeInstance struct {
 	done     chan struct{}
 	once     sync.Once
 	poweroff bool
+
+	mu     sync.Mutex
+	paused bool
+	clocks []int64 // times the guest's clock was set to
+}
+
+func (d *fakeDriver) Pause(_ context.Context, inst engine.Instance) error {
+	fi := inst.(*fakeInstance)
+	fi.mu.Lock()
+	defer fi.mu.Unlock()
+	fi.paused = true
+	return nil
+}
+
+func (d *fakeDriver) Resume(_ context.Context, inst engine.Instance) error {
+	fi := inst.(*fakeInstance)
+	fi.mu.Lock()
+	defer fi.mu.Unlock()
+	fi.paused = false
+	return nil
+}
+
+func (d *fakeDriver) SaveState(_ context.Context, inst engine.Instance, f *os.File) error {
+	fi := inst.(*fakeInstance)
+	fi.mu.Lock()
+	paused := fi.paused
+	fi.mu.Unlock()
+	if !paused {
+		return errors.New("the vm must be paused")
+	}
+	if d.failSave {
+		f.Write([]byte("half a state"))
+		return errors.New("migration failed: injected")
+	}
+	_, err := f.Write([]byte("fake vmm state"))
+	return err
+}
+
+func (d *fakeDriver) VMMVersion(context.Context, engine.Instance) (string, error) {
+	return "fake-1", nil
+}
+
+func (d *fakeDriver) Paused(_ context.Context, inst engine.Instance) (bool, error) {
+	fi := inst.(*fakeInstance)
+	fi.mu.Lock()
+	defer fi.mu.Unlock()
+	return fi.paused, nil
 }
 
 func (i *fakeInstance) PID() int              { return os.Getpid() }
@@ -111,7 +161,12 @@ func (d *fakeDriver) Start(ctx context.Context, spec engine.Spec) (engine.Instan
 		inst.poweroff = true
 		go inst.exit()
 		return nil
-	}, Readiness: d.readiness}
+	}, Readiness: d.readiness, SetClock: func(ns int64) error {
+		inst.mu.Lock()
+		defer inst.mu.Unlock()
+		inst.clocks = append(inst.clocks, ns)
+		return nil
+	}}
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -517,5 +572,157 @@ func TestRecordWorkspaceKeepsOptions(t *testing.T) {
 	}
 	if err := f.m.RecordWorkspace(ctx, "nosuch", p); err == nil {
 		t.Error("recorded a workspace for a missing vm")
+	}
+}
+
+func TestPauseResume(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	v, err := f.create(ctx, api.VMCreateParams{Name: "sleepy"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.m.Resume(ctx, "sleepy"); err != nil {
+		t.Fatalf("resume of a running vm is a no-op, got %v", err)
+	}
+	p, err := f.m.Pause(ctx, "sleepy")
+	if err != nil || p.State != model.StatePaused {
+		t.Fatalf("pause: %v %v", p, err)
+	}
+	if _, err := f.m.Pause(ctx, "sleepy"); err != nil {
+		t.Fatalf("pause of a paused vm is a no-op, got %v", err)
+	}
+	// Everything that needs the guest is refused with a pointer to resume.
+	_, err = f.m.OpenExec(ctx, "sleepy", api.ExecParams{Argv: []string{"true"}})
+	if apiCode(err) != api.CodeConflict || !strings.Contains(err.Error(), "banger vm resume sleepy") {
+		t.Fatalf("exec on a paused vm: %v", err)
+	}
+	if _, err := f.m.FileAgent(ctx, "sleepy"); err == nil || !strings.Contains(err.Error(), "vm resume") {
+		t.Fatalf("files on a paused vm: %v", err)
+	}
+	if _, err := f.m.Start(ctx, "sleepy", nil); err == nil {
+		t.Fatal("start of a paused vm succeeded")
+	}
+
+	// A daemon restart keeps it paused and adopted.
+	f.m.Shutdown()
+	f.m = f.newManager()
+	if err := f.m.Recover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := f.m.Get(ctx, "sleepy"); got.State != model.StatePaused {
+		t.Fatalf("after recover: state %s", got.State)
+	}
+	before := time.Now().UnixNano()
+	r, err := f.m.Resume(ctx, "sleepy")
+	if err != nil || r.State != model.StateRunning {
+		t.Fatalf("resume: %v %v", r, err)
+	}
+	inst := f.driver.instances[v.ID]
+	inst.mu.Lock()
+	clocks := slices.Clone(inst.clocks)
+	inst.mu.Unlock()
+	if len(clocks) != 1 || clocks[0] < before {
+		t.Fatalf("guest clock set to %v, want one time after %d", clocks, before)
+	}
+	if code, _ := execIn(t, f.m, "sleepy", "true"); code != 0 {
+		t.Fatalf("exec after resume: %d", code)
+	}
+	if _, err := f.m.Resume(ctx, "nosuch"); apiCode(err) != api.CodeNotFound {
+		t.Fatalf("resume of a missing vm: %v", err)
+	}
+	// A paused VM can be stopped (it is continued first) and killed.
+	f.m.Pause(ctx, "sleepy")
+	if s, err := f.m.Stop(ctx, "sleepy"); err != nil || s.State != model.StateStopped {
+		t.Fatalf("stop of a paused vm: %v %v", s, err)
+	}
+	if _, err := f.m.Pause(ctx, "sleepy"); apiCode(err) != api.CodeNotRunning {
+		t.Fatalf("pause of a stopped vm: %v", err)
+	}
+}
+
+func TestSnapshotCreateListDelete(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	v, err := f.create(ctx, api.VMCreateParams{Name: "src"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snapDirs := func() []string {
+		entries, _ := os.ReadDir(filepath.Join(f.layout.State, "snapshots"))
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		return names
+	}
+	// Bad input and failures leave no row, no directory, and the VM running.
+	for _, p := range []api.SnapshotCreateParams{
+		{VM: "src", Name: "Bad_Name"},
+		{VM: "nosuch", Name: "ok"},
+	} {
+		if _, err := f.m.CreateSnapshot(ctx, p); err == nil {
+			t.Errorf("snapshot %+v accepted", p)
+		}
+	}
+	f.driver.failSave = true
+	if _, err := f.m.CreateSnapshot(ctx, api.SnapshotCreateParams{VM: "src", Name: "broken"}); err == nil || !strings.Contains(err.Error(), "injected") {
+		t.Fatalf("failed save: %v", err)
+	}
+	f.driver.failSave = false
+	if list, _ := f.m.Snapshots(ctx); len(list) != 0 || len(snapDirs()) != 0 {
+		t.Fatalf("failed snapshots left %v and dirs %v", list, snapDirs())
+	}
+	if got, _ := f.m.Get(ctx, "src"); got.State != model.StateRunning {
+		t.Fatalf("vm after a failed snapshot: %s", got.State)
+	}
+
+	sn, err := f.m.CreateSnapshot(ctx, api.SnapshotCreateParams{VM: "src", Name: "warm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sn.Engine != "qemu" || sn.VMMVersion != "fake-1" || sn.VMID != v.ID || sn.StateBytes != int64(len("fake vmm state")) || sn.MemoryMiB != v.MemoryMiB {
+		t.Fatalf("snapshot %+v", sn)
+	}
+	dir := f.layout.SnapshotDir(sn.ID)
+	meta, err := snapshot.ReadMeta(dir)
+	if err != nil || meta.Name != "warm" {
+		t.Fatalf("metadata: %+v %v", meta, err)
+	}
+	for _, name := range []string{snapshot.StateFile, snapshot.RootDisk, snapshot.WorkDisk} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+			t.Errorf("snapshot file %s: %v", name, err)
+		}
+	}
+	if got, _ := f.m.Get(ctx, "src"); got.State != model.StateRunning {
+		t.Fatalf("vm after snapshot: %s", got.State)
+	}
+	if code, _ := execIn(t, f.m, "src", "true"); code != 0 {
+		t.Fatalf("exec after snapshot: %d", code)
+	}
+	if _, err := f.m.CreateSnapshot(ctx, api.SnapshotCreateParams{VM: "src", Name: "warm"}); apiCode(err) != api.CodeAlreadyExists {
+		t.Fatalf("duplicate name: %v", err)
+	}
+	kept, err := f.m.CreateSnapshot(ctx, api.SnapshotCreateParams{VM: "src", KeepPaused: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(kept.Name, "src-") {
+		t.Errorf("default name %q", kept.Name)
+	}
+	if got, _ := f.m.Get(ctx, "src"); got.State != model.StatePaused {
+		t.Fatalf("vm after --keep-paused: %s", got.State)
+	}
+	if list, _ := f.m.Snapshots(ctx); len(list) != 2 {
+		t.Fatalf("list: %v", list)
+	}
+	if err := f.m.DeleteSnapshot(ctx, "warm"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("snapshot dir after delete: %v", err)
+	}
+	if _, err := f.m.GetSnapshot(ctx, "warm"); apiCode(err) != api.CodeNotFound {
+		t.Fatalf("get after delete: %v", err)
 	}
 }

@@ -22,8 +22,9 @@ func (m *Manager) Show(ctx context.Context, ref string) (*model.VM, error) {
 	if err != nil {
 		return nil, err
 	}
-	if rt := m.runtimeOf(v.ID); rt != nil && v.State == model.StateRunning {
-		v.Memory = m.memoryUsage(ctx, rt, true)
+	if rt := m.runtimeOf(v.ID); rt != nil && (v.State == model.StateRunning || v.State == model.StatePaused) {
+		// A paused guest cannot answer: its host figures only.
+		v.Memory = m.memoryUsage(ctx, rt, v.State == model.StateRunning)
 	}
 	return v, nil
 }
@@ -36,7 +37,7 @@ func (m *Manager) ListWithMemory(ctx context.Context) ([]*model.VM, error) {
 		return nil, err
 	}
 	for _, v := range vms {
-		if rt := m.runtimeOf(v.ID); rt != nil && v.State == model.StateRunning {
+		if rt := m.runtimeOf(v.ID); rt != nil && (v.State == model.StateRunning || v.State == model.StatePaused) {
 			v.Memory = m.memoryUsage(ctx, rt, false)
 		}
 	}

@@ -13,10 +13,12 @@ import (
 
 	"banger/internal/agent"
 	"banger/internal/api"
+	"banger/internal/egress/policy"
 	"banger/internal/engine"
 	"banger/internal/model"
 	"banger/internal/network"
 	"banger/internal/portfwd"
+	"banger/internal/secrets"
 )
 
 // Network modes.
@@ -61,6 +63,9 @@ type Networking struct {
 	// BridgeReady runs once the bridge exists (e.g. to serve DNS on its
 	// address, which guests use as their resolver).
 	BridgeReady func(ctx context.Context) error
+	// Egress enforces allow policies (DNS filter and proxy); nil: VMs
+	// with an allow policy cannot start in bridge mode.
+	Egress EgressEnforcer
 }
 
 // netState is the manager's runtime network bookkeeping.
@@ -101,9 +106,12 @@ func (m *Manager) prepareNetwork(ctx context.Context, vm *model.VM, p api.VMCrea
 	if err != nil {
 		return err
 	}
-	vm.Network, vm.NAT = mode, p.NAT
+	vm.Network = mode
 	if err := model.CheckNetworkOptions(mode, p.NAT, len(p.Publish)); err != nil {
 		return api.Errorf(api.CodeBadRequest, "%v", err)
+	}
+	if _, err := setEgress(vm, p.Egress, p.NAT); err != nil {
+		return err
 	}
 	if mode == NetNone {
 		return nil
@@ -248,7 +256,7 @@ func (m *Manager) netUp(ctx context.Context, vm *model.VM) error {
 	if m.net.Resolver != nil {
 		m.net.Resolver.Set(vm.Name, ip)
 	}
-	if vm.NAT {
+	if egressOut(vm) {
 		if err := m.syncNAT(ctx, ""); err != nil {
 			return err
 		}
@@ -283,7 +291,7 @@ func (m *Manager) netDown(ctx context.Context, vm *model.VM) {
 	if m.net.Resolver != nil {
 		m.net.Resolver.Remove(vm.Name)
 	}
-	if vm.NAT {
+	if egressOut(vm) {
 		if err := m.syncNAT(ctx, vm.ID); err != nil {
 			m.log.Error("update nat rules", "vm", vm.Name, "err", err)
 		}
@@ -298,31 +306,69 @@ func (m *Manager) netDown(ctx context.Context, vm *model.VM) {
 	}
 }
 
-// syncNAT declares the NAT rules for every running NAT VM, leaving out
-// exclude (a VM going down).
+// egressOut reports whether vm may send anything beyond the host (NAT or
+// an allow policy), so its start and stop change the egress rules.
+func egressOut(vm *model.VM) bool {
+	return vm.NAT || vm.Egress != nil && vm.Egress.Egress != string(policy.None)
+}
+
+// syncNAT declares the egress of every running bridge-mode VM, leaving out
+// exclude (a VM going down): NAT for mode all; for mode allow the DNS
+// filter, the proxy and the filtered firewall rules.
 func (m *Manager) syncNAT(ctx context.Context, exclude string) error {
 	vms, err := m.store.ListVMs(ctx)
 	if err != nil {
 		return err
 	}
 	var guests []netip.Addr
+	var filtered []EgressVM
+	eg := network.Egress{}
 	for _, v := range vms {
-		if v.ID == exclude || !v.NAT || v.Network != NetBridge || m.runtimeOf(v.ID) == nil {
+		if v.ID == exclude || v.Network != NetBridge || m.runtimeOf(v.ID) == nil {
 			continue
 		}
-		if a, err := netip.ParseAddr(v.IP); err == nil {
+		a, err := netip.ParseAddr(v.IP)
+		if err != nil {
+			continue
+		}
+		pol, err := vmPolicy(v)
+		if err != nil {
+			m.log.Error("egress policy of vm; nothing lets it out", "vm", v.Name, "err", err)
+			continue
+		}
+		switch pol.Mode {
+		case policy.All:
 			guests = append(guests, a)
+		case policy.Allow:
+			b, err := secrets.Restore(pol, v.EgressPlaceholders)
+			if err != nil {
+				m.log.Error("egress secrets of vm; nothing lets it out", "vm", v.Name, "err", err)
+				continue
+			}
+			filtered = append(filtered, EgressVM{Name: v.Name, IP: v.IP, Policy: pol, Bindings: b, EgressLog: m.egressLogFile(v.ID)})
+			eg.Guests = append(eg.Guests, network.GuestEgress{IP: a, Allow: netAllows(pol)})
 		}
 	}
 	if err := m.ensureBridge(ctx); err != nil {
 		return err
+	}
+	if len(filtered) > 0 {
+		if m.net.Egress == nil || m.net.Egress.ProxyPort() == 0 {
+			return errors.New("egress allow policies need the egress proxy, which is not running (see the daemon log)")
+		}
+		eg.ProxyPort = m.net.Egress.ProxyPort()
 	}
 	// DNS first: a guest that loses NAT loses its resolver's way out
 	// even if the rule change fails.
 	if m.net.Resolver != nil {
 		m.net.Resolver.SetForwarders(guests)
 	}
-	return m.net.Host.SetNAT(ctx, guests)
+	if m.net.Egress != nil {
+		if err := m.net.Egress.Apply(ctx, filtered); err != nil {
+			return err
+		}
+	}
+	return m.net.Host.SetEgress(ctx, guests, eg)
 }
 
 // recoverNetwork runs after re-adoption: brings adopted VMs' networking

@@ -56,8 +56,16 @@ func (m *Manager) Recover(ctx context.Context) error {
 		m.running[vm.ID] = rt
 		m.mu.Unlock()
 		m.followSerial(vm, rt)
-		if vm.State != model.StateRunning {
-			vm.State = model.StateRunning
+		// A paused VM stays paused; what the VMM says wins over the row
+		// (a daemon that died between pausing and recording it).
+		state := model.StateRunning
+		if eng.Pauser != nil {
+			if paused, err := eng.Pauser.Paused(ctx, inst); err == nil && paused {
+				state = model.StatePaused
+			}
+		}
+		if vm.State != state {
+			vm.State = state
 			m.store.UpdateVM(ctx, vm)
 		}
 		m.log.Info("re-adopted running vm", "vm", vm.Name, "pid", inst.PID())

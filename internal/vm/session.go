@@ -28,6 +28,9 @@ func (m *Manager) sessionStream(ctx context.Context, ref, op string, req agent.S
 	if op == agent.OpSessionStart && req.Cwd == "" && vm.WorkspacePath != "" {
 		req.Cwd = workspace.GuestDir
 	}
+	if op == agent.OpSessionStart {
+		req.Env = append(egressEnv(vm), req.Env...)
+	}
 	c, err := m.agentClient(ctx, rt, 30*time.Second)
 	if err != nil {
 		return nil, agent.Response{}, fmt.Errorf("vm %q: guest agent unreachable: %w", vm.Name, err)

@@ -162,6 +162,9 @@ func (m *Manager) startLocked(ctx context.Context, vm *model.VM, progress Progre
 		if err := m.netUp(ctx, vm); err != nil {
 			return err
 		}
+		if err := m.installCA(ctx, vm); err != nil {
+			return err
+		}
 		if m.net != nil && m.net.AfterBoot != nil {
 			return m.net.AfterBoot(ctx, vm, rt.agent)
 		}
@@ -177,6 +180,12 @@ func (m *Manager) startLocked(ctx context.Context, vm *model.VM, progress Progre
 
 // failStart kills whatever a failed start left running and records why.
 func (m *Manager) failStart(vm *model.VM, cause error) {
+	// What the guest printed last says why it did not come up (a panic,
+	// a soft lockup, a root that would not mount); the VM's files may be
+	// deleted right after this, so the daemon log keeps it.
+	if tail := consoleTail(filepath.Join(m.layout.VMDir(vm.ID), "serial.log"), 20); tail != "" {
+		m.log.Warn("start failed; last lines of the guest console", "vm", vm.Name, "console", tail)
+	}
 	if rt := m.runtimeOf(vm.ID); rt != nil {
 		rt.mu.Lock()
 		rt.expectExit = true

@@ -21,10 +21,16 @@ import (
 // asks the guest's init to power off. A guest that does not go within the
 // stop timeout is powered off by the agent directly, then killed.
 func (m *Manager) Stop(ctx context.Context, ref string) (*model.VM, error) {
-	return m.lockedRunning(ctx, ref, func(vm *model.VM, rt *runtime) error { return m.stopLocked(ctx, vm, rt) })
+	return m.lockedLive(ctx, ref, func(vm *model.VM, rt *runtime) error { return m.stopLocked(ctx, vm, rt) })
 }
 
 func (m *Manager) stopLocked(ctx context.Context, vm *model.VM, rt *runtime) error {
+	// A paused guest cannot shut itself down: continue it first.
+	if vm.State == model.StatePaused {
+		if err := m.resumeLocked(ctx, vm, rt); err != nil {
+			return fmt.Errorf("stop vm %q: %w", vm.Name, err)
+		}
+	}
 	rt.mu.Lock()
 	rt.expectExit = true
 	rt.mu.Unlock()
@@ -71,7 +77,7 @@ func (m *Manager) stopLocked(ctx context.Context, vm *model.VM, rt *runtime) err
 
 // Kill sends sig to the VMM. The VM ends up stopped, not in error.
 func (m *Manager) Kill(ctx context.Context, ref string, sig syscall.Signal) (*model.VM, error) {
-	return m.lockedRunning(ctx, ref, func(vm *model.VM, rt *runtime) error { return m.killLocked(ctx, vm, rt, sig) })
+	return m.lockedLive(ctx, ref, func(vm *model.VM, rt *runtime) error { return m.killLocked(ctx, vm, rt, sig) })
 }
 
 func (m *Manager) killLocked(ctx context.Context, vm *model.VM, rt *runtime, sig syscall.Signal) error {
@@ -95,7 +101,7 @@ func (m *Manager) killLocked(ctx context.Context, vm *model.VM, rt *runtime, sig
 // Restart stops the VM and boots it again: a fresh kernel boot.
 func (m *Manager) Restart(ctx context.Context, ref string, progress Progress) (*model.VM, error) {
 	return m.locked(ctx, ref, func(vm *model.VM) error {
-		if rt := m.runtimeOf(vm.ID); rt != nil && vm.State == model.StateRunning {
+		if rt := m.runtimeOf(vm.ID); rt != nil && (vm.State == model.StateRunning || vm.State == model.StatePaused) {
 			if err := step(progress, "stop", func() error { return m.stopLocked(ctx, vm, rt) }); err != nil {
 				return err
 			}
@@ -159,5 +165,5 @@ func (m *Manager) Prune(ctx context.Context) ([]string, error) {
 }
 
 func isActive(s model.VMState) bool {
-	return s == model.StateRunning || s == model.StateStarting || s == model.StateStopping
+	return s == model.StateRunning || s == model.StateStarting || s == model.StateStopping || s == model.StatePaused
 }

@@ -72,6 +72,24 @@ func (c *Client) Stop(ctx context.Context, name string) (*VM, error) {
 	return &v, nil
 }
 
+// Pause stops a VM's vCPUs; its memory and VMM stay.
+func (c *Client) Pause(ctx context.Context, name string) (*VM, error) {
+	var v VM
+	if err := c.call(ctx, http.MethodPost, vmPath(name, "/pause"), nil, &v); err != nil {
+		return nil, err
+	}
+	return &v, nil
+}
+
+// Resume continues a paused VM and sets its clock from the host's.
+func (c *Client) Resume(ctx context.Context, name string) (*VM, error) {
+	var v VM
+	if err := c.call(ctx, http.MethodPost, vmPath(name, "/resume"), nil, &v); err != nil {
+		return nil, err
+	}
+	return &v, nil
+}
+
 // Delete stops (if need be) and deletes a VM and its disks.
 func (c *Client) Delete(ctx context.Context, name string) error {
 	return c.call(ctx, http.MethodDelete, vmPath(name, ""), nil, nil)

@@ -50,6 +50,11 @@ type env struct {
 	// daemonPID is the running daemon's pid (it lives in nsName).
 	daemonPID int
 
+	// egressCA is the test CA the daemon's egress proxy trusts for
+	// upstream TLS (config egress_extra_ca): TestEgress's servers get
+	// their certificates from it.
+	egressCA *testCA
+
 	// started records the pid of every daemon the harness started, for
 	// teardown (a pointer: scenarios copy env to change its environment).
 	started *pidLog
@@ -153,13 +158,19 @@ func setup() (*env, error) {
 	// them quickly under TCG. The DNS upstream is the resolver
 	// TestHostileNetwork runs in its uplink namespace (hostileUpstream),
 	// never this machine's resolver.
+	ca, err := newTestCA(filepath.Join(root, "egress-test-ca.pem"))
+	if err != nil {
+		return ev, err
+	}
+	ev.egressCA = ca
 	os.WriteFile(filepath.Join(root, "config/banger/config.toml"),
 		[]byte("vcpu = 2\nmemory_mib = 512\ndisk_size = \"1G\"\nstop_timeout = \"20s\"\n"+
 			"export_max_mib = "+fmt.Sprint(hostileExportMaxMiB)+"\nserial_log_max_mib = "+fmt.Sprint(hostileSerialMaxMiB)+"\n"+
 			// Registry images of the suite stay well below; a bomb goes beyond.
 			"max_image_size = \""+maxImageSize+"\"\n"+
 			"catalog_url = \""+filepath.Join(root, "catalog.json")+"\"\n"+
-			"dns_upstreams = [\""+hostileUpstream+"\"]\n"), 0o600)
+			"dns_upstreams = [\""+hostileUpstream+"\"]\n"+
+			"egress_extra_ca = \""+ca.file+"\"\n"), 0o600)
 
 	// Every guest network lives in a namespace made for this run: the
 	// daemon (and so every VMM) runs inside it, across restarts.

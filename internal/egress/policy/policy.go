@@ -299,17 +299,17 @@ func (p *Policy) SecretFor(name string) (Secret, bool) {
 // Spec is the unvalidated input from flags (and a file), as the CLI and
 // the API carry it.
 type Spec struct {
-	Egress  string       `toml:"egress"`
-	Allow   []string     `toml:"allow"`
-	Secrets []SecretSpec `toml:"secret"`
+	Egress  string       `toml:"egress" json:"egress,omitempty"`
+	Allow   []string     `toml:"allow" json:"allow,omitempty"`
+	Secrets []SecretSpec `toml:"secret" json:"secrets,omitempty"`
 }
 
 // SecretSpec is one secret entry of a Spec.
 type SecretSpec struct {
-	Name  string   `toml:"name"`
-	Hosts []string `toml:"hosts"`
-	Env   string   `toml:"env"`
-	Body  bool     `toml:"body"`
+	Name  string   `toml:"name" json:"name"`
+	Hosts []string `toml:"hosts" json:"hosts,omitempty"`
+	Env   string   `toml:"env" json:"env,omitempty"`
+	Body  bool     `toml:"body" json:"body,omitempty"`
 }
 
 // Merge returns s with o's rules and secrets appended and o's mode taking

@@ -108,6 +108,42 @@ const (
 	StatePaused     = "Paused"
 )
 
+// VM states a PATCH /vm asks for (Vm.State).
+const (
+	VMPaused  = "Paused"
+	VMResumed = "Resumed"
+)
+
+// VM is the spec's Vm (PATCH /vm): the state the microVM should be in.
+type VM struct {
+	State string `json:"state"`
+}
+
+// Snapshot types (SnapshotCreateParams.SnapshotType).
+const (
+	SnapshotFull = "Full"
+	SnapshotDiff = "Diff"
+)
+
+// SnapshotCreateParams is the spec's SnapshotCreateParams (PUT
+// /snapshot/create): where Firecracker writes the guest memory and the
+// microVM state. The microVM must be paused.
+type SnapshotCreateParams struct {
+	MemFilePath  string `json:"mem_file_path"`
+	SnapshotPath string `json:"snapshot_path"`
+	SnapshotType string `json:"snapshot_type,omitempty"`
+}
+
+// SnapshotLoadParams is the part of the spec's SnapshotLoadParams (PUT
+// /snapshot/load) banger uses: the state and memory files, and whether to
+// resume at once.
+type SnapshotLoadParams struct {
+	SnapshotPath    string `json:"snapshot_path"`
+	MemFilePath     string `json:"mem_file_path,omitempty"`
+	TrackDirtyPages bool   `json:"track_dirty_pages,omitempty"`
+	ResumeVM        bool   `json:"resume_vm,omitempty"`
+}
+
 // InstanceInfo is the spec's InstanceInfo (GET /).
 type InstanceInfo struct {
 	AppName    string `json:"app_name"`
@@ -222,6 +258,24 @@ func (c *Client) PutSerialDevice(ctx context.Context, s SerialDevice) error {
 // guest, SendCtrlAltDel presses Ctrl+Alt+Del on its i8042 keyboard.
 func (c *Client) CreateSyncAction(ctx context.Context, a InstanceActionInfo) error {
 	return c.do(ctx, http.MethodPut, "/actions", a, nil)
+}
+
+// PatchVm is PATCH /vm: pause (VMPaused) or resume (VMResumed) the
+// microVM's vCPUs. Post-boot only.
+func (c *Client) PatchVm(ctx context.Context, v VM) error {
+	return c.do(ctx, http.MethodPatch, "/vm", v, nil)
+}
+
+// CreateSnapshot is PUT /snapshot/create: Firecracker writes the paused
+// microVM's memory and state to the given paths. Post-boot only.
+func (c *Client) CreateSnapshot(ctx context.Context, p SnapshotCreateParams) error {
+	return c.do(ctx, http.MethodPut, "/snapshot/create", p, nil)
+}
+
+// LoadSnapshot is PUT /snapshot/load: a fresh Firecracker (nothing
+// configured) takes its microVM from a snapshot. Pre-boot only.
+func (c *Client) LoadSnapshot(ctx context.Context, p SnapshotLoadParams) error {
+	return c.do(ctx, http.MethodPut, "/snapshot/load", p, nil)
 }
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {

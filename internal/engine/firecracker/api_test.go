@@ -89,6 +89,11 @@ func TestClientMethodsMatchOperations(t *testing.T) {
 			return c.PutBalloon(ctx, Balloon{AmountMiB: 0, DeflateOnOOM: true, FreePageReporting: true})
 		}},
 		{"CreateSyncAction", func() error { return c.CreateSyncAction(ctx, InstanceActionInfo{ActionType: ActionInstanceStart}) }},
+		{"PatchVm", func() error { return c.PatchVm(ctx, VM{State: VMPaused}) }},
+		{"CreateSnapshot", func() error {
+			return c.CreateSnapshot(ctx, SnapshotCreateParams{MemFilePath: filepath.Join(dir, "mem"), SnapshotPath: filepath.Join(dir, "state"), SnapshotType: SnapshotFull})
+		}},
+		{"PatchVm", func() error { return c.PatchVm(ctx, VM{State: VMResumed}) }},
 	}
 	// Each is a method of Client, so a renamed method fails here.
 	ct := reflect.TypeOf(c)
@@ -194,6 +199,8 @@ func TestTypesMirrorDefinitions(t *testing.T) {
 		{Balloon{}, "Balloon", true},
 		{SerialDevice{}, "SerialDevice", true},
 		{InstanceActionInfo{}, "InstanceActionInfo", true},
+		{VM{}, "Vm", true},
+		{SnapshotCreateParams{}, "SnapshotCreateParams", true},
 		{InstanceInfo{}, "InstanceInfo", false},
 		{faultBody{}, "Error", false},
 	}
@@ -364,6 +371,9 @@ func TestSpecOperationsUsed(t *testing.T) {
 		{"put", "/vsock", "putGuestVsock", "Vsock"},
 		{"put", "/balloon", "putBalloon", "Balloon"},
 		{"put", "/actions", "createSyncAction", "InstanceActionInfo"},
+		{"patch", "/vm", "patchVm", "Vm"},
+		{"put", "/snapshot/create", "createSnapshot", "SnapshotCreateParams"},
+		{"put", "/snapshot/load", "loadSnapshot", "SnapshotLoadParams"},
 	} {
 		op, ok := spec.Paths[u.path][u.method]
 		if !ok {

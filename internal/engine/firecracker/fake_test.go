@@ -251,6 +251,40 @@ func (f *fakeVMM) handle(op *operation, body []byte) (int, any, func()) {
 		}
 		f.vsock = ln
 		go f.serveVsock(ln)
+	case "patchVm":
+		var v VM
+		json.Unmarshal(body, &v)
+		if f.state == StateNotStarted {
+			return fault("The requested operation is not supported before starting the microVM.")
+		}
+		if v.State == VMPaused {
+			f.state = StatePaused
+		} else {
+			f.state = StateRunning
+		}
+	case "createSnapshot":
+		var p SnapshotCreateParams
+		json.Unmarshal(body, &p)
+		if f.state != StatePaused {
+			return fault("Cannot create snapshot: the microVM is not paused.")
+		}
+		for _, path := range []string{p.SnapshotPath, p.MemFilePath} {
+			if err := os.WriteFile(f.path(path), []byte("fake "+filepath.Base(path)), 0o600); err != nil {
+				return fault("Cannot create snapshot: %v", err)
+			}
+		}
+	case "loadSnapshot":
+		var p SnapshotLoadParams
+		json.Unmarshal(body, &p)
+		for _, path := range []string{p.SnapshotPath, p.MemFilePath} {
+			if _, err := os.Stat(f.path(path)); err != nil {
+				return fault("Cannot load snapshot: %v", err)
+			}
+		}
+		f.state = StatePaused
+		if p.ResumeVM {
+			f.state = StateRunning
+		}
 	case "createSyncAction":
 		var a InstanceActionInfo
 		json.Unmarshal(body, &a)

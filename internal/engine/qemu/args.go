@@ -77,6 +77,39 @@ type ArgOptions struct {
 	// (measured: 3 of 3 boots hung with two busy host threads, 0 of 3 with
 	// the hint). See HostTSCKHz.
 	GuestTSCKHz int
+	// DiskFDs makes QEMU open the root and work disks from descriptors
+	// the caller passes (fdsets, see DiskFDFiles) instead of by path. A
+	// QEMU that dropped its privileges (RunAs) cannot open its disks by
+	// path again, which it does when it lets go of them at the end of a
+	// migration (a snapshot): it then takes a copy of a descriptor from
+	// the fdset instead.
+	DiskFDs bool
+}
+
+// Disk descriptor layout with ArgOptions.DiskFDs: the files the caller
+// passes, in order, from descriptor 3 (exec.Cmd.ExtraFiles): for each disk
+// present (root, then work) one opened read-write and one read-only, in
+// fdset 1 (root) and 2 (work).
+const firstExtraFD = 3
+
+// DiskFDFiles are the files, in descriptor order, that a QEMU started with
+// ArgOptions.DiskFDs expects: for each disk of spec present (root, then
+// work), the paths and whether to open them read-only.
+func DiskFDFiles(spec engine.Spec) []DiskFD {
+	var out []DiskFD
+	for _, p := range []string{spec.RootDisk, spec.WorkDisk} {
+		if p == "" {
+			continue
+		}
+		out = append(out, DiskFD{Path: p}, DiskFD{Path: p, ReadOnly: true})
+	}
+	return out
+}
+
+// DiskFD is one disk descriptor to pass.
+type DiskFD struct {
+	Path     string
+	ReadOnly bool
 }
 
 // KernelCmdline returns the kernel command line QEMU is given for spec: the
@@ -175,6 +208,7 @@ func BuildArgs(spec engine.Spec, opts ArgOptions) ([]string, error) {
 		a = append(a, "-append", cmdline)
 	}
 
+	fd, set := firstExtraFD, 1
 	for _, d := range []struct{ id, path, format string }{
 		{rootDriveID, spec.RootDisk, "qcow2"},
 		{workDriveID, spec.WorkDisk, "raw"},
@@ -182,8 +216,22 @@ func BuildArgs(spec engine.Spec, opts ArgOptions) ([]string, error) {
 		if d.path == "" {
 			continue
 		}
+		file := escape(d.path)
+		if opts.DiskFDs {
+			sid := strconv.Itoa(set)
+			a = append(a,
+				"-add-fd", "fd="+strconv.Itoa(fd)+",set="+sid,
+				"-add-fd", "fd="+strconv.Itoa(fd+1)+",set="+sid,
+			)
+			// No image locks: banger runs one VMM per VM (Start checks),
+			// and QEMU's locks on the set's two open files conflict with
+			// each other when it takes its disks back after a migration
+			// ("Failed to get \"write\" lock" on cont).
+			file = "/dev/fdset/" + sid + ",file.locking=off"
+			fd, set = fd+2, set+1
+		}
 		a = append(a,
-			"-drive", "id="+d.id+",file="+escape(d.path)+",format="+d.format+",if=none,cache=writeback,aio=threads,discard=unmap",
+			"-drive", "id="+d.id+",file="+file+",format="+d.format+",if=none,cache=writeback,aio=threads,discard=unmap",
 			"-device", "virtio-blk-device,drive="+d.id,
 		)
 	}

@@ -404,3 +404,34 @@ func TestBuildArgsSerialSocket(t *testing.T) {
 		t.Error("over-long serial socket path accepted")
 	}
 }
+
+// TestBuildArgsDiskFDs: with DiskFDs the disks come from fdsets whose
+// descriptors follow DiskFDFiles' order from fd 3.
+func TestBuildArgsDiskFDs(t *testing.T) {
+	spec := testSpec()
+	args, err := BuildArgs(spec, ArgOptions{DiskFDs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined := strings.Join(args, " ")
+	for _, want := range []string{
+		"-add-fd fd=3,set=1 -add-fd fd=4,set=1 -drive id=root,file=/dev/fdset/1,file.locking=off,format=qcow2",
+		"-add-fd fd=5,set=2 -add-fd fd=6,set=2 -drive id=work,file=/dev/fdset/2,file.locking=off,format=raw",
+	} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("args lack %q:\n%s", want, joined)
+		}
+	}
+	if strings.Contains(joined, spec.RootDisk) || strings.Contains(joined, spec.WorkDisk) {
+		t.Errorf("disk paths still on the command line:\n%s", joined)
+	}
+	files := DiskFDFiles(spec)
+	want := []DiskFD{{spec.RootDisk, false}, {spec.RootDisk, true}, {spec.WorkDisk, false}, {spec.WorkDisk, true}}
+	if !slices.Equal(files, want) {
+		t.Errorf("DiskFDFiles = %v, want %v", files, want)
+	}
+	spec.WorkDisk = ""
+	if files := DiskFDFiles(spec); len(files) != 2 {
+		t.Errorf("without a work disk: %v", files)
+	}
+}

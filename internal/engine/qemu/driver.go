@@ -122,7 +122,7 @@ func (d *Driver) start(ctx context.Context, spec engine.Spec) (*Instance, error)
 	if err := vmmproc.RemoveIfExists(spec.PIDFile); err != nil {
 		return nil, fmt.Errorf("remove stale pidfile: %w", err)
 	}
-	opts := ArgOptions{Sandbox: true, GuestTSCKHz: d.GuestTSCKHz}
+	opts := ArgOptions{Sandbox: true, GuestTSCKHz: d.GuestTSCKHz, DiskFDs: true}
 	if os.Geteuid() == 0 {
 		// A guest that escapes into QEMU must not own what root owns.
 		opts.RunAs = VMMUser(spec.ID)
@@ -160,14 +160,23 @@ func (d *Driver) start(ctx context.Context, spec engine.Spec) (*Instance, error)
 	if err != nil {
 		return nil, fmt.Errorf("qemu stderr file: %w", err)
 	}
+	disks, err := openDiskFDs(spec)
+	if err != nil {
+		errf.Close()
+		return nil, err
+	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = errf, errf
+	cmd.ExtraFiles = disks
 	cmd.Dir = "/"
 	// Its own session: a signal to the daemon's process group (Ctrl-C in
 	// a terminal) never reaches a VMM.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	err = cmd.Start()
 	errf.Close()
+	for _, f := range disks {
+		f.Close() // QEMU has its own copies
+	}
 	if err != nil {
 		return nil, fmt.Errorf("run qemu: %w", err)
 	}
@@ -242,6 +251,27 @@ func (d *Driver) start(ctx context.Context, spec engine.Spec) (*Instance, error)
 		return fail(err)
 	}
 	return inst, nil
+}
+
+// openDiskFDs opens the disk descriptors a QEMU started with
+// ArgOptions.DiskFDs expects, in order.
+func openDiskFDs(spec engine.Spec) ([]*os.File, error) {
+	var files []*os.File
+	for _, d := range DiskFDFiles(spec) {
+		flag := os.O_RDWR
+		if d.ReadOnly {
+			flag = os.O_RDONLY
+		}
+		f, err := os.OpenFile(d.Path, flag|syscall.O_NOFOLLOW, 0)
+		if err != nil {
+			for _, g := range files {
+				g.Close()
+			}
+			return nil, fmt.Errorf("open disk: %w", err)
+		}
+		files = append(files, f)
+	}
+	return files, nil
 }
 
 // stderrFile is the file, next to the pidfile, that gets QEMU's stdout and

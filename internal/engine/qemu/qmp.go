@@ -7,10 +7,28 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"runtime"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 )
+
+// writeMsg writes b, with f's descriptor attached when f is set.
+func (q *QMP) writeMsg(b []byte, f *os.File) error {
+	if f == nil {
+		_, err := q.conn.Write(b)
+		return err
+	}
+	uc, ok := q.conn.(*net.UnixConn)
+	if !ok {
+		return errors.New("passing a file needs a unix socket")
+	}
+	_, _, err := uc.WriteMsgUnix(b, syscall.UnixRights(int(f.Fd())), nil)
+	runtime.KeepAlive(f)
+	return err
+}
 
 // ErrQMPClosed is returned by QMP.Execute once the connection is gone,
 // whether Close was called or QEMU hung up (as it does when it exits).
@@ -223,6 +241,20 @@ func (q *QMP) Err() error {
 // connection ends first the error wraps ErrQMPClosed; if ctx ends first the
 // command may still run in QEMU.
 func (q *QMP) Execute(ctx context.Context, command string, args, result any) error {
+	return q.execute(ctx, command, args, result, nil)
+}
+
+// ExecuteWithFile is Execute with f's descriptor passed along with the
+// command (SCM_RIGHTS), as QMP's getfd and add-fd expect. The connection
+// must be a Unix socket.
+func (q *QMP) ExecuteWithFile(ctx context.Context, command string, args, result any, f *os.File) error {
+	if f == nil {
+		return fmt.Errorf("qmp %s: no file to pass", command)
+	}
+	return q.execute(ctx, command, args, result, f)
+}
+
+func (q *QMP) execute(ctx context.Context, command string, args, result any, f *os.File) error {
 	q.mu.Lock()
 	if q.pending == nil {
 		q.mu.Unlock()
@@ -250,7 +282,7 @@ func (q *QMP) Execute(ctx context.Context, command string, args, result any) err
 	if err != nil {
 		return fmt.Errorf("qmp %s: encode: %w", command, err)
 	}
-	if err := q.write(ctx, append(b, '\n')); err != nil {
+	if err := q.write(ctx, append(b, '\n'), f); err != nil {
 		return fmt.Errorf("qmp %s: %w", command, err)
 	}
 
@@ -273,7 +305,7 @@ func (q *QMP) Execute(ctx context.Context, command string, args, result any) err
 	}
 }
 
-func (q *QMP) write(ctx context.Context, b []byte) error {
+func (q *QMP) write(ctx context.Context, b []byte, f *os.File) error {
 	q.writeMu.Lock()
 	defer q.writeMu.Unlock()
 	select {
@@ -285,7 +317,7 @@ func (q *QMP) write(ctx context.Context, b []byte) error {
 		q.conn.SetWriteDeadline(dl)
 		defer q.conn.SetWriteDeadline(time.Time{})
 	}
-	if _, err := q.conn.Write(b); err != nil {
+	if err := q.writeMsg(b, f); err != nil {
 		select {
 		case <-q.done:
 			return ErrQMPClosed
