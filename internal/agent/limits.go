@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -109,4 +112,74 @@ func (r idleReader) Read(p []byte) (int, error) {
 func isTimeout(err error) bool {
 	var t interface{ Timeout() bool }
 	return errors.As(err, &t) && t.Timeout()
+}
+
+// UploadIdle is how long an upload into a guest (a workspace, an image
+// build's --copy) may go without a byte moving in either direction
+// before it fails: a guest that stopped reading (soft lockups under
+// emulation, a wedged agent) or that never answers must not hold the
+// upload, its VM and its caller forever.
+const UploadIdle = 2 * time.Minute
+
+// ErrIdle is wrapped by the errors of an IdleConn on which nothing moved
+// for its idle time.
+var ErrIdle = errors.New("no progress")
+
+// IdleConn wraps st so that a transfer on it ends in bounded time once
+// nothing has moved in either direction for idle: a write blocked
+// because the peer stopped reading and a read waiting for a peer that
+// stopped answering both fail with an error wrapping ErrIdle. Progress
+// either way keeps both directions alive, so an upload whose answer
+// comes only after its last byte is not cut short however long it runs.
+// Closing the returned conn stops its watchdog and closes st.
+func IdleConn(st net.Conn, idle time.Duration) net.Conn {
+	c := &idleConn{Conn: st, idle: idle, done: make(chan struct{})}
+	c.last.Store(time.Now().UnixNano())
+	go c.watch()
+	return c
+}
+
+type idleConn struct {
+	net.Conn
+	idle  time.Duration
+	last  atomic.Int64 // UnixNano of the last byte moved
+	fired atomic.Bool
+	done  chan struct{}
+	once  sync.Once
+}
+
+func (c *idleConn) watch() {
+	t := time.NewTicker(max(c.idle/8, time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-c.done:
+			return
+		case now := <-t.C:
+			if now.Sub(time.Unix(0, c.last.Load())) >= c.idle {
+				c.fired.Store(true)
+				// A deadline in the past wakes blocked reads and writes.
+				c.Conn.SetDeadline(time.Unix(1, 0))
+				return
+			}
+		}
+	}
+}
+
+func (c *idleConn) moved(n int, err error) (int, error) {
+	if n > 0 {
+		c.last.Store(time.Now().UnixNano())
+	}
+	if err != nil && c.fired.Load() {
+		err = fmt.Errorf("%w: nothing moved either way for %s", ErrIdle, c.idle)
+	}
+	return n, err
+}
+
+func (c *idleConn) Read(p []byte) (int, error)  { return c.moved(c.Conn.Read(p)) }
+func (c *idleConn) Write(p []byte) (int, error) { return c.moved(c.Conn.Write(p)) }
+
+func (c *idleConn) Close() error {
+	c.once.Do(func() { close(c.done) })
+	return c.Conn.Close()
 }

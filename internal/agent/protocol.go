@@ -132,6 +132,10 @@ type UntarRequest struct {
 	// Clean removes Dir's previous contents first, so files deleted on
 	// the host do not linger in the guest.
 	Clean bool `json:"clean,omitempty"`
+	// Workspace marks a workspace stream (workspace.WriteTar): Dir is
+	// emptied first and HEAD's blobs are laid out into a pack from the
+	// files its blob plan names, so they cross the wire only once.
+	Workspace bool `json:"workspace,omitempty"`
 }
 
 // ExecRequest starts a process in the guest.
@@ -152,4 +156,8 @@ type ExitStatus struct {
 	// Error is set when the process could not be started at all (the code
 	// is then 127 for a missing command, 126 otherwise, as shells do).
 	Error string `json:"error,omitempty"`
+	// Workspace is set by an agent that extracted an untar stream as a
+	// workspace (UntarRequest.Workspace): an older agent, in a VM booted
+	// before an upgrade, would have left HEAD's blobs out.
+	Workspace bool `json:"workspace,omitempty"`
 }

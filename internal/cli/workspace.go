@@ -42,10 +42,10 @@ func sendTar(ctx context.Context, plan *workspace.Plan, fw *agent.FrameWriter, p
 	go func() { pw.CloseWithError(workspace.WriteTar(ctx, plan, pw)) }()
 	buf := make([]byte, 256<<10)
 	start := time.Now()
-	// The stream is the files, a tar header per file and the .git, whose
-	// pack holds HEAD's blobs: about twice the files' bytes. The estimate
-	// only shapes the bar; the last event carries the real count.
-	estimate := 2*plan.TotalBytes + 1536*int64(len(plan.Files)) + 64<<10
+	// The stream is the files, a tar header and a blob-plan line per file
+	// and a small .git (HEAD's blobs travel as the files themselves). The
+	// estimate only shapes the bar; the last event carries the real count.
+	estimate := plan.TotalBytes + 1600*int64(len(plan.Files)) + 64<<10
 	var sent int64
 	for {
 		n, err := io.ReadFull(pr, buf)

@@ -69,6 +69,7 @@ type VMManager interface {
 	// The streams: exec, workspace upload, sessions.
 	OpenExec(ctx context.Context, ref string, p api.ExecParams) (net.Conn, error)
 	OpenUntar(ctx context.Context, ref, dir string, clean bool) (net.Conn, error)
+	OpenWorkspaceUntar(ctx context.Context, ref string) (net.Conn, error)
 	RecordWorkspace(ctx context.Context, ref string, p api.WorkspaceParams) error
 	Export(ctx context.Context, ref, base string) (io.ReadCloser, error)
 	SessionCall(ctx context.Context, ref, op string, req agent.SessionRequest) (agent.Response, error)
@@ -120,6 +121,9 @@ type Server struct {
 	Socket     string
 	// Stop is called by POST /v1/daemon/stop.
 	Stop func()
+	// UploadIdle, when set, replaces agent.UploadIdle: how long a
+	// workspace upload may go without progress either way.
+	UploadIdle time.Duration
 
 	wg sync.WaitGroup // long-lived streams (exec, run)
 

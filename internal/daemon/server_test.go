@@ -147,6 +147,10 @@ func (f *fakeVMs) OpenUntar(ctx context.Context, ref, dir string, clean bool) (n
 	return f.open(ref, "untar")
 }
 
+func (f *fakeVMs) OpenWorkspaceUntar(ctx context.Context, ref string) (net.Conn, error) {
+	return f.open(ref, "untar")
+}
+
 func (f *fakeVMs) OpenSession(ctx context.Context, ref, op string, req agent.SessionRequest) (net.Conn, error) {
 	return f.open(ref, op+":"+req.Name)
 }
@@ -180,8 +184,15 @@ func echoAgent(conn net.Conn) {
 }
 
 // untarAgent reads an upload up to its empty stdin frame and answers with
-// code (and msg).
+// code (and msg), as an agent that knows workspace streams does; oldAgent
+// answers as one from before them.
 func untarAgent(code int, msg string) func(net.Conn) {
+	return untarAnswer(agent.ExitStatus{Code: code, Error: msg, Workspace: true})
+}
+
+func oldAgent() func(net.Conn) { return untarAnswer(agent.ExitStatus{}) }
+
+func untarAnswer(es agent.ExitStatus) func(net.Conn) {
 	return func(conn net.Conn) {
 		defer conn.Close()
 		for {
@@ -193,7 +204,7 @@ func untarAgent(code int, msg string) func(net.Conn) {
 				break
 			}
 		}
-		agent.NewFrameWriter(conn).WriteJSON(agent.FrameExit, agent.ExitStatus{Code: code, Error: msg})
+		agent.NewFrameWriter(conn).WriteJSON(agent.FrameExit, es)
 	}
 }
 
@@ -519,6 +530,13 @@ func TestWorkspaceUpload(t *testing.T) {
 	var ae api.Error
 	if typ != agent.FrameError || json.Unmarshal(p, &ae) != nil || !strings.Contains(ae.Message, "extract workspace in the guest: tar: disk full") || !opIDPattern.MatchString(ae.OpID) {
 		t.Fatalf("failed upload: %c %s", typ, p)
+	}
+	// An agent from before workspace streams would leave HEAD's blobs
+	// out: refused, with the way out.
+	ts.vms.agent = oldAgent()
+	typ, p = upload()
+	if typ != agent.FrameError || json.Unmarshal(p, &ae) != nil || !strings.Contains(ae.Message, "restart the VM") {
+		t.Fatalf("upload to an old agent: %c %s", typ, p)
 	}
 	ts.vms.mu.Lock()
 	n := len(ts.vms.recorded)

@@ -13,7 +13,6 @@ import (
 	"banger/internal/image"
 	"banger/internal/model"
 	"banger/internal/vm"
-	"banger/internal/workspace"
 )
 
 func (s *Server) vmList(w http.ResponseWriter, r *http.Request) error {
@@ -265,7 +264,7 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request) error {
 	}
 	if p.Workspace != nil {
 		start := time.Now()
-		if err := s.runUpload(ctx, v.ID, *p.Workspace, pr, fw); err != nil {
+		if err := s.runUpload(ctx, v.ID, v.Name, *p.Workspace, pr, fw); err != nil {
 			fail(err)
 			cleanup(v)
 			return nil
@@ -290,19 +289,19 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request) error {
 }
 
 // runUpload asks the client for the workspace and relays it into the VM.
-func (s *Server) runUpload(ctx context.Context, vmID string, p api.WorkspaceParams, client io.Reader, fw *agent.FrameWriter) error {
-	st, err := s.VMs.OpenUntar(ctx, vmID, workspace.GuestDir, true)
+func (s *Server) runUpload(ctx context.Context, vmID, vmName string, p api.WorkspaceParams, client io.Reader, fw *agent.FrameWriter) error {
+	st, err := s.VMs.OpenWorkspaceUntar(ctx, vmID)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
 	fw.WriteJSON(agent.FrameProgress, api.Progress{Stage: api.StageSendWorkspace})
-	es, err := relayUpload(client, st)
+	es, err := relayUpload(client, st, s.uploadIdle())
 	if err != nil {
-		return err
+		return fmt.Errorf("send workspace %s to vm %q: %w", p.Path, vmName, err)
 	}
-	if es.Code != 0 {
-		return fmt.Errorf("extract workspace in the guest: %s", es.Error)
+	if err := workspaceVerdict(es, vmName); err != nil {
+		return err
 	}
 	return s.VMs.RecordWorkspace(ctx, vmID, p)
 }

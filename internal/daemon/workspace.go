@@ -8,16 +8,20 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"time"
 
 	"banger/internal/agent"
 	"banger/internal/api"
-	"banger/internal/workspace"
 )
 
 // relayUpload forwards a tar stream (stdin frames from the client, ended
 // by an empty one) to an agent untar stream and returns the agent's
-// verdict.
-func relayUpload(client io.Reader, st net.Conn) (agent.ExitStatus, error) {
+// verdict. Nothing moving for idle, in either direction (a guest that
+// stopped reading or never answers, a client that stopped sending),
+// ends it with an error wrapping agent.ErrIdle.
+func relayUpload(client io.Reader, raw net.Conn, idle time.Duration) (agent.ExitStatus, error) {
+	st := agent.IdleConn(raw, idle)
+	defer st.Close()
 	fw := agent.NewFrameWriter(st)
 	errc := make(chan error, 1)
 	go func() {
@@ -44,8 +48,15 @@ func relayUpload(client io.Reader, st net.Conn) (agent.ExitStatus, error) {
 	for {
 		t, p, err := agent.ReadFrame(st)
 		if err != nil {
-			if cerr := <-errc; cerr != nil {
-				return agent.ExitStatus{}, cerr
+			// The client side's error, when it ended first, says more
+			// (it closes the guest stream); a client that merely stopped
+			// sending is not waited for.
+			select {
+			case cerr := <-errc:
+				if cerr != nil {
+					return agent.ExitStatus{}, cerr
+				}
+			default:
 			}
 			return agent.ExitStatus{}, fmt.Errorf("guest stream: %w", err)
 		}
@@ -55,6 +66,26 @@ func relayUpload(client io.Reader, st net.Conn) (agent.ExitStatus, error) {
 			return es, nil
 		}
 	}
+}
+
+// workspaceVerdict turns the agent's answer to a workspace upload into
+// an error, when it is one.
+func workspaceVerdict(es agent.ExitStatus, vm string) error {
+	switch {
+	case es.Code != 0:
+		return fmt.Errorf("extract workspace in the guest: %s", es.Error)
+	case !es.Workspace:
+		return api.Errorf(api.CodeOperationFailed, "vm %q runs a guest agent older than this banger, which cannot take a workspace: restart the VM (banger vm restart %s) to update it", vm, vm)
+	}
+	return nil
+}
+
+// uploadIdle is how long a relayed upload may go without progress.
+func (s *Server) uploadIdle() time.Duration {
+	if s.UploadIdle > 0 {
+		return s.UploadIdle
+	}
+	return agent.UploadIdle
 }
 
 // workspacePrepare receives a workspace tar stream over an upgraded
@@ -68,7 +99,7 @@ func (s *Server) workspacePrepare(w http.ResponseWriter, r *http.Request) error 
 		return api.Errorf(api.CodeBadRequest, "workspace path is required")
 	}
 	name := r.PathValue("name")
-	st, err := s.VMs.OpenUntar(r.Context(), name, workspace.GuestDir, true)
+	st, err := s.VMs.OpenWorkspaceUntar(r.Context(), name)
 	if err != nil {
 		return err
 	}
@@ -79,9 +110,12 @@ func (s *Server) workspacePrepare(w http.ResponseWriter, r *http.Request) error 
 	}
 	defer conn.Close()
 	fw := agent.NewFrameWriter(conn)
-	es, err := relayUpload(rw.Reader, st)
-	if err == nil && es.Code != 0 {
-		err = fmt.Errorf("extract workspace in the guest: %s", es.Error)
+	es, err := relayUpload(rw.Reader, st, s.uploadIdle())
+	if err != nil {
+		err = fmt.Errorf("send workspace %s to vm %q: %w", p.Path, name, err)
+	}
+	if err == nil {
+		err = workspaceVerdict(es, name)
 	}
 	if err == nil {
 		err = s.VMs.RecordWorkspace(r.Context(), name, p)

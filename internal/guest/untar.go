@@ -1,6 +1,7 @@
 package guest
 
 import (
+	"archive/tar"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 
 	"banger/internal/agent"
+	"banger/internal/gitpack"
 	"banger/internal/untar"
 )
 
@@ -47,13 +49,18 @@ func runUntar(req *agent.UntarRequest, conn io.ReadWriter) {
 			}
 		}
 	}()
-	_, err := Untar(pr, req.Dir, req.Clean)
+	var err error
+	if req.Workspace {
+		_, err = UntarWorkspace(pr, req.Dir)
+	} else {
+		_, err = Untar(pr, req.Dir, req.Clean)
+	}
 	pr.CloseWithError(io.ErrClosedPipe)
 	if err != nil {
 		fail(err)
 		return
 	}
-	fw.WriteJSON(agent.FrameExit, agent.ExitStatus{Code: 0})
+	fw.WriteJSON(agent.FrameExit, agent.ExitStatus{Code: 0, Workspace: req.Workspace})
 }
 
 func drainStdin(r io.Reader) {
@@ -80,6 +87,60 @@ func Untar(r io.Reader, dir string, clean bool) (int, error) {
 		}
 	}
 	st, err := untar.Extract(context.Background(), r, dir, untar.Options{SpecialBits: true, ReplaceDirs: true})
+	return st.Entries, err
+}
+
+// UntarWorkspace extracts a workspace stream (workspace.WriteTar) into
+// dir, emptied first, as Untar does, and lays out the pack of HEAD's
+// blobs from the files its blob plan names (wspack.go).
+func UntarWorkspace(r io.Reader, dir string) (n int, err error) {
+	if err := emptyDir(dir); err != nil {
+		return 0, err
+	}
+	var wp, done *wsPack
+	defer func() {
+		if done != nil {
+			done.root.Close()
+		}
+		if wp != nil {
+			wp.abort()
+			if err == nil {
+				err = fmt.Errorf("workspace stream ended without its pack index")
+			}
+		}
+	}()
+	seen := 0
+	intercept := func(e untar.Entry, content io.Reader) (io.Reader, error) {
+		seen++
+		if wp != nil {
+			if err := wp.endFile(); err != nil {
+				return nil, err
+			}
+		}
+		reg := e.Header.Typeflag == tar.TypeReg
+		switch {
+		case reg && e.Name == gitpack.PlanEntry:
+			if wp != nil || seen > 1 {
+				return nil, fmt.Errorf("workspace blob plan out of place")
+			}
+			var err error
+			wp, err = startPack(dir, content, e.Header.Size)
+			return nil, err
+		case reg && e.Name == gitpack.IndexEntry:
+			if wp == nil {
+				return nil, fmt.Errorf("workspace pack index without a blob plan")
+			}
+			if err := wp.finish(content, e.Header.Size); err != nil {
+				return nil, err // the deferred abort drops the pack
+			}
+			wp, done = nil, wp
+			return nil, nil
+		case reg && wp != nil && wp.wants(e.Name):
+			return wp.addFile(content, e.Header.Size), nil
+		}
+		return content, nil
+	}
+	st, err := untar.Extract(context.Background(), r, dir, untar.Options{SpecialBits: true, ReplaceDirs: true, Intercept: intercept})
 	return st.Entries, err
 }
 

@@ -45,6 +45,13 @@ type Options struct {
 	// Filter, if set, sees every entry but the root first: false skips
 	// it, an error ends the extraction.
 	Filter func(e Entry) (bool, error)
+	// Intercept, if set, sees every entry the Filter kept, with its
+	// content, before it is extracted: it returns the reader the content
+	// is then read from (content itself, or a reader wrapping it, such as
+	// a TeeReader for a caller that needs the bytes too), or nil to skip
+	// the entry once it has read what it wanted. An error ends the
+	// extraction.
+	Intercept func(e Entry, content io.Reader) (io.Reader, error)
 }
 
 // Stats tell what Extract wrote.
@@ -117,6 +124,13 @@ func (x *extractor) entry(e Entry, content io.Reader) error {
 		if err != nil || !ok {
 			return err
 		}
+	}
+	if x.o.Intercept != nil {
+		r, err := x.o.Intercept(e, content)
+		if err != nil || r == nil {
+			return err
+		}
+		content = r
 	}
 	if err := x.write(e, content); err != nil {
 		return fmt.Errorf("%q: %w", e.Name, err) // quoted: names are hostile

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"os"
 	"path"
 	"path/filepath"
@@ -58,7 +59,7 @@ func (m *Manager) BuildImage(ctx context.Context, base *model.Image, p api.Image
 		return fmt.Errorf("boot %q: %w", base.Name, err)
 	}
 	for _, c := range p.Copy {
-		if err := step(progress, "copy", func() error { return m.copyIn(ctx, vm.ID, c) }); err != nil {
+		if err := step(progress, "copy", func() error { return m.copyIn(ctx, vm, c) }); err != nil {
 			return fmt.Errorf("--copy %s:%s: %w", c.Src, c.Dst, err)
 		}
 	}
@@ -126,8 +127,9 @@ func outputTail(stdout, stderr []byte) string {
 
 // copyIn sends a host file or directory into the guest: a directory's
 // contents go into Dst; a file becomes Dst, or Dst/NAME when Dst ends in
-// a slash.
-func (m *Manager) copyIn(ctx context.Context, id string, c api.ImageCopy) error {
+// a slash. A guest that stops reading or never answers fails it after
+// the upload idle time (agent.UploadIdle).
+func (m *Manager) copyIn(ctx context.Context, vm *model.VM, c api.ImageCopy) error {
 	fi, err := os.Lstat(c.Src)
 	if err != nil {
 		return err
@@ -140,27 +142,56 @@ func (m *Manager) copyIn(ctx context.Context, id string, c api.ImageCopy) error 
 			dir, name = path.Dir(c.Dst), path.Base(c.Dst)
 		}
 	}
-	st, err := m.OpenUntar(ctx, id, dir, false)
+	st, err := m.OpenUntar(ctx, vm.ID, dir, false)
 	if err != nil {
 		return err
 	}
+	err = uploadTar(ctx, st, m.uploadIdleTime(), func(w io.Writer) error { return tarPath(w, c.Src, name) })
+	if err != nil {
+		return fmt.Errorf("send %s to %s in vm %q: %w", c.Src, dir, vm.Name, err)
+	}
+	return nil
+}
+
+// uploadIdleTime is how long an upload may go without progress.
+func (m *Manager) uploadIdleTime() time.Duration {
+	if m.uploadIdle > 0 {
+		return m.uploadIdle
+	}
+	return agent.UploadIdle
+}
+
+// uploadTar sends the tar stream that write produces on an agent untar
+// stream, which it closes, and waits for the guest's verdict. Nothing
+// moving in either direction for idle ends it with agent.ErrIdle, as
+// does ctx.
+func uploadTar(ctx context.Context, raw net.Conn, idle time.Duration, write func(io.Writer) error) error {
+	st := agent.IdleConn(raw, idle)
 	defer st.Close()
+	stop := context.AfterFunc(ctx, func() { st.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	ctxErr := func(err error) error {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return err
+	}
 	fw := agent.NewFrameWriter(st)
 	// Buffered so that tar's small header writes do not each become a frame.
 	bw := bufio.NewWriterSize(fw.StreamWriter(agent.FrameStdin), 256<<10)
-	if err := tarPath(bw, c.Src, name); err != nil {
-		return err
+	if err := write(bw); err != nil {
+		return ctxErr(err)
 	}
 	if err := bw.Flush(); err != nil {
-		return fmt.Errorf("send to guest: %w", err)
+		return ctxErr(fmt.Errorf("guest stream: %w", err))
 	}
 	if err := fw.Write(agent.FrameStdin, nil); err != nil {
-		return err
+		return ctxErr(fmt.Errorf("guest stream: %w", err))
 	}
 	for {
 		t, p, err := agent.ReadFrame(st)
 		if err != nil {
-			return fmt.Errorf("guest stream: %w", err)
+			return ctxErr(fmt.Errorf("guest stream: %w", err))
 		}
 		if t == agent.FrameExit {
 			var es agent.ExitStatus

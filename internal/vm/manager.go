@@ -53,6 +53,8 @@ type Manager struct {
 
 	// exportCmd, when set, replaces the export command (tests).
 	exportCmd func(base string) []string
+	// uploadIdle, when set, replaces agent.UploadIdle (tests).
+	uploadIdle time.Duration
 	// testSSHGrace, when set, replaces defaultSSHGrace (tests).
 	testSSHGrace time.Duration
 }

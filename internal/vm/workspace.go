@@ -20,6 +20,17 @@ import (
 // OpenUntar starts an extraction of a tar stream into dir in a running VM
 // and returns the agent stream (stdin frames in, one exit frame out).
 func (m *Manager) OpenUntar(ctx context.Context, ref, dir string, clean bool) (net.Conn, error) {
+	return m.openUntar(ctx, ref, agent.UntarRequest{Dir: dir, Clean: clean})
+}
+
+// OpenWorkspaceUntar starts the extraction of a workspace stream
+// (workspace.WriteTar) at workspace.GuestDir, emptied first, in a running
+// VM; the agent lays out HEAD's blobs from the work tree's files.
+func (m *Manager) OpenWorkspaceUntar(ctx context.Context, ref string) (net.Conn, error) {
+	return m.openUntar(ctx, ref, agent.UntarRequest{Dir: workspace.GuestDir, Clean: true, Workspace: true})
+}
+
+func (m *Manager) openUntar(ctx context.Context, ref string, req agent.UntarRequest) (net.Conn, error) {
 	vm, err := m.Get(ctx, ref)
 	if err != nil {
 		return nil, err
@@ -32,7 +43,7 @@ func (m *Manager) OpenUntar(ctx context.Context, ref, dir string, clean bool) (n
 	if err != nil {
 		return nil, fmt.Errorf("vm %q: guest agent unreachable: %w", vm.Name, err)
 	}
-	return c.Open(ctx, agent.Request{Op: agent.OpUntar, Untar: &agent.UntarRequest{Dir: dir, Clean: clean}})
+	return c.Open(ctx, agent.Request{Op: agent.OpUntar, Untar: &req})
 }
 
 // RecordWorkspace remembers the workspace prepared in a VM, with the

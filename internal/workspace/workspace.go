@@ -9,16 +9,26 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"crypto/sha1"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
+	"hash/crc32"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
+	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 
 	"banger/internal/api"
+	"banger/internal/gitpack"
 	"banger/internal/hosttools"
 )
 
@@ -180,22 +190,63 @@ func Inspect(ctx context.Context, path string, o Options) (*Plan, error) {
 // clone of HEAD with an index of HEAD's tree, so the guest has a real
 // repository at the same commit and `git status` there shows exactly how
 // the work tree differs from HEAD.
+//
+// HEAD's blobs are not sent twice: a work-tree file whose bytes are a
+// blob of HEAD (the usual case) is named in a blob plan sent first
+// (gitpack.PlanEntry), and the guest writes it into a pack as it
+// extracts it; the host computes every checksum of that pack while it
+// sends the files and sends the pack's index last (gitpack.IndexEntry).
+// The .git's own pack then holds only the commit, its trees and the blobs
+// no file carries (changed or deleted files, symlinks).
 func WriteTar(ctx context.Context, p *Plan, w io.Writer) error {
 	tw := tar.NewWriter(w)
+	var bp *blobPlan
+	if p.Head != "" {
+		var err error
+		if bp, err = planBlobs(ctx, p); err != nil {
+			return err
+		}
+	}
+	// With no file to lay out (every file changed since HEAD), there is
+	// no plan: .git's own pack holds all of HEAD's blobs.
+	withPlan := bp != nil && len(bp.plan.Files) > 0
+	if withPlan {
+		b, err := json.Marshal(bp.plan)
+		if err != nil {
+			return err
+		}
+		if err := tw.WriteHeader(&tar.Header{Name: gitpack.PlanEntry, Typeflag: tar.TypeReg, Mode: 0o600, Size: int64(len(b))}); err != nil {
+			return err
+		}
+		if _, err := tw.Write(b); err != nil {
+			return err
+		}
+	}
 	for _, d := range p.Submodules {
 		if err := tw.WriteHeader(&tar.Header{Name: d + "/", Typeflag: tar.TypeDir, Mode: 0o755}); err != nil {
 			return err
 		}
 	}
-	for _, f := range p.Files {
+	for i, f := range p.Files {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := addFile(tw, filepath.Join(p.Root, filepath.FromSlash(f.Path)), f.Path); err != nil {
+		src := filepath.Join(p.Root, filepath.FromSlash(f.Path))
+		var err error
+		if withPlan && bp.packed[i] {
+			err = bp.addPacked(tw, src, f.Path, bp.sums[i])
+		} else {
+			err = addFile(tw, src, f.Path)
+		}
+		if err != nil {
 			return err
 		}
 	}
-	gitDir, cleanup, err := minimalGitDir(ctx, p)
+	var objects []byte
+	if bp != nil {
+		objects = bp.objects
+	}
+	gitDir, cleanup, err := minimalGitDir(ctx, p, objects)
 	if err != nil {
 		return err
 	}
@@ -217,7 +268,195 @@ func WriteTar(ctx context.Context, p *Plan, w io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("pack .git: %w", err)
 	}
+	if withPlan {
+		idx, err := bp.index()
+		if err != nil {
+			return fmt.Errorf("index the work tree's blobs: %w", err)
+		}
+		if err := tw.WriteHeader(&tar.Header{Name: gitpack.IndexEntry, Typeflag: tar.TypeReg, Mode: 0o600, Size: int64(len(idx))}); err != nil {
+			return err
+		}
+		if _, err := tw.Write(idx); err != nil {
+			return err
+		}
+	}
 	return tw.Close()
+}
+
+// fileSum is what the first pass learnt of a regular file.
+type fileSum struct {
+	id    [20]byte
+	adler uint32
+	size  int64
+	ok    bool
+}
+
+// blobPlan is the part of HEAD's blobs the work tree carries.
+type blobPlan struct {
+	plan    gitpack.Plan
+	packed  []bool // by index in Plan.Files
+	sums    []fileSum
+	objects []byte // the .git pack's object list: commit, trees, other blobs
+	// The pack the guest lays out, as the host hashes it while sending.
+	packSum hash.Hash
+	crc     hash.Hash32
+	off     uint64
+	entries []gitpack.Entry
+	buf     []byte
+}
+
+func (b *blobPlan) Write(p []byte) (int, error) {
+	b.packSum.Write(p)
+	b.crc.Write(p)
+	b.off += uint64(len(p))
+	return len(p), nil
+}
+
+// planBlobs hashes the plan's regular files (in parallel, at native
+// speed) and picks those whose bytes are a blob of HEAD, each blob once.
+// It returns nil, and the whole of HEAD goes in .git as before, for a
+// repository whose objects are not SHA-1.
+func planBlobs(ctx context.Context, p *Plan) (*blobPlan, error) {
+	if out, err := git(ctx, p.Root, "rev-parse", "--show-object-format"); err != nil || strings.TrimSpace(string(out)) != "sha1" {
+		return nil, nil
+	}
+	out, err := git(ctx, p.Root, "ls-tree", "-r", "-t", "-z", "--full-tree", p.Head)
+	if err != nil {
+		return nil, err
+	}
+	root, err := git(ctx, p.Root, "rev-parse", p.Head+"^{tree}")
+	if err != nil {
+		return nil, err
+	}
+	objects := []string{p.Head, strings.TrimSpace(string(root))}
+	var headBlobs []string
+	inHead := map[[20]byte]bool{}
+	for _, rec := range strings.Split(string(out), "\x00") {
+		meta, _, ok := strings.Cut(rec, "\t")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(meta)
+		if len(f) != 3 {
+			continue
+		}
+		switch f[1] {
+		case "tree":
+			objects = append(objects, f[2])
+		case "blob":
+			var id [20]byte
+			if _, err := hex.Decode(id[:], []byte(f[2])); err != nil || len(f[2]) != 40 {
+				return nil, fmt.Errorf("ls-tree: bad blob id %q", f[2])
+			}
+			if !inHead[id] {
+				inHead[id] = true
+				headBlobs = append(headBlobs, f[2])
+			}
+		}
+	}
+	sums := make([]fileSum, len(p.Files))
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for range max(1, runtime.NumCPU()) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				sums[i] = hashFile(filepath.Join(p.Root, filepath.FromSlash(p.Files[i].Path)))
+			}
+		}()
+	}
+	for i, f := range p.Files {
+		if f.Mode.IsRegular() && ctx.Err() == nil {
+			work <- i
+		}
+	}
+	close(work)
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	bp := &blobPlan{packed: make([]bool, len(p.Files)), sums: sums, packSum: sha1.New(), crc: crc32.NewIEEE(), buf: make([]byte, 64<<10)}
+	chosen := map[[20]byte]bool{}
+	for i, s := range sums {
+		if s.ok && inHead[s.id] && !chosen[s.id] {
+			chosen[s.id] = true
+			bp.packed[i] = true
+			bp.plan.Files = append(bp.plan.Files, gitpack.PlanFile{Path: p.Files[i].Path, Adler: s.adler})
+		}
+	}
+	for _, h := range headBlobs {
+		var id [20]byte
+		hex.Decode(id[:], []byte(h))
+		if !chosen[id] {
+			objects = append(objects, h)
+		}
+	}
+	bp.objects = []byte(strings.Join(objects, "\n") + "\n")
+	bp.Write(gitpack.Header(uint32(len(bp.plan.Files))))
+	return bp, nil
+}
+
+// hashFile is the blob id and Adler-32 of a file's bytes; ok is false
+// when it cannot be read (it is then sent, or fails, as any file).
+func hashFile(path string) fileSum {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return fileSum{}
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		return fileSum{}
+	}
+	id, adler, err := gitpack.BlobID(f, fi.Size())
+	if err != nil {
+		return fileSum{}
+	}
+	return fileSum{id: id, adler: adler, size: fi.Size(), ok: true}
+}
+
+// addPacked sends a file of the blob plan, checking that its bytes are
+// still the blob hashed before, and hashes its pack entry.
+func (b *blobPlan) addPacked(tw *tar.Writer, path, name string, s fileSum) error {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() || fi.Size() != s.size {
+		return fmt.Errorf("%s changed while being sent", name)
+	}
+	if err := tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: int64(fi.Mode().Perm()), ModTime: fi.ModTime(), Size: s.size}); err != nil {
+		return err
+	}
+	blob := sha1.New()
+	blob.Write([]byte("blob " + strconv.FormatInt(s.size, 10) + "\x00"))
+	off := b.off
+	b.crc.Reset()
+	src := io.TeeReader(io.LimitReader(f, s.size), io.MultiWriter(tw, blob))
+	if _, err := gitpack.Object(b, src, s.size, s.adler, b.buf); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+			return fmt.Errorf("%s changed while being sent", name)
+		}
+		return err
+	}
+	if !bytes.Equal(blob.Sum(nil), s.id[:]) {
+		return fmt.Errorf("%s changed while being sent", name)
+	}
+	b.entries = append(b.entries, gitpack.Entry{ID: s.id, CRC: b.crc.Sum32(), Offset: off})
+	return nil
+}
+
+// index is the index of the laid-out pack, once every file was sent.
+func (b *blobPlan) index() ([]byte, error) {
+	var sum [20]byte
+	copy(sum[:], b.packSum.Sum(nil))
+	return gitpack.Index(b.entries, sum)
 }
 
 func addFile(tw *tar.Writer, path, name string) error {
@@ -261,7 +500,10 @@ func addFile(tw *tar.Writer, path, name string) error {
 // local VM; host CPU is the cost that matters), marked shallow so git does
 // not look for the parents; HEAD naming the host's branch; an index of
 // HEAD's tree with no stat data, which git refreshes on first use.
-func minimalGitDir(ctx context.Context, p *Plan) (string, func(), error) {
+//
+// objects, when not nil, is the list of objects the pack holds (one id a
+// line); otherwise it is every object of HEAD.
+func minimalGitDir(ctx context.Context, p *Plan, objects []byte) (string, func(), error) {
 	tmp, err := os.MkdirTemp("", "banger-ws-")
 	if err != nil {
 		return "", nil, err
@@ -284,9 +526,10 @@ func minimalGitDir(ctx context.Context, p *Plan) (string, func(), error) {
 	if p.Head == "" {
 		return gitDir, cleanup, nil
 	}
-	objects, err := git(ctx, p.Root, "rev-list", "--objects", "--no-walk", p.Head)
-	if err != nil {
-		return fail(err)
+	if objects == nil {
+		if objects, err = git(ctx, p.Root, "rev-list", "--objects", "--no-walk", p.Head); err != nil {
+			return fail(err)
+		}
 	}
 	cmd, err := hosttools.Command(ctx, hosttools.Git, "-C", p.Root, "-c", "pack.compression=0", "pack-objects",
 		"--quiet", "--window=0", "--depth=0", filepath.Join(gitDir, "objects/pack/pack"))

@@ -1,17 +1,16 @@
 package workspace
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"errors"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"banger/internal/guest"
 	"banger/internal/patchcheck"
 )
 
@@ -92,8 +91,8 @@ func TestInspect(t *testing.T) {
 	}
 }
 
-// TestTarRoundTrip unpacks the stream the way the guest does (with tar
-// here) and checks the result is a repository at the same HEAD whose
+// TestTarRoundTrip unpacks the stream the way the guest does (its agent's
+// extraction, run here) and checks the result is a repository at the same HEAD whose
 // status shows the host's uncommitted change.
 func TestTarRoundTrip(t *testing.T) {
 	repo := testRepo(t)
@@ -107,28 +106,12 @@ func TestTarRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := t.TempDir()
-	tr := tar.NewReader(bytes.NewReader(buf.Bytes()))
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		target := filepath.Join(out, h.Name)
-		switch h.Typeflag {
-		case tar.TypeDir:
-			os.MkdirAll(target, 0o755)
-		case tar.TypeSymlink:
-			os.MkdirAll(filepath.Dir(target), 0o755)
-			os.Symlink(h.Linkname, target)
-		case tar.TypeReg:
-			os.MkdirAll(filepath.Dir(target), 0o755)
-			b, _ := io.ReadAll(tr)
-			os.WriteFile(target, b, os.FileMode(h.Mode))
-		}
+	if _, err := guest.UntarWorkspace(&buf, out); err != nil {
+		t.Fatal(err)
 	}
+	// HEAD's blobs came once, as work-tree files, and the guest laid
+	// them out into a pack: the repository is whole.
+	sh(t, out, "git fsck --full --strict --no-dangling")
 	if head := strings.TrimSpace(sh(t, out, "git rev-parse HEAD")); head != p.Head {
 		t.Errorf("guest HEAD %s, host %s", head, p.Head)
 	}
@@ -170,5 +153,94 @@ func TestTarRoundTrip(t *testing.T) {
 	}
 	if fi, _ := os.Stat(filepath.Join(repo, "run.sh")); fi.Mode().Perm()&0o100 != 0 {
 		t.Errorf("mode change not applied")
+	}
+}
+
+// HEAD's blobs cross once: the stream of a repository with 1 MiB of
+// committed random data is little over 1 MiB, and the guest still gets
+// a whole repository. A file changed since the commit keeps its HEAD
+// blob in .git's own pack.
+func TestTarSendsBlobsOnce(t *testing.T) {
+	if _, err := exec.LookPath("git"); err != nil {
+		t.Skip("git not installed")
+	}
+	repo := t.TempDir()
+	sh(t, repo, `git init -q -b main && head -c 1048576 /dev/urandom > big.dat && cp big.dat copy.dat && echo one > small.txt && ln -s small.txt link && git add . && git commit -qm one && echo two >> small.txt`)
+	ctx := context.Background()
+	p, err := Inspect(ctx, repo, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := WriteTar(ctx, p, &buf); err != nil {
+		t.Fatal(err)
+	}
+	if buf.Len() > 2*(1<<20)+512<<10 {
+		t.Errorf("stream of %d bytes for 2 MiB of files: HEAD's blobs sent twice?", buf.Len())
+	}
+	out := filepath.Join(t.TempDir(), "repo")
+	if _, err := guest.UntarWorkspace(&buf, out); err != nil {
+		t.Fatal(err)
+	}
+	sh(t, out, "git fsck --full --strict --no-dangling")
+	if d := sh(t, out, "git diff HEAD --stat"); !strings.Contains(d, "small.txt") || strings.Contains(d, "big.dat") {
+		t.Errorf("guest diff against HEAD: %q", d)
+	}
+	if got := sh(t, out, "git show HEAD:small.txt"); got != "one\n" {
+		t.Errorf("HEAD's small.txt in the guest: %q", got)
+	}
+}
+
+// A work tree whose every file changed since HEAD sends no blob plan;
+// the guest's repository is whole all the same.
+func TestTarAllFilesChanged(t *testing.T) {
+	if _, err := exec.LookPath("git"); err != nil {
+		t.Skip("git not installed")
+	}
+	repo := t.TempDir()
+	sh(t, repo, `git init -q -b main && echo one > a.txt && git add . && git commit -qm one && echo two > a.txt`)
+	ctx := context.Background()
+	p, err := Inspect(ctx, repo, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := WriteTar(ctx, p, &buf); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "repo")
+	if _, err := guest.UntarWorkspace(&buf, out); err != nil {
+		t.Fatal(err)
+	}
+	sh(t, out, "git fsck --full --strict --no-dangling")
+	if got := sh(t, out, "git show HEAD:a.txt"); got != "one\n" {
+		t.Errorf("HEAD's a.txt in the guest: %q", got)
+	}
+}
+
+// full_copy with untracked files: submodule files and untracked files
+// are sent (and laid out only when they are blobs of HEAD); the guest's
+// repository is whole and shows the same status as the host's.
+func TestTarFullCopyUntracked(t *testing.T) {
+	repo := testRepo(t)
+	ctx := context.Background()
+	p, err := Inspect(ctx, repo, Options{Mode: ModeFullCopy, IncludeUntracked: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := WriteTar(ctx, p, &buf); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "repo")
+	if _, err := guest.UntarWorkspace(&buf, out); err != nil {
+		t.Fatal(err)
+	}
+	sh(t, out, "git fsck --full --strict --no-dangling")
+	if b, err := os.ReadFile(filepath.Join(out, "sub/s.txt")); err != nil || string(b) != "subfile\n" {
+		t.Errorf("submodule file: %q %v", b, err)
+	}
+	if st := sh(t, out, "git status --porcelain -- a.txt new.txt"); st != " M a.txt\n?? new.txt\n" {
+		t.Errorf("guest status %q", st)
 	}
 }

@@ -32,10 +32,14 @@ func main() {
 	mem := flag.Bool("memory", true, "also measure idle VMs' memory with and without the balloon (memory.go)")
 	memOnly := flag.Bool("memory-only", false, "only the memory measurements")
 	wsRounds := flag.Int("workspace-rounds", 3, "workspace measurements per side (interleaved)")
+	wsOnly := flag.Bool("workspace-only", false, "only the workspace measurements (no boot comparison, no memory)")
 	flag.Parse()
 	if *wsRounds < 1 {
 		fmt.Fprintln(os.Stderr, "bench: -workspace-rounds must be at least 1")
 		os.Exit(2)
+	}
+	if *wsOnly {
+		*n, *ws, *mem = 0, true, false
 	}
 	if !*memOnly {
 		if err := run(*n, *ws, *wsRounds); err != nil {
@@ -83,6 +87,9 @@ func run(n int, ws bool, wsRounds int) error {
 		"XDG_STATE_HOME="+root+"/state", "XDG_CONFIG_HOME="+root+"/config", "XDG_RUNTIME_DIR="+root+"/run",
 		"BANGER_PROGRESS=1")}
 	os.MkdirAll(root+"/config/banger", 0o700)
+	// The daemon makes its directory inside XDG_RUNTIME_DIR, which must
+	// exist (as a session's does).
+	os.MkdirAll(root+"/run", 0o700)
 	os.WriteFile(root+"/config/banger/config.toml", []byte("vcpu = 2\nmemory_mib = 512\ndisk_size = \"1G\"\nnetwork = \"none\"\ndns_listen = \"127.0.0.1:0\"\n"), 0o600)
 	ctx := context.Background()
 	defer e.banger(ctx, "daemon", "stop")
@@ -127,6 +134,12 @@ func run(n int, ws bool, wsRounds int) error {
 	fmt.Printf("accelerator: %s on both sides (banger's VMM: -machine %s -accel %s%s; kernel %s; initramfs %s)\n",
 		v.Accel, ref.machine, ref.accel, ifSet(" -cpu ", ref.cpu), ref.kernel, ref.initrd)
 	rootfs := filepath.Join(root, "state/banger/images/debian/rootfs.ext4")
+	if n == 0 {
+		if ws {
+			return benchWorkspace(ctx, e, wsRounds)
+		}
+		return nil
+	}
 
 	var bangerTimes, bareTimes []time.Duration
 	stages := map[string][]time.Duration{}

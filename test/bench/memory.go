@@ -148,6 +148,7 @@ func benchMemory(ctx context.Context, bin, fixtures string) error {
 	e := &memEnv{bin: bin, root: root, config: filepath.Join(root, "config/banger/config.toml"), environ: append(os.Environ(),
 		"XDG_STATE_HOME="+root+"/state", "XDG_CONFIG_HOME="+root+"/config", "XDG_RUNTIME_DIR="+root+"/run")}
 	os.MkdirAll(filepath.Dir(e.config), 0o700)
+	os.MkdirAll(root+"/run", 0o700) // XDG_RUNTIME_DIR must exist
 	defer e.banger(context.Background(), "daemon", "stop")
 	if err := e.setBalloon(ctx, true); err != nil {
 		return err

@@ -134,6 +134,8 @@ func benchWorkspace(ctx context.Context, e *env, rounds int) error {
 		}
 	}
 	mib := float64(files*size) / (1 << 20)
+	medPrep := medianOf(prep, func(s wsSample) float64 { return float64(s.d) })
+	medTar := medianOf(tarx, func(s wsSample) float64 { return float64(s.d) })
 	fmt.Printf("workspace: %d files, %.0f MiB of file data, guest booted; %d runs per side, interleaved; medians:\n", files, mib, rounds)
 	for _, side := range []struct {
 		name string
@@ -150,6 +152,7 @@ func benchWorkspace(ctx context.Context, e *env, rounds int) error {
 		fmt.Printf("  %-28s %v = %.0f files/s, %.1f MiB/s of file data; on the API socket %.1f MiB up, %.1f KiB down (all: %v)\n",
 			side.name, time.Duration(d).Round(time.Millisecond), files/sec, mib/sec, up/(1<<20), down/(1<<10), all)
 	}
+	fmt.Printf("ratio workspace prepare speed / git archive pipe speed %.2fx (archive median / prepare median; target >= 0.9)\n", medTar/medPrep)
 	return nil
 }
 
