@@ -76,6 +76,8 @@ POLLUTED_ENV := BANGER_ACCEL=polluted BANGER_ENGINE=polluted BANGER_NETWORK=poll
   BANGER_BIN=/dev/null/polluted-bin BANGER_FIXTURES=/dev/null/polluted-fixtures BANGER_SUITE=polluted \
   BANGER_MIRROR=http://127.0.0.1:9/polluted-mirror BANGER_INSTALL_BASE_URL=http://127.0.0.1:9/polluted-release \
   BANGER_INSTALL_PUBKEY_FILE=/dev/null/polluted.pem BANGER_INSTALL_NONINTERACTIVE=1 \
+  BANGER_NPM_REGISTRY=http://127.0.0.1:9/polluted-npm BANGER_NPM_CACHE=/dev/null/polluted-npm-cache \
+  BANGER_AGENT_MANIFEST=/dev/null/polluted-manifest \
   XDG_STATE_HOME=/dev/null/polluted-state XDG_CONFIG_HOME=/dev/null/polluted-config \
   XDG_RUNTIME_DIR=/dev/null/polluted-runtime XDG_DATA_HOME=/dev/null/polluted-data \
   XDG_CACHE_HOME=/dev/null/polluted-cache HOME=/dev/null/polluted-home

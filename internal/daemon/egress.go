@@ -92,8 +92,9 @@ func newEgressService(l paths.Layout, cfg config.Config, resolver *dns.Server, l
 			return nil, fmt.Errorf("egress_extra_ca %s: larger than %d bytes", cfg.EgressExtraCA, maxExtraCA)
 		}
 	}
+	bridge, _ := netip.ParsePrefix(cfg.BridgeCIDR) // checked by config.Load
 	px, err := proxy.New(proxy.Config{CA: authority, Secrets: store, ExtraRootCAs: extra,
-		Resolver: upstreamResolver{resolver}, Logger: log})
+		Resolver: upstreamResolver{resolver}, Logger: log, AllowUpstream: newUpstreamGuard(bridge).Allow})
 	if err != nil {
 		store.Close()
 		return nil, fmt.Errorf("egress proxy: %w", err)

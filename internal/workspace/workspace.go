@@ -77,7 +77,7 @@ type Plan struct {
 var ErrNotRepo = errors.New("not a git repository")
 
 func git(ctx context.Context, dir string, args ...string) ([]byte, error) {
-	cmd, err := hosttools.Command(ctx, hosttools.Git, append([]string{"-C", dir}, args...)...)
+	cmd, err := gitCommand(ctx, dir, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -531,7 +531,7 @@ func minimalGitDir(ctx context.Context, p *Plan, objects []byte) (string, func()
 			return fail(err)
 		}
 	}
-	cmd, err := hosttools.Command(ctx, hosttools.Git, "-C", p.Root, "-c", "pack.compression=0", "pack-objects",
+	cmd, err := gitCommand(ctx, p.Root, "-c", "pack.compression=0", "pack-objects",
 		"--quiet", "--window=0", "--depth=0", filepath.Join(gitDir, "objects/pack/pack"))
 	if err != nil {
 		return fail(err)
