@@ -179,10 +179,8 @@ type Proxy struct {
 	srv       *http.Server
 	ln        *chanListener
 
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{}
-	closed bool
-	wg     sync.WaitGroup
+	conns connSet
+	wg    sync.WaitGroup
 }
 
 // New makes a Proxy. Close releases it.
@@ -236,7 +234,7 @@ func New(cfg Config) (*Proxy, error) {
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
-	p := &Proxy{cfg: cfg, log: lg, ln: newChanListener(), conns: map[net.Conn]struct{}{}}
+	p := &Proxy{cfg: cfg, log: lg, ln: newChanListener()}
 	p.transport = &http.Transport{
 		Proxy: nil, // never the daemon's own proxy settings
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -275,12 +273,7 @@ func New(cfg Config) (*Proxy, error) {
 
 // Close stops the proxy: every connection is closed.
 func (p *Proxy) Close() error {
-	p.mu.Lock()
-	p.closed = true
-	for c := range p.conns {
-		c.Close()
-	}
-	p.mu.Unlock()
+	p.conns.close(true)
 	p.ln.Close()
 	p.srv.Close()
 	p.transport.CloseIdleConnections()
@@ -288,20 +281,44 @@ func (p *Proxy) Close() error {
 	return nil
 }
 
-func (p *Proxy) track(c net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed {
+// connSet is the open connections of a Proxy or a VM, closed together.
+type connSet struct {
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
+}
+
+// track adds c, or reports false once the set is closed for good.
+func (s *connSet) track(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
 		return false
 	}
-	p.conns[c] = struct{}{}
+	if s.conns == nil {
+		s.conns = map[net.Conn]struct{}{}
+	}
+	s.conns[c] = struct{}{}
 	return true
 }
 
-func (p *Proxy) untrack(c net.Conn) {
-	p.mu.Lock()
-	delete(p.conns, c)
-	p.mu.Unlock()
+func (s *connSet) untrack(c net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// close closes every connection in the set; with refuse, later track
+// calls fail.
+func (s *connSet) close(refuse bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if refuse {
+		s.closed = true
+	}
+	for c := range s.conns {
+		c.Close()
+	}
 }
 
 // VMConfig describes a VM to the proxy.
@@ -321,50 +338,18 @@ type VM struct {
 	log      *egresslog.Log
 	resolved *resolvedNames
 	sem      chan struct{}
-
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{}
-	closed bool
+	conns    connSet
 }
 
 // Close ends every open connection of the VM and refuses new ones (the
 // VM stops, or its policy was narrowed and open tunnels must not outlive
 // it: a new VM value then takes over).
-func (v *VM) Close() {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	v.closed = true
-	for c := range v.conns {
-		c.Close()
-	}
-}
+func (v *VM) Close() { v.conns.close(true) }
 
 // CloseConns ends every open connection of the VM but keeps serving new
 // ones, e.g. after SetPolicy narrowed the policy: open pass-through
 // tunnels were decided under the old one.
-func (v *VM) CloseConns() {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	for c := range v.conns {
-		c.Close()
-	}
-}
-
-func (v *VM) track(c net.Conn) bool {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if v.closed {
-		return false
-	}
-	v.conns[c] = struct{}{}
-	return true
-}
-
-func (v *VM) untrack(c net.Conn) {
-	v.mu.Lock()
-	delete(v.conns, c)
-	v.mu.Unlock()
-}
+func (v *VM) CloseConns() { v.conns.close(false) }
 
 type vmState struct {
 	policy   *policy.Policy
@@ -381,7 +366,7 @@ func (p *Proxy) NewVM(c VMConfig) (*VM, error) {
 		return nil, fmt.Errorf("egress proxy: vm %q without a policy", c.Name)
 	}
 	v := &VM{p: p, name: c.Name, log: c.Log, resolved: newResolvedNames(p.cfg.Now),
-		sem: make(chan struct{}, p.cfg.MaxConnsPerVM), conns: map[net.Conn]struct{}{}}
+		sem: make(chan struct{}, p.cfg.MaxConnsPerVM)}
 	v.state.Store(&vmState{policy: c.Policy, bindings: c.Bindings})
 	return v, nil
 }
@@ -506,16 +491,16 @@ func (v *VM) ServeConn(ctx context.Context, c net.Conn, origDst netip.AddrPort) 
 			Reason: fmt.Sprintf("too many concurrent connections (%d)", cap(v.sem))})
 		return
 	}
-	if !p.track(c) {
+	if !p.conns.track(c) {
 		c.Close()
 		return
 	}
-	defer p.untrack(c)
-	if !v.track(c) {
+	defer p.conns.untrack(c)
+	if !v.conns.track(c) {
 		c.Close()
 		return
 	}
-	defer v.untrack(c)
+	defer v.conns.untrack(c)
 	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()

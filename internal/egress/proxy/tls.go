@@ -142,11 +142,11 @@ func (v *VM) passthrough(ctx context.Context, guest net.Conn, name string, port 
 	if g := findIdle(guest); g != nil {
 		g.shareActivity(iu) // a long download with a silent guest is not idle
 	}
-	if !p.track(iu) {
+	if !p.conns.track(iu) {
 		iu.Close()
 		return
 	}
-	defer p.untrack(iu)
+	defer p.conns.untrack(iu)
 	up2, down := splice(guest, iu)
 	rec.Verdict = egresslog.Allow
 	rec.BytesUp, rec.BytesDown = up2, down
